@@ -1,0 +1,42 @@
+// Selective scan (Mamba-1 S6), spec §1.1. Shapes (docs/GLOSSARY.md):
+//   u, delta, z : (B, L, E)        A : (E, N)          B, C : (B, L, N) or grouped (B, L, G, N), E % G == 0
+//   D, delta_bias : (E)            initial_state, final_state : (B, E, N), fp32 (fp64 for fp64 inputs)
+//   delta' = softplus(delta + delta_bias) (softplus optional)
+//   h_t = exp(delta'_t A) * h_{t-1} + delta'_t * u_t * B_t,   y_t = C_t . h_t + D * u_t,   y_t *= silu(z_t)
+#pragma once
+#include <optional>
+#include <tuple>
+
+#include <ATen/core/Tensor.h>
+
+namespace ssmlab::ops {
+
+struct SelectiveScanOut {
+  at::Tensor y;            // (B, L, E), dtype of u
+  at::Tensor final_state;  // (B, E, N), state dtype
+};
+
+// Validates the inputs (errors print every shape) and runs the selected backend.
+// backend: "auto" (fastest available kernel for the device) or "reference".
+SelectiveScanOut selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& delta_bias,
+                                bool delta_softplus, const std::optional<at::Tensor>& initial_state,
+                                const std::string& backend = "auto");
+
+// The oracle: time-stepped, plain ATen, float64-capable, differentiable (autograd Function whose
+// backward is a reverse time loop that recomputes states chunk by chunk from saved chunk-start states;
+// memory O(B·L·E + B·E·N·L/chunk), never (B, L, E, N) at once).
+SelectiveScanOut selective_scan_reference(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                          const at::Tensor& B, const at::Tensor& C,
+                                          const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
+                                          const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
+                                          const std::optional<at::Tensor>& initial_state);
+
+// Throws ssmlab::Error naming every offending shape/dtype/device.
+void check_selective_scan_inputs(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                 const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                 const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& delta_bias,
+                                 const std::optional<at::Tensor>& initial_state);
+
+}  // namespace ssmlab::ops
