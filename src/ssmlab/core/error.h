@@ -35,7 +35,7 @@ std::string str(const Args&... args) {
 
 template <class... Args>
 [[noreturn]] void fail(const Args&... args) {
-  throw Error(str(args...));
+  throw Error(::ssmlab::str(args...));
 }
 
 // "(2, 3, 4)" for shape messages.

@@ -1,0 +1,138 @@
+// CPU benchmarks of the op references (selective_scan forward and forward+backward, causal_conv1d
+// forward) beside a plain copy_ of a large buffer, so the bytes/s counters can be read against the
+// machine's copy bandwidth in one table (llm.c dev/cuda style: time plus bandwidth math).
+//
+// Counters: items_per_second counts state-element updates (B·L·E·N) for the scan and outputs (B·L·E)
+// for the conv; bytes_per_second counts the compulsory fp32 traffic (each input read once, each output
+// written once), which is the floor a fused kernel would have to move.
+#include <benchmark/benchmark.h>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <string>
+
+#include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
+#include "ssmlab/ops/selective_scan/selective_scan.h"
+
+namespace {
+
+struct ScanInputs {
+  at::Tensor u, delta, A, B, C, D, z, delta_bias;  // u, delta, z (B, L, E); A (E, N); B, C (B, L, N); D, bias (E)
+};
+
+// Mamba-shaped fp32 inputs (softplus'd delta, negative A, D, z and delta_bias all present), seeded.
+ScanInputs make_scan(int64_t b, int64_t l, int64_t e, int64_t n, bool requires_grad) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1234);
+  ScanInputs in;
+  in.u = at::randn({b, l, e}, gen);
+  in.delta = at::randn({b, l, e}, gen) * 0.5 - 1.0;
+  in.A = -(at::rand({e, n}, gen) * 1.5 + 0.05);
+  in.B = at::randn({b, l, n}, gen);
+  in.C = at::randn({b, l, n}, gen);
+  in.D = at::randn({e}, gen);
+  in.z = at::randn({b, l, e}, gen);
+  in.delta_bias = at::randn({e}, gen) * 0.3;
+  if (requires_grad)
+    for (at::Tensor* t : {&in.u, &in.delta, &in.A, &in.B, &in.C, &in.D, &in.z, &in.delta_bias})
+      t->requires_grad_(true);
+  return in;
+}
+
+ssmlab::ops::SelectiveScanOut run_scan(const ScanInputs& in) {
+  return ssmlab::ops::selective_scan_reference(in.u, in.delta, in.A, in.B, in.C, in.D, in.z, in.delta_bias,
+                                               /*delta_softplus=*/true, /*initial_state=*/std::nullopt);
+}
+
+void set_counters(benchmark::State& state, double items, double bytes) {
+  state.SetItemsProcessed(static_cast<int64_t>(items) * state.iterations());
+  state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
+}
+
+// Forward: reads u, delta, z (B·L·E each), B, C (B·L·N each); writes y (B·L·E).
+void BM_SelectiveScanRefForward(benchmark::State& state) {
+  const int64_t b = state.range(0), l = state.range(1), e = state.range(2), n = state.range(3);
+  const ScanInputs in = make_scan(b, l, e, n, /*requires_grad=*/false);
+  for (auto _ : state) {
+    auto out = run_scan(in);
+    benchmark::DoNotOptimize(out.y.data_ptr());
+  }
+  const double ble = double(b) * l * e, bln = double(b) * l * n;
+  set_counters(state, ble * n, 4.0 * (4 * ble + 2 * bln));
+}
+
+// Forward + backward: the forward's traffic, then the backward reads u, delta, z, gy and B, C and writes
+// du, ddelta, dz and dB, dC (dA, dD, d delta_bias are O(E·N) and left out).
+void BM_SelectiveScanRefForwardBackward(benchmark::State& state) {
+  const int64_t b = state.range(0), l = state.range(1), e = state.range(2), n = state.range(3);
+  const ScanInputs in = make_scan(b, l, e, n, /*requires_grad=*/true);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(99);
+  const at::Tensor gy = at::randn({b, l, e}, gen);
+  const std::vector<at::Tensor> xs{in.u, in.delta, in.A, in.B, in.C, in.D, in.z, in.delta_bias};
+  for (auto _ : state) {
+    auto out = run_scan(in);
+    auto grads = torch::autograd::grad({out.y}, xs, {gy});
+    benchmark::DoNotOptimize(grads[0].data_ptr());
+  }
+  const double ble = double(b) * l * e, bln = double(b) * l * n;
+  set_counters(state, ble * n, 4.0 * (11 * ble + 6 * bln));
+}
+
+// causal_conv1d reference forward, width 4, bias and SiLU: reads x (B·L·E), writes out (B·L·E).
+void BM_CausalConv1dRefForward(benchmark::State& state) {
+  const int64_t b = state.range(0), l = state.range(1), e = state.range(2), w = state.range(3);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  const at::Tensor x = at::randn({b, l, e}, gen), weight = at::randn({e, w}, gen), bias = at::randn({e}, gen);
+  for (auto _ : state) {
+    auto out = ssmlab::ops::causal_conv1d_reference(x, weight, bias, /*silu=*/true, /*initial_state=*/std::nullopt);
+    benchmark::DoNotOptimize(out.out.data_ptr());
+  }
+  const double ble = double(b) * l * e;
+  set_counters(state, ble, 4.0 * 2 * ble);
+}
+
+// The yardstick: dst.copy_(src) of a buffer much larger than the caches; reads and writes each byte once.
+void BM_CopyBandwidth(benchmark::State& state) {
+  const int64_t numel = state.range(0);
+  const at::Tensor src = at::rand({numel});
+  at::Tensor dst = at::empty({numel});
+  for (auto _ : state) {
+    dst.copy_(src);
+    benchmark::DoNotOptimize(dst.data_ptr());
+  }
+  set_counters(state, double(numel), 2.0 * 4 * numel);
+}
+
+}  // namespace
+
+// (B, L, E, N) in {1, 8} x {1024} x {256} x {16}, plus B = 1, L = 16384.
+BENCHMARK(BM_SelectiveScanRefForward)
+    ->ArgNames({"B", "L", "E", "N"})
+    ->Args({1, 1024, 256, 16})
+    ->Args({8, 1024, 256, 16})
+    ->Args({1, 16384, 256, 16})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SelectiveScanRefForwardBackward)
+    ->ArgNames({"B", "L", "E", "N"})
+    ->Args({1, 1024, 256, 16})
+    ->Args({8, 1024, 256, 16})
+    ->Args({1, 16384, 256, 16})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CausalConv1dRefForward)
+    ->ArgNames({"B", "L", "E", "W"})
+    ->Args({1, 1024, 256, 4})
+    ->Args({8, 1024, 256, 4})
+    ->Args({1, 16384, 256, 4})
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CopyBandwidth)->ArgName("numel")->Arg(int64_t{1} << 25)->Unit(benchmark::kMicrosecond);
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("torch_intra_op_threads", std::to_string(at::get_num_threads()));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

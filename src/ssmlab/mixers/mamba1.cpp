@@ -1,0 +1,110 @@
+#include "ssmlab/mixers/mamba1.h"
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+
+#include "ssmlab/core/device.h"
+#include "ssmlab/core/error.h"
+#include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
+#include "ssmlab/ops/selective_scan/selective_scan.h"
+
+namespace ssmlab::mixers {
+
+Mamba1Impl::Mamba1Impl(const Mamba1Options& opts, int64_t d_model, std::string backend, at::Generator& gen)
+    : opts_(opts), d_model_(d_model), backend_(std::move(backend)) {
+  SSMLAB_CHECK(opts.dt_min <= opts.dt_max, "mamba1: dt_min (", opts.dt_min, ") must be <= dt_max (", opts.dt_max, ")");
+  d_inner_ = opts.expand * d_model;
+  dt_rank_ = opts.dt_rank > 0 ? opts.dt_rank : (d_model + 15) / 16;
+  const int64_t E = d_inner_, N = opts.d_state, R = dt_rank_, W = opts.d_conv;
+  in_proj = register_module("in_proj", torch::nn::Linear(torch::nn::LinearOptions(d_model, 2 * E).bias(opts.bias)));
+  // A parameter holder so names read "conv1d.weight" / "conv1d.bias" as in mamba_ssm.
+  auto conv1d = register_module("conv1d", std::make_shared<torch::nn::Module>());
+  conv_weight = conv1d->register_parameter("weight", at::empty({E, W}));
+  if (opts.conv_bias) conv_bias = conv1d->register_parameter("bias", at::empty({E}));
+  x_proj = register_module("x_proj", torch::nn::Linear(torch::nn::LinearOptions(E, R + 2 * N).bias(false)));
+  dt_proj = register_module("dt_proj", torch::nn::Linear(torch::nn::LinearOptions(R, E).bias(true)));
+  transition = register_module("transition", make_transition(opts.transition, E, N));
+  D = register_parameter("D", at::ones({E}));
+  out_proj = register_module("out_proj", torch::nn::Linear(torch::nn::LinearOptions(E, d_model).bias(opts.bias)));
+
+  // mamba_ssm init (spec §1.1). nn.Linear / nn.Conv1d defaults: U(+-1/sqrt(fan_in)) for weight and bias.
+  at::NoGradGuard no_grad;
+  auto default_init = [&](const at::Tensor& w, const at::Tensor& b, int64_t fan_in) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+    w.uniform_(-bound, bound, gen);
+    if (b.defined()) b.uniform_(-bound, bound, gen);
+  };
+  default_init(in_proj->weight, in_proj->bias, d_model);
+  default_init(conv_weight, conv_bias, W);  // depthwise: fan_in = in_channels / groups * W = W
+  default_init(x_proj->weight, at::Tensor(), E);
+  const double dt_std = std::pow(static_cast<double>(R), -0.5) * opts.dt_scale;
+  if (opts.dt_init == "constant") {
+    dt_proj->weight.fill_(dt_std);
+  } else {
+    dt_proj->weight.uniform_(-dt_std, dt_std, gen);
+  }
+  // dt ~ exp(U(log dt_min, log dt_max)), clamped >= floor; bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
+  at::Tensor u = at::empty({E}, at::kDouble).uniform_(0.0, 1.0, gen);
+  at::Tensor dt = at::exp(u * (std::log(opts.dt_max) - std::log(opts.dt_min)) + std::log(opts.dt_min));
+  dt = at::clamp_min(dt, opts.dt_init_floor);
+  dt_proj->bias.copy_(dt + at::log(-at::expm1(-dt)));
+  transition->reset(gen);
+  D.fill_(1.0);
+  default_init(out_proj->weight, out_proj->bias, E);
+}
+
+int64_t Mamba1Impl::state_size() const { return d_inner_ * (opts_.d_state + opts_.d_conv - 1); }
+
+State Mamba1Impl::init_state(int64_t batch, c10::Device device) const {
+  State s;
+  auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  s["conv"] = at::zeros({batch, opts_.d_conv - 1, d_inner_}, f32);     // (B, W-1, E)
+  s["ssm"] = at::zeros({batch, d_inner_, opts_.d_state}, f32);         // (B, E, N)
+  return s;
+}
+
+at::Tensor Mamba1Impl::run(const at::Tensor& x, at::Tensor* conv_state, at::Tensor* ssm_state, Trace* trace) {
+  const int64_t E = d_inner_, N = opts_.d_state, R = dt_rank_;
+  const at::Tensor xz = in_proj(x);                                          // (B, L, 2E)
+  const at::Tensor x_in = xz.narrow(-1, 0, E);                               // (B, L, E)
+  const at::Tensor z = xz.narrow(-1, E, E);                                  // (B, L, E)
+  std::optional<at::Tensor> conv_in;
+  if (conv_state) conv_in = conv_state->to(x_in.scalar_type());
+  auto conv = ops::causal_conv1d(x_in, conv_weight, conv_bias.defined() ? std::optional(conv_bias) : std::nullopt,
+                                 /*silu=*/true, conv_in, backend_);
+  const at::Tensor xc = conv.out;                                            // (B, L, E)
+  const at::Tensor x_dbl = x_proj(xc);                                       // (B, L, R + 2N)
+  const at::Tensor dt_low = x_dbl.narrow(-1, 0, R);                          // (B, L, R)
+  const at::Tensor Bm = x_dbl.narrow(-1, R, N);                              // (B, L, N)
+  const at::Tensor Cm = x_dbl.narrow(-1, R + N, N);                          // (B, L, N)
+  const at::Tensor dt = at::matmul(dt_low, dt_proj->weight.to(dt_low.scalar_type()).t());  // (B, L, E), bias in scan
+  const at::Tensor A = transition->A();                                      // (E, N)
+  std::optional<at::Tensor> h0;
+  if (ssm_state) h0 = *ssm_state;
+  auto scan = ops::selective_scan(xc, dt, A, Bm, Cm, D, z, dt_proj->bias, /*delta_softplus=*/true, h0, backend_);
+  if (trace != nullptr && trace->wants("dt"))
+    trace_record(trace, "dt", at::softplus(dt.to(at::kFloat) + dt_proj->bias));  // (B, L, E)
+  trace_record(trace, "B", Bm);
+  trace_record(trace, "C", Cm);
+  trace_record(trace, "state", scan.final_state);
+  if (conv_state) *conv_state = conv.final_state.to(at::kFloat);
+  if (ssm_state) *ssm_state = scan.final_state;
+  const at::Tensor out = out_proj(scan.y);                                   // (B, L, D)
+  trace_record(trace, "mixer_out", out);
+  return out;
+}
+
+at::Tensor Mamba1Impl::forward(const at::Tensor& x, Trace* trace) {
+  SSMLAB_CHECK(x.dim() == 3 && x.size(2) == d_model_, "mamba1: input must be (B, L, D) with D = ", d_model_, "; got ",
+               shape_str(x.sizes()));
+  return run(x, nullptr, nullptr, trace);
+}
+
+at::Tensor Mamba1Impl::step(const at::Tensor& x_t, State& state) {
+  SSMLAB_CHECK(x_t.dim() == 2 && x_t.size(1) == d_model_, "mamba1.step: input must be (B, D) with D = ", d_model_,
+               "; got ", shape_str(x_t.sizes()));
+  return run(x_t.unsqueeze(1), &state["conv"], &state["ssm"], nullptr).squeeze(1);
+}
+
+}  // namespace ssmlab::mixers

@@ -1,0 +1,37 @@
+// The mixer contract (docs/ARCHITECTURE.md, "The mixer contract"): every sequence mixer is one file
+// behind this interface plus one line in registry.cpp. Analyses see only this interface and Trace.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <torch/nn/module.h>
+
+#include "ssmlab/core/trace.h"
+
+namespace ssmlab::mixers {
+
+// A mixer's recurrent state for step-by-step decoding, by name (e.g. "conv", "ssm").
+struct State {
+  std::map<std::string, at::Tensor> tensors;
+  at::Tensor& operator[](const std::string& name) { return tensors[name]; }
+  const at::Tensor& at(const std::string& name) const;
+};
+
+class MixerImpl : public torch::nn::Module {
+ public:
+  ~MixerImpl() override = default;
+  // x: (B, L, D) -> (B, L, D). Records named intermediates into `trace` when it is not null.
+  virtual at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) = 0;
+  // One recurrent step: x_t (B, D) -> (B, D); updates `state` in place.
+  virtual at::Tensor step(const at::Tensor& x_t, State& state) = 0;
+  virtual State init_state(int64_t batch, c10::Device device) const = 0;
+  // Numbers held per sequence in the recurrent state (capacity plots), e.g. E·N (+ E·(W-1) conv).
+  virtual int64_t state_size() const = 0;
+  virtual std::string kind() const = 0;
+};
+
+using MixerPtr = std::shared_ptr<MixerImpl>;
+
+}  // namespace ssmlab::mixers

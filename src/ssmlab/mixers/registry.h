@@ -1,0 +1,41 @@
+// The one visible list of mixers (registry.cpp). A new mixer adds its options struct to MixerOptions
+// and one entry to the table.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ssmlab/core/fields.h"
+#include "ssmlab/mixers/mamba1.h"
+#include "ssmlab/mixers/mixer.h"
+
+namespace ssmlab::mixers {
+
+// Per-mixer option sub-tables: [model.mixers.mamba1] ...
+struct MixerOptions {
+  Mamba1Options mamba1;
+
+  template <class V>
+  void visit(V& v) {
+    v("mamba1", mamba1, "Mamba-1 (S6) options");
+  }
+};
+
+struct MixerArgs {
+  int64_t d_model = 0;
+  int64_t layer_idx = 0;
+  int64_t n_layers = 1;
+  std::string backend = "auto";  // ops backend
+};
+
+struct MixerInfo {
+  std::string name;
+  std::string summary;
+  std::function<MixerPtr(const MixerOptions&, const MixerArgs&, at::Generator&)> make;
+};
+
+const std::vector<MixerInfo>& mixer_table();
+std::vector<std::string> mixer_names();
+MixerPtr make_mixer(const std::string& name, const MixerOptions& opts, const MixerArgs& args, at::Generator& gen);
+
+}  // namespace ssmlab::mixers

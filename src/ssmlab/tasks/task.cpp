@@ -1,0 +1,77 @@
+// Batching over segments and the per-example accuracy metric (spec §2.8.1, zoology's loader and
+// metrics: batches are contiguous slices that never mix segments, no shuffling across epochs).
+#include "ssmlab/tasks/task.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+#include "ssmlab/core/error.h"
+
+namespace ssmlab::tasks {
+
+Batch slice_batch(const Segment& seg, int64_t segment_index, int64_t begin, int64_t end) {
+  SSMLAB_CHECK(seg.inputs.defined() && seg.targets.defined() && seg.inputs.dim() == 2 &&
+                   seg.inputs.sizes() == seg.targets.sizes(),
+               "slice_batch: segment '", seg.name, "' needs inputs and targets of one shape (M, L); got inputs ",
+               seg.inputs.defined() ? shape_str(seg.inputs.sizes()) : "undefined", " and targets ",
+               seg.targets.defined() ? shape_str(seg.targets.sizes()) : "undefined");
+  const int64_t M = seg.inputs.size(0);
+  SSMLAB_CHECK(begin >= 0 && begin < end && end <= M, "slice_batch: segment '", seg.name,
+               "' needs rows 0 <= begin < end <= ", M, "; got [", begin, ", ", end, ")");
+  Batch b;
+  b.inputs = seg.inputs.slice(/*dim=*/0, begin, end);    // (B, L)
+  b.targets = seg.targets.slice(/*dim=*/0, begin, end);  // (B, L)
+  b.loss_mask = b.targets.ne(kIgnoreIndex);              // (B, L) bool
+  b.segment = segment_index;
+  return b;
+}
+
+int64_t count_batches(const std::vector<Segment>& segments, int64_t batch_size) {
+  SSMLAB_CHECK(batch_size >= 1, "count_batches: batch_size must be >= 1; got ", batch_size);
+  int64_t n = 0;
+  for (const auto& seg : segments) {
+    const int64_t M = seg.inputs.defined() ? seg.inputs.size(0) : 0;
+    n += (M + batch_size - 1) / batch_size;  // last batch of each segment may be partial
+  }
+  return n;
+}
+
+Batch batch_at(const std::vector<Segment>& segments, int64_t batch_size, int64_t index) {
+  SSMLAB_CHECK(batch_size >= 1, "batch_at: batch_size must be >= 1; got ", batch_size);
+  SSMLAB_CHECK(index >= 0, "batch_at: index must be >= 0; got ", index);
+  int64_t rest = index;
+  for (size_t s = 0; s < segments.size(); ++s) {
+    const int64_t M = segments[s].inputs.defined() ? segments[s].inputs.size(0) : 0;
+    const int64_t nb = (M + batch_size - 1) / batch_size;
+    if (rest < nb) {
+      const int64_t begin = rest * batch_size;
+      return slice_batch(segments[s], static_cast<int64_t>(s), begin, std::min(begin + batch_size, M));
+    }
+    rest -= nb;
+  }
+  fail("batch_at: index ", index, " is past the last batch; ", segments.size(), " segments hold ",
+       count_batches(segments, batch_size), " batches of ", batch_size);
+}
+
+at::Tensor per_example_accuracy(const at::Tensor& logits, const at::Tensor& targets) {
+  SSMLAB_CHECK(logits.defined() && targets.defined(), "per_example_accuracy: logits and targets must be defined");
+  SSMLAB_CHECK(logits.dim() == 3 && targets.dim() == 2 && logits.size(0) == targets.size(0) &&
+                   logits.size(1) == targets.size(1),
+               "per_example_accuracy: expected logits (M, L, V) and targets (M, L); got logits ",
+               shape_str(logits.sizes()), " and targets ", shape_str(targets.sizes()));
+  SSMLAB_CHECK(at::isFloatingType(logits.scalar_type()), "per_example_accuracy: logits must be floating point; got ",
+               logits.scalar_type());
+  SSMLAB_CHECK(!at::isFloatingType(targets.scalar_type()) && targets.scalar_type() != at::kBool,
+               "per_example_accuracy: targets must be integer token ids; got ", targets.scalar_type());
+  SSMLAB_CHECK(logits.size(2) >= 1 || logits.size(0) * logits.size(1) == 0,
+               "per_example_accuracy: logits need V >= 1 classes; got ", shape_str(logits.sizes()));
+  const at::Tensor tgt = targets.to(logits.device(), at::kLong);  // (M, L)
+  const at::Tensor mask = tgt.ne(kIgnoreIndex);                   // (M, L) bool
+  const at::Tensor pred = logits.argmax(/*dim=*/-1);              // (M, L) int64
+  const at::Tensor hits = pred.eq(tgt).logical_and(mask);         // (M, L) bool
+  // 0 / 0 = NaN for rows without a counted position, as documented in task.h.
+  return hits.sum(/*dim=*/1).to(at::kDouble) / mask.sum(/*dim=*/1).to(at::kDouble);  // (M) float64
+}
+
+}  // namespace ssmlab::tasks

@@ -1,0 +1,251 @@
+#include "ssmlab/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+
+#include "ssmlab/core/device.h"
+#include "ssmlab/core/error.h"
+#include "ssmlab/core/io.h"
+#include "ssmlab/core/log.h"
+#include "ssmlab/train/checkpoint.h"
+#include "ssmlab/train/progress.h"
+#include "ssmlab/train/schedule.h"
+
+namespace ssmlab::train {
+namespace {
+
+using nlohmann::json;
+
+// bf16 autocast for the region's lifetime (CPU or CUDA).
+class AutocastGuard {
+ public:
+  AutocastGuard(const std::string& precision, c10::Device device) : type_(device.type()) {
+    enabled_ = precision == "bf16";
+    if (!enabled_) return;
+    at::autocast::set_autocast_dtype(type_, at::kBFloat16);
+    at::autocast::set_autocast_enabled(type_, true);
+  }
+  ~AutocastGuard() {
+    if (!enabled_) return;
+    at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(type_, false);
+  }
+
+ private:
+  c10::DeviceType type_;
+  bool enabled_ = false;
+};
+
+at::Tensor masked_loss(const at::Tensor& logits, const at::Tensor& targets) {
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets.reshape({-1}), {},
+                                at::Reduction::Mean, tasks::kIgnoreIndex);
+}
+
+std::vector<torch::optim::OptimizerParamGroup> param_groups(models::LanguageModel& model, const TrainOptions& o) {
+  std::vector<at::Tensor> decay, no_decay;
+  for (const auto& p : model->named_parameters()) {
+    const std::string& name = p.key();
+    const bool exempt = o.decay == "matrices" && (p.value().dim() < 2 || name.ends_with("A_log") ||
+                                                  name.ends_with(".D") || name.find("norm") != std::string::npos);
+    (exempt ? no_decay : decay).push_back(p.value());
+  }
+  auto options = [&](double wd) {
+    auto opt = std::make_unique<torch::optim::AdamWOptions>(o.lr);
+    opt->betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(wd);
+    return opt;
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, options(o.weight_decay));
+  if (!no_decay.empty()) groups.emplace_back(no_decay, options(0.0));
+  return groups;
+}
+
+void set_lr(torch::optim::AdamW& opt, double lr) {
+  for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+}
+
+// Keeps the lines of metrics.jsonl whose step is <= `step` (a resumed run rewrites what came after
+// its checkpoint, so the file ends up as if the run had never stopped).
+void truncate_metrics(const std::filesystem::path& file, int64_t step) {
+  if (!std::filesystem::exists(file)) return;
+  std::ifstream in(file);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) continue;  // a half-written last line from a kill
+    if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
+  }
+  write_file_atomic(file, kept);
+}
+
+}  // namespace
+
+EvalResult evaluate(models::LanguageModel& model, const std::vector<tasks::Segment>& segments, int64_t batch_size,
+                    c10::Device device, const std::string& precision) {
+  at::NoGradGuard no_grad;
+  const bool was_training = model->is_training();
+  model->eval();
+  EvalResult r;
+  double acc_sum = 0.0, loss_sum = 0.0;
+  int64_t n_examples = 0, n_tokens = 0;
+  for (size_t s = 0; s < segments.size(); ++s) {
+    const auto& seg = segments[s];
+    const int64_t m = seg.inputs.size(0);
+    double seg_acc = 0.0;
+    int64_t seg_n = 0;
+    for (int64_t b0 = 0; b0 < m; b0 += batch_size) {
+      const auto batch = tasks::slice_batch(seg, static_cast<int64_t>(s), b0, std::min(m, b0 + batch_size));
+      const at::Tensor inputs = batch.inputs.to(device), targets = batch.targets.to(device);
+      at::Tensor logits;
+      {
+        AutocastGuard autocast(precision, device);
+        logits = model->forward(inputs);  // (B, L, V)
+      }
+      const int64_t counted = batch.loss_mask.sum().item<int64_t>();
+      if (counted > 0) {
+        loss_sum += masked_loss(logits, targets).item<double>() * static_cast<double>(counted);
+        n_tokens += counted;
+      }
+      const at::Tensor acc = tasks::per_example_accuracy(logits, targets).cpu();  // (B) fp64, NaN: no query
+      const at::Tensor valid = acc.isnan().logical_not();
+      seg_acc += acc.masked_select(valid).sum().item<double>();
+      seg_n += valid.sum().item<int64_t>();
+    }
+    r.per_segment.emplace_back(seg.name, seg_n > 0 ? seg_acc / static_cast<double>(seg_n) : NAN);
+    acc_sum += seg_acc;
+    n_examples += seg_n;
+  }
+  r.accuracy = n_examples > 0 ? acc_sum / static_cast<double>(n_examples) : NAN;
+  r.loss = n_tokens > 0 ? loss_sum / static_cast<double>(n_tokens) : NAN;
+  if (was_training) model->train();
+  return r;
+}
+
+FitResult fit(models::LanguageModel& model, const TrainData& data, const TrainOptions& o,
+              const std::filesystem::path& run_dir) {
+  SSMLAB_CHECK(!data.train.empty(), "fit: no training segments");
+  const c10::Device device = parse_device(o.device);
+  if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
+  model->to(device);
+  model->train();
+  torch::optim::AdamW opt(param_groups(model, o));
+
+  const int64_t per_epoch = tasks::count_batches(data.train, data.batch_size);
+  int64_t total = per_epoch * o.epochs;
+  if (o.max_steps > 0) total = std::min(total, o.max_steps);
+  const auto ckpt_root = run_dir / "checkpoints";
+  const auto metrics_file = run_dir / "metrics.jsonl";
+
+  FitResult result;
+  int64_t step = 0;
+  double best_acc = NAN;
+  if (auto latest = latest_checkpoint(ckpt_root); !latest.empty()) {
+    TrainState st = load_checkpoint(latest, *model, opt);
+    step = st.step;
+    best_acc = st.extra.value("last_acc", NAN);
+    result.resumed = true;
+    truncate_metrics(metrics_file, step);
+    log::info(str("resumed from ", latest.string(), " at step ", step));
+  } else if (std::filesystem::exists(metrics_file)) {
+    truncate_metrics(metrics_file, 0);
+  }
+
+  Progress progress(total, step);
+  const auto t_start = std::chrono::steady_clock::now();
+  auto t_window = t_start;
+  int64_t tokens_window = 0;
+  double loss_window = 0.0;
+  int64_t steps_window = 0;
+  double tok_per_s = 0.0;
+  bool stop = false;
+
+  auto save = [&](double last_acc) {
+    TrainState st;
+    st.step = step;
+    st.epoch = step / per_epoch;
+    st.extra = {{"last_acc", last_acc}};
+    char name[32];
+    std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step));
+    save_checkpoint(ckpt_root / name, *model, opt, st);
+    prune_checkpoints(ckpt_root, o.keep_checkpoints);
+  };
+
+  while (step < total && !stop) {
+    const int64_t epoch = step / per_epoch;
+    const auto batch = tasks::batch_at(data.train, data.batch_size, step % per_epoch);
+    const double lr = learning_rate(o, step, total, epoch);
+    set_lr(opt, lr);
+    const at::Tensor inputs = batch.inputs.to(device), targets = batch.targets.to(device);
+    at::Tensor loss;
+    {
+      AutocastGuard autocast(o.precision, device);
+      loss = masked_loss(model->forward(inputs), targets);
+    }
+    const double loss_v = loss.item<double>();
+    SSMLAB_CHECK(std::isfinite(loss_v), "training diverged: the loss is ", loss_v, " at step ", step + 1, " (epoch ",
+                 epoch, ", lr ", lr, "); checkpoints under ", ckpt_root.string(),
+                 " are untouched. Lower train.lr or set train.grad_clip.");
+    opt.zero_grad();
+    loss.backward();
+    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.grad_clip);
+    opt.step();
+    ++step;
+
+    tokens_window += inputs.numel();
+    loss_window += loss_v;
+    ++steps_window;
+    const bool epoch_end = step % per_epoch == 0;
+    const bool eval_due = o.eval_every > 0 ? (step % o.eval_every == 0) : epoch_end;
+    const bool ckpt_due = o.checkpoint_every > 0 ? step % o.checkpoint_every == 0 : (eval_due || step == total);
+    // A train record is also written at every checkpoint, so a resumed run's averaging windows line up
+    // with an uninterrupted run's.
+    if (step % o.log_every == 0 || step == total || ckpt_due || eval_due) {
+      const auto now = std::chrono::steady_clock::now();
+      const double dt = std::chrono::duration<double>(now - t_window).count();
+      tok_per_s = dt > 0 ? static_cast<double>(tokens_window) / dt : 0.0;
+      append_line(metrics_file, json{{"kind", "train"},
+                                     {"step", step},
+                                     {"epoch", step / per_epoch},
+                                     {"train_loss", loss_window / static_cast<double>(steps_window)},
+                                     {"lr", lr},
+                                     {"tokens_per_s", tok_per_s}}
+                                    .dump());
+      progress.update(step, loss_window / static_cast<double>(steps_window), tok_per_s, best_acc, lr);
+      t_window = now;
+      tokens_window = 0;
+      loss_window = 0.0;
+      steps_window = 0;
+    }
+    if (eval_due || step == total) {
+      result.last_eval = evaluate(model, data.test, data.test_batch_size, device, o.precision);
+      best_acc = result.last_eval.accuracy;
+      json rec = {{"kind", "eval"}, {"step", step}, {"epoch", step / per_epoch},
+                  {"test_acc", result.last_eval.accuracy}, {"test_loss", result.last_eval.loss}};
+      for (const auto& [name, acc] : result.last_eval.per_segment) rec["test_acc/" + name] = acc;
+      append_line(metrics_file, rec.dump());
+      progress.update(step, loss_v, tok_per_s, best_acc, lr, /*force=*/true);
+      if (o.early_stop_acc > 0 && result.last_eval.accuracy >= o.early_stop_acc) {
+        result.early_stopped = true;
+        stop = true;
+      }
+    }
+    if (ckpt_due || stop) save(best_acc);
+    if (o.halt_after_steps > 0 && step >= o.halt_after_steps && !stop && step < total) {
+      result.halted = true;
+      break;
+    }
+  }
+  progress.finish();
+  result.steps = step;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  return result;
+}
+
+}  // namespace ssmlab::train

@@ -1,0 +1,44 @@
+// The trainer: AdamW, warmup + cosine, gradient clipping, fp32 / bf16, evaluation per test segment,
+// early stop, checkpoints with exact resume, metrics.jsonl and a progress line.
+#pragma once
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ssmlab/models/language_model.h"
+#include "ssmlab/tasks/task.h"
+#include "ssmlab/train/options.h"
+
+namespace ssmlab::train {
+
+struct TrainData {
+  std::vector<tasks::Segment> train, test;
+  int64_t batch_size = 128;
+  int64_t test_batch_size = 16;
+};
+
+struct EvalResult {
+  double accuracy = 0.0;  // mean of per-example accuracies over all test examples (spec §2.8.1)
+  double loss = 0.0;      // mean token cross-entropy over counted positions
+  std::vector<std::pair<std::string, double>> per_segment;  // (segment name, accuracy)
+};
+
+EvalResult evaluate(models::LanguageModel& model, const std::vector<tasks::Segment>& segments, int64_t batch_size,
+                    c10::Device device, const std::string& precision);
+
+struct FitResult {
+  int64_t steps = 0;           // global optimiser steps done
+  EvalResult last_eval;
+  bool early_stopped = false;
+  bool halted = false;         // left early by train.halt_after_steps
+  bool resumed = false;
+  double seconds = 0.0;        // wall time of this process's training
+};
+
+// Trains `model` on `data` inside `run_dir` (checkpoints/, metrics.jsonl). Resumes from the newest
+// checkpoint there if any. Throws ssmlab::Error if the loss stops being finite.
+FitResult fit(models::LanguageModel& model, const TrainData& data, const TrainOptions& opts,
+              const std::filesystem::path& run_dir);
+
+}  // namespace ssmlab::train

@@ -1,0 +1,109 @@
+// Every ssmlab schema (ops/registration.cpp) is in the dispatcher, calling through it gives the C++
+// entry's result, and every op of ssmlab::ops::op_table() has its schemas registered.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <string>
+#include <tuple>
+
+#include "ssmlab/ops/backend.h"
+#include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
+#include "ssmlab/ops/selective_scan/selective_scan.h"
+#include "tolerances.h"
+
+namespace {
+
+using OptT = std::optional<at::Tensor>;
+using ScanSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                   const at::Tensor&, const at::Tensor&, const OptT&, const OptT&,
+                                                   const OptT&, bool, const OptT&);
+using ConvSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const OptT&, bool,
+                                                   const OptT&);
+
+bool has_schema(const std::string& name) {
+  return c10::Dispatcher::singleton().findSchema({"ssmlab::" + name, ""}).has_value();
+}
+
+TEST(Registration, EverySchemaIsFound) {
+  for (const char* name : {"selective_scan", "selective_scan_ref", "causal_conv1d", "causal_conv1d_ref"})
+    EXPECT_TRUE(has_schema(name)) << "ssmlab::" << name << " is not registered";
+}
+
+TEST(Registration, EveryOpInTheTableHasSchemas) {
+  ASSERT_FALSE(ssmlab::ops::op_table().empty());
+  for (const auto& info : ssmlab::ops::op_table()) {
+    EXPECT_TRUE(has_schema(info.name)) << "op_table lists " << info.name << " but ssmlab::" << info.name
+                                       << " is not registered";
+    EXPECT_TRUE(has_schema(info.name + "_ref")) << "ssmlab::" << info.name << "_ref is not registered";
+  }
+}
+
+TEST(Registration, SelectiveScanThroughDispatcherMatchesCpp) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(31);
+  const int64_t b = 2, l = 19, e = 6, n = 5, g = 2;
+  auto r = [&](at::IntArrayRef s) { return at::randn(s, gen, at::kDouble); };
+  const at::Tensor u = r({b, l, e}), delta = r({b, l, e}) * 0.5 - 1, A = -(r({e, n}).abs() + 0.1);
+  const at::Tensor B = r({b, l, g, n}), C = r({b, l, g, n}), D = r({e}), z = r({b, l, e}), bias = r({e});
+  const at::Tensor h0 = r({b, e, n});
+  for (const char* name : {"selective_scan", "selective_scan_ref"}) {
+    SCOPED_TRACE(name);
+    auto op = c10::Dispatcher::singleton().findSchemaOrThrow((std::string("ssmlab::") + name).c_str(), "")
+                  .typed<ScanSig>();
+    // With every optional input, then with none.
+    const auto [y, hT] = op.call(u, delta, A, B, C, D, z, bias, /*delta_softplus=*/true, h0);
+    const auto want = ssmlab::ops::selective_scan(u, delta, A, B, C, D, z, bias, /*delta_softplus=*/true, h0);
+    EXPECT_TRUE(ssmlab::test::all_close(y, want.y, ssmlab::test::kFp64Forward, "y"));
+    EXPECT_TRUE(ssmlab::test::all_close(hT, want.final_state, ssmlab::test::kFp64Forward, "final_state"));
+    const at::Tensor dpos = delta.abs() * 0.1;
+    const auto [y2, hT2] = op.call(u, dpos, A, B, C, std::nullopt, std::nullopt, std::nullopt, false, std::nullopt);
+    const auto want2 = ssmlab::ops::selective_scan(u, dpos, A, B, C, std::nullopt, std::nullopt, std::nullopt,
+                                                   /*delta_softplus=*/false, std::nullopt);
+    EXPECT_TRUE(ssmlab::test::all_close(y2, want2.y, ssmlab::test::kFp64Forward, "y (no optionals)"));
+    EXPECT_TRUE(ssmlab::test::all_close(hT2, want2.final_state, ssmlab::test::kFp64Forward, "final (no optionals)"));
+  }
+}
+
+TEST(Registration, SelectiveScanGradientFlowsThroughDispatcher) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(32);
+  const at::Tensor u = at::randn({1, 9, 3}, gen, at::kDouble).requires_grad_(true);
+  const at::Tensor delta = (at::rand({1, 9, 3}, gen, at::kDouble) * 0.2 + 0.05).requires_grad_(true);
+  const at::Tensor A = -(at::rand({3, 4}, gen, at::kDouble) + 0.1);
+  const at::Tensor B = at::randn({1, 9, 4}, gen, at::kDouble), C = at::randn({1, 9, 4}, gen, at::kDouble);
+  auto op = c10::Dispatcher::singleton().findSchemaOrThrow("ssmlab::selective_scan", "").typed<ScanSig>();
+  const auto [y, hT] = op.call(u, delta, A, B, C, std::nullopt, std::nullopt, std::nullopt, false, std::nullopt);
+  ASSERT_TRUE(y.requires_grad());
+  y.sum().backward();
+  ASSERT_TRUE(u.grad().defined());
+  const at::Tensor gu = u.grad().clone(), gd = delta.grad().clone();
+  u.mutable_grad().reset();
+  delta.mutable_grad().reset();
+  ssmlab::ops::selective_scan(u, delta, A, B, C, std::nullopt, std::nullopt, std::nullopt, false, std::nullopt)
+      .y.sum()
+      .backward();
+  EXPECT_TRUE(ssmlab::test::all_close(gu, u.grad(), ssmlab::test::kFp64Grad, "d/du"));
+  EXPECT_TRUE(ssmlab::test::all_close(gd, delta.grad(), ssmlab::test::kFp64Grad, "d/ddelta"));
+}
+
+TEST(Registration, CausalConv1dThroughDispatcherMatchesCpp) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(33);
+  const at::Tensor x = at::randn({2, 11, 5}, gen, at::kDouble), w = at::randn({5, 4}, gen, at::kDouble);
+  const at::Tensor bias = at::randn({5}, gen, at::kDouble), h0 = at::randn({2, 3, 5}, gen, at::kDouble);
+  for (const char* name : {"causal_conv1d", "causal_conv1d_ref"}) {
+    SCOPED_TRACE(name);
+    auto op = c10::Dispatcher::singleton().findSchemaOrThrow((std::string("ssmlab::") + name).c_str(), "")
+                  .typed<ConvSig>();
+    const auto [out, fs] = op.call(x, w, bias, /*silu=*/true, h0);
+    const auto want = ssmlab::ops::causal_conv1d(x, w, bias, /*silu=*/true, h0);
+    EXPECT_TRUE(ssmlab::test::all_close(out, want.out, ssmlab::test::kFp64Forward, "out"));
+    EXPECT_TRUE(ssmlab::test::all_close(fs, want.final_state, ssmlab::test::kFp64Forward, "final_state"));
+    const auto [out2, fs2] = op.call(x, w, std::nullopt, /*silu=*/false, std::nullopt);
+    const auto want2 = ssmlab::ops::causal_conv1d(x, w, std::nullopt, /*silu=*/false, std::nullopt);
+    EXPECT_TRUE(ssmlab::test::all_close(out2, want2.out, ssmlab::test::kFp64Forward, "out (no optionals)"));
+    EXPECT_TRUE(ssmlab::test::all_close(fs2, want2.final_state, ssmlab::test::kFp64Forward, "final (no optionals)"));
+  }
+}
+
+}  // namespace
