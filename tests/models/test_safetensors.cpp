@@ -120,7 +120,7 @@ TEST(Safetensors, RoundTripEveryDtypeZeroDimEmptyAndMetadata) {
       {"i16", at::arange(-2, 2, at::kShort)},
       {"i8", at::tensor({-128, 0, 127}, at::kChar)},
       {"u8", at::tensor({0, 1, 255}, at::kByte)},
-      {"bool", at::tensor({true, false, true})},
+      {"bool", at::tensor({1, 0, 1}, at::kInt).to(at::kBool)},
       {"scalar", at::scalar_tensor(3.5, at::kFloat)},
       {"empty", at::empty({0, 3}, at::kFloat)},
       {"empty_i64", at::empty({0}, at::kLong)},

@@ -8,6 +8,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -85,7 +86,8 @@ inline std::pair<at::Tensor, at::Tensor> naive_scan_forward(const ScanInputs& in
   const at::Tensor z = in.z.defined() ? in.z : at::zeros({b, l, e}, at::kDouble);
   const auto u = in.u.accessor<double, 3>(), dl = in.delta.accessor<double, 3>(), za = z.accessor<double, 3>();
   const auto A = in.A.accessor<double, 2>();
-  const auto Bv = Bg.accessor<double, 4>(), Cv = Cg.accessor<double, 4>(), h0a = h0.accessor<double, 3>();
+  const auto Bv = Bg.accessor<double, 4>(), Cv = Cg.accessor<double, 4>();
+  const auto h0a = h0.accessor<double, 3>();
   const auto bias_a = bias.accessor<double, 1>(), Da = D.accessor<double, 1>();
   at::Tensor y = at::zeros({b, l, e}, at::kDouble), hT = at::zeros({b, e, n}, at::kDouble);
   auto ya = y.accessor<double, 3>();

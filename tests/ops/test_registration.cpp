@@ -9,6 +9,7 @@
 #include <string>
 #include <tuple>
 
+#include "ssmlab/core/error.h"
 #include "ssmlab/ops/backend.h"
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
@@ -50,7 +51,7 @@ TEST(Registration, SelectiveScanThroughDispatcherMatchesCpp) {
   const at::Tensor h0 = r({b, e, n});
   for (const char* name : {"selective_scan", "selective_scan_ref"}) {
     SCOPED_TRACE(name);
-    auto op = c10::Dispatcher::singleton().findSchemaOrThrow((std::string("ssmlab::") + name).c_str(), "")
+    auto op = c10::Dispatcher::singleton().findSchemaOrThrow(ssmlab::str("ssmlab::", name).c_str(), "")
                   .typed<ScanSig>();
     // With every optional input, then with none.
     const auto [y, hT] = op.call(u, delta, A, B, C, D, z, bias, /*delta_softplus=*/true, h0);
@@ -93,7 +94,7 @@ TEST(Registration, CausalConv1dThroughDispatcherMatchesCpp) {
   const at::Tensor bias = at::randn({5}, gen, at::kDouble), h0 = at::randn({2, 3, 5}, gen, at::kDouble);
   for (const char* name : {"causal_conv1d", "causal_conv1d_ref"}) {
     SCOPED_TRACE(name);
-    auto op = c10::Dispatcher::singleton().findSchemaOrThrow((std::string("ssmlab::") + name).c_str(), "")
+    auto op = c10::Dispatcher::singleton().findSchemaOrThrow(ssmlab::str("ssmlab::", name).c_str(), "")
                   .typed<ConvSig>();
     const auto [out, fs] = op.call(x, w, bias, /*silu=*/true, h0);
     const auto want = ssmlab::ops::causal_conv1d(x, w, bias, /*silu=*/true, h0);

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "ops/selective_scan_naive.h"
+#include "ssmlab/core/error.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 #include "tolerances.h"
 
@@ -34,8 +35,8 @@ std::string dtype_name(at::ScalarType t) {
 }
 
 ScanCase make_case(ScanShape s, ScanFlags f, at::ScalarType dtype, bool grads = true) {
-  std::string name = "B" + std::to_string(s.b) + "L" + std::to_string(s.l) + "E" + std::to_string(s.e) + "N" +
-                     std::to_string(s.n) + (s.groups == 0 ? std::string("plain") : "G" + std::to_string(s.groups));
+  std::string name = ssmlab::str("B", s.b, "L", s.l, "E", s.e, "N", s.n);
+  name += s.groups == 0 ? std::string("plain") : ssmlab::str("G", s.groups);
   if (f.D) name += "_D";
   if (f.z) name += "_z";
   if (f.bias) name += "_bias";
@@ -85,7 +86,7 @@ void check_against_naive(const ScanInputs& in, at::ScalarType dtype, bool grads,
   ASSERT_EQ(g_op.size(), names.size());
   for (size_t i = 0; i < names.size(); ++i) {
     EXPECT_EQ(g_op[i].scalar_type(), names[i].second.scalar_type()) << names[i].first;
-    EXPECT_TRUE(all_close(g_op[i], g_ref[i], ssmlab::test::grad_tol(dtype), std::string("d/d") + names[i].first));
+    EXPECT_TRUE(all_close(g_op[i], g_ref[i], ssmlab::test::grad_tol(dtype), ssmlab::str("d/d", names[i].first)));
   }
 }
 
@@ -182,7 +183,7 @@ TEST(SelectiveScanLayout, NonContiguousInputsAndGradients) {
   const auto g1 = grads(in_leaf), g2 = grads(nc_leaf);
   ASSERT_EQ(g1.size(), g2.size());
   for (size_t i = 0; i < g1.size(); ++i)
-    EXPECT_TRUE(ssmlab::test::all_close(g2[i], g1[i], ssmlab::test::kFp64Grad, "grad " + std::to_string(i)));
+    EXPECT_TRUE(ssmlab::test::all_close(g2[i], g1[i], ssmlab::test::kFp64Grad, ssmlab::str("grad ", i)));
 }
 
 }  // namespace

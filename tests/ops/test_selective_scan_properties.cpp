@@ -105,12 +105,12 @@ TEST_P(SelectiveScanStateCarry, SplitEqualsWhole) {
   const auto g_split = ssmlab::test::grads_of(y_split, second.final_state, gy, gs, in);
   const auto names = ssmlab::test::defined_inputs(in);
   for (size_t i = 0; i < names.size(); ++i)
-    EXPECT_TRUE(all_close(g_split[i], g_whole[i], ssmlab::test::kFp64Grad, std::string("d/d") + names[i].first));
+    EXPECT_TRUE(all_close(g_split[i], g_whole[i], ssmlab::test::kFp64Grad, ssmlab::str("d/d", names[i].first)));
 }
 
 // k = 128 splits exactly at the reference's chunk boundary; 137 and 499 cut inside a chunk; 1 leaves one step.
 INSTANTIATE_TEST_SUITE_P(SelectiveScan, SelectiveScanStateCarry, ::testing::Values(1, 128, 137, 499),
-                         [](const ::testing::TestParamInfo<int64_t>& i) { return "k" + std::to_string(i.param); });
+                         [](const ::testing::TestParamInfo<int64_t>& i) { return ssmlab::str("k", i.param); });
 
 // Causality: a NaN in u at time t leaves every output before t (and every other sequence) finite, and
 // does reach y at t. In fp64 and fp32.
@@ -167,13 +167,13 @@ TEST_P(SelectiveScanFiniteDiff, BackwardMatchesCentralDifferences) {
       flat[j] = x;
       nflat[j] = (up - down) / (2 * h);
     }
-    EXPECT_TRUE(all_close(analytic[i], numeric, ssmlab::test::kFiniteDiff, std::string("d/d") + names[i].first));
+    EXPECT_TRUE(all_close(analytic[i], numeric, ssmlab::test::kFiniteDiff, ssmlab::str("d/d", names[i].first)));
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(SelectiveScan, SelectiveScanFiniteDiff, ::testing::Values(0, 3),
                          [](const ::testing::TestParamInfo<int64_t>& i) {
-                           return i.param == 0 ? std::string("plain") : "G" + std::to_string(i.param);
+                           return i.param == 0 ? std::string("plain") : ssmlab::str("G", i.param);
                          });
 
 // Bad shapes raise ssmlab::Error naming the offending input and printing the shapes that came.

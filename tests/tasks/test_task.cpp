@@ -74,7 +74,7 @@ TEST(TaskBatching, LossMaskMarksExactlyTheCountedTargets) {
   const Batch b = ssmlab::tasks::slice_batch(seg, /*segment_index=*/7, /*begin=*/1, /*end=*/3);
   EXPECT_EQ(b.segment, 7);
   // Columns 0, 2, 4 count, 1 and 3 are ignored.
-  const at::Tensor expect = at::tensor({true, false, true, false, true}).view({1, 5}).expand({2, 5});
+  const at::Tensor expect = at::tensor({1, 0, 1, 0, 1}, at::kLong).ne(0).view({1, 5}).expand({2, 5});
   EXPECT_TRUE(at::equal(b.loss_mask, expect));
   EXPECT_EQ(b.inputs.select(0, 0).select(0, 0).item<int64_t>(), 5);  // row 1 starts at token 1 * 5
 }
@@ -124,11 +124,11 @@ TEST(TaskAccuracy, PerExampleAccuracyOnHandBuiltLogits) {
   EXPECT_TRUE(at::allclose(acc16, acc, /*rtol=*/0, /*atol=*/0, /*equal_nan=*/true));
 }
 
-TEST(TaskAccuracy, IgnoredPositionsNeverCountEvenWhenPredictionMatches) {
-  // The prediction equals the stored token everywhere, but only position 2 counts.
-  const at::Tensor logits = logits_with_argmax({{3, 3, 1}}, 4);  // (1, 3, 4)
-  const at::Tensor targets = at::tensor({-100, -100, 2}, at::kLong).view({1, 3});
-  EXPECT_DOUBLE_EQ(ssmlab::tasks::per_example_accuracy(logits, targets)[0].item<double>(), 0.0);
+TEST(TaskAccuracy, MeanIsOverCountedPositionsOnly) {
+  // One counted position, predicted right: 1, not 1/3 (a mean over all L positions) and not 0.
+  const at::Tensor logits = logits_with_argmax({{3, 3, 2}}, 4);  // (1, 3, 4)
+  const at::Tensor targets = at::tensor({-100, -100, 2}, at::kInt).view({1, 3});  // int32 ids work too
+  EXPECT_DOUBLE_EQ(ssmlab::tasks::per_example_accuracy(logits, targets)[0].item<double>(), 1.0);
 }
 
 TEST(TaskAccuracy, RejectsMismatchedShapes) {

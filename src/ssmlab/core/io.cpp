@@ -123,6 +123,31 @@ void append_line(const std::filesystem::path& path, std::string_view line) {
   }
 }
 
+void rename_directory_into_place(const std::filesystem::path& tmp, const std::filesystem::path& dir) {
+  auto give_up = [&](const char* what, int err) {
+    fail("cannot move folder '", tmp.string(), "' to '", dir.string(), "': ", what, ": ", errno_text(err));
+  };
+  std::error_code ec;
+  sync_directory(tmp);
+  if (!std::filesystem::exists(dir, ec)) {
+    if (std::rename(tmp.c_str(), dir.c_str()) != 0) give_up("rename failed", errno);
+  } else if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
+    std::filesystem::remove_all(tmp, ec);  // it now holds the old folder
+  } else {
+    std::filesystem::path old = dir;
+    old += ".old";
+    std::filesystem::remove_all(old, ec);
+    if (std::rename(dir.c_str(), old.c_str()) != 0) give_up("moving the existing folder aside failed", errno);
+    if (std::rename(tmp.c_str(), dir.c_str()) != 0) {
+      const int err = errno;
+      std::rename(old.c_str(), dir.c_str());  // put the previous folder back
+      give_up("rename failed", err);
+    }
+    std::filesystem::remove_all(old, ec);
+  }
+  sync_directory(dir.parent_path());
+}
+
 namespace {
 constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 }

@@ -25,6 +25,12 @@ void append_line(const std::filesystem::path& path, std::string_view line);
 // (best effort: some file systems refuse fsync on folders).
 void sync_directory(const std::filesystem::path& dir);
 
+// Moves the finished folder `tmp` to `dir` (same file system). An existing `dir` is exchanged with
+// `tmp` atomically (renameat2 RENAME_EXCHANGE) and then removed, so `dir` always names a complete
+// folder; where the file system cannot exchange, the old one is moved to `dir` + ".old" first (and put
+// back if the second rename fails). Throws ssmlab::Error naming both paths and the errno text.
+void rename_directory_into_place(const std::filesystem::path& tmp, const std::filesystem::path& dir);
+
 // Standard base64 (RFC 4648, with '=' padding), for binary blobs inside JSON (RNG states).
 std::string base64_encode(std::string_view bytes);
 // Throws ssmlab::Error on characters outside the alphabet or a bad length.

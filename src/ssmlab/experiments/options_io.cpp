@@ -26,10 +26,16 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(first, last - first + 1));
 }
 
-// Shortest decimal text that reads back as `v` ("1", "0.001", "1e-08").
+// Shortest decimal text that reads back as `v`: plain digits for 1e-5 <= |v| < 1e16 ("0.0003",
+// "1000"), else scientific ("1e-08").
 std::string shortest(double v) {
   char buf[64];
-  const auto res = std::to_chars(buf, buf + sizeof(buf), v);
+  auto res = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::scientific);
+  const std::string sci(buf, res.ptr);
+  const auto e = sci.find('e');
+  const int exponent = e == std::string::npos ? 0 : std::stoi(sci.substr(e + 1));
+  if (exponent < -5 || exponent >= 16) return sci;
+  res = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::fixed);
   return std::string(buf, res.ptr);
 }
 
@@ -125,7 +131,7 @@ std::vector<KeySegment> parse_key(const std::string& key, const std::string& err
     while (i < n && key[i] == '[') {
       const size_t close = key.find(']', i);
       const std::string digits = close == std::string::npos ? "" : key.substr(i + 1, close - i - 1);
-      if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit))
+      if (digits.empty() || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
         fail(error_prefix, ": bad item index in key '", key, "' (expected name[0])");
       segments.push_back({"", std::stoull(digits)});
       i = close + 1;

@@ -34,7 +34,7 @@ void LanguageModelImpl::init_weights(at::Generator& gen) {
     // also re-draws dt_proj and zeroes its bias (dt ≈ softplus(0) ≈ 0.69); out_proj / fc2 weights are
     // re-drawn from N(0, 0.02 / sqrt(2 n_layers)). Conv1d keeps its default init.
     const double small = 0.02 / std::sqrt(2.0 * static_cast<double>(opts_.n_layers));
-    for (auto& item : named_modules()) {
+    for (auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
       auto* linear = item.value()->as<torch::nn::Linear>();
       if (linear == nullptr) continue;
       const std::string& name = item.key();
@@ -45,7 +45,7 @@ void LanguageModelImpl::init_weights(at::Generator& gen) {
   } else {
     // mamba_ssm's _init_weights: Linear biases zeroed except dt_proj's; out_proj / fc2 weights
     // kaiming-uniform(a = sqrt 5) (= U(+-1/sqrt(fan_in))) divided by sqrt(n_layers).
-    for (auto& item : named_modules()) {
+    for (auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
       auto* linear = item.value()->as<torch::nn::Linear>();
       if (linear == nullptr) continue;
       const std::string& name = item.key();

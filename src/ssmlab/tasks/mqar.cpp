@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <limits>
 #include <map>
 
 #include "ssmlab/core/error.h"
@@ -49,14 +50,17 @@ class DistinctSampler {
 class GapSampler {
  public:
   explicit GapSampler(const std::vector<double>& weights)
-      : n_(static_cast<int64_t>(weights.size())), weights_(weights), base_(n_ + 1, 0.0) {
+      : n_(static_cast<int64_t>(weights.size())), weights_(weights) {
+    while (top_ * 2 <= n_) top_ *= 2;
+    // Slots past n_ hold +inf so the descent needs no bounds check and compiles without branches.
+    base_.assign(static_cast<size_t>(2 * top_), std::numeric_limits<double>::infinity());
+    base_[0] = 0.0;
+    for (int64_t i = 1; i <= n_; ++i) base_[i] = 0.0;
     for (int64_t i = 0; i < n_; ++i) {  // O(n) Fenwick build
       base_[i + 1] += weights_[i];
       const int64_t parent = (i + 1) + ((i + 1) & -(i + 1));
       if (parent <= n_) base_[parent] += base_[i + 1];
     }
-    top_ = 1;
-    while (top_ * 2 <= n_) top_ *= 2;
   }
 
   void draw(Rng& rng, int64_t k, int64_t* out) {
@@ -67,10 +71,10 @@ class GapSampler {
       int64_t pos = 0;  // largest pos with prefix(pos) <= r, so item pos holds r
       double rem = r;
       for (int64_t step = top_; step > 0; step /= 2) {
-        if (pos + step <= n_ && tree_[pos + step] <= rem) {
-          pos += step;
-          rem -= tree_[pos];
-        }
+        const double node = tree_[pos + step];
+        const bool take = node <= rem;
+        rem -= take ? node : 0.0;
+        pos += take ? step : 0;
       }
       if (pos >= n_ || cur_[pos] <= 0.0) pos = scan(r);  // rounding put r on a taken item
       out[d] = pos;

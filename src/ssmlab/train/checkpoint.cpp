@@ -1,15 +1,11 @@
 #include "ssmlab/train/checkpoint.h"
 
-#include <fcntl.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -76,17 +72,10 @@ void copy_into(const TensorMap& targets, const TensorMap& values) {
   }
 }
 
-// ---- optimizer state -------------------------------------------------------------------------
-
-std::map<const void*, std::string> param_names(const torch::nn::Module& model) {
-  std::map<const void*, std::string> out;
-  for (const auto& p : model.named_parameters(/*recurse=*/true)) out.emplace(p.value().unsafeGetTensorImpl(), p.key());
-  return out;
-}
-
 // Names of each param group's parameters, in order; a parameter unknown to the model is an error.
 std::vector<std::vector<std::string>> group_names(const torch::optim::AdamW& opt, const torch::nn::Module& model) {
-  const auto names = param_names(model);
+  std::map<const void*, std::string> names;
+  for (const auto& p : model.named_parameters(/*recurse=*/true)) names.emplace(p.value().unsafeGetTensorImpl(), p.key());
   std::vector<std::vector<std::string>> out;
   for (size_t g = 0; g < opt.param_groups().size(); ++g) {
     out.emplace_back();
@@ -101,14 +90,6 @@ std::vector<std::vector<std::string>> group_names(const torch::optim::AdamW& opt
   return out;
 }
 
-const torch::optim::AdamWParamState* adamw_state(const torch::optim::AdamW& opt, const at::Tensor& p) {
-  auto it = opt.state().find(p.unsafeGetTensorImpl());
-  if (it == opt.state().end()) return nullptr;
-  auto* s = dynamic_cast<const torch::optim::AdamWParamState*>(it->second.get());
-  SSMLAB_CHECK(s, "checkpoint: optimizer state is not AdamWParamState");
-  return s;
-}
-
 void save_optimizer(const fs::path& file, const torch::nn::Module& model, const torch::optim::AdamW& opt) {
   const auto names = group_names(opt, model);
   TensorMap tensors;
@@ -117,8 +98,10 @@ void save_optimizer(const fs::path& file, const torch::nn::Module& model, const 
     const auto& group = opt.param_groups()[g];
     const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
     for (size_t i = 0; i < group.params().size(); ++i) {
-      const auto* s = adamw_state(opt, group.params()[i]);
-      if (!s) continue;  // lazy state: this parameter has not been stepped yet
+      auto it = opt.state().find(group.params()[i].unsafeGetTensorImpl());
+      if (it == opt.state().end()) continue;  // lazy state: this parameter has not been stepped yet
+      const auto* s = dynamic_cast<const torch::optim::AdamWParamState*>(it->second.get());
+      SSMLAB_CHECK(s, "checkpoint: optimizer state is not an AdamWParamState");
       const std::string& name = names[g][i];
       tensors[name + ".step"] = at::scalar_tensor(s->step(), at::kLong);
       tensors[name + ".exp_avg"] = s->exp_avg();
@@ -235,16 +218,11 @@ void commit_optimizer(OptimizerRestore&& r, torch::optim::AdamW& opt) {
   for (auto& [key, s] : r.states) opt.state()[key] = std::move(s);
 }
 
-// ---- state.json and the torch generator ------------------------------------------------------
-
 std::string torch_rng_state() {
   at::Generator gen = at::detail::getDefaultCPUGenerator();
-  at::Tensor s;
-  {
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    s = gen.get_state();
-  }
-  s = s.contiguous();
+  std::unique_lock<std::mutex> lock(gen.mutex());
+  const at::Tensor s = gen.get_state().contiguous();
+  lock.unlock();
   return std::string(static_cast<const char*>(s.const_data_ptr()), s.nbytes());
 }
 
@@ -277,15 +255,12 @@ TrainState parse_state(const fs::path& file) {
     fail("checkpoint file '", f, "': bad JSON: ", e.what());
   }
   SSMLAB_CHECK(j.is_object(), "checkpoint file '", f, "': expected a JSON object");
-  auto need = [&](const char* key, bool ok, const char* what) {
-    SSMLAB_CHECK(j.contains(key) && ok, "checkpoint file '", f, "': \"", key, "\" must be ", what,
+  for (const auto& [key, integer] : {std::pair{"step", true}, std::pair{"epoch", true},
+                                     std::pair{"rng_state", false}, std::pair{"torch_rng_state_b64", false}}) {
+    const bool ok = j.contains(key) && (integer ? j[key].is_number_integer() : j[key].is_string());
+    SSMLAB_CHECK(ok, "checkpoint file '", f, "': \"", key, "\" must be ", integer ? "an integer" : "a string",
                  j.contains(key) ? ", found " + j[key].dump() : std::string(", it is missing"));
-  };
-  need("step", j.contains("step") && j["step"].is_number_integer(), "an integer");
-  need("epoch", j.contains("epoch") && j["epoch"].is_number_integer(), "an integer");
-  need("rng_state", j.contains("rng_state") && j["rng_state"].is_string(), "a string");
-  need("torch_rng_state_b64", j.contains("torch_rng_state_b64") && j["torch_rng_state_b64"].is_string(),
-       "a string");
+  }
   TrainState s;
   s.step = j["step"].get<int64_t>();
   s.epoch = j["epoch"].get<int64_t>();
@@ -293,38 +268,6 @@ TrainState parse_state(const fs::path& file) {
   s.torch_rng_state_b64 = j["torch_rng_state_b64"].get<std::string>();
   s.extra = j.value("extra", json());
   return s;
-}
-
-// ---- folders ---------------------------------------------------------------------------------
-
-// Moves the finished `tmp` folder to `dir`. An existing `dir` is exchanged atomically (renameat2),
-// so the final name always holds a complete checkpoint, then the old one is removed.
-void publish(const fs::path& tmp, const fs::path& dir) {
-  std::error_code ec;
-  sync_directory(tmp);
-  if (!fs::exists(dir, ec)) {
-    if (std::rename(tmp.c_str(), dir.c_str()) != 0)
-      fail("cannot save checkpoint '", dir.string(), "': rename from '", tmp.string(),
-           "' failed: ", std::generic_category().message(errno));
-  } else if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
-    fs::remove_all(tmp, ec);  // now holds the old checkpoint
-  } else {
-    // No RENAME_EXCHANGE on this file system: move the old one aside first.
-    fs::path old = dir;
-    old += ".old";
-    fs::remove_all(old, ec);
-    if (std::rename(dir.c_str(), old.c_str()) != 0)
-      fail("cannot save checkpoint '", dir.string(), "': moving the existing folder aside failed: ",
-           std::generic_category().message(errno));
-    if (std::rename(tmp.c_str(), dir.c_str()) != 0) {
-      const int err = errno;
-      std::rename(old.c_str(), dir.c_str());  // put the previous checkpoint back
-      fail("cannot save checkpoint '", dir.string(), "': rename from '", tmp.string(),
-           "' failed: ", std::generic_category().message(err));
-    }
-    fs::remove_all(old, ec);
-  }
-  sync_directory(dir.parent_path());
 }
 
 struct Found {
@@ -386,7 +329,7 @@ void save_checkpoint(const fs::path& dir, const torch::nn::Module& model, const 
               {"torch_rng_state_b64", base64_encode(torch_rng_state())},
               {"extra", state.extra}};
     write_file_atomic(tmp / kStateFile, j.dump(2) + "\n");
-    publish(tmp, dir);
+    rename_directory_into_place(tmp, dir);
   } catch (...) {
     fs::remove_all(tmp, ec);
     throw;

@@ -15,6 +15,8 @@
 #include <torch/nn/module.h>
 #include <torch/optim/adamw.h>
 
+#include "ssmlab/models/safetensors.h"
+
 namespace ssmlab::train {
 
 struct TrainState {

@@ -69,9 +69,15 @@ class SelectiveScanRef : public torch::autograd::Function<SelectiveScanRef> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& u,
                                                 const Tensor& delta, const Tensor& A, const Tensor& B,
-                                                const Tensor& C, const Tensor& D, const Tensor& z,
-                                                const Tensor& delta_bias, bool softplus, const Tensor& h0) {
+                                                const Tensor& C, const std::optional<Tensor>& D_opt,
+                                                const std::optional<Tensor>& z_opt,
+                                                const std::optional<Tensor>& delta_bias_opt, bool softplus,
+                                                const std::optional<Tensor>& h0_opt) {
     using namespace at::indexing;
+    // Optional inputs arrive as std::optional so that Function::apply records an absent one as a
+    // non-variable argument; an undefined at::Tensor there makes apply throw ("tensor does not have a device").
+    const Tensor D = D_opt.value_or(Tensor()), z = z_opt.value_or(Tensor());
+    const Tensor delta_bias = delta_bias_opt.value_or(Tensor()), h0 = h0_opt.value_or(Tensor());
     const Prepared p = prepare(u, delta, A, B, C, delta_bias, softplus);
     const auto ct = p.u.scalar_type();
     const int64_t c = chunk_len(p.b, p.e, p.n, p.l);
@@ -189,9 +195,7 @@ SelectiveScanOut selective_scan_reference(const at::Tensor& u, const at::Tensor&
                                           const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
                                           const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
                                           const std::optional<at::Tensor>& initial_state) {
-  auto outs = SelectiveScanRef::apply(u, delta, A, B, C, D.value_or(Tensor()), z.value_or(Tensor()),
-                                      delta_bias.value_or(Tensor()), delta_softplus,
-                                      initial_state.value_or(Tensor()));
+  auto outs = SelectiveScanRef::apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
   return {outs[0], outs[1]};
 }
 
