@@ -24,6 +24,9 @@ struct ScanCase {
   bool grads;  // also compare every gradient
 };
 
+// gtest (and ctest's test names) print the case by its name, not as raw bytes.
+void PrintTo(const ScanCase& c, std::ostream* os) { *os << c.name; }
+
 std::string dtype_name(at::ScalarType t) {
   switch (t) {
     case at::kDouble: return "f64";

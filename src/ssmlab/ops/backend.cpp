@@ -9,7 +9,7 @@ namespace ssmlab::ops {
 
 const std::vector<OpInfo>& op_table() {
   static const std::vector<OpInfo> table = {
-      {"selective_scan", "Mamba-1 selective scan (S6): diagonal A, input-dependent delta, B, C", {}},
+      {"selective_scan", "Mamba-1 selective scan (S6): diagonal A, input-dependent delta, B, C", {"cpu"}},
       {"causal_conv1d", "depthwise causal conv1d, width 1-4, optional SiLU, state carry", {}},
   };
   return table;
@@ -20,17 +20,26 @@ void check_backend_name(const std::string& name) {
                "': expected \"auto\" or \"reference\"");
 }
 
-Backend resolve_backend(const std::string& name, const std::string& op, c10::Device device) {
+Backend resolve_backend(const std::string& name, const std::string& op, c10::Device device,
+                        bool fused_supported) {
   check_backend_name(name);
   if (name == "reference") return Backend::reference;
   const auto& table = op_table();
   auto it = std::find_if(table.begin(), table.end(), [&](const OpInfo& i) { return i.name == op; });
   SSMLAB_CHECK(it != table.end(), "resolve_backend: unknown op '", op, "'");
   const std::string dev = c10::DeviceTypeName(device.type(), /*lower_case=*/true);
-  if (std::find(it->fused_devices.begin(), it->fused_devices.end(), dev) == it->fused_devices.end())
+  if (std::find(it->fused_devices.begin(), it->fused_devices.end(), dev) == it->fused_devices.end()) {
     log::warn_once("fallback:" + op + ":" + dev,
                    str("ops: no fused ", op, " kernel for ", dev, " yet; running the reference"));
-  return Backend::reference;
+    return Backend::reference;
+  }
+  if (!fused_supported) {
+    log::warn_once("unsupported:" + op + ":" + dev,
+                   str("ops: the fused ", op, " kernel for ", dev,
+                       " does not support this case (dtype or size); running the reference"));
+    return Backend::reference;
+  }
+  return Backend::fused;
 }
 
 }  // namespace ssmlab::ops

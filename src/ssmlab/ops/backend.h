@@ -9,7 +9,7 @@
 
 namespace ssmlab::ops {
 
-enum class Backend { reference };
+enum class Backend { reference, fused };
 
 struct OpInfo {
   std::string name;
@@ -20,9 +20,12 @@ struct OpInfo {
 // Every op ssmlab registers, for `ssmlab list` and the registration test.
 const std::vector<OpInfo>& op_table();
 
-// Parses `name` ("auto" | "reference") and picks the backend for `op` on `device`. Falling back from
-// "auto" to the reference is logged once per (op, device).
-Backend resolve_backend(const std::string& name, const std::string& op, c10::Device device);
+// Parses `name` ("auto" | "reference") and picks the backend for `op` on `device`: "auto" gives
+// Backend::fused when the op lists a fused kernel for the device and `fused_supported` (the caller's
+// supports(...) predicate for these inputs) holds. Falling back from "auto" to the reference is logged once
+// per (op, device, reason).
+Backend resolve_backend(const std::string& name, const std::string& op, c10::Device device,
+                        bool fused_supported = false);
 
 // Validates a backend name (configs); throws ssmlab::Error naming the choices.
 void check_backend_name(const std::string& name);

@@ -70,7 +70,11 @@ SelectiveScanOut selective_scan(const at::Tensor& u, const at::Tensor& delta, co
   check_selective_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state);
   // Fast kernels plug in here per device (ops/backend.cpp lists them); where none supports the case,
   // resolve_backend picks the reference and the log says so once.
-  switch (resolve_backend(backend, "selective_scan", u.device())) {
+  const bool fused_ok =
+      u.is_cpu() && selective_scan_cpu_supports(u, delta, A, B, C, D, z, delta_bias, initial_state);
+  switch (resolve_backend(backend, "selective_scan", u.device(), fused_ok)) {
+    case Backend::fused:
+      return selective_scan_fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
     case Backend::reference:
       break;
   }

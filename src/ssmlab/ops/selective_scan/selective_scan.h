@@ -17,7 +17,8 @@ struct SelectiveScanOut {
 };
 
 // Validates the inputs (errors print every shape) and runs the selected backend.
-// backend: "auto" (fastest available kernel for the device) or "reference".
+// backend: "auto" (fastest available kernel for the device: the fused CPU kernel where
+// selective_scan_cpu_supports, else the reference) or "reference".
 SelectiveScanOut selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                                 const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
                                 const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& delta_bias,
@@ -32,6 +33,22 @@ SelectiveScanOut selective_scan_reference(const at::Tensor& u, const at::Tensor&
                                           const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
                                           const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
                                           const std::optional<at::Tensor>& initial_state);
+
+// The fused CPU kernels (cpu.cpp, autograd.cpp): same contract and results as the reference up to
+// rounding; computes in fp32 (fp64 for fp64 u), bf16/fp16 u computed in fp32 and y returned in u's dtype.
+// Throws unless selective_scan_cpu_supports(...) for the inputs. Expects checked inputs.
+SelectiveScanOut selective_scan_fused(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                      const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                      const std::optional<at::Tensor>& z,
+                                      const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
+                                      const std::optional<at::Tensor>& initial_state);
+
+// True when the fused CPU kernel takes the case: every tensor on CPU, u float32/float64/bfloat16/float16,
+// N <= 256 (any L, B, E, G).
+bool selective_scan_cpu_supports(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                 const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                 const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& delta_bias,
+                                 const std::optional<at::Tensor>& initial_state);
 
 // Throws ssmlab::Error naming every offending shape/dtype/device.
 void check_selective_scan_inputs(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
