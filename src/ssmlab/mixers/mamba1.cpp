@@ -88,7 +88,7 @@ at::Tensor Mamba1Impl::run(const at::Tensor& x, at::Tensor* conv_state, at::Tens
   trace_record(trace, "B", Bm);
   trace_record(trace, "C", Cm);
   trace_record(trace, "state", scan.final_state);
-  if (conv_state) *conv_state = conv.final_state.to(at::kFloat);
+  if (conv_state) *conv_state = conv.final_state;
   if (ssm_state) *ssm_state = scan.final_state;
   const at::Tensor out = out_proj(scan.y);                                   // (B, L, D)
   trace_record(trace, "mixer_out", out);

@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -16,7 +17,8 @@ namespace {
 // k distinct integers from [lo, hi) in draw order, uniform over ordered k-subsets (numpy's
 // choice(replace=False) without p). Rejection against a stamp table: O(k) per call, where
 // Rng::sample_distinct's rejection path is O(k^2) (K = 256 keys x 20,000 examples per segment).
-// Validation keeps k < (hi - lo) / 2 + 1 (K <= L/4 < V/4), so rejections stay rare.
+// Validation gives K <= L/4 < V/4 against pools of about V/2 tokens, so at most about half a pool
+// is taken and a draw needs fewer than two tries on average.
 class DistinctSampler {
  public:
   DistinctSampler(int64_t lo, int64_t hi) : lo_(lo), stamp_(static_cast<size_t>(hi - lo), 0) {}
@@ -52,7 +54,7 @@ class GapSampler {
   explicit GapSampler(const std::vector<double>& weights)
       : n_(static_cast<int64_t>(weights.size())), weights_(weights) {
     while (top_ * 2 <= n_) top_ *= 2;
-    // Slots past n_ hold +inf so the descent needs no bounds check and compiles without branches.
+    // Slots past n_ hold +inf, so the descent never steps past the end and needs no bounds check.
     base_.assign(static_cast<size_t>(2 * top_), std::numeric_limits<double>::infinity());
     base_[0] = 0.0;
     for (int64_t i = 1; i <= n_; ++i) base_[i] = 0.0;
@@ -122,6 +124,7 @@ void check_mqar_segment(const MqarConfig& cfg, const MqarSegmentSpec& spec) {
   SSMLAB_CHECK(K >= 1, where, "num_kv_pairs must be >= 1; got ", K);
   SSMLAB_CHECK(4 * K <= L, where, "needs 4 * num_kv_pairs <= seq_len (2K kv tokens plus K query gaps of 2 "
                "tokens); got 4 * ", K, " = ", 4 * K, " > seq_len = ", L);
+  // Implied by V > L >= 4K; kept so the samplers' pool sizes are checked where they are defined.
   SSMLAB_CHECK(K <= V / 2 - 1, where, "num_kv_pairs must be <= the ", V / 2 - 1, " keys in 1..vocab_size/2-1; got ",
                K);
   SSMLAB_CHECK(K <= V - V / 2, where, "num_kv_pairs must be <= the ", V - V / 2,
