@@ -67,7 +67,8 @@ at::Tensor LanguageModelImpl::forward(const at::Tensor& tokens, Trace* trace) {
   SSMLAB_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong,
                "LanguageModel: tokens must be (B, L) int64; got ", shape_str(tokens.sizes()), " ",
                c10::toString(tokens.scalar_type()));
-  at::Tensor h = embedding(tokens).to(at::kFloat);  // (B, L, D), fp32 residual stream
+  at::Tensor h = embedding(tokens);  // (B, L, D)
+  h = h.to(at::promote_types(h.scalar_type(), at::kFloat));  // the residual stream is fp32 at least
   for (size_t i = 0; i < blocks.size(); ++i) {
     if (trace) trace->layer = static_cast<int64_t>(i);
     h = blocks[i]->forward(h, trace);
@@ -78,7 +79,8 @@ at::Tensor LanguageModelImpl::forward(const at::Tensor& tokens, Trace* trace) {
 at::Tensor LanguageModelImpl::step(const at::Tensor& token_t, std::vector<mixers::State>& states) {
   SSMLAB_CHECK(states.size() == blocks.size(), "LanguageModel.step: ", states.size(), " states for ", blocks.size(),
                " blocks");
-  at::Tensor h = embedding(token_t).to(at::kFloat);  // (B, D)
+  at::Tensor h = embedding(token_t);  // (B, D)
+  h = h.to(at::promote_types(h.scalar_type(), at::kFloat));
   for (size_t i = 0; i < blocks.size(); ++i) h = blocks[i]->step(h, states[i]);
   return head(h);
 }

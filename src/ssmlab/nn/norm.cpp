@@ -13,7 +13,7 @@ NormImpl::NormImpl(const std::string& kind, int64_t dim, double eps) : kind_(kin
 }
 
 at::Tensor NormImpl::forward(const at::Tensor& x) {
-  const at::Tensor xf = x.to(at::kFloat);
+  const at::Tensor xf = x.to(at::promote_types(x.scalar_type(), at::kFloat));  // fp32 at least
   at::Tensor y;
   if (kind_ == "rmsnorm") {
     y = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_) * weight_;
