@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build with -j16 against the machine's own PyTorch (CUDA), run the test
+# suite (CUDA tests included) and the benchmarks. Debian header packages that the GPU machine lacks are
+# carried as .deb files in .debs/ (make them here with: scripts/gpu-check.sh --fetch-debs).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+if [ "${1:-}" = "--fetch-debs" ]; then
+  mkdir -p .debs && cd .debs
+  apt-get download libtomlplusplus-dev libtomlplusplus3 libcli11-dev nlohmann-json3-dev libgtest-dev \
+    libbenchmark-dev libbenchmark1debian
+  exit 0
+fi
+if [ -d .debs ]; then
+  mkdir -p /tmp/debroot
+  for f in .debs/*.deb; do dpkg -x "$f" /tmp/debroot; done
+  export CMAKE_PREFIX_PATH="/tmp/debroot/usr:${CMAKE_PREFIX_PATH:-}"
+  export CPATH="/tmp/debroot/usr/include:${CPATH:-}"
+  export LIBRARY_PATH="/tmp/debroot/usr/lib/x86_64-linux-gnu:${LIBRARY_PATH:-}"
+  export LD_LIBRARY_PATH="/tmp/debroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+fi
+export Torch_DIR="$(python3 -c 'import torch, os; print(os.path.join(torch.utils.cmake_prefix_path, "Torch"))')"
+BUILD="${BUILD:-build-gpu}"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTorch_DIR="$Torch_DIR" -DSSMLAB_CUDA=AUTO
+cmake --build "$BUILD" -j 16
+(cd "$BUILD" && ctest --output-on-failure -j 8 --timeout 600) | tail -n 30
+for b in "$BUILD"/bench/bench_*; do [ -x "$b" ] && "$b" --benchmark_min_time=0.2; done
+[ -f python/example.py ] && python3 python/example.py "$BUILD/src/libssmlab_ops.so" cuda || true
