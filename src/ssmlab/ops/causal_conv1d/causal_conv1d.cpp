@@ -37,10 +37,9 @@ void check_causal_conv1d_inputs(const at::Tensor& x, const at::Tensor& weight, c
 CausalConv1dOut causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                               bool silu, const std::optional<at::Tensor>& initial_state, const std::string& backend) {
   check_causal_conv1d_inputs(x, weight, bias, initial_state);
-  switch (resolve_backend(backend, "causal_conv1d", x.device())) {
-    case Backend::reference:
-      break;
-  }
+  // No fused conv kernel yet (op_table lists none), so "auto" resolves to the reference and logs it once.
+  const Backend chosen = resolve_backend(backend, "causal_conv1d", x.device(), /*fused_supported=*/false);
+  SSMLAB_CHECK(chosen == Backend::reference, "causal_conv1d: no fused kernel exists for ", x.device().str());
   return causal_conv1d_reference(x, weight, bias, silu, initial_state);
 }
 

@@ -14,24 +14,24 @@ namespace {
 
 using at::Tensor;
 
-// The kernels' layout: everything contiguous in the compute dtype, B and C as (B, L, G, N).
+// The kernels' layout: everything contiguous in the compute dtype, B and C as (B, L, G, N). The raw delta
+// (+ bias) is returned in `raw` (for softplus' derivative); in.dt is delta' = softplus(raw) or raw.
 selective_scan_cpu::Inputs prepare(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
-                                   const Tensor& C, const Tensor& D, const Tensor& z, const Tensor& delta_bias,
-                                   bool softplus, const Tensor& h0) {
+                                   const Tensor& C, const Tensor& D, const Tensor& delta_bias, bool softplus,
+                                   const Tensor& h0, Tensor* raw) {
   const auto ct = state_dtype(u.scalar_type());
   auto conv = [&](const Tensor& t) { return t.defined() ? t.to(ct).contiguous() : Tensor(); };
   const int64_t b = u.size(0), l = u.size(1), n = A.size(1), g = B.dim() == 4 ? B.size(2) : 1;
   selective_scan_cpu::Inputs in;
   in.u = conv(u);
-  in.delta = conv(delta);
+  Tensor r = delta_bias.defined() ? delta.to(ct) + delta_bias.to(ct) : conv(delta);
+  in.dt = softplus ? at::softplus(r).contiguous() : r.contiguous();
+  if (raw) *raw = r;
   in.A = conv(A);
   in.B = conv(B).view({b, l, g, n});
   in.C = conv(C).view({b, l, g, n});
   in.D = conv(D);
-  in.z = conv(z);
-  in.delta_bias = conv(delta_bias);
   in.h0 = conv(h0);
-  in.softplus = softplus;
   return in;
 }
 
@@ -46,33 +46,49 @@ class SelectiveScanFused : public torch::autograd::Function<SelectiveScanFused> 
     // Optional inputs arrive as std::optional (see reference.cpp: an undefined Tensor breaks apply).
     const Tensor D = D_opt.value_or(Tensor()), z = z_opt.value_or(Tensor());
     const Tensor delta_bias = delta_bias_opt.value_or(Tensor()), h0 = h0_opt.value_or(Tensor());
-    const auto in = prepare(u, delta, A, B, C, D, z, delta_bias, softplus, h0);
-    auto fwd = selective_scan_cpu::forward(in);
-    ctx->save_for_backward({u, delta, A, B, C, D, z, delta_bias, h0, fwd.starts});
+    const auto in = prepare(u, delta, A, B, C, D, delta_bias, softplus, h0, nullptr);
+    auto fwd = selective_scan_cpu::forward(in);  // fwd.y = C . h + D u
+    Tensor y = fwd.y;
+    Tensor y_pre;  // saved only when the gate needs it in the backward
+    if (z.defined()) {
+      y_pre = fwd.y;
+      y = y_pre * at::silu(z.to(y_pre.scalar_type()));
+    }
+    ctx->save_for_backward({u, delta, A, B, C, D, z, delta_bias, h0, fwd.starts, y_pre});
     ctx->saved_data["softplus"] = softplus;
-    return {fwd.y.to(u.scalar_type()), fwd.final_state};
+    return {y.to(u.scalar_type()), fwd.final_state};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const Tensor &u = saved[0], &delta = saved[1], &A = saved[2], &B = saved[3], &C = saved[4], &D = saved[5],
-                 &z = saved[6], &delta_bias = saved[7], &h0 = saved[8], &starts = saved[9];
+                 &z = saved[6], &delta_bias = saved[7], &h0 = saved[8], &starts = saved[9], &y_pre = saved[10];
     const bool softplus = ctx->saved_data["softplus"].toBool();
-    const auto in = prepare(u, delta, A, B, C, D, z, delta_bias, softplus, h0);
-    const auto g = selective_scan_cpu::backward(in, starts, grads[0], grads[1]);
+    Tensor raw;
+    const auto in = prepare(u, delta, A, B, C, D, delta_bias, softplus, h0, &raw);
+    const auto ct = in.u.scalar_type();
+    Tensor dy = grads[0].defined() ? grads[0].to(ct) : Tensor();
+    Tensor dz;
+    if (z.defined() && dy.defined()) {
+      const Tensor zc = z.to(ct), sig = at::sigmoid(zc);
+      dz = dy * y_pre * sig * (1 + zc * (1 - sig));  // d silu(z) / dz = s (1 + z (1 - s))
+      dy = dy * (zc * sig);
+    }
+    const auto g = selective_scan_cpu::backward(in, starts, dy, grads[1]);
+    Tensor ddelta = softplus ? g.ddt * at::sigmoid(raw) : g.ddt;  // d softplus(x) / dx = sigmoid(x)
     auto as = [](const Tensor& grad, const Tensor& like) {
       return grad.reshape(like.sizes()).to(like.scalar_type());
     };
     torch::autograd::variable_list out(10);
     out[0] = as(g.du, u);
-    out[1] = as(g.ddelta, delta);
+    out[1] = as(ddelta, delta);
     out[2] = as(g.dA, A);
     out[3] = as(g.dB, B);
     out[4] = as(g.dC, C);
     if (D.defined()) out[5] = as(g.dD, D);
-    if (z.defined()) out[6] = as(g.dz, z);
-    if (delta_bias.defined()) out[7] = as(g.ddelta_bias, delta_bias);
+    if (z.defined()) out[6] = dz.defined() ? as(dz, z) : at::zeros_like(z);
+    if (delta_bias.defined()) out[7] = as(ddelta.sum(at::IntArrayRef{0, 1}), delta_bias);
     if (h0.defined()) out[9] = as(g.dh0, h0);
     return out;
   }

@@ -5,24 +5,101 @@
 #include "ssmlab/ops/selective_scan/cpu.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/TensorIterator.h>
 
 #include "ssmlab/core/error.h"
+
+// Lets the compiler if-convert the clamps in exp_vec (floating-point exception flags are never read here;
+// results are unchanged), so the n loops vectorise.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 
 namespace ssmlab::ops::selective_scan_cpu {
 namespace {
 
-template <typename T>
-inline T softplus_of(T x) {
-  return x > T(20) ? x : std::log1p(std::exp(x));
+// The row kernels are compiled twice, for x86-64-v3 (AVX2 + FMA) and for the baseline, and picked at load
+// time (GCC function multiversioning), so the n loops vectorise 8-wide where the CPU can.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define SSMLAB_SCAN_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define SSMLAB_SCAN_CLONES
+#endif
+#define SSMLAB_SCAN_INLINE inline __attribute__((always_inline))
+
+// exp for float that the compiler can vectorise: 2^k (exponent bits) times a degree-7 polynomial on
+// r = x - k ln2 (Cephes expf, ~1 ulp). x is clamped to [-87, 88] (results below ~1.6e-38 are returned as
+// that, not 0; above ~1.6e38 saturate; decays exp(delta A) with A < 0 never reach either).
+SSMLAB_SCAN_INLINE float exp_vec(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  constexpr float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low bits
+  float kf = x * 1.44269504088896341f + magic;
+  const int32_t k = __builtin_bit_cast(int32_t, kf) - 0x4B400000;
+  kf -= magic;
+  float r = x - kf * 0.693359375f;
+  r = r - kf * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  return p * __builtin_bit_cast(float, (k + 127) << 23);
 }
+// float64 keeps the libm exp (fp64 is the tests' and analyses' precision, not the training one).
+SSMLAB_SCAN_INLINE double exp_vec(double x) { return std::exp(x); }
+
+// sum_n a[n] * b[n] with W independent lanes (vectorises without reassociation flags).
 template <typename T>
-inline T sigmoid_of(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+SSMLAB_SCAN_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t N) {
+  constexpr int W = 32 / sizeof(T);
+  T lane[W] = {};
+  int64_t n = 0;
+  for (; n + W <= N; n += W)
+    for (int j = 0; j < W; ++j) lane[j] += a[n + j] * b[n + j];
+  for (int w = W / 2; w >= 1; w /= 2)  // tree: log2(W) dependent adds instead of W
+    for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
+  T s = lane[0];
+  for (; n < N; ++n) s += a[n] * b[n];
+  return s;
+}
+
+// Runs fn(lo, hi) over [0, n) on ATen's intra-op threads. at::parallel_for is a header template whose
+// OpenMP pragmas need -fopenmp in *this* translation unit (the build does not pass it, so it would run
+// serially); TensorIterator::for_each runs the same parallel_for compiled inside libtorch.
+template <typename F>
+void parallel_tasks(int64_t n, int64_t grain, const F& fn) {
+  if (n <= 0) return;
+  if (n <= grain || at::get_num_threads() <= 1 || at::in_parallel_region()) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  at::Tensor idx = at::arange(n, at::TensorOptions().dtype(at::kLong));
+  auto iter = at::TensorIterator::borrowing_nullary_op(idx);
+  iter.for_each(
+      [&](char** data, const int64_t* strides, int64_t size0, int64_t size1) {
+        for (int64_t j = 0; j < size1; ++j) {
+          const char* base = data[0] + j * strides[1];
+          if (strides[0] == static_cast<int64_t>(sizeof(int64_t))) {
+            const int64_t lo = *reinterpret_cast<const int64_t*>(base);
+            fn(lo, lo + size0);
+          } else {
+            for (int64_t i = 0; i < size0; ++i) {
+              const int64_t v = *reinterpret_cast<const int64_t*>(base + i * strides[0]);
+              fn(v, v + 1);
+            }
+          }
+        }
+      },
+      grain);
 }
 
 template <typename T>
@@ -34,189 +111,164 @@ T* mut_or_null(at::Tensor& t) {
   return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
 }
 
-struct Dims {
+// Plain pointers and sizes: what the row kernels see.
+template <typename T>
+struct Ptrs {
   int64_t b, l, e, n, g, eg, k;  // k: number of saved chunk starts
+  const T *u, *dt, *A, *B, *C, *D, *h0;  // D, h0 may be null
+  // forward outputs
+  T *y, *fin, *starts;
+  // backward
+  const T *dy, *dfin;  // may be null (zero cotangent)
+  T *du, *ddt, *dA_part, *dB_s, *dC_s, *dD_part, *dh0;  // dD_part, dh0 may be null
+  int64_t S;  // channel slices per (b, g) in the backward
 };
 
-Dims dims_of(const Inputs& in) {
-  Dims d;
-  d.b = in.u.size(0);
-  d.l = in.u.size(1);
-  d.e = in.u.size(2);
-  d.n = in.A.size(1);
-  d.g = in.B.size(2);
-  d.eg = d.e / d.g;
-  d.k = (d.l + kChunk - 1) / kChunk;
-  return d;
+template <typename T>
+Ptrs<T> ptrs_of(const Inputs& in) {
+  Ptrs<T> p{};
+  p.b = in.u.size(0);
+  p.l = in.u.size(1);
+  p.e = in.u.size(2);
+  p.n = in.A.size(1);
+  p.g = in.B.size(2);
+  p.eg = p.e / p.g;
+  p.k = (p.l + kChunk - 1) / kChunk;
+  p.u = in.u.const_data_ptr<T>();
+  p.dt = in.dt.const_data_ptr<T>();
+  p.A = in.A.const_data_ptr<T>();
+  p.B = in.B.const_data_ptr<T>();
+  p.C = in.C.const_data_ptr<T>();
+  p.D = ptr_or_null<T>(in.D);
+  p.h0 = ptr_or_null<T>(in.h0);
+  return p;
 }
 
-// a[n] = exp(dt * A[n]) for n < N; a separate tight loop so the compiler can vectorise the multiply.
+// Forward for (b, e) pairs be in [lo, hi): be = b * E + e.
 template <typename T>
-inline void decay_row(T* __restrict a, const T* __restrict A, T dt, int64_t N) {
-  for (int64_t n = 0; n < N; ++n) a[n] = dt * A[n];
-  for (int64_t n = 0; n < N; ++n) a[n] = std::exp(a[n]);
+SSMLAB_SCAN_INLINE void forward_rows(const Ptrs<T>& p, int64_t lo, int64_t hi) {
+  alignas(64) T h[kMaxState];
+  alignas(64) T a[kMaxState];
+  const int64_t L = p.l, E = p.e, N = p.n, G = p.g, K = p.k;
+  for (int64_t be = lo; be < hi; ++be) {
+    const int64_t b = be / E, e = be % E, g = e / p.eg;
+    const T* __restrict Ar = p.A + e * N;
+    if (p.h0)
+      std::copy(p.h0 + be * N, p.h0 + (be + 1) * N, h);
+    else
+      std::fill(h, h + N, T(0));
+    const T Dv = p.D ? p.D[e] : T(0);
+    for (int64_t t = 0; t < L; ++t) {
+      if (t % kChunk == 0) std::copy(h, h + N, p.starts + (be * K + t / kChunk) * N);
+      const int64_t i = (b * L + t) * E + e;
+      const T dt = p.dt[i];
+      const T ut = p.u[i], dtu = dt * ut;
+      const T* __restrict Bt = p.B + ((b * L + t) * G + g) * N;
+      const T* __restrict Ct = p.C + ((b * L + t) * G + g) * N;
+      for (int64_t n = 0; n < N; ++n) a[n] = exp_vec(dt * Ar[n]);
+      for (int64_t n = 0; n < N; ++n) h[n] = a[n] * h[n] + dtu * Bt[n];
+      p.y[i] = dot(Ct, h, N) + Dv * ut;
+    }
+    std::copy(h, h + N, p.fin + be * N);
+  }
 }
 
+SSMLAB_SCAN_CLONES void forward_rows_f32(const Ptrs<float>& p, int64_t lo, int64_t hi) { forward_rows(p, lo, hi); }
+SSMLAB_SCAN_CLONES void forward_rows_f64(const Ptrs<double>& p, int64_t lo, int64_t hi) { forward_rows(p, lo, hi); }
+void forward_rows_any(const Ptrs<float>& p, int64_t lo, int64_t hi) { forward_rows_f32(p, lo, hi); }
+void forward_rows_any(const Ptrs<double>& p, int64_t lo, int64_t hi) { forward_rows_f64(p, lo, hi); }
+
+// Backward for tasks in [lo, hi): task = (b * G + g) * S + s, i.e. batch b, group g, slice s of the group's
+// channels. dB / dC rows (b, t, g, :) are shared by a group's channels, so a task accumulates them in its
+// own scratch slice s of dB_s / dC_s (S, B, L, G, N) (zeroed by the caller). dA_part (B, E, N) and
+// dD_part (B, E) hold per-(b, e) partials that the caller sums over b.
 template <typename T>
-void forward_impl(const Dims& d, const Inputs& in, T* __restrict y, T* __restrict fin, T* __restrict starts) {
-  const T* __restrict u = in.u.const_data_ptr<T>();
-  const T* __restrict dl = in.delta.const_data_ptr<T>();
-  const T* __restrict A = in.A.const_data_ptr<T>();
-  const T* __restrict Bm = in.B.const_data_ptr<T>();
-  const T* __restrict Cm = in.C.const_data_ptr<T>();
-  const T* D = ptr_or_null<T>(in.D);
-  const T* z = ptr_or_null<T>(in.z);
-  const T* bias = ptr_or_null<T>(in.delta_bias);
-  const T* h0 = ptr_or_null<T>(in.h0);
-  const bool softplus = in.softplus;
-  const int64_t L = d.l, E = d.e, N = d.n, G = d.g, K = d.k;
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, L * N));
-  at::parallel_for(0, d.b * E, grain, [&](int64_t lo, int64_t hi) {
-    alignas(64) T h[kMaxState];
-    alignas(64) T a[kMaxState];
-    for (int64_t be = lo; be < hi; ++be) {
-      const int64_t b = be / E, e = be % E, g = e / d.eg;
-      const T* __restrict Ar = A + e * N;
-      if (h0)
-        std::copy(h0 + be * N, h0 + (be + 1) * N, h);
+SSMLAB_SCAN_INLINE void backward_rows(const Ptrs<T>& p, int64_t lo, int64_t hi) {
+  const int64_t Bn = p.b, L = p.l, E = p.e, N = p.n, G = p.g, Eg = p.eg, K = p.k, S = p.S;
+  std::vector<T> Hbuf(kChunk * N), Abuf(kChunk * N);
+  alignas(64) T gh[kMaxState];
+  alignas(64) T Gv[kMaxState];
+  alignas(64) T xv[kMaxState];
+  alignas(64) T dAacc[kMaxState];
+  for (int64_t task = lo; task < hi; ++task) {
+    const int64_t b = task / (G * S), g = (task / S) % G, s = task % S;
+    const int64_t e_lo = g * Eg + (Eg * s) / S, e_hi = g * Eg + (Eg * (s + 1)) / S;
+    T* dB = p.dB_s + s * Bn * L * G * N;
+    T* dC = p.dC_s + s * Bn * L * G * N;
+    for (int64_t e = e_lo; e < e_hi; ++e) {
+      const int64_t be = b * E + e;
+      const T* __restrict Ar = p.A + e * N;
+      const T Dv = p.D ? p.D[e] : T(0);
+      if (p.dfin)
+        std::copy(p.dfin + be * N, p.dfin + (be + 1) * N, gh);
       else
-        std::fill(h, h + N, T(0));
-      const T Dv = D ? D[e] : T(0);
-      const T bv = bias ? bias[e] : T(0);
-      for (int64_t t = 0; t < L; ++t) {
-        if (t % kChunk == 0) std::copy(h, h + N, starts + (be * K + t / kChunk) * N);
-        const int64_t i = (b * L + t) * E + e;
-        const T raw = dl[i] + bv;
-        const T dt = softplus ? softplus_of(raw) : raw;
-        const T ut = u[i], dtu = dt * ut;
-        const T* __restrict Bt = Bm + ((b * L + t) * G + g) * N;
-        const T* __restrict Ct = Cm + ((b * L + t) * G + g) * N;
-        decay_row(a, Ar, dt, N);
-        T acc = 0;
-        for (int64_t n = 0; n < N; ++n) {
-          h[n] = a[n] * h[n] + dtu * Bt[n];
-          acc += Ct[n] * h[n];
+        std::fill(gh, gh + N, T(0));
+      std::fill(dAacc, dAacc + N, T(0));
+      T dDacc = 0;
+      for (int64_t k = K - 1; k >= 0; --k) {
+        const int64_t t0 = k * kChunk, len = std::min(kChunk, L - t0);
+        const T* hs = p.starts + (be * K + k) * N;
+        // Re-run the chunk from its saved start: decays a_t and states h_t.
+        const T* hp = hs;
+        for (int64_t j = 0; j < len; ++j) {
+          const int64_t t = t0 + j, i = (b * L + t) * E + e;
+          const T dt = p.dt[i];
+          T* __restrict a = Abuf.data() + j * N;
+          T* __restrict hc = Hbuf.data() + j * N;
+          const T dtu = dt * p.u[i];
+          const T* __restrict Bt = p.B + ((b * L + t) * G + g) * N;
+          for (int64_t n = 0; n < N; ++n) a[n] = exp_vec(dt * Ar[n]);
+          for (int64_t n = 0; n < N; ++n) hc[n] = a[n] * hp[n] + dtu * Bt[n];
+          hp = hc;
         }
-        T out = acc + Dv * ut;
-        if (z) out *= z[i] * sigmoid_of(z[i]);
-        y[i] = out;
+        // Adjoint walk: G_t = dL/dh_t = gh + gy_t C_t;  gh <- G_t * a_t (= dL/dh_{t-1}).
+        for (int64_t j = len - 1; j >= 0; --j) {
+          const int64_t t = t0 + j, i = (b * L + t) * E + e;
+          const T* __restrict a = Abuf.data() + j * N;
+          const T* __restrict hc = Hbuf.data() + j * N;
+          const T* __restrict hprev = j > 0 ? Hbuf.data() + (j - 1) * N : hs;
+          const T* __restrict Bt = p.B + ((b * L + t) * G + g) * N;
+          const T* __restrict Ct = p.C + ((b * L + t) * G + g) * N;
+          T* __restrict dBt = dB + ((b * L + t) * G + g) * N;
+          T* __restrict dCt = dC + ((b * L + t) * G + g) * N;
+          const T ut = p.u[i], dt = p.dt[i];
+          const T gy = p.dy ? p.dy[i] : T(0);
+          dDacc += gy * ut;
+          const T dtu = dt * ut;
+          // Three short loops (few streams each, so each vectorises): G_t; the decay terms; dB, dC.
+          for (int64_t n = 0; n < N; ++n) Gv[n] = gh[n] + gy * Ct[n];
+          for (int64_t n = 0; n < N; ++n) {
+            const T x = Gv[n] * hprev[n] * a[n];
+            xv[n] = x;
+            dAacc[n] += x * dt;
+            gh[n] = Gv[n] * a[n];
+          }
+          for (int64_t n = 0; n < N; ++n) {
+            dBt[n] += Gv[n] * dtu;
+            dCt[n] += gy * hc[n];
+          }
+          const T GB = dot(Gv, Bt, N);
+          p.ddt[i] = dot(xv, Ar, N) + GB * ut;
+          p.du[i] = GB * dt + gy * Dv;
+        }
       }
-      std::copy(h, h + N, fin + be * N);
+      std::copy(dAacc, dAacc + N, p.dA_part + be * N);
+      if (p.dD_part) p.dD_part[be] = dDacc;
+      if (p.dh0) std::copy(gh, gh + N, p.dh0 + be * N);
     }
-  });
+  }
 }
 
-// Per-(b, e) partials dA_part (B, E, N), dD_part / dbias_part (B, E) are summed over b by the caller.
-template <typename T>
-void backward_impl(const Dims& d, const Inputs& in, const T* __restrict starts, const T* dy, const T* dfin,
-                   T* __restrict du, T* __restrict ddl, T* __restrict dz, T* __restrict dA_part,
-                   T* __restrict dB_s, T* __restrict dC_s, T* __restrict dD_part, T* __restrict dbias_part,
-                   T* __restrict dh0, int64_t S) {
-  const T* __restrict u = in.u.const_data_ptr<T>();
-  const T* __restrict dl = in.delta.const_data_ptr<T>();
-  const T* __restrict A = in.A.const_data_ptr<T>();
-  const T* __restrict Bm = in.B.const_data_ptr<T>();
-  const T* __restrict Cm = in.C.const_data_ptr<T>();
-  const T* D = ptr_or_null<T>(in.D);
-  const T* z = ptr_or_null<T>(in.z);
-  const T* bias = ptr_or_null<T>(in.delta_bias);
-  const bool softplus = in.softplus;
-  const int64_t Bn = d.b, L = d.l, E = d.e, N = d.n, G = d.g, Eg = d.eg, K = d.k;
-  // Tasks: (b, g, s): batch b, group g, slice s of the group's channels. dB / dC rows (b, t, g, :) are
-  // shared by the group's channels, so each task owns scratch slice s of dB_s / dC_s (S, B, L, G, N).
-  at::parallel_for(0, Bn * G * S, 1, [&](int64_t lo, int64_t hi) {
-    std::vector<T> Hbuf(kChunk * N), Abuf(kChunk * N), dts(kChunk), raws(kChunk);
-    alignas(64) T gh[kMaxState];
-    alignas(64) T dAacc[kMaxState];
-    for (int64_t task = lo; task < hi; ++task) {
-      const int64_t b = task / (G * S), g = (task / S) % G, s = task % S;
-      const int64_t e_lo = g * Eg + (Eg * s) / S, e_hi = g * Eg + (Eg * (s + 1)) / S;
-      T* __restrict dB = dB_s + s * Bn * L * G * N;
-      T* __restrict dC = dC_s + s * Bn * L * G * N;
-      for (int64_t e = e_lo; e < e_hi; ++e) {
-        const int64_t be = b * E + e;
-        const T* __restrict Ar = A + e * N;
-        const T Dv = D ? D[e] : T(0);
-        const T bv = bias ? bias[e] : T(0);
-        if (dfin)
-          std::copy(dfin + be * N, dfin + (be + 1) * N, gh);
-        else
-          std::fill(gh, gh + N, T(0));
-        std::fill(dAacc, dAacc + N, T(0));
-        T dDacc = 0, dbacc = 0;
-        for (int64_t k = K - 1; k >= 0; --k) {
-          const int64_t t0 = k * kChunk, len = std::min(kChunk, L - t0);
-          const T* __restrict hs = starts + (be * K + k) * N;
-          // Re-run the chunk: decays a_t and states h_t for its steps.
-          const T* hp = hs;
-          for (int64_t j = 0; j < len; ++j) {
-            const int64_t t = t0 + j, i = (b * L + t) * E + e;
-            const T raw = dl[i] + bv;
-            const T dt = softplus ? softplus_of(raw) : raw;
-            raws[j] = raw;
-            dts[j] = dt;
-            T* __restrict a = Abuf.data() + j * N;
-            T* __restrict hc = Hbuf.data() + j * N;
-            decay_row(a, Ar, dt, N);
-            const T dtu = dt * u[i];
-            const T* __restrict Bt = Bm + ((b * L + t) * G + g) * N;
-            for (int64_t n = 0; n < N; ++n) hc[n] = a[n] * hp[n] + dtu * Bt[n];
-            hp = hc;
-          }
-          // Adjoint walk: G_t = dL/dh_t = gh + gy_t C_t;  gh <- G_t * a_t (= dL/dh_{t-1}).
-          for (int64_t j = len - 1; j >= 0; --j) {
-            const int64_t t = t0 + j, i = (b * L + t) * E + e;
-            const T* __restrict a = Abuf.data() + j * N;
-            const T* __restrict hc = Hbuf.data() + j * N;
-            const T* __restrict hprev = j > 0 ? Hbuf.data() + (j - 1) * N : hs;
-            const T* __restrict Bt = Bm + ((b * L + t) * G + g) * N;
-            const T* __restrict Ct = Cm + ((b * L + t) * G + g) * N;
-            T* __restrict dBt = dB + ((b * L + t) * G + g) * N;
-            T* __restrict dCt = dC + ((b * L + t) * G + g) * N;
-            const T ut = u[i], dt = dts[j];
-            T gy = dy ? dy[i] : T(0);
-            if (z) {
-              T acc = 0;
-              for (int64_t n = 0; n < N; ++n) acc += Ct[n] * hc[n];
-              const T y_pre = acc + Dv * ut;
-              const T zt = z[i], sig = sigmoid_of(zt);
-              dz[i] = gy * y_pre * sig * (T(1) + zt * (T(1) - sig));
-              gy = gy * zt * sig;
-            }
-            dDacc += gy * ut;
-            const T dtu = dt * ut;
-            T gdA = 0, GB = 0;
-            for (int64_t n = 0; n < N; ++n) {
-              const T Gn = gh[n] + gy * Ct[n];
-              const T x = Gn * hprev[n] * a[n];
-              gdA += x * Ar[n];
-              dAacc[n] += x * dt;
-              GB += Gn * Bt[n];
-              dBt[n] += Gn * dtu;
-              dCt[n] += gy * hc[n];
-              gh[n] = Gn * a[n];
-            }
-            const T gdelta = gdA + GB * ut;
-            du[i] = GB * dt + gy * Dv;
-            const T graw = softplus ? gdelta * sigmoid_of(raws[j]) : gdelta;
-            ddl[i] = graw;
-            dbacc += graw;
-          }
-        }
-        std::copy(dAacc, dAacc + N, dA_part + be * N);
-        if (dD_part) dD_part[be] = dDacc;
-        if (dbias_part) dbias_part[be] = dbacc;
-        if (dh0) std::copy(gh, gh + N, dh0 + be * N);
-      }
-    }
-  });
-}
+SSMLAB_SCAN_CLONES void backward_rows_f32(const Ptrs<float>& p, int64_t lo, int64_t hi) { backward_rows(p, lo, hi); }
+SSMLAB_SCAN_CLONES void backward_rows_f64(const Ptrs<double>& p, int64_t lo, int64_t hi) { backward_rows(p, lo, hi); }
+void backward_rows_any(const Ptrs<float>& p, int64_t lo, int64_t hi) { backward_rows_f32(p, lo, hi); }
+void backward_rows_any(const Ptrs<double>& p, int64_t lo, int64_t hi) { backward_rows_f64(p, lo, hi); }
 
 void check_inputs(const Inputs& in) {
   const auto ct = in.u.scalar_type();
   SSMLAB_CHECK(ct == at::kFloat || ct == at::kDouble, "selective_scan_cpu: compute dtype must be float32/64");
   SSMLAB_CHECK(in.A.size(1) <= kMaxState, "selective_scan_cpu: N = ", in.A.size(1), " > ", kMaxState);
-  for (const at::Tensor* t : {&in.u, &in.delta, &in.A, &in.B, &in.C, &in.D, &in.z, &in.delta_bias, &in.h0})
+  for (const at::Tensor* t : {&in.u, &in.dt, &in.A, &in.B, &in.C, &in.D, &in.h0})
     if (t->defined())
       SSMLAB_CHECK(t->is_cpu() && t->is_contiguous() && t->scalar_type() == ct,
                    "selective_scan_cpu: inputs must be contiguous CPU tensors of one dtype");
@@ -227,54 +279,64 @@ void check_inputs(const Inputs& in) {
 
 Forward forward(const Inputs& in) {
   check_inputs(in);
-  const Dims d = dims_of(in);
   const auto opt = in.u.options();
+  const int64_t b = in.u.size(0), l = in.u.size(1), e = in.u.size(2), n = in.A.size(1);
+  const int64_t k = (l + kChunk - 1) / kChunk;
   Forward out;
-  out.y = at::empty({d.b, d.l, d.e}, opt);
-  out.final_state = at::empty({d.b, d.e, d.n}, opt);
-  out.starts = at::empty({d.b, d.e, d.k, d.n}, opt);
+  out.y = at::empty({b, l, e}, opt);
+  out.final_state = at::empty({b, e, n}, opt);
+  out.starts = at::empty({b, e, k, n}, opt);
   AT_DISPATCH_FLOATING_TYPES(in.u.scalar_type(), "selective_scan_cpu_fwd", [&] {
-    forward_impl<scalar_t>(d, in, out.y.mutable_data_ptr<scalar_t>(), out.final_state.mutable_data_ptr<scalar_t>(),
-                           out.starts.mutable_data_ptr<scalar_t>());
+    Ptrs<scalar_t> p = ptrs_of<scalar_t>(in);
+    p.y = out.y.mutable_data_ptr<scalar_t>();
+    p.fin = out.final_state.mutable_data_ptr<scalar_t>();
+    p.starts = out.starts.mutable_data_ptr<scalar_t>();
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, l * n));
+    parallel_tasks(b * e, grain, [&](int64_t lo, int64_t hi) { forward_rows_any(p, lo, hi); });
   });
   return out;
 }
 
 Grads backward(const Inputs& in, const at::Tensor& starts, const at::Tensor& dy_in, const at::Tensor& dfin_in) {
   check_inputs(in);
-  const Dims d = dims_of(in);
   const auto opt = in.u.options();
   const auto ct = in.u.scalar_type();
+  const int64_t b = in.u.size(0), l = in.u.size(1), e = in.u.size(2), n = in.A.size(1), g = in.B.size(2);
   const at::Tensor dy = dy_in.defined() ? dy_in.to(ct).contiguous() : at::Tensor();
   const at::Tensor dfin = dfin_in.defined() ? dfin_in.to(ct).contiguous() : at::Tensor();
-  // Channel slices per (b, g) so that small B * G still spreads over the threads (scratch dB/dC per slice).
+  // Channel slices per (b, g) so that few (b, g) pairs still spread over the threads (each slice has its
+  // own dB/dC scratch, summed after). Results depend on the thread count only through that sum's order.
   const int64_t threads = at::get_num_threads();
-  const int64_t bg = std::max<int64_t>(1, d.b * d.g);
-  const int64_t S = bg >= 4 * threads ? 1 : std::clamp<int64_t>((4 * threads + bg - 1) / bg, 1, d.eg);
+  const int64_t bg = std::max<int64_t>(1, b * g);
+  const int64_t S = bg >= 4 * threads ? 1 : std::clamp<int64_t>((4 * threads + bg - 1) / bg, 1, std::max<int64_t>(1, e / g));
 
   Grads gr;
-  gr.du = at::empty({d.b, d.l, d.e}, opt);
-  gr.ddelta = at::empty({d.b, d.l, d.e}, opt);
-  if (in.z.defined()) gr.dz = at::empty({d.b, d.l, d.e}, opt);
-  at::Tensor dA_part = at::empty({d.b, d.e, d.n}, opt);
-  at::Tensor dB_s = at::zeros({S, d.b, d.l, d.g, d.n}, opt);
-  at::Tensor dC_s = at::zeros({S, d.b, d.l, d.g, d.n}, opt);
-  at::Tensor dD_part = in.D.defined() ? at::empty({d.b, d.e}, opt) : at::Tensor();
-  at::Tensor dbias_part = in.delta_bias.defined() ? at::empty({d.b, d.e}, opt) : at::Tensor();
-  if (in.h0.defined()) gr.dh0 = at::empty({d.b, d.e, d.n}, opt);
+  gr.du = at::empty({b, l, e}, opt);
+  gr.ddt = at::empty({b, l, e}, opt);
+  at::Tensor dA_part = at::empty({b, e, n}, opt);
+  at::Tensor dB_s = at::zeros({S, b, l, g, n}, opt);
+  at::Tensor dC_s = at::zeros({S, b, l, g, n}, opt);
+  at::Tensor dD_part = in.D.defined() ? at::empty({b, e}, opt) : at::Tensor();
+  if (in.h0.defined()) gr.dh0 = at::empty({b, e, n}, opt);
   AT_DISPATCH_FLOATING_TYPES(ct, "selective_scan_cpu_bwd", [&] {
-    backward_impl<scalar_t>(d, in, starts.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(dy),
-                            ptr_or_null<scalar_t>(dfin), gr.du.mutable_data_ptr<scalar_t>(),
-                            gr.ddelta.mutable_data_ptr<scalar_t>(), mut_or_null<scalar_t>(gr.dz),
-                            dA_part.mutable_data_ptr<scalar_t>(), dB_s.mutable_data_ptr<scalar_t>(),
-                            dC_s.mutable_data_ptr<scalar_t>(), mut_or_null<scalar_t>(dD_part),
-                            mut_or_null<scalar_t>(dbias_part), mut_or_null<scalar_t>(gr.dh0), S);
+    Ptrs<scalar_t> p = ptrs_of<scalar_t>(in);
+    p.starts = const_cast<scalar_t*>(starts.const_data_ptr<scalar_t>());
+    p.dy = ptr_or_null<scalar_t>(dy);
+    p.dfin = ptr_or_null<scalar_t>(dfin);
+    p.du = gr.du.mutable_data_ptr<scalar_t>();
+    p.ddt = gr.ddt.mutable_data_ptr<scalar_t>();
+    p.dA_part = dA_part.mutable_data_ptr<scalar_t>();
+    p.dB_s = dB_s.mutable_data_ptr<scalar_t>();
+    p.dC_s = dC_s.mutable_data_ptr<scalar_t>();
+    p.dD_part = mut_or_null<scalar_t>(dD_part);
+    p.dh0 = mut_or_null<scalar_t>(gr.dh0);
+    p.S = S;
+    parallel_tasks(b * g * S, 1, [&](int64_t lo, int64_t hi) { backward_rows_any(p, lo, hi); });
   });
   gr.dA = dA_part.sum(0);
   gr.dB = S == 1 ? dB_s[0] : dB_s.sum(0);
   gr.dC = S == 1 ? dC_s[0] : dC_s.sum(0);
   if (dD_part.defined()) gr.dD = dD_part.sum(0);
-  if (dbias_part.defined()) gr.ddelta_bias = dbias_part.sum(0);
   return gr;
 }
 
