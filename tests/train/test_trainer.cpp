@@ -159,6 +159,9 @@ TEST(Schedule, WarmupCosineAndEpochCosine) {
   EXPECT_DOUBLE_EQ(ssmlab::train::learning_rate(o, 9, 110, 0), 1.0);
   EXPECT_NEAR(ssmlab::train::learning_rate(o, 60, 110, 0), 0.55, 1e-12);  // half-way down
   EXPECT_NEAR(ssmlab::train::learning_rate(o, 110, 110, 0), 0.1, 1e-12);
+  o.schedule = "constant";
+  EXPECT_DOUBLE_EQ(ssmlab::train::learning_rate(o, 4, 110, 0), 0.5);  // warmup applies
+  EXPECT_DOUBLE_EQ(ssmlab::train::learning_rate(o, 70, 110, 0), 1.0);
   o.schedule = "cosine_epoch";
   o.epochs = 4;
   o.min_lr_ratio = 0.0;

@@ -44,9 +44,9 @@ struct TrainOptions {
     v("eps", eps, "AdamW epsilon", Check::positive());
     v("schedule", schedule,
       "cosine: linear warmup then cosine to min_lr_ratio*lr per step; cosine_epoch: zoology's "
-      "CosineAnnealingLR(T_max=epochs) stepped per epoch; constant",
+      "CosineAnnealingLR(T_max=epochs) stepped per epoch (no warmup); constant: warmup then lr",
       Check::one_of({"cosine", "cosine_epoch", "constant"}));
-    v("warmup_steps", warmup_steps, "linear warmup steps (cosine schedule)", Check::at_least(0));
+    v("warmup_steps", warmup_steps, "linear warmup steps (cosine and constant schedules)", Check::at_least(0));
     v("min_lr_ratio", min_lr_ratio, "final lr / peak lr", Check::unit());
     v("grad_clip", grad_clip, "clip the global gradient norm to this; 0 = off", Check::at_least(0));
     v("precision", precision, "fp32, or bf16 autocast (state and residual stay fp32)",

@@ -7,13 +7,14 @@ namespace ssmlab::train {
 
 double learning_rate(const TrainOptions& o, int64_t step, int64_t total_steps, int64_t epoch) {
   const double floor_lr = o.lr * o.min_lr_ratio;
+  if (step < o.warmup_steps && o.schedule != "cosine_epoch")
+    return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
   if (o.schedule == "constant") return o.lr;
   if (o.schedule == "cosine_epoch") {
     // torch CosineAnnealingLR(T_max = epochs, eta_min = floor) stepped once per epoch (zoology, spec §2.8.2).
     const double t = static_cast<double>(epoch) / static_cast<double>(std::max<int64_t>(1, o.epochs));
     return floor_lr + (o.lr - floor_lr) * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, t)));
   }
-  if (step < o.warmup_steps) return o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
   const int64_t span = std::max<int64_t>(1, total_steps - o.warmup_steps);
   const double t = std::min(1.0, static_cast<double>(step - o.warmup_steps) / static_cast<double>(span));
   return floor_lr + (o.lr - floor_lr) * 0.5 * (1.0 + std::cos(M_PI * t));
