@@ -1,8 +1,6 @@
 #include "ssmlab/core/rng.h"
 
-#include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <sstream>
 
 #include "ssmlab/core/error.h"
@@ -27,55 +25,6 @@ double Rng::normal(double mean, double stddev) {
   do u1 = uniform(); while (u1 <= 0.0);
   const double u2 = uniform();
   return mean + stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-}
-
-std::vector<int64_t> Rng::sample_distinct(int64_t lo, int64_t hi, int64_t k) {
-  const int64_t n = hi - lo;
-  SSMLAB_CHECK(k >= 0 && k <= n, "Rng::sample_distinct: cannot draw ", k, " distinct values from [", lo, ", ", hi,
-               ")");
-  std::vector<int64_t> out;
-  out.reserve(k);
-  if (k * 4 < n) {  // sparse: rejection
-    std::vector<int64_t> seen;
-    while (static_cast<int64_t>(out.size()) < k) {
-      int64_t v = randint(lo, hi);
-      if (std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
-    }
-    return out;
-  }
-  std::vector<int64_t> pool(n);
-  std::iota(pool.begin(), pool.end(), lo);
-  for (int64_t i = 0; i < k; ++i) {  // partial Fisher-Yates
-    int64_t j = randint(i, n);
-    std::swap(pool[i], pool[j]);
-    out.push_back(pool[i]);
-  }
-  return out;
-}
-
-std::vector<int64_t> Rng::weighted_sample_without_replacement(const std::vector<double>& weights, int64_t k) {
-  const int64_t n = static_cast<int64_t>(weights.size());
-  SSMLAB_CHECK(k >= 0 && k <= n, "Rng::weighted_sample_without_replacement: k = ", k, " > ", n, " items");
-  std::vector<double> w(weights);
-  double total = std::accumulate(w.begin(), w.end(), 0.0);
-  std::vector<int64_t> out;
-  out.reserve(k);
-  for (int64_t draw = 0; draw < k; ++draw) {
-    SSMLAB_CHECK(total > 0.0, "Rng::weighted_sample_without_replacement: fewer than ", k, " items with weight > 0");
-    double r = uniform() * total, acc = 0.0;
-    int64_t pick = -1;
-    for (int64_t i = 0; i < n; ++i) {
-      if (w[i] <= 0.0) continue;
-      acc += w[i];
-      pick = i;
-      if (r < acc) break;
-    }
-    out.push_back(pick);
-    total -= w[pick];
-    w[pick] = 0.0;
-    if (draw % 64 == 63) total = std::accumulate(w.begin(), w.end(), 0.0);  // limit drift
-  }
-  return out;
 }
 
 std::string Rng::state() const {

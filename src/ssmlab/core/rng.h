@@ -21,12 +21,6 @@ class Rng {
   // A fresh child seed (for per-segment or per-worker streams).
   uint64_t fork_seed() { return engine_(); }
 
-  // k distinct integers from [lo, hi), uniformly, in draw order.
-  std::vector<int64_t> sample_distinct(int64_t lo, int64_t hi, int64_t k);
-  // k distinct indices in [0, weights.size()) drawn one after another with probability proportional
-  // to the remaining weights (numpy's choice(replace=False, p=...) semantics).
-  std::vector<int64_t> weighted_sample_without_replacement(const std::vector<double>& weights, int64_t k);
-
   std::string state() const;
   void set_state(const std::string& s);
 

@@ -16,7 +16,7 @@ namespace {
 
 // k distinct integers from [lo, hi) in draw order, uniform over ordered k-subsets (numpy's
 // choice(replace=False) without p). Rejection against a stamp table: O(k) per call, where
-// Rng::sample_distinct's rejection path is O(k^2) (K = 256 keys x 20,000 examples per segment).
+// rejection against the drawn list would be O(k^2) (K = 256 keys x 20,000 examples per segment).
 // Validation gives K <= L/4 < V/4 against pools of about V/2 tokens, so at most about half a pool
 // is taken and a draw needs fewer than two tries on average.
 class DistinctSampler {
@@ -45,7 +45,7 @@ class DistinctSampler {
 
 // Successive weighted sampling without replacement over fixed weights (numpy's
 // choice(replace=False, p): each draw picks among the remaining items in proportion to their
-// weight). A Fenwick tree makes a draw O(log n) where Rng::weighted_sample_without_replacement
+// weight). A Fenwick tree makes a draw O(log n) where a linear scan
 // scans all n items: K = 256 draws over space = 256 gaps x 20,000 examples would cost ~1.3e9
 // steps for one L = 1024 segment. The tree over the full weights is built once per segment and
 // copied per example.
