@@ -15,6 +15,9 @@ struct OpInfo {
   std::string name;
   std::string summary;
   std::vector<std::string> fused_devices;  // devices with a fast kernel; the reference runs everywhere
+  // Whether `<op>_ref` (the oracle) is registered beside `<op>`. False for ops that are plain ATen on every
+  // device (e.g. causal_conv1d_update): they have no fused kernel, so `<op>` is its own reference.
+  bool has_ref = true;
 };
 
 // Every op ssmlab registers, for `ssmlab list` and the registration test.

@@ -42,6 +42,11 @@ std::tuple<at::Tensor, at::Tensor> causal_conv1d_ref_op(const at::Tensor& x, con
   return {r.out, r.final_state};
 }
 
+at::Tensor causal_conv1d_update_op(const at::Tensor& x, at::Tensor& state, const at::Tensor& weight,
+                                   const std::optional<at::Tensor>& bias, bool silu) {
+  return causal_conv1d_update(x, state, weight, bias, silu);
+}
+
 constexpr const char* kScanArgs =
     "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? z=None, "
     "Tensor? delta_bias=None, bool delta_softplus=False, Tensor? initial_state=None) -> (Tensor, Tensor)";
@@ -57,6 +62,9 @@ TORCH_LIBRARY(ssmlab, m) {
   m.def((std::string("selective_scan_ref") + kScanArgs).c_str(), &selective_scan_ref_op);
   m.def((std::string("causal_conv1d") + kConvArgs).c_str(), &causal_conv1d_op);
   m.def((std::string("causal_conv1d_ref") + kConvArgs).c_str(), &causal_conv1d_ref_op);
+  // One decode step; state is shifted in place. Plain ATen everywhere, so there is no _ref twin.
+  m.def("causal_conv1d_update(Tensor x, Tensor(a!) state, Tensor weight, Tensor? bias=None, bool silu=False) -> Tensor",
+        &causal_conv1d_update_op);
 }
 
 }  // namespace ssmlab::ops

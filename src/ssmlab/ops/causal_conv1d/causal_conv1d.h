@@ -25,6 +25,28 @@ CausalConv1dOut causal_conv1d_reference(const at::Tensor& x, const at::Tensor& w
                                         const std::optional<at::Tensor>& bias, bool silu,
                                         const std::optional<at::Tensor>& initial_state);
 
+// The fused CPU kernels (cpu.cpp, autograd.cpp): same contract and results as the reference up to
+// rounding; computes in fp32 (fp64 for fp64 x; bf16/fp16 x computed in fp32 and returned in x's dtype).
+// Differentiable w.r.t. x, weight, bias and initial_state. Throws unless causal_conv1d_cpu_supports(...)
+// for the inputs. Expects checked inputs.
+CausalConv1dOut causal_conv1d_fused(const at::Tensor& x, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& bias, bool silu,
+                                    const std::optional<at::Tensor>& initial_state);
+
+// True when the fused CPU kernel takes the case: every tensor on CPU and floating point, x
+// float32/float64/bfloat16/float16, W in 1..4 (any B, L, E).
+bool causal_conv1d_cpu_supports(const at::Tensor& x, const at::Tensor& weight,
+                                const std::optional<at::Tensor>& bias,
+                                const std::optional<at::Tensor>& initial_state);
+
+// One decode step: x_t (B, E) is the next input after the W-1 inputs held in state (B, W-1, E). Returns
+// out_t (B, E) in x_t's dtype, computed as causal_conv1d would for that position (fp32 for bf16/fp16,
+// fp64 for fp64), and shifts state in place to its last W-2 rows followed by x_t (state keeps its dtype).
+// Looping it over t from initial_state gives causal_conv1d's out rows and, at the end, its final_state.
+// Plain ATen on any device; not differentiable through autograd.
+at::Tensor causal_conv1d_update(const at::Tensor& x_t, at::Tensor& state, const at::Tensor& weight,
+                                const std::optional<at::Tensor>& bias, bool silu);
+
 void check_causal_conv1d_inputs(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                 const std::optional<at::Tensor>& initial_state);
 
