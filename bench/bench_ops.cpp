@@ -1,6 +1,7 @@
 // CPU benchmarks of the op references (selective_scan forward and forward+backward, causal_conv1d
-// forward) beside a plain copy_ of a large buffer, so the bytes/s counters can be read against the
-// machine's copy bandwidth in one table (llm.c dev/cuda style: time plus bandwidth math).
+// forward and forward+backward, each beside the fused CPU conv kernel) and a plain copy_ of a large
+// buffer, so the bytes/s counters can be read against the machine's copy bandwidth in one table (llm.c
+// dev/cuda style: time plus bandwidth math).
 //
 // Counters: items_per_second counts state-element updates (B·L·E·N) for the scan and outputs (B·L·E)
 // for the conv; bytes_per_second counts the compulsory fp32 traffic (each input read once, each output
@@ -81,17 +82,45 @@ void BM_SelectiveScanRefForwardBackward(benchmark::State& state) {
   set_counters(state, ble * n, 4.0 * (11 * ble + 6 * bln));
 }
 
-// causal_conv1d reference forward, width 4, bias and SiLU: reads x (B·L·E), writes out (B·L·E).
-void BM_CausalConv1dRefForward(benchmark::State& state) {
+// causal_conv1d forward, width 4, bias and SiLU: reads x (B·L·E), writes out (B·L·E); `fn` is the reference
+// or the fused CPU kernel.
+using ConvFn = ssmlab::ops::CausalConv1dOut (*)(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                                bool, const std::optional<at::Tensor>&);
+void conv_forward(benchmark::State& state, ConvFn fn) {
   const int64_t b = state.range(0), l = state.range(1), e = state.range(2), w = state.range(3);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
   const at::Tensor x = at::randn({b, l, e}, gen), weight = at::randn({e, w}, gen), bias = at::randn({e}, gen);
   for (auto _ : state) {
-    auto out = ssmlab::ops::causal_conv1d_reference(x, weight, bias, /*silu=*/true, /*initial_state=*/std::nullopt);
+    auto out = fn(x, weight, bias, /*silu=*/true, /*initial_state=*/std::nullopt);
     benchmark::DoNotOptimize(out.out.data_ptr());
   }
   const double ble = double(b) * l * e;
   set_counters(state, ble, 4.0 * 2 * ble);
+}
+void BM_CausalConv1dRefForward(benchmark::State& state) { conv_forward(state, &ssmlab::ops::causal_conv1d_reference); }
+void BM_CausalConv1dFusedForward(benchmark::State& state) { conv_forward(state, &ssmlab::ops::causal_conv1d_fused); }
+
+// Forward + backward (gradients of x, weight, bias): the forward's traffic, then the backward reads x and gy
+// and writes dx (dweight, dbias are O(E·W) and left out): 5 B·L·E fp32 values in all.
+void conv_forward_backward(benchmark::State& state, ConvFn fn) {
+  const int64_t b = state.range(0), l = state.range(1), e = state.range(2), w = state.range(3);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  const at::Tensor x = at::randn({b, l, e}, gen).requires_grad_(true);
+  const at::Tensor weight = at::randn({e, w}, gen).requires_grad_(true), bias = at::randn({e}, gen).requires_grad_(true);
+  const at::Tensor gy = at::randn({b, l, e}, gen);
+  for (auto _ : state) {
+    auto out = fn(x, weight, bias, /*silu=*/true, /*initial_state=*/std::nullopt);
+    auto grads = torch::autograd::grad({out.out}, {x, weight, bias}, {gy});
+    benchmark::DoNotOptimize(grads[0].data_ptr());
+  }
+  const double ble = double(b) * l * e;
+  set_counters(state, ble, 4.0 * 5 * ble);
+}
+void BM_CausalConv1dRefForwardBackward(benchmark::State& state) {
+  conv_forward_backward(state, &ssmlab::ops::causal_conv1d_reference);
+}
+void BM_CausalConv1dFusedForwardBackward(benchmark::State& state) {
+  conv_forward_backward(state, &ssmlab::ops::causal_conv1d_fused);
 }
 
 // The yardstick: dst.copy_(src) of a buffer much larger than the caches; reads and writes each byte once.
@@ -123,13 +152,20 @@ BENCHMARK(BM_SelectiveScanRefForwardBackward)
     ->Args({1, 16384, 256, 16})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
-BENCHMARK(BM_CausalConv1dRefForward)
-    ->ArgNames({"B", "L", "E", "W"})
-    ->Args({1, 1024, 256, 4})
-    ->Args({8, 1024, 256, 4})
-    ->Args({1, 16384, 256, 4})
-    ->Unit(benchmark::kMicrosecond)
-    ->UseRealTime();
+// (B, L, E, W): the small {1, 8} x 1024 x 256 cases, B = 1, L = 16384, and a Mamba-sized (8, 2048, 1536);
+// reference and fused side by side.
+#define SSMLAB_CONV_ARGS                    \
+  ArgNames({"B", "L", "E", "W"})            \
+      ->Args({1, 1024, 256, 4})             \
+      ->Args({8, 1024, 256, 4})             \
+      ->Args({1, 16384, 256, 4})            \
+      ->Args({8, 2048, 1536, 4})            \
+      ->Unit(benchmark::kMicrosecond)       \
+      ->UseRealTime()
+BENCHMARK(BM_CausalConv1dRefForward)->SSMLAB_CONV_ARGS;
+BENCHMARK(BM_CausalConv1dFusedForward)->SSMLAB_CONV_ARGS;
+BENCHMARK(BM_CausalConv1dRefForwardBackward)->SSMLAB_CONV_ARGS;
+BENCHMARK(BM_CausalConv1dFusedForwardBackward)->SSMLAB_CONV_ARGS;
 BENCHMARK(BM_CopyBandwidth)->ArgName("numel")->Arg(int64_t{1} << 25)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 int main(int argc, char** argv) {

@@ -18,9 +18,13 @@ if(SSMLAB_WITH_CUDA OR SSMLAB_CUDA_COMPILE_ONLY)
     set(CMAKE_CUDA_COMPILER "${SSMLAB_NVCC}")
   endif()
   set(CMAKE_CUDA_ARCHITECTURES 90)
-  set(CMAKE_CUDA_STANDARD 20)
-  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   enable_language(CUDA)
+  # The .cu files are C++17: CMake 3.25 knows no C++20 flag for nvcc (a C++20 CUDA target fails to
+  # generate: "requires the language dialect CUDA20"), and CUDA targets otherwise inherit CXX_STANDARD 20.
+  # -lineinfo: source lines in profiles, no slowdown.
+  set(CMAKE_CUDA_STANDARD 17)
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  string(APPEND CMAKE_CUDA_FLAGS " -lineinfo")
 endif()
 if(SSMLAB_WITH_CUDA)
   target_link_libraries(ssmlab_torch INTERFACE

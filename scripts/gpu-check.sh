@@ -24,6 +24,9 @@ BUILD="${BUILD:-build-gpu}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTorch_DIR="$Torch_DIR" -DSSMLAB_CUDA=AUTO
 cmake --build "$BUILD" -j 16
-(cd "$BUILD" && ctest --output-on-failure -j 8 --timeout 600) | tail -n 30
+status=0
+(cd "$BUILD" && ctest --output-on-failure -j 8 --timeout 600) || status=1
 for b in "$BUILD"/bench/bench_*; do [ -x "$b" ] && "$b" --benchmark_min_time=0.2; done
-[ -f python/example.py ] && python3 python/example.py "$BUILD/src/libssmlab_ops.so" cuda || true
+python3 python/example.py "$BUILD/src/libssmlab_ops.so" cuda || status=1
+python3 bench/gpu_selective_scan.py "$BUILD/src/libssmlab_ops.so" || status=1
+exit $status

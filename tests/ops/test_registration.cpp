@@ -21,6 +21,7 @@ using OptT = std::optional<at::Tensor>;
 using ScanSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                    const at::Tensor&, const at::Tensor&, const OptT&, const OptT&,
                                                    const OptT&, bool, const OptT&);
+using UpdateSig = at::Tensor(const at::Tensor&, at::Tensor&, const at::Tensor&, const OptT&, bool);
 using ConvSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const OptT&, bool,
                                                    const OptT&);
 
@@ -29,7 +30,8 @@ bool has_schema(const std::string& name) {
 }
 
 TEST(Registration, EverySchemaIsFound) {
-  for (const char* name : {"selective_scan", "selective_scan_ref", "causal_conv1d", "causal_conv1d_ref"})
+  for (const char* name :
+       {"selective_scan", "selective_scan_ref", "causal_conv1d", "causal_conv1d_ref", "causal_conv1d_update"})
     EXPECT_TRUE(has_schema(name)) << "ssmlab::" << name << " is not registered";
 }
 
@@ -38,7 +40,14 @@ TEST(Registration, EveryOpInTheTableHasSchemas) {
   for (const auto& info : ssmlab::ops::op_table()) {
     EXPECT_TRUE(has_schema(info.name)) << "op_table lists " << info.name << " but ssmlab::" << info.name
                                        << " is not registered";
-    EXPECT_TRUE(has_schema(info.name + "_ref")) << "ssmlab::" << info.name << "_ref is not registered";
+    if (info.has_ref) {
+      EXPECT_TRUE(has_schema(info.name + "_ref")) << "ssmlab::" << info.name << "_ref is not registered";
+    } else {
+      // An op without a _ref twin is plain ATen everywhere: it must claim no fused kernel, and the table
+      // must not hide a _ref schema that does exist.
+      EXPECT_TRUE(info.fused_devices.empty()) << info.name << " has fused kernels but no _ref oracle";
+      EXPECT_FALSE(has_schema(info.name + "_ref")) << "ssmlab::" << info.name << "_ref exists; set has_ref";
+    }
   }
 }
 
@@ -105,6 +114,23 @@ TEST(Registration, CausalConv1dThroughDispatcherMatchesCpp) {
     EXPECT_TRUE(ssmlab::test::all_close(out2, want2.out, ssmlab::test::kFp64Forward, "out (no optionals)"));
     EXPECT_TRUE(ssmlab::test::all_close(fs2, want2.final_state, ssmlab::test::kFp64Forward, "final (no optionals)"));
   }
+}
+
+// The decode step through the dispatcher: same output as the C++ entry, and the state is updated in place.
+TEST(Registration, CausalConv1dUpdateThroughDispatcherMatchesCppAndMutatesState) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(34);
+  const at::Tensor x = at::randn({3, 5}, gen, at::kDouble), w = at::randn({5, 4}, gen, at::kDouble);
+  const at::Tensor bias = at::randn({5}, gen, at::kDouble), h0 = at::randn({3, 3, 5}, gen, at::kDouble);
+  auto op = c10::Dispatcher::singleton().findSchemaOrThrow("ssmlab::causal_conv1d_update", "").typed<UpdateSig>();
+  at::Tensor s_op = h0.clone(), s_cpp = h0.clone();
+  const void* storage = s_op.data_ptr();
+  const at::Tensor out = op.call(x, s_op, w, bias, /*silu=*/true);
+  const at::Tensor want = ssmlab::ops::causal_conv1d_update(x, s_cpp, w, bias, /*silu=*/true);
+  EXPECT_TRUE(ssmlab::test::all_close(out, want, ssmlab::test::kFp64Forward, "out"));
+  EXPECT_EQ(s_op.data_ptr(), storage);
+  EXPECT_TRUE(ssmlab::test::all_close(s_op, s_cpp, ssmlab::test::kFp64Forward, "state"));
+  EXPECT_TRUE(ssmlab::test::all_close(s_op, at::cat({h0.narrow(1, 1, 2), x.unsqueeze(1)}, 1),
+                                      ssmlab::test::kFp64Forward, "state is shifted"));
 }
 
 }  // namespace

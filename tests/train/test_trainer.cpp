@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -76,6 +77,26 @@ TEST(Trainer, TinyRunLearns) {
   EXPECT_TRUE(fs::exists(dir / "DONE"));
   EXPECT_TRUE(fs::exists(dir / "results.json"));
   EXPECT_TRUE(fs::exists(dir / "config.toml"));
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, Bf16AutocastTrains) {
+  Config c = tiny();
+  c.train.precision = "bf16";
+  c.train.max_steps = 96;
+  const fs::path dir = fresh_dir("bf16");
+  auto out = ssmlab::experiments::train_run(c, dir);
+  double first_loss = -1, last_loss = -1;
+  for (const auto& j : metrics(dir))
+    if (j["kind"] == "train") {
+      if (first_loss < 0) first_loss = j["train_loss"];
+      last_loss = j["train_loss"];
+    }
+  EXPECT_TRUE(std::isfinite(last_loss));
+  EXPECT_LT(last_loss, 0.9 * first_loss) << "bf16 training should make progress";
+  EXPECT_TRUE(std::isfinite(out.fit.last_eval.accuracy));
+  // Autocast is switched off again after training: a plain matmul stays fp32.
+  EXPECT_EQ(at::matmul(at::randn({2, 2}), at::randn({2, 2})).scalar_type(), at::kFloat);
   fs::remove_all(dir);
 }
 

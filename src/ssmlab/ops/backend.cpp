@@ -9,7 +9,12 @@ namespace ssmlab::ops {
 
 const std::vector<OpInfo>& op_table() {
   static const std::vector<OpInfo> table = {
-      {"selective_scan", "Mamba-1 selective scan (S6): diagonal A, input-dependent delta, B, C", {"cpu"}},
+      {"selective_scan", "Mamba-1 selective scan (S6): diagonal A, input-dependent delta, B, C",
+#ifdef SSMLAB_WITH_CUDA
+       {"cpu", "cuda"}},
+#else
+       {"cpu"}},
+#endif
       {"causal_conv1d", "depthwise causal conv1d, width 1-4, optional SiLU, state carry", {"cpu"}},
       {"causal_conv1d_update", "one decode step of causal_conv1d, state shifted in place (plain ATen)", {},
        /*has_ref=*/false},

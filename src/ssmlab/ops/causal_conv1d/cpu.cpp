@@ -30,9 +30,11 @@
 namespace ssmlab::ops::causal_conv1d_cpu {
 namespace {
 
-// The row kernels are compiled for x86-64-v3 (AVX2 + FMA) and for the baseline, picked at load time.
+// The row kernels are compiled for x86-64-v3 (AVX2 + FMA) and for the baseline, picked at load time by CPU
+// features. (Not "arch=haswell": GCC resolves that clone with __builtin_cpu_is("haswell"), the CPU *model*,
+// so AMD and newer Intel CPUs with AVX2 would get the baseline clone.)
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define SSMLAB_CONV_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define SSMLAB_CONV_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define SSMLAB_CONV_CLONES
 #endif

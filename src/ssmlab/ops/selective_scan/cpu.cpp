@@ -27,7 +27,7 @@ namespace {
 // The row kernels are compiled twice, for x86-64-v3 (AVX2 + FMA) and for the baseline, and picked at load
 // time (GCC function multiversioning), so the n loops vectorise 8-wide where the CPU can.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define SSMLAB_SCAN_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define SSMLAB_SCAN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define SSMLAB_SCAN_CLONES
 #endif

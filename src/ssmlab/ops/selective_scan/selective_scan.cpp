@@ -71,9 +71,12 @@ SelectiveScanOut selective_scan(const at::Tensor& u, const at::Tensor& delta, co
   // Fast kernels plug in here per device (ops/backend.cpp lists them); where none supports the case,
   // resolve_backend picks the reference and the log says so once.
   const bool fused_ok =
-      u.is_cpu() && selective_scan_cpu_supports(u, delta, A, B, C, D, z, delta_bias, initial_state);
+      u.is_cpu() ? selective_scan_cpu_supports(u, delta, A, B, C, D, z, delta_bias, initial_state)
+                 : u.is_cuda() && selective_scan_cuda_supports(u, delta, A, B, C, D, z, delta_bias, initial_state);
   switch (resolve_backend(backend, "selective_scan", u.device(), fused_ok)) {
     case Backend::fused:
+      if (u.is_cuda())
+        return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
       return selective_scan_fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
     case Backend::reference:
       break;

@@ -18,7 +18,8 @@ struct SelectiveScanOut {
 
 // Validates the inputs (errors print every shape) and runs the selected backend.
 // backend: "auto" (fastest available kernel for the device: the fused CPU kernel where
-// selective_scan_cpu_supports, else the reference) or "reference".
+// selective_scan_cpu_supports, the CUDA kernels where selective_scan_cuda_supports, else the reference)
+// or "reference".
 SelectiveScanOut selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                                 const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
                                 const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& delta_bias,
@@ -49,6 +50,23 @@ bool selective_scan_cpu_supports(const at::Tensor& u, const at::Tensor& delta, c
                                  const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
                                  const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& delta_bias,
                                  const std::optional<at::Tensor>& initial_state);
+
+// The CUDA kernels (cuda.cu + kernel_scan.cuh, autograd_cuda.cpp): same contract as selective_scan_fused;
+// computes in fp32 (fp64 for fp64 u) with the bias + softplus, D skip and silu(z) gate fused into the scan.
+// Throws unless selective_scan_cuda_supports(...) for the inputs. Expects checked inputs.
+SelectiveScanOut selective_scan_cuda(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                     const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                     const std::optional<at::Tensor>& z,
+                                     const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
+                                     const std::optional<at::Tensor>& initial_state);
+
+// True when the CUDA kernels take the case: the build links them (SSMLAB_WITH_CUDA), every tensor on u's CUDA
+// device, u float32/float64/bfloat16/float16 with delta, z, B, C in u's dtype, 1 <= N <= 256 (any L, B, E, G).
+// Always false in a build without CUDA kernels.
+bool selective_scan_cuda_supports(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                  const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                  const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& delta_bias,
+                                  const std::optional<at::Tensor>& initial_state);
 
 // Throws ssmlab::Error naming every offending shape/dtype/device.
 void check_selective_scan_inputs(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
