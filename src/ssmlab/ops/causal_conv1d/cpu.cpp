@@ -20,6 +20,7 @@
 #include <ATen/TensorIterator.h>
 
 #include "ssmlab/core/error.h"
+#include "ssmlab/ops/cpu_kernels.h"
 
 // Lets the compiler if-convert the clamps in exp_vec (floating-point exception flags are never read here;
 // results are unchanged), so the E loops with SiLU vectorise.
@@ -30,72 +31,9 @@
 namespace ssmlab::ops::causal_conv1d_cpu {
 namespace {
 
-// The row kernels are compiled for x86-64-v3 (AVX2 + FMA) and for the baseline, picked at load time by CPU
-// features. (Not "arch=haswell": GCC resolves that clone with __builtin_cpu_is("haswell"), the CPU *model*,
-// so AMD and newer Intel CPUs with AVX2 would get the baseline clone.)
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define SSMLAB_CONV_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SSMLAB_CONV_CLONES
-#endif
-#define SSMLAB_CONV_INLINE inline __attribute__((always_inline))
-
-// exp for float that the compiler can vectorise (the same Cephes-style expf as selective_scan/cpu.cpp,
-// ~1 ulp): x clamped to [-87, 88], 2^k from the exponent bits times a degree-7 polynomial.
-SSMLAB_CONV_INLINE float exp_vec(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  constexpr float magic = 12582912.0f;  // 1.5 * 2^23
-  float kf = x * 1.44269504088896341f + magic;
-  const int32_t k = __builtin_bit_cast(int32_t, kf) - 0x4B400000;
-  kf -= magic;
-  float r = x - kf * 0.693359375f;
-  r = r - kf * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  return p * __builtin_bit_cast(float, (k + 127) << 23);
-}
-SSMLAB_CONV_INLINE double exp_vec(double x) { return std::exp(x); }
-
-template <typename T>
-SSMLAB_CONV_INLINE T sigmoid(T z) {
-  return T(1) / (T(1) + exp_vec(-z));
-}
-
-// Runs fn(lo, hi) over [0, n) on ATen's intra-op threads (as selective_scan/cpu.cpp does: at::parallel_for
-// is a header template whose OpenMP pragmas would need -fopenmp here; TensorIterator::for_each runs the
-// parallel_for compiled inside libtorch).
-template <typename F>
-void parallel_tasks(int64_t n, int64_t grain, const F& fn) {
-  if (n <= 0) return;
-  if (n <= grain || at::get_num_threads() <= 1 || at::in_parallel_region()) {
-    fn(int64_t{0}, n);
-    return;
-  }
-  at::Tensor idx = at::arange(n, at::TensorOptions().dtype(at::kLong));
-  auto iter = at::TensorIterator::borrowing_nullary_op(idx);
-  iter.for_each(
-      [&](char** data, const int64_t* strides, int64_t size0, int64_t size1) {
-        for (int64_t j = 0; j < size1; ++j) {
-          const char* base = data[0] + j * strides[1];
-          if (strides[0] == static_cast<int64_t>(sizeof(int64_t))) {
-            const int64_t lo = *reinterpret_cast<const int64_t*>(base);
-            fn(lo, lo + size0);
-          } else {
-            for (int64_t i = 0; i < size0; ++i) {
-              const int64_t v = *reinterpret_cast<const int64_t*>(base + i * strides[0]);
-              fn(v, v + 1);
-            }
-          }
-        }
-      },
-      grain);
-}
+using cpu::exp_vec;
+using cpu::parallel_tasks;
+using cpu::sigmoid;
 
 template <typename T>
 struct Ptrs {
@@ -115,7 +53,7 @@ struct Ptrs {
 
 // Row j of xpad (j in [0, L + W - 1)) of batch b.
 template <typename T>
-SSMLAB_CONV_INLINE const T* xpad_row(const Ptrs<T>& p, int64_t b, int64_t j) {
+SSMLAB_CPU_INLINE const T* xpad_row(const Ptrs<T>& p, int64_t b, int64_t j) {
   const int64_t s = p.w - 1;
   if (j >= s) return p.x + (b * p.l + j - s) * p.e;
   return p.has_state ? p.state + (b * s + j) * p.e : p.zero;
@@ -123,7 +61,7 @@ SSMLAB_CONV_INLINE const T* xpad_row(const Ptrs<T>& p, int64_t b, int64_t j) {
 
 // Forward over output rows r in [lo, hi), r = b * L + t.
 template <typename T, int W, bool Silu>
-SSMLAB_CONV_INLINE void forward_rows(const Ptrs<T>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_INLINE void forward_rows(const Ptrs<T>& p, int64_t lo, int64_t hi) {
   const int64_t L = p.l, E = p.e;
   const T* __restrict wt = p.wt;
   const T* __restrict bias = p.bias;
@@ -142,7 +80,7 @@ SSMLAB_CONV_INLINE void forward_rows(const Ptrs<T>& p, int64_t lo, int64_t hi) {
 }
 
 template <typename T, int W>
-SSMLAB_CONV_INLINE void forward_rows_w(const Ptrs<T>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_INLINE void forward_rows_w(const Ptrs<T>& p, int64_t lo, int64_t hi) {
   if (p.silu)
     forward_rows<T, W, true>(p, lo, hi);
   else
@@ -150,7 +88,7 @@ SSMLAB_CONV_INLINE void forward_rows_w(const Ptrs<T>& p, int64_t lo, int64_t hi)
 }
 
 template <typename T>
-SSMLAB_CONV_INLINE void forward_rows_dispatch(const Ptrs<T>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_INLINE void forward_rows_dispatch(const Ptrs<T>& p, int64_t lo, int64_t hi) {
   switch (p.w) {
     case 1: forward_rows_w<T, 1>(p, lo, hi); break;
     case 2: forward_rows_w<T, 2>(p, lo, hi); break;
@@ -159,10 +97,10 @@ SSMLAB_CONV_INLINE void forward_rows_dispatch(const Ptrs<T>& p, int64_t lo, int6
   }
 }
 
-SSMLAB_CONV_CLONES void forward_rows_f32(const Ptrs<float>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_CLONES void forward_rows_f32(const Ptrs<float>& p, int64_t lo, int64_t hi) {
   forward_rows_dispatch(p, lo, hi);
 }
-SSMLAB_CONV_CLONES void forward_rows_f64(const Ptrs<double>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_CLONES void forward_rows_f64(const Ptrs<double>& p, int64_t lo, int64_t hi) {
   forward_rows_dispatch(p, lo, hi);
 }
 void forward_rows_any(const Ptrs<float>& p, int64_t lo, int64_t hi) { forward_rows_f32(p, lo, hi); }
@@ -171,7 +109,7 @@ void forward_rows_any(const Ptrs<double>& p, int64_t lo, int64_t hi) { forward_r
 // g_r = dL/dz_r for output row r (z the pre-activation) into g; with Owned, also adds g_r to the chunk's
 // dbias and g_r * xpad[r + k] to its dweight row k.
 template <typename T, int W, bool Silu, bool Owned>
-SSMLAB_CONV_INLINE void grad_row(const Ptrs<T>& p, int64_t b, int64_t r, T* __restrict g, T* __restrict part) {
+SSMLAB_CPU_INLINE void grad_row(const Ptrs<T>& p, int64_t b, int64_t r, T* __restrict g, T* __restrict part) {
   const int64_t E = p.e;
   const T* __restrict wt = p.wt;
   const T* __restrict bias = p.bias;
@@ -196,7 +134,7 @@ SSMLAB_CONV_INLINE void grad_row(const Ptrs<T>& p, int64_t b, int64_t r, T* __re
 
 // Backward for tasks in [lo, hi): task = b * nchunk + c covers xpad rows [c * chunk, (c + 1) * chunk).
 template <typename T, int W, bool Silu>
-SSMLAB_CONV_INLINE void backward_tasks(const Ptrs<T>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_INLINE void backward_tasks(const Ptrs<T>& p, int64_t lo, int64_t hi) {
   const int64_t L = p.l, E = p.e, S = W - 1, Lp = L + S;
   std::vector<T> ring(static_cast<size_t>(W * E));
   const T* __restrict wt = p.wt;
@@ -226,7 +164,7 @@ SSMLAB_CONV_INLINE void backward_tasks(const Ptrs<T>& p, int64_t lo, int64_t hi)
 }
 
 template <typename T, int W>
-SSMLAB_CONV_INLINE void backward_tasks_w(const Ptrs<T>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_INLINE void backward_tasks_w(const Ptrs<T>& p, int64_t lo, int64_t hi) {
   if (p.silu)
     backward_tasks<T, W, true>(p, lo, hi);
   else
@@ -234,7 +172,7 @@ SSMLAB_CONV_INLINE void backward_tasks_w(const Ptrs<T>& p, int64_t lo, int64_t h
 }
 
 template <typename T>
-SSMLAB_CONV_INLINE void backward_tasks_dispatch(const Ptrs<T>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_INLINE void backward_tasks_dispatch(const Ptrs<T>& p, int64_t lo, int64_t hi) {
   switch (p.w) {
     case 1: backward_tasks_w<T, 1>(p, lo, hi); break;
     case 2: backward_tasks_w<T, 2>(p, lo, hi); break;
@@ -243,10 +181,10 @@ SSMLAB_CONV_INLINE void backward_tasks_dispatch(const Ptrs<T>& p, int64_t lo, in
   }
 }
 
-SSMLAB_CONV_CLONES void backward_tasks_f32(const Ptrs<float>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_CLONES void backward_tasks_f32(const Ptrs<float>& p, int64_t lo, int64_t hi) {
   backward_tasks_dispatch(p, lo, hi);
 }
-SSMLAB_CONV_CLONES void backward_tasks_f64(const Ptrs<double>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_CLONES void backward_tasks_f64(const Ptrs<double>& p, int64_t lo, int64_t hi) {
   backward_tasks_dispatch(p, lo, hi);
 }
 void backward_tasks_any(const Ptrs<float>& p, int64_t lo, int64_t hi) { backward_tasks_f32(p, lo, hi); }

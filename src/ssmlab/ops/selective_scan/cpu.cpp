@@ -14,6 +14,7 @@
 #include <ATen/TensorIterator.h>
 
 #include "ssmlab/core/error.h"
+#include "ssmlab/ops/cpu_kernels.h"
 
 // Lets the compiler if-convert the clamps in exp_vec (floating-point exception flags are never read here;
 // results are unchanged), so the n loops vectorise.
@@ -24,42 +25,12 @@
 namespace ssmlab::ops::selective_scan_cpu {
 namespace {
 
-// The row kernels are compiled twice, for x86-64-v3 (AVX2 + FMA) and for the baseline, and picked at load
-// time (GCC function multiversioning), so the n loops vectorise 8-wide where the CPU can.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define SSMLAB_SCAN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SSMLAB_SCAN_CLONES
-#endif
-#define SSMLAB_SCAN_INLINE inline __attribute__((always_inline))
-
-// exp for float that the compiler can vectorise: 2^k (exponent bits) times a degree-7 polynomial on
-// r = x - k ln2 (Cephes expf, ~1 ulp). x is clamped to [-87, 88] (results below ~1.6e-38 are returned as
-// that, not 0; above ~1.6e38 saturate; decays exp(delta A) with A < 0 never reach either).
-SSMLAB_SCAN_INLINE float exp_vec(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  constexpr float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low bits
-  float kf = x * 1.44269504088896341f + magic;
-  const int32_t k = __builtin_bit_cast(int32_t, kf) - 0x4B400000;
-  kf -= magic;
-  float r = x - kf * 0.693359375f;
-  r = r - kf * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  return p * __builtin_bit_cast(float, (k + 127) << 23);
-}
-// float64 keeps the libm exp (fp64 is the tests' and analyses' precision, not the training one).
-SSMLAB_SCAN_INLINE double exp_vec(double x) { return std::exp(x); }
+using cpu::exp_vec;
+using cpu::parallel_tasks;
 
 // sum_n a[n] * b[n] with W independent lanes (vectorises without reassociation flags).
 template <typename T>
-SSMLAB_SCAN_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t N) {
+SSMLAB_CPU_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t N) {
   constexpr int W = 32 / sizeof(T);
   T lane[W] = {};
   int64_t n = 0;
@@ -72,35 +43,6 @@ SSMLAB_SCAN_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t N
   return s;
 }
 
-// Runs fn(lo, hi) over [0, n) on ATen's intra-op threads. at::parallel_for is a header template whose
-// OpenMP pragmas need -fopenmp in *this* translation unit (the build does not pass it, so it would run
-// serially); TensorIterator::for_each runs the same parallel_for compiled inside libtorch.
-template <typename F>
-void parallel_tasks(int64_t n, int64_t grain, const F& fn) {
-  if (n <= 0) return;
-  if (n <= grain || at::get_num_threads() <= 1 || at::in_parallel_region()) {
-    fn(int64_t{0}, n);
-    return;
-  }
-  at::Tensor idx = at::arange(n, at::TensorOptions().dtype(at::kLong));
-  auto iter = at::TensorIterator::borrowing_nullary_op(idx);
-  iter.for_each(
-      [&](char** data, const int64_t* strides, int64_t size0, int64_t size1) {
-        for (int64_t j = 0; j < size1; ++j) {
-          const char* base = data[0] + j * strides[1];
-          if (strides[0] == static_cast<int64_t>(sizeof(int64_t))) {
-            const int64_t lo = *reinterpret_cast<const int64_t*>(base);
-            fn(lo, lo + size0);
-          } else {
-            for (int64_t i = 0; i < size0; ++i) {
-              const int64_t v = *reinterpret_cast<const int64_t*>(base + i * strides[0]);
-              fn(v, v + 1);
-            }
-          }
-        }
-      },
-      grain);
-}
 
 template <typename T>
 const T* ptr_or_null(const at::Tensor& t) {
@@ -146,7 +88,7 @@ Ptrs<T> ptrs_of(const Inputs& in) {
 
 // Forward for (b, e) pairs be in [lo, hi): be = b * E + e.
 template <typename T>
-SSMLAB_SCAN_INLINE void forward_rows(const Ptrs<T>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_INLINE void forward_rows(const Ptrs<T>& p, int64_t lo, int64_t hi) {
   alignas(64) T h[kMaxState];
   alignas(64) T a[kMaxState];
   const int64_t L = p.l, E = p.e, N = p.n, G = p.g, K = p.k;
@@ -173,8 +115,8 @@ SSMLAB_SCAN_INLINE void forward_rows(const Ptrs<T>& p, int64_t lo, int64_t hi) {
   }
 }
 
-SSMLAB_SCAN_CLONES void forward_rows_f32(const Ptrs<float>& p, int64_t lo, int64_t hi) { forward_rows(p, lo, hi); }
-SSMLAB_SCAN_CLONES void forward_rows_f64(const Ptrs<double>& p, int64_t lo, int64_t hi) { forward_rows(p, lo, hi); }
+SSMLAB_CPU_CLONES void forward_rows_f32(const Ptrs<float>& p, int64_t lo, int64_t hi) { forward_rows(p, lo, hi); }
+SSMLAB_CPU_CLONES void forward_rows_f64(const Ptrs<double>& p, int64_t lo, int64_t hi) { forward_rows(p, lo, hi); }
 void forward_rows_any(const Ptrs<float>& p, int64_t lo, int64_t hi) { forward_rows_f32(p, lo, hi); }
 void forward_rows_any(const Ptrs<double>& p, int64_t lo, int64_t hi) { forward_rows_f64(p, lo, hi); }
 
@@ -183,7 +125,7 @@ void forward_rows_any(const Ptrs<double>& p, int64_t lo, int64_t hi) { forward_r
 // own scratch slice s of dB_s / dC_s (S, B, L, G, N) (zeroed by the caller). dA_part (B, E, N) and
 // dD_part (B, E) hold per-(b, e) partials that the caller sums over b.
 template <typename T>
-SSMLAB_SCAN_INLINE void backward_rows(const Ptrs<T>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_INLINE void backward_rows(const Ptrs<T>& p, int64_t lo, int64_t hi) {
   const int64_t Bn = p.b, L = p.l, E = p.e, N = p.n, G = p.g, Eg = p.eg, K = p.k, S = p.S;
   std::vector<T> Hbuf(kChunk * N), Abuf(kChunk * N);
   alignas(64) T gh[kMaxState];
@@ -259,8 +201,8 @@ SSMLAB_SCAN_INLINE void backward_rows(const Ptrs<T>& p, int64_t lo, int64_t hi) 
   }
 }
 
-SSMLAB_SCAN_CLONES void backward_rows_f32(const Ptrs<float>& p, int64_t lo, int64_t hi) { backward_rows(p, lo, hi); }
-SSMLAB_SCAN_CLONES void backward_rows_f64(const Ptrs<double>& p, int64_t lo, int64_t hi) { backward_rows(p, lo, hi); }
+SSMLAB_CPU_CLONES void backward_rows_f32(const Ptrs<float>& p, int64_t lo, int64_t hi) { backward_rows(p, lo, hi); }
+SSMLAB_CPU_CLONES void backward_rows_f64(const Ptrs<double>& p, int64_t lo, int64_t hi) { backward_rows(p, lo, hi); }
 void backward_rows_any(const Ptrs<float>& p, int64_t lo, int64_t hi) { backward_rows_f32(p, lo, hi); }
 void backward_rows_any(const Ptrs<double>& p, int64_t lo, int64_t hi) { backward_rows_f64(p, lo, hi); }
 
