@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <unistd.h>
 
 #include <cstring>
@@ -19,33 +21,8 @@ using ssmlab::models::save_safetensors;
 
 namespace {
 
-// A fresh folder per test, removed afterwards.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path = fs::temp_directory_path() /
-           (std::string("ssmlab_") + info->test_suite_name() + "_" + info->name() + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-// Runs `f` and expects an ssmlab::Error whose message contains every one of `parts`.
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an ssmlab::Error mentioning '" << *parts.begin() << "'";
-  } catch (const ssmlab::Error& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "message: " << msg << "\nlacks: " << p;
-  }
-}
+using ssmlab::test::expect_error;
+using ssmlab::test::TempDir;
 
 // A safetensors file built by hand: length prefix, the header as given (no padding), then `data`.
 std::string raw_file(const std::string& header, const std::string& data = "") {
