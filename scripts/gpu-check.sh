@@ -23,10 +23,18 @@ export Torch_DIR="$(python3 -c 'import torch, os; print(os.path.join(torch.utils
 BUILD="${BUILD:-build-gpu}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTorch_DIR="$Torch_DIR" -DSSMLAB_CUDA=AUTO
+# --quick: build the ops library and the tests only, run the CUDA tests and the GPU tables (kernel tuning).
+if [ "${1:-}" = "--quick" ]; then
+  cmake --build "$BUILD" -j 16 --target ssmlab_ops ssmlab_tests
+  status=0
+  "$BUILD/tests/ssmlab_tests" --gtest_filter="${FILTER:-*Cuda*}" --gtest_brief=1 || status=1
+  for s in bench/gpu_*.py; do python3 "$s" "$BUILD/src/libssmlab_ops.so" || status=1; done
+  exit $status
+fi
 cmake --build "$BUILD" -j 16
 status=0
 (cd "$BUILD" && ctest --output-on-failure -j 8 --timeout 600) || status=1
 for b in "$BUILD"/bench/bench_*; do [ -x "$b" ] && "$b" --benchmark_min_time=0.2; done
 python3 python/example.py "$BUILD/src/libssmlab_ops.so" cuda || status=1
-python3 bench/gpu_selective_scan.py "$BUILD/src/libssmlab_ops.so" || status=1
+for s in bench/gpu_*.py; do python3 "$s" "$BUILD/src/libssmlab_ops.so" || status=1; done
 exit $status

@@ -113,7 +113,9 @@ void check_case(const ScanShape& s, const ScanFlags& f, at::ScalarType dtype, ui
   EXPECT_TRUE(all_close(got.final_state, ref.final_state, ssmlab::test::forward_tol(dtype), "final_state"));
   if (!grads) return;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed ^ 0x5eed);
-  const at::Tensor gy = at::randn(ref.y.sizes(), gen, at::kDouble);
+  // The cotangent of a bf16 / fp16 y is itself rounded to that dtype on its way into the backward; the
+  // oracle gets the same rounded cotangent (tolerances.h: the expected side sees the same inputs).
+  const at::Tensor gy = at::randn(ref.y.sizes(), gen, at::kDouble).to(dtype).to(at::kDouble);
   const at::Tensor gs = at::randn(ref.final_state.sizes(), gen, at::kDouble);
   poison_allocator();
   const auto g_got = ssmlab::test::grads_of(got.y, got.final_state, gy.to(kCuda), gs.to(kCuda), got_leaves);
@@ -168,6 +170,10 @@ TEST(SelectiveScanCuda, Groups) {
     check_case({1, 63, 6, 17, groups}, {false, true, false, true, false}, at::kFloat, 2100 + groups);
   }
   check_case({5, 40, 9, 4, 3}, kAll, at::kFloat, 2200);
+  // Groups that tile the fast forward's channel blocks (32 channels per block at N <= 16, 16 at N <= 64).
+  check_case({3, 100, 64, 16, 2}, kAll, at::kFloat, 2202);
+  check_case({2, 70, 48, 64, 3}, kAll, at::kFloat, 2203);
+  check_case({2, 70, 48, 33, 3}, {true, true, false, true, true}, at::kBFloat16, 2204);
   // Many channels per group: the dB / dC atomics see heavy contention.
   check_case({2, 300, 67, 16, 1}, kAll, at::kFloat, 2201);
 }

@@ -2,7 +2,9 @@
 // dtype / max-N dispatch, launches on the current stream. Kernels: kernel_scan.cuh.
 #include "ssmlab/ops/selective_scan/cuda.h"
 
+#include <cstdlib>
 #include <limits>
+#include <type_traits>
 #include <string>
 
 #include <ATen/ATen.h>
@@ -11,6 +13,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "ssmlab/ops/selective_scan/kernel_scan.cuh"
+#include "ssmlab/ops/selective_scan/kernel_scan_fast.cuh"
 
 namespace ssmlab::ops::selective_scan_cuda_host {
 namespace {
@@ -91,10 +94,48 @@ k::Params params_of(const Prepared& q, bool softplus) {
 
 void* mptr(Tensor& t) { return t.defined() ? t.mutable_data_ptr() : nullptr; }
 
+// SSMLAB_SCAN_FWD=legacy selects the warp-per-channel forward (kernel_scan.cuh) for comparisons; the
+// default is the tiled forward of kernel_scan_fast.cuh wherever it applies.
+bool legacy_forward_requested() {
+  static const bool legacy = [] {
+    const char* v = std::getenv("SSMLAB_SCAN_FWD");
+    return v != nullptr && std::string(v) == "legacy";
+  }();
+  return legacy;
+}
+
+template <typename in_t, int S, int NS, int T>
+bool try_fast_forward(const k::Params& p) {
+  constexpr int EB = k::fast::kThreads / S;
+  // One group of B / C rows per block; the grid's y dimension holds the batch.
+  if (p.ngroups > 1 && p.dim_per_group % EB != 0) return false;
+  if (p.batch > 65535) return false;
+  const int64_t blocks = (p.dim + EB - 1) / EB;
+  if (blocks > std::numeric_limits<int32_t>::max()) return false;
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch));
+  k::fast::scan_fwd_fast<in_t, S, NS, T><<<grid, k::fast::kThreads, 0, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
+}
+
+template <typename in_t>
+bool fast_forward(const k::Params& p) {
+  if (legacy_forward_requested()) return false;
+  if (p.dstate <= 16) return try_fast_forward<in_t, 2, 8, 32>(p);
+  if (p.dstate <= 32) return try_fast_forward<in_t, 4, 8, 32>(p);
+  if (p.dstate <= 64) return try_fast_forward<in_t, 4, 16, 32>(p);
+  if (p.dstate <= 128) return try_fast_forward<in_t, 8, 16, 16>(p);
+  return try_fast_forward<in_t, 16, 16, 8>(p);
+}
+
 template <typename in_t, typename acc_t, int MAXN>
 void launch(bool fwd, const k::Params& p) {
   const int64_t pairs = p.batch * p.dim;
   if (pairs == 0) return;
+  if constexpr (!std::is_same_v<acc_t, double>) {
+    if (fwd && fast_forward<in_t>(p)) return;
+  }
   const int64_t blocks = (pairs + k::kWarpsPerBlock - 1) / k::kWarpsPerBlock;
   TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "selective_scan_cuda: B * E = ", pairs,
               " too large for one grid");
