@@ -170,10 +170,11 @@ TEST(SelectiveScanCuda, Groups) {
     check_case({1, 63, 6, 17, groups}, {false, true, false, true, false}, at::kFloat, 2100 + groups);
   }
   check_case({5, 40, 9, 4, 3}, kAll, at::kFloat, 2200);
-  // Groups that tile the fast forward's channel blocks (32 channels per block at N <= 16, 16 at N <= 64).
+  // Groups that tile the tiled forward's channel blocks (32 channels per block at N <= 64, 16 at N <= 128).
   check_case({3, 100, 64, 16, 2}, kAll, at::kFloat, 2202);
-  check_case({2, 70, 48, 64, 3}, kAll, at::kFloat, 2203);
-  check_case({2, 70, 48, 33, 3}, {true, true, false, true, true}, at::kBFloat16, 2204);
+  check_case({2, 70, 96, 64, 3}, kAll, at::kFloat, 2203);
+  check_case({2, 70, 96, 33, 3}, {true, true, false, true, true}, at::kBFloat16, 2204);
+  check_case({1, 40, 32, 100, 2}, kAll, at::kFloat, 2205);
   // Many channels per group: the dB / dC atomics see heavy contention.
   check_case({2, 300, 67, 16, 1}, kAll, at::kFloat, 2201);
 }

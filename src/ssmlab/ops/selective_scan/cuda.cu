@@ -122,9 +122,9 @@ bool try_fast_forward(const k::Params& p) {
 template <typename in_t>
 bool fast_forward(const k::Params& p) {
   if (legacy_forward_requested()) return false;
-  if (p.dstate <= 16) return try_fast_forward<in_t, 2, 8, 32>(p);
+  if (p.dstate <= 16) return try_fast_forward<in_t, 4, 4, 32>(p);
   if (p.dstate <= 32) return try_fast_forward<in_t, 4, 8, 32>(p);
-  if (p.dstate <= 64) return try_fast_forward<in_t, 4, 16, 32>(p);
+  if (p.dstate <= 64) return try_fast_forward<in_t, 4, 16, 16>(p);
   if (p.dstate <= 128) return try_fast_forward<in_t, 8, 16, 16>(p);
   return try_fast_forward<in_t, 16, 16, 8>(p);
 }
