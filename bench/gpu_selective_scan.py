@@ -51,7 +51,7 @@ def case(b, l, e, n, dtype, with_z, ref=True):
     if ref:
         ref_ms = median_ms(lambda: ops.selective_scan_ref(*args), reps=3, warmup=1)
     print(f"B={b:4d} L={l:5d} E={e:5d} N={n:3d} {str(dtype)[6:]:9s} z={int(with_z)}  fwd {fwd:8.3f} ms "
-          f"({nbytes / fwd / 1e6:7.1f} GB/s)  fwd+bwd {fwdbwd:8.3f} ms  reference fwd {ref_ms:9.2f} ms "
+          f"({nbytes / fwd / 1e6:7.1f} GB/s)  fwd+bwd {fwdbwd:8.3f} ms (bwd {fwdbwd - fwd:7.3f})  reference fwd {ref_ms:9.2f} ms "
           f"(x{ref_ms / fwd:6.1f})", flush=True)
 
 

@@ -2,12 +2,14 @@
 // dtype / max-N dispatch, launches on the current stream. Kernels: kernel_scan.cuh.
 #include "ssmlab/ops/selective_scan/cuda.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
 #include <type_traits>
 #include <string>
 
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -94,8 +96,8 @@ k::Params params_of(const Prepared& q, bool softplus) {
 
 void* mptr(Tensor& t) { return t.defined() ? t.mutable_data_ptr() : nullptr; }
 
-// SSMLAB_SCAN_FWD=legacy selects the warp-per-channel forward (kernel_scan.cuh) for comparisons; the
-// default is the tiled forward of kernel_scan_fast.cuh wherever it applies.
+// SSMLAB_SCAN_FWD=legacy selects the warp-per-channel kernels (kernel_scan.cuh) for comparisons; the
+// default is the tiled forward and backward of kernel_scan_fast.cuh wherever they apply.
 bool legacy_forward_requested() {
   static const bool legacy = [] {
     const char* v = std::getenv("SSMLAB_SCAN_FWD");
@@ -122,11 +124,65 @@ bool try_fast_forward(const k::Params& p) {
 template <typename in_t>
 bool fast_forward(const k::Params& p) {
   if (legacy_forward_requested()) return false;
-  if (p.dstate <= 16) return try_fast_forward<in_t, 4, 4, 32>(p);
+  // In-tile offsets are 32-bit.
+  if (64 * std::max(p.x_sl, p.bc_sl) >= std::numeric_limits<int32_t>::max()) return false;
+  if (p.dstate <= 16) {
+    // Few (b, e) pairs for the SMs (long sequences at small batch): more lanes per channel.
+    const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+    const int64_t pairs = p.batch * p.dim;
+    if (pairs * 4 < 3 * 128 * sms) return try_fast_forward<in_t, 16, 1, 32>(p);
+    if (pairs * 4 < 6 * 128 * sms) return try_fast_forward<in_t, 8, 2, 32>(p);
+    return try_fast_forward<in_t, 4, 4, 32>(p);
+  }
   if (p.dstate <= 32) return try_fast_forward<in_t, 4, 8, 32>(p);
   if (p.dstate <= 64) return try_fast_forward<in_t, 4, 16, 16>(p);
   if (p.dstate <= 128) return try_fast_forward<in_t, 8, 16, 16>(p);
   return try_fast_forward<in_t, 16, 16, 8>(p);
+}
+
+// The tiled backward (kernel_scan_fast.cuh): writes per-block dB / dC partials (blocks, B, L, N) that the
+// caller sums; false when the case is not covered (then the plain kernel runs).
+struct Partials {
+  Tensor dB, dC;  // (blocks along E, B, L, N) fp32
+};
+
+template <typename in_t, int S, int NS, int T>
+bool try_fast_backward(k::Params& p, const at::TensorOptions& opts, Partials& out) {
+  using Cfg = k::fast::BwdConfig<S, NS, T>;
+  if (p.ngroups > 1 && p.dim_per_group % Cfg::EB != 0) return false;
+  if (p.batch > 65535) return false;
+  const int64_t blocks = (p.dim + Cfg::EB - 1) / Cfg::EB;
+  if (blocks > std::numeric_limits<int32_t>::max()) return false;
+  out.dB = at::empty({blocks, p.batch, p.len, p.dstate}, opts);
+  out.dC = at::empty({blocks, p.batch, p.len, p.dstate}, opts);
+  auto kernel = k::fast::scan_bwd_fast<in_t, S, NS, T>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kDynamicBytes));
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch));
+  kernel<<<grid, k::fast::kThreads, Cfg::kDynamicBytes, stream>>>(p, out.dB.mutable_data_ptr<float>(),
+                                                                   out.dC.mutable_data_ptr<float>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
+}
+
+template <typename in_t>
+bool fast_backward(k::Params& p, const at::TensorOptions& opts, Partials& out) {
+  if (legacy_forward_requested()) return false;
+  if (64 * std::max(p.x_sl, p.bc_sl) >= std::numeric_limits<int32_t>::max()) return false;
+  if (p.dstate <= 16) return try_fast_backward<in_t, 4, 4, 16>(p, opts, out);
+  if (p.dstate <= 32) return try_fast_backward<in_t, 4, 8, 8>(p, opts, out);
+  if (p.dstate <= 64) return try_fast_backward<in_t, 8, 8, 8>(p, opts, out);
+  if (p.dstate <= 128) return try_fast_backward<in_t, 16, 8, 8>(p, opts, out);
+  return false;
+}
+
+bool dispatch_fast_backward(at::ScalarType it, k::Params& p, const at::TensorOptions& opts, Partials& out) {
+  switch (it) {
+    case at::kFloat: return fast_backward<float>(p, opts, out);
+    case at::kBFloat16: return fast_backward<__nv_bfloat16>(p, opts, out);
+    case at::kHalf: return fast_backward<__half>(p, opts, out);
+    default: return false;
+  }
 }
 
 template <typename in_t, typename acc_t, int MAXN>
@@ -226,7 +282,18 @@ Grads backward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tens
   p.dD = mptr(dD);
   p.dbias = mptr(dbias);
   p.dh0 = mptr(dh0);
-  dispatch(/*fwd=*/false, it, p);
+  Partials parts;
+  if (q.b * q.e > 0 && q.l > 0 && dispatch_fast_backward(it, p, sopt, parts)) {
+    // Sum the per-block partials of each group: (blocks, B, L, N) -> (B, L, G, N).
+    const int64_t per_group = parts.dB.size(0) / q.g;
+    auto fold = [&](const Tensor& part) {
+      return part.view({q.g, per_group, q.b, q.l, q.n}).sum(1).permute({1, 2, 0, 3}).contiguous();
+    };
+    dB = fold(parts.dB);
+    dC = fold(parts.dC);
+  } else {
+    dispatch(/*fwd=*/false, it, p);
+  }
 
   auto as = [](const Tensor& grad, const Tensor& like) {
     return grad.reshape(like.sizes()).to(like.scalar_type());
