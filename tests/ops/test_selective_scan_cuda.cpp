@@ -179,6 +179,15 @@ TEST(SelectiveScanCuda, Groups) {
   check_case({2, 300, 67, 16, 1}, kAll, at::kFloat, 2201);
 }
 
+// The tiled kernels pick 16, 8 or 4 lanes per channel at N <= 16 from the number of (b, e) pairs per SM
+// (cuda.cu); on a 132-SM H100 / H200 these three shapes take one variant each.
+TEST(SelectiveScanCuda, LanesPerChannelVariants) {
+  SKIP_WITHOUT_CUDA();
+  check_case({1, 70, 301, 16, 0}, kAll, at::kFloat, 2300);    // 16 lanes
+  check_case({3, 70, 1536, 16, 0}, kAll, at::kFloat, 2301);   // 8 lanes
+  check_case({3, 70, 2880, 16, 0}, kAll, at::kBFloat16, 2302);  // 4 lanes
+}
+
 TEST(SelectiveScanCuda, HalfPrecisionInputs) {
   SKIP_WITHOUT_CUDA();
   check_case({3, 63, 5, 16, 0}, kAll, at::kBFloat16, 4000);

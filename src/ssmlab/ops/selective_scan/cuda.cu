@@ -128,10 +128,11 @@ bool fast_forward(const k::Params& p) {
   if (64 * std::max(p.x_sl, p.bc_sl) >= std::numeric_limits<int32_t>::max()) return false;
   if (p.dstate <= 16) {
     // Few (b, e) pairs for the SMs (long sequences at small batch): more lanes per channel.
+    // Blocks of 128 threads at 4 lanes per channel: pairs / 32.
     const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-    const int64_t pairs = p.batch * p.dim;
-    if (pairs * 4 < 3 * 128 * sms) return try_fast_forward<in_t, 16, 1, 32>(p);
-    if (pairs * 4 < 6 * 128 * sms) return try_fast_forward<in_t, 8, 2, 32>(p);
+    const int64_t blocks4 = (p.batch * p.dim + 31) / 32;
+    if (blocks4 < sms) return try_fast_forward<in_t, 16, 1, 32>(p);
+    if (blocks4 < 2 * sms) return try_fast_forward<in_t, 8, 2, 32>(p);
     return try_fast_forward<in_t, 4, 4, 32>(p);
   }
   if (p.dstate <= 32) return try_fast_forward<in_t, 4, 8, 32>(p);
@@ -169,7 +170,13 @@ template <typename in_t>
 bool fast_backward(k::Params& p, const at::TensorOptions& opts, Partials& out) {
   if (legacy_forward_requested()) return false;
   if (64 * std::max(p.x_sl, p.bc_sl) >= std::numeric_limits<int32_t>::max()) return false;
-  if (p.dstate <= 16) return try_fast_backward<in_t, 4, 4, 16>(p, opts, out);
+  if (p.dstate <= 16) {
+    const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+    const int64_t blocks4 = (p.batch * p.dim + 31) / 32;
+    if (blocks4 < sms) return try_fast_backward<in_t, 16, 1, 16>(p, opts, out);
+    if (blocks4 < 2 * sms) return try_fast_backward<in_t, 8, 2, 16>(p, opts, out);
+    return try_fast_backward<in_t, 4, 4, 16>(p, opts, out);
+  }
   if (p.dstate <= 32) return try_fast_backward<in_t, 4, 8, 8>(p, opts, out);
   if (p.dstate <= 64) return try_fast_backward<in_t, 8, 8, 8>(p, opts, out);
   if (p.dstate <= 128) return try_fast_backward<in_t, 16, 8, 8>(p, opts, out);

@@ -249,7 +249,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   using RS = ReduceScatter<S, NS>;
   constexpr int EB = Cfg::EB, NP = Cfg::NP, NSUB = Cfg::NSUB, kWarps = Cfg::kWarps;
   static_assert(kChunk % T == 0, "sub-tiles must tile a chunk");
-  static_assert(NS % 4 == 0, "states per lane are read as float4");
   __shared__ __align__(16) float Bs[T][NP];
   __shared__ __align__(16) float Cs[T][NP];
   __shared__ float dts[T][EB], dtus[T][EB], us[T][EB], sig[T][EB], gys[T][EB], yps[T][EB], dus[T][EB],
@@ -355,13 +354,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         for (int li = 0; li < tl; ++li) {
           const float dt = dts[li][el], dtu = dtus[li][el];
 #pragma unroll
-          for (int k = 0; k < NS; k += 4) {
-            const float4 bv = *reinterpret_cast<const float4*>(&Bs[li][s * NS + k]);
-            h[k + 0] = fmaf(ex2(dt * A2[k + 0]), h[k + 0], dtu * bv.x);
-            h[k + 1] = fmaf(ex2(dt * A2[k + 1]), h[k + 1], dtu * bv.y);
-            h[k + 2] = fmaf(ex2(dt * A2[k + 2]), h[k + 2], dtu * bv.z);
-            h[k + 3] = fmaf(ex2(dt * A2[k + 3]), h[k + 3], dtu * bv.w);
-          }
+          for (int k = 0; k < NS; ++k) h[k] = fmaf(ex2(dt * A2[k]), h[k], dtu * Bs[li][s * NS + k]);
         }
       }
     }
@@ -383,17 +376,9 @@ __global__ void __launch_bounds__(kThreads, 2)
           const float dt = dts[li][el], dtu = dtus[li][el];
           float acc = 0.f;
 #pragma unroll
-          for (int k = 0; k < NS; k += 4) {
-            const float4 bv = *reinterpret_cast<const float4*>(&Bs[li][s * NS + k]);
-            const float4 cv = *reinterpret_cast<const float4*>(&Cs[li][s * NS + k]);
-            h[k + 0] = fmaf(ex2(dt * A2[k + 0]), h[k + 0], dtu * bv.x);
-            h[k + 1] = fmaf(ex2(dt * A2[k + 1]), h[k + 1], dtu * bv.y);
-            h[k + 2] = fmaf(ex2(dt * A2[k + 2]), h[k + 2], dtu * bv.z);
-            h[k + 3] = fmaf(ex2(dt * A2[k + 3]), h[k + 3], dtu * bv.w);
-            acc = fmaf(cv.x, h[k + 0], acc);
-            acc = fmaf(cv.y, h[k + 1], acc);
-            acc = fmaf(cv.z, h[k + 2], acc);
-            acc = fmaf(cv.w, h[k + 3], acc);
+          for (int k = 0; k < NS; ++k) {
+            h[k] = fmaf(ex2(dt * A2[k]), h[k], dtu * Bs[li][s * NS + k]);
+            acc = fmaf(Cs[li][s * NS + k], h[k], acc);
           }
 #pragma unroll
           for (int k = 0; k < NS; ++k) hbuf[(li * NS + k) * kThreads + tid] = h[k];
@@ -431,22 +416,19 @@ __global__ void __launch_bounds__(kThreads, 2)
         float v[2 * NS];
         float xa = 0.f, gb = 0.f;
 #pragma unroll
-        for (int k = 0; k < NS; k += 4) {
-          const float4 bv4 = *reinterpret_cast<const float4*>(&Bs[li][s * NS + k]);
-          const float4 cv4 = *reinterpret_cast<const float4*>(&Cs[li][s * NS + k]);
-          const float bv[4] = {bv4.x, bv4.y, bv4.z, bv4.w}, cv[4] = {cv4.x, cv4.y, cv4.z, cv4.w};
-#pragma unroll
-          for (int q = 0; q < 4; ++q) {
-            const int kk = k + q;
+        for (int k = 0; k < NS; ++k) {
+          {
+            const int kk = k;
+            const float bq = Bs[li][s * NS + k], cq = Cs[li][s * NS + k];
             const float hcur = hbuf[(li * NS + kk) * kThreads + tid];
             const float hprev = li > 0 ? hbuf[((li - 1) * NS + kk) * kThreads + tid]
                                        : hsub[(j * NS + kk) * kThreads + tid];
             const float a = ex2(dt * A2[kk]);
-            const float G = fmaf(gy, cv[q], gh[kk]);
+            const float G = fmaf(gy, cq, gh[kk]);
             const float x = G * hprev * a;
             dAacc[kk] = fmaf(x, dt, dAacc[kk]);
             xa = fmaf(x, A2[kk], xa);
-            gb = fmaf(G, bv[q], gb);
+            gb = fmaf(G, bq, gb);
             gh[kk] = G * a;
             v[kk] = G * dtu;
             v[NS + kk] = gy * hcur;
