@@ -1,5 +1,7 @@
 """GPU table for the selective scan (issue 3): median time with CUDA events after warm-up, achieved GB/s
-from the minimal bytes (inputs read once, outputs written once) and the ratio to the reference op.
+from the minimal bytes (inputs read once, outputs written once) as a fraction of a device copy measured in
+the same run, the backward time (fwd+bwd minus fwd), and the ratios to the reference op and to HF
+transformers' pure-PyTorch Mamba mixer (slow_forward) where transformers is installed.
 
     python3 bench/gpu_selective_scan.py [build/src/libssmlab_ops.so]
 """
@@ -27,7 +29,30 @@ def median_ms(fn, reps=30, warmup=5):
     return times[len(times) // 2]
 
 
-def case(b, l, e, n, dtype, with_z, ref=True):
+def copy_bandwidth_gbs():
+    """Device-to-device copy of 1 GiB, bytes read + written per second: the byte roofline of this run."""
+    x = torch.empty(1 << 28, device="cuda", dtype=torch.float32)
+    y = torch.empty_like(x)
+    ms = median_ms(lambda: y.copy_(x), reps=10)
+    return 2 * x.numel() * 4 / ms / 1e6
+
+
+def hf_mixer_ms(b, l, e, n, dtype):
+    """HF transformers' pure-PyTorch Mamba path (MambaMixer.slow_forward: the whole mixer, projections and
+    conv included, its scan a Python loop over L) at d_inner = E, forward only; None where not installed."""
+    try:
+        from transformers import MambaConfig
+        from transformers.models.mamba.modeling_mamba import MambaMixer
+    except Exception as exc:  # not installed
+        return None, f"transformers not importable ({type(exc).__name__})"
+    cfg = MambaConfig(hidden_size=e // 2, state_size=n, expand=2, conv_kernel=4, use_mambapy=False)
+    mixer = MambaMixer(cfg, layer_idx=0).to("cuda", dtype)
+    x = torch.randn(b, l, e // 2, device="cuda", dtype=dtype)
+    with torch.no_grad():
+        return median_ms(lambda: mixer.slow_forward(x), reps=3, warmup=1), ""
+
+
+def case(b, l, e, n, dtype, with_z, roof_gbs, ref=True, hf=False):
     dev = "cuda"
     u, dt = (torch.randn(b, l, e, device=dev, dtype=dtype) for _ in range(2))
     z = torch.randn(b, l, e, device=dev, dtype=dtype) if with_z else None
@@ -46,17 +71,24 @@ def case(b, l, e, n, dtype, with_z, ref=True):
 
     fwdbwd = median_ms(fb, reps=10)
     es = torch.tensor([], dtype=dtype).element_size()
+    # minimal bytes of the forward: u, delta (, z) read and y written once, B and C read once
     nbytes = es * b * l * e * (3 + (1 if with_z else 0)) + es * 2 * b * l * n
-    ref_ms = float("nan")
-    if ref:
-        ref_ms = median_ms(lambda: ops.selective_scan_ref(*args), reps=3, warmup=1)
-    print(f"B={b:4d} L={l:5d} E={e:5d} N={n:3d} {str(dtype)[6:]:9s} z={int(with_z)}  fwd {fwd:8.3f} ms "
-          f"({nbytes / fwd / 1e6:7.1f} GB/s)  fwd+bwd {fwdbwd:8.3f} ms (bwd {fwdbwd - fwd:7.3f})  reference fwd {ref_ms:9.2f} ms "
-          f"(x{ref_ms / fwd:6.1f})", flush=True)
+    gbs = nbytes / fwd / 1e6
+    ref_ms = median_ms(lambda: ops.selective_scan_ref(*args), reps=3, warmup=1) if ref else float("nan")
+    hf_txt = ""
+    if hf:
+        hf_ms, why = hf_mixer_ms(b, l, e, n, dtype)
+        hf_txt = f"  HF slow_forward {hf_ms:8.2f} ms (x{hf_ms / fwd:6.1f})" if hf_ms else f"  HF: {why}"
+    print(f"B={b:4d} L={l:5d} E={e:5d} N={n:3d} {str(dtype)[6:]:9s} z={int(with_z)}  fwd {fwd:7.3f} ms "
+          f"{gbs:7.1f} GB/s ({100 * gbs / roof_gbs:4.1f}% of copy)  bwd {fwdbwd - fwd:7.3f} ms  "
+          f"reference fwd {ref_ms:8.2f} ms (x{ref_ms / fwd:6.1f}){hf_txt}", flush=True)
 
 
 print(torch.cuda.get_device_name())
+roof = copy_bandwidth_gbs()
+print(f"device-to-device copy: {roof:.0f} GB/s (read + write)")
 for shape in [(8, 2048, 1536, 16), (8, 2048, 1536, 64), (2, 8192, 1536, 16), (256, 256, 256, 16)]:
     for dtype in (torch.float32, torch.bfloat16):
         for with_z in (False, True):
-            case(*shape, dtype, with_z, ref=(dtype == torch.float32 and not with_z))
+            case(*shape, dtype, with_z, roof, ref=(dtype == torch.float32 and not with_z),
+                 hf=with_z and shape[0] * shape[1] <= 16384)
