@@ -10,6 +10,10 @@ const std::vector<MixerInfo>& mixer_table() {
        [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
          return std::make_shared<Mamba1Impl>(o.mamba1, a.d_model, a.backend, gen);
        }},
+      {"mamba2", "Mamba-2 (SSD): scalar decay per head, chunked scan, gated RMSNorm, interventions, spec §1.3",
+       [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
+         return std::make_shared<Mamba2Impl>(o.mamba2, a.d_model, a.backend, gen);
+       }},
   };
   return table;
 }

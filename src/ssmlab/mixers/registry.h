@@ -7,6 +7,7 @@
 
 #include "ssmlab/core/fields.h"
 #include "ssmlab/mixers/mamba1.h"
+#include "ssmlab/mixers/mamba2.h"
 #include "ssmlab/mixers/mixer.h"
 
 namespace ssmlab::mixers {
@@ -14,10 +15,12 @@ namespace ssmlab::mixers {
 // Per-mixer option sub-tables: [model.mixers.mamba1] ...
 struct MixerOptions {
   Mamba1Options mamba1;
+  Mamba2Options mamba2;
 
   template <class V>
   void visit(V& v) {
     v("mamba1", mamba1, "Mamba-1 (S6) options");
+    v("mamba2", mamba2, "Mamba-2 (SSD) options");
   }
 };
 

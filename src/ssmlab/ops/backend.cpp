@@ -18,6 +18,10 @@ const std::vector<OpInfo>& op_table() {
       {"causal_conv1d", "depthwise causal conv1d, width 1-4, optional SiLU, state carry", {"cpu"}},
       {"causal_conv1d_update", "one decode step of causal_conv1d, state shifted in place (plain ATen)", {},
        /*has_ref=*/false},
+      // "auto" runs the fused kernel of a listed device where it supports the case, else the chunked SSD
+      // algorithm in ATen (any device); ssd_scan.cpp decides, not resolve_backend.
+      {"ssd_scan", "Mamba-2 SSD scan: scalar decay per head, grouped B/C, chunked (state-space duality)", {"cpu"}},
+      {"ssd_scan_update", "one decode step of ssd_scan, state updated in place (plain ATen)", {}, /*has_ref=*/false},
   };
   return table;
 }

@@ -6,6 +6,7 @@
 
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
+#include "ssmlab/ops/ssd_scan/ssd_scan.h"
 
 namespace ssmlab::ops {
 namespace {
@@ -47,6 +48,64 @@ at::Tensor causal_conv1d_update_op(const at::Tensor& x, at::Tensor& state, const
   return causal_conv1d_update(x, state, weight, bias, silu);
 }
 
+// ssd_scan returns (y, final_state, chunk_states); chunk_states is empty unless return_chunk_states.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ssd_scan_common(
+    const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+    const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& dt_bias, bool dt_softplus, double dt_min,
+    std::optional<double> dt_max, const std::optional<at::Tensor>& initial_state, int64_t chunk_size,
+    bool return_chunk_states, const std::optional<at::Tensor>& dt_mult, const std::optional<at::Tensor>& decay_mult,
+    const std::optional<at::Tensor>& b_mult, const std::string& backend) {
+  SsdScanOptions o;
+  o.D = D;
+  o.dt_bias = dt_bias;
+  o.dt_softplus = dt_softplus;
+  o.dt_min = dt_min;
+  if (dt_max) o.dt_max = *dt_max;
+  o.initial_state = initial_state;
+  o.chunk_size = chunk_size;
+  o.return_chunk_states = return_chunk_states;
+  o.dt_mult = dt_mult;
+  o.decay_mult = decay_mult;
+  o.b_mult = b_mult;
+  auto r = ssd_scan(x, dt, A, B, C, o, backend);
+  return {r.y, r.final_state, r.chunk_states.defined() ? r.chunk_states : at::empty({0}, r.final_state.options())};
+}
+
+// ssmlab::ssd_scan (kRef false) and ssmlab::ssd_scan_ref (kRef true).
+template <bool kRef>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ssd_scan_op(
+    const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+    const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& dt_bias, bool dt_softplus, double dt_min,
+    std::optional<double> dt_max, const std::optional<at::Tensor>& initial_state, int64_t chunk_size,
+    bool return_chunk_states, const std::optional<at::Tensor>& dt_mult, const std::optional<at::Tensor>& decay_mult,
+    const std::optional<at::Tensor>& b_mult) {
+  return ssd_scan_common(x, dt, A, B, C, D, dt_bias, dt_softplus, dt_min, dt_max, initial_state, chunk_size,
+                         return_chunk_states, dt_mult, decay_mult, b_mult, kRef ? "reference" : "auto");
+}
+
+at::Tensor ssd_scan_update_op(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                              const at::Tensor& C, at::Tensor& state, const std::optional<at::Tensor>& D,
+                              const std::optional<at::Tensor>& dt_bias, bool dt_softplus, double dt_min,
+                              std::optional<double> dt_max, const std::optional<at::Tensor>& dt_mult,
+                              const std::optional<at::Tensor>& decay_mult, const std::optional<at::Tensor>& b_mult) {
+  SsdScanOptions o;
+  o.D = D;
+  o.dt_bias = dt_bias;
+  o.dt_softplus = dt_softplus;
+  o.dt_min = dt_min;
+  if (dt_max) o.dt_max = *dt_max;
+  o.dt_mult = dt_mult;
+  o.decay_mult = decay_mult;
+  o.b_mult = b_mult;
+  return ssd_scan_update(x, dt, A, B, C, state, o);
+}
+
+constexpr const char* kSsdArgs =
+    "(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? dt_bias=None, "
+    "bool dt_softplus=True, float dt_min=0.0, float? dt_max=None, Tensor? initial_state=None, int chunk_size=64, "
+    "bool return_chunk_states=False, Tensor? dt_mult=None, Tensor? decay_mult=None, Tensor? b_mult=None) "
+    "-> (Tensor, Tensor, Tensor)";
+
 constexpr const char* kScanArgs =
     "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? z=None, "
     "Tensor? delta_bias=None, bool delta_softplus=False, Tensor? initial_state=None) -> (Tensor, Tensor)";
@@ -65,6 +124,14 @@ TORCH_LIBRARY(ssmlab, m) {
   // One decode step; state is shifted in place. Plain ATen everywhere, so there is no _ref twin.
   m.def("causal_conv1d_update(Tensor x, Tensor(a!) state, Tensor weight, Tensor? bias=None, bool silu=False) -> Tensor",
         &causal_conv1d_update_op);
+  // Mamba-2 SSD scan (ops/ssd_scan): returns (y, final_state, chunk_states).
+  m.def((std::string("ssd_scan") + kSsdArgs).c_str(), &ssd_scan_op<false>);
+  m.def((std::string("ssd_scan_ref") + kSsdArgs).c_str(), &ssd_scan_op<true>);
+  // One decode step of ssd_scan; state is updated in place. Plain ATen everywhere, so there is no _ref twin.
+  m.def("ssd_scan_update(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, Tensor(a!) state, Tensor? D=None, "
+        "Tensor? dt_bias=None, bool dt_softplus=True, float dt_min=0.0, float? dt_max=None, Tensor? dt_mult=None, "
+        "Tensor? decay_mult=None, Tensor? b_mult=None) -> Tensor",
+        &ssd_scan_update_op);
 }
 
 }  // namespace ssmlab::ops

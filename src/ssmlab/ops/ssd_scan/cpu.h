@@ -1,0 +1,41 @@
+// Fused CPU kernels of the SSD scan (README.md beside this file); no autograd here (autograd.cpp wraps
+// them). Internal to ops/ssd_scan.
+//
+// The kernels run the recurrence S_t = α_t S_{t-1} + w_t x_t ⊗ B_t, y_t = S_t C_t + D x_t and its adjoint
+// on the per-step coefficients a = log α and w (ssd_detail::coefficients, plain ATen, so the chain to dt,
+// A, dt_bias and the interventions is autograd's). Every tensor handed in is CPU, contiguous, of one
+// compute dtype (float32 or float64):
+//   x (B, L, H, P)   a, w (B, L, H)   B, C (B, L, G, N)   D (H)   S0 (B, H, P, N)
+// Optional tensors (D, S0; dy, dfinal) may be undefined = absent.
+#pragma once
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+namespace ssmlab::ops::ssd_scan_cpu {
+
+inline constexpr int64_t kChunk = 64;  // steps between saved states (the backward recomputes one chunk)
+
+struct Inputs {
+  at::Tensor x, a, w, B, C, D, S0;
+};
+
+struct Forward {
+  at::Tensor y;            // (B, L, H, P)
+  at::Tensor final_state;  // (B, H, P, N)
+  at::Tensor starts;       // (B, H, ceil(L / kChunk), P, N): the state before steps 0, kChunk, 2 kChunk, ...
+};
+
+struct Grads {
+  at::Tensor dx, da, dw, dB, dC;  // dB, dC (B, L, G, N)
+  at::Tensor dD, dS0;             // defined only when the input is
+};
+
+Forward forward(const Inputs& in);
+Grads backward(const Inputs& in, const at::Tensor& starts, const at::Tensor& dy, const at::Tensor& dfinal);
+
+// Tests: when true, the kernels allocate their outputs filled with NaN, so an element they fail to write
+// shows up in the comparison against the reference.
+void set_poison_outputs(bool on);
+
+}  // namespace ssmlab::ops::ssd_scan_cpu

@@ -1,0 +1,95 @@
+// Mamba-2 SSD scan (state-space duality), spec §1.3. Shapes (docs/GLOSSARY.md):
+//   x : (B, L, H, P)      dt : (B, L, H)      A, D, dt_bias : (H)      B, C : (B, L, G, N), H % G == 0
+//   initial_state, final_state : (B, H, P, N), fp32 (fp64 for fp64 x)
+//   dt'_t  = clamp(softplus(dt_t + dt_bias), dt_min, dt_max) · dt_mult        (softplus, bias optional)
+//   a_t    = dt'_t · A + log(decay_mult)          (log-decay; alpha_t = exp(a_t) = decay_mult · exp(dt' A))
+//   S_t    = exp(a_t) · S_{t-1} + (dt'_t · b_mult) · x_t ⊗ B_t[g(h)]        (S: P x N per head)
+//   y_t    = S_t · C_t[g(h)] + D · x_t
+// dt_mult, decay_mult, b_mult are the inference interventions of spec §3.6.1 (RRI: decay_mult = λ_α,
+// b_mult = λ_B); all default to 1 and are per head.
+#pragma once
+#include <limits>
+#include <optional>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+namespace ssmlab::ops {
+
+struct SsdScanOptions {
+  std::optional<at::Tensor> D;              // (H) skip
+  std::optional<at::Tensor> dt_bias;        // (H)
+  bool dt_softplus = true;
+  double dt_min = 0.0;                      // clamp of dt' after softplus (mamba_ssm's dt_limit)
+  double dt_max = std::numeric_limits<double>::infinity();
+  std::optional<at::Tensor> initial_state;  // (B, H, P, N)
+  int64_t chunk_size = 64;                  // Q of the chunked algorithm; the result does not depend on it
+  bool return_chunk_states = false;         // fill SsdScanOut::chunk_states
+  std::optional<at::Tensor> dt_mult;        // (H) interventions (spec §3.6.1), 1 when absent
+  std::optional<at::Tensor> decay_mult;     // (H), > 0
+  std::optional<at::Tensor> b_mult;         // (H)
+};
+
+struct SsdScanOut {
+  at::Tensor y;             // (B, L, H, P), dtype of x
+  at::Tensor final_state;   // (B, H, P, N), state dtype
+  // (B, ceil(L / chunk_size), H, P, N): the state after each chunk (the last one is final_state); the
+  // reference exports at the same positions. Undefined unless return_chunk_states.
+  at::Tensor chunk_states;
+};
+
+// Validates the inputs (errors print every shape) and runs the selected backend.
+// backend: "auto" (the fused CPU kernel where ssd_scan_cpu_supports, else the chunked ATen algorithm on any
+// device) or "reference" (the time-stepped oracle). Where "auto" cannot take the fused kernel on CPU, the
+// log says so once.
+SsdScanOut ssd_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                    const at::Tensor& C, const SsdScanOptions& opts = {}, const std::string& backend = "auto");
+
+// The oracle: time-stepped recurrence in plain ATen, float64-capable, differentiable by autograd through
+// ATen. Holds one state (B, H, P, N) at a time (no (B, L, H, P, N) buffer), so no-grad runs at any length
+// use memory O(B·L·H·P + B·H·P·N). Expects checked inputs.
+SsdScanOut ssd_scan_reference(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                              const at::Tensor& C, const SsdScanOptions& opts);
+
+// The chunked SSD algorithm (spec §1.3, Dao & Gu 2024 §6) in ATen: per chunk of Q steps the quadratic
+// (attention-like) form (L ∘ C Bᵀ) X̄, the chunk's end state, then a sequential pass over chunks carrying the
+// state. Differentiable by autograd; runs on any device. Memory O(B·L·H·(P + Q) + B·(L/Q)·H·P·N).
+// Expects checked inputs.
+SsdScanOut ssd_scan_chunked(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                            const at::Tensor& C, const SsdScanOptions& opts);
+
+// The fused CPU kernels (cpu.cpp, autograd.cpp): the time-stepped recurrence per (batch, head) in a local
+// state, vectorised over N, parallel over B·H; backward from states saved every 64 steps. Same contract and
+// results as the reference up to rounding; computes in fp32 (fp64 for fp64 x). Throws unless
+// ssd_scan_cpu_supports(...). Expects checked inputs.
+SsdScanOut ssd_scan_fused(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                          const at::Tensor& C, const SsdScanOptions& opts);
+
+// True when the fused CPU kernel takes the case: every tensor on CPU, x float32/float64/bfloat16/float16, and
+// no chunk-state export (return_chunk_states is served by the chunked algorithm).
+bool ssd_scan_cpu_supports(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                           const at::Tensor& C, const SsdScanOptions& opts);
+
+// One decode step: x_t (B, H, P), dt_t (B, H), B_t, C_t (B, G, N) continue the recurrence held in `state`
+// (B, H, P, N), which is updated in place (it keeps its dtype; compute in fp32, fp64 for fp64 x_t). Returns
+// y_t (B, H, P) in x_t's dtype. Uses opts' D, dt_bias, dt_softplus, dt limits and interventions; an
+// initial_state or return_chunk_states there is an error. Plain ATen on any device; not differentiable.
+// Looping it over t gives ssd_scan's y rows and, at the end, its final_state.
+at::Tensor ssd_scan_update(const at::Tensor& x_t, const at::Tensor& dt_t, const at::Tensor& A, const at::Tensor& B_t,
+                           const at::Tensor& C_t, at::Tensor& state, const SsdScanOptions& opts = {});
+
+// Throws ssmlab::Error naming every offending shape/dtype/device or option.
+void check_ssd_scan_inputs(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                           const at::Tensor& C, const SsdScanOptions& opts);
+
+namespace ssd_detail {
+// The per-step coefficients shared by every backend, in the compute dtype (fp32, fp64 for fp64 x):
+// log-decay a (B, L, H) and input weight w = dt' · b_mult (B, L, H). Differentiable.
+struct Coefficients {
+  at::Tensor a, w;
+};
+Coefficients coefficients(const at::Tensor& dt, const at::Tensor& A, const SsdScanOptions& opts,
+                          at::ScalarType compute);
+}  // namespace ssd_detail
+
+}  // namespace ssmlab::ops
