@@ -18,6 +18,7 @@
 
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
+#include "ssmlab/ops/selective_state_update/selective_state_update.h"
 
 namespace {
 
@@ -135,7 +136,47 @@ void BM_CopyBandwidth(benchmark::State& state) {
   set_counters(state, double(numel), 2.0 * 4 * numel);
 }
 
+// selective_state_update (one decode step): reads and writes the fp32 state (B·E·N each), reads x, dt, z
+// (B·E), B, C (B·N) and A (E·N); `fn` is the reference or the fused CPU kernel.
+using StateUpdateFn = at::Tensor (*)(at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                     const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                     const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool);
+void state_update(benchmark::State& state, StateUpdateFn fn) {
+  const int64_t b = state.range(0), e = state.range(1), n = state.range(2);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  at::Tensor h = at::randn({b, e, n}, gen);
+  const at::Tensor x = at::randn({b, e}, gen), dt = at::randn({b, e}, gen) * 0.5 - 1.0, z = at::randn({b, e}, gen);
+  const at::Tensor A = -(at::rand({e, n}, gen) + 0.05), Bm = at::randn({b, n}, gen), Cm = at::randn({b, n}, gen);
+  const at::Tensor D = at::randn({e}, gen), bias = at::randn({e}, gen) * 0.3;
+  for (auto _ : state) {
+    auto y = fn(h, x, dt, A, Bm, Cm, D, z, bias, /*dt_softplus=*/true);
+    benchmark::DoNotOptimize(y.data_ptr());
+  }
+  const double ben = double(b) * e * n;
+  set_counters(state, ben, 4.0 * (2 * ben + 4.0 * b * e + 2.0 * b * n + double(e) * n));
+}
+void BM_SelectiveStateUpdateRef(benchmark::State& state) {
+  state_update(state, &ssmlab::ops::selective_state_update_reference);
+}
+void BM_SelectiveStateUpdateFused(benchmark::State& state) {
+  state_update(state, &ssmlab::ops::selective_state_update_cpu);
+}
+
 }  // namespace
+
+// (B, E, N): one decode step of a Mamba-1 layer of d_model 1536 (E = 3072), batch 1 and 8.
+BENCHMARK(BM_SelectiveStateUpdateRef)
+    ->ArgNames({"B", "E", "N"})
+    ->Args({1, 3072, 16})
+    ->Args({8, 3072, 16})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+BENCHMARK(BM_SelectiveStateUpdateFused)
+    ->ArgNames({"B", "E", "N"})
+    ->Args({1, 3072, 16})
+    ->Args({8, 3072, 16})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 // (B, L, E, N) in {1, 8} x {1024} x {256} x {16}, plus B = 1, L = 16384.
 BENCHMARK(BM_SelectiveScanRefForward)

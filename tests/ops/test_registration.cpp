@@ -13,6 +13,7 @@
 #include "ssmlab/ops/backend.h"
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
+#include "ssmlab/ops/selective_state_update/selective_state_update.h"
 #include "tolerances.h"
 
 namespace {
@@ -32,6 +33,8 @@ bool has_schema(const std::string& name) {
 TEST(Registration, EverySchemaIsFound) {
   for (const char* name :
        {"selective_scan", "selective_scan_ref", "causal_conv1d", "causal_conv1d_ref", "causal_conv1d_update"})
+    EXPECT_TRUE(has_schema(name)) << "ssmlab::" << name << " is not registered";
+  for (const char* name : {"causal_conv1d_update_ref", "selective_state_update", "selective_state_update_ref"})
     EXPECT_TRUE(has_schema(name)) << "ssmlab::" << name << " is not registered";
 }
 
@@ -131,6 +134,32 @@ TEST(Registration, CausalConv1dUpdateThroughDispatcherMatchesCppAndMutatesState)
   EXPECT_TRUE(ssmlab::test::all_close(s_op, s_cpp, ssmlab::test::kFp64Forward, "state"));
   EXPECT_TRUE(ssmlab::test::all_close(s_op, at::cat({h0.narrow(1, 1, 2), x.unsqueeze(1)}, 1),
                                       ssmlab::test::kFp64Forward, "state is shifted"));
+}
+
+// The selective-scan decode step through the dispatcher (both schemas): the C++ entry's y, and the state updated
+// in place in its own storage.
+TEST(Registration, SelectiveStateUpdateThroughDispatcherMutatesState) {
+  using StateUpdateSig = at::Tensor(at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                    const at::Tensor&, const at::Tensor&, const OptT&, const OptT&, const OptT&, bool);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(35);
+  const int64_t b = 3, e = 6, n = 5, g = 2;
+  auto r = [&](at::IntArrayRef s) { return at::randn(s, gen, at::kDouble); };
+  const at::Tensor x = r({b, e}), dt = r({b, e}) * 0.5 - 1, A = -(r({e, n}).abs() + 0.1);
+  const at::Tensor B = r({b, g, n}), C = r({b, g, n}), D = r({e}), z = r({b, e}), bias = r({e}), h0 = r({b, e, n});
+  for (const char* name : {"selective_state_update", "selective_state_update_ref"}) {
+    SCOPED_TRACE(name);
+    auto op = c10::Dispatcher::singleton().findSchemaOrThrow(ssmlab::str("ssmlab::", name).c_str(), "")
+                  .typed<StateUpdateSig>();
+    at::Tensor s_op = h0.clone(), s_cpp = h0.clone();
+    const void* storage = s_op.data_ptr();
+    const at::Tensor y = op.call(s_op, x, dt, A, B, C, D, z, bias, /*dt_softplus=*/true);
+    const at::Tensor want =
+        ssmlab::ops::selective_state_update(s_cpp, x, dt, A, B, C, D, z, bias, /*dt_softplus=*/true, "reference");
+    EXPECT_TRUE(ssmlab::test::all_close(y, want, ssmlab::test::kFp64Forward, "y"));
+    EXPECT_EQ(s_op.data_ptr(), storage);
+    EXPECT_TRUE(ssmlab::test::all_close(s_op, s_cpp, ssmlab::test::kFp64Forward, "state"));
+    EXPECT_FALSE(at::equal(s_op, h0)) << "state not updated";
+  }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
+#include "ssmlab/ops/selective_state_update/selective_state_update.h"
 
 namespace ssmlab::mixers {
 
@@ -104,7 +105,31 @@ at::Tensor Mamba1Impl::forward(const at::Tensor& x, Trace* trace) {
 at::Tensor Mamba1Impl::step(const at::Tensor& x_t, State& state) {
   SSMLAB_CHECK(x_t.dim() == 2 && x_t.size(1) == d_model_, "mamba1.step: input must be (B, D) with D = ", d_model_,
                "; got ", shape_str(x_t.sizes()));
-  return run(x_t.unsqueeze(1), &state["conv"], &state["ssm"], nullptr).squeeze(1);
+  // One token with the decode ops (mamba_ssm's step): the conv and SSM states are updated in place. The same
+  // values as run() on a length-1 sequence: the conv state is taken to x's dtype as forward's final_state is,
+  // the SSM state to the scan's state dtype.
+  const int64_t E = d_inner_, R = dt_rank_;
+  const at::Tensor xz = in_proj(x_t);                                        // (B, 2E)
+  const at::Tensor x_in = xz.narrow(-1, 0, E);                               // (B, E)
+  const at::Tensor z = xz.narrow(-1, E, E);                                  // (B, E)
+  at::Tensor& conv_state = state["conv"];                                    // (B, W-1, E)
+  if (conv_state.scalar_type() != x_in.scalar_type()) conv_state = conv_state.to(x_in.scalar_type());
+  const at::Tensor xc = ops::causal_conv1d_update(
+      x_in, conv_state, conv_weight, conv_bias.defined() ? std::optional(conv_bias) : std::nullopt, /*silu=*/true,
+      backend_);                                                             // (B, E)
+  const at::Tensor A = transition->A();                                      // (E, N)
+  const int64_t N = A.size(1);
+  const at::Tensor x_dbl = x_proj(xc);                                       // (B, R + 2N)
+  const at::Tensor dt_low = x_dbl.narrow(-1, 0, R);                          // (B, R)
+  const at::Tensor Bm = x_dbl.narrow(-1, R, N);                              // (B, N)
+  const at::Tensor Cm = x_dbl.narrow(-1, R + N, N);                          // (B, N)
+  const at::Tensor dt = at::matmul(dt_low, dt_proj->weight.to(dt_low.scalar_type()).t());  // (B, E), bias in the op
+  at::Tensor& ssm_state = state["ssm"];                                      // (B, E, N)
+  const auto ct = state_dtype(xc.scalar_type());
+  if (ssm_state.scalar_type() != ct) ssm_state = ssm_state.to(ct);
+  const at::Tensor y = ops::selective_state_update(ssm_state, xc, dt, A, Bm, Cm, D, z, dt_proj->bias,
+                                                   /*dt_softplus=*/true, backend_);  // (B, E)
+  return out_proj(y);                                                        // (B, D)
 }
 
 }  // namespace ssmlab::mixers

@@ -15,9 +15,24 @@ const std::vector<OpInfo>& op_table() {
 #else
        {"cpu"}},
 #endif
-      {"causal_conv1d", "depthwise causal conv1d, width 1-4, optional SiLU, state carry", {"cpu"}},
-      {"causal_conv1d_update", "one decode step of causal_conv1d, state shifted in place (plain ATen)", {},
-       /*has_ref=*/false},
+      {"causal_conv1d", "depthwise causal conv1d, width 1-4, optional SiLU, state carry",
+#ifdef SSMLAB_WITH_CUDA
+       {"cpu", "cuda"}},
+#else
+       {"cpu"}},
+#endif
+      {"causal_conv1d_update", "one decode step of causal_conv1d, state shifted in place",
+#ifdef SSMLAB_WITH_CUDA
+       {"cuda"}},
+#else
+       {}},
+#endif
+      {"selective_state_update", "one decode step of the selective scan, state updated in place",
+#ifdef SSMLAB_WITH_CUDA
+       {"cpu", "cuda"}},
+#else
+       {"cpu"}},
+#endif
       // "auto" runs the fused kernel of a listed device where it supports the case, else the chunked SSD
       // algorithm in ATen (any device); ssd_scan.cpp decides, not resolve_backend.
       {"ssd_scan", "Mamba-2 SSD scan: scalar decay per head, grouped B/C, chunked (state-space duality)", {"cpu"}},

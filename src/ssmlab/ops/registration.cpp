@@ -6,6 +6,7 @@
 
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
+#include "ssmlab/ops/selective_state_update/selective_state_update.h"
 #include "ssmlab/ops/ssd_scan/ssd_scan.h"
 
 namespace ssmlab::ops {
@@ -47,6 +48,25 @@ at::Tensor causal_conv1d_update_op(const at::Tensor& x, at::Tensor& state, const
                                    const std::optional<at::Tensor>& bias, bool silu) {
   return causal_conv1d_update(x, state, weight, bias, silu);
 }
+
+at::Tensor causal_conv1d_update_ref_op(const at::Tensor& x, at::Tensor& state, const at::Tensor& weight,
+                                       const std::optional<at::Tensor>& bias, bool silu) {
+  return causal_conv1d_update(x, state, weight, bias, silu, "reference");
+}
+
+// ssmlab::selective_state_update (kRef false) and ssmlab::selective_state_update_ref (kRef true): y (B, E),
+// state updated in place.
+template <bool kRef>
+at::Tensor selective_state_update_op(at::Tensor& state, const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A,
+                                     const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                     const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& dt_bias,
+                                     bool dt_softplus) {
+  return selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, kRef ? "reference" : "auto");
+}
+
+constexpr const char* kStateUpdateArgs =
+    "(Tensor(a!) state, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? z=None, "
+    "Tensor? dt_bias=None, bool dt_softplus=False) -> Tensor";
 
 // ssd_scan returns (y, final_state, chunk_states); chunk_states is empty unless return_chunk_states.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ssd_scan_common(
@@ -121,9 +141,15 @@ TORCH_LIBRARY(ssmlab, m) {
   m.def((std::string("selective_scan_ref") + kScanArgs).c_str(), &selective_scan_ref_op);
   m.def((std::string("causal_conv1d") + kConvArgs).c_str(), &causal_conv1d_op);
   m.def((std::string("causal_conv1d_ref") + kConvArgs).c_str(), &causal_conv1d_ref_op);
-  // One decode step; state is shifted in place. Plain ATen everywhere, so there is no _ref twin.
+  // One decode step; state is shifted in place (a CUDA kernel on CUDA, plain ATen elsewhere and in _ref).
   m.def("causal_conv1d_update(Tensor x, Tensor(a!) state, Tensor weight, Tensor? bias=None, bool silu=False) -> Tensor",
         &causal_conv1d_update_op);
+  m.def("causal_conv1d_update_ref(Tensor x, Tensor(a!) state, Tensor weight, Tensor? bias=None, bool silu=False) -> "
+        "Tensor",
+        &causal_conv1d_update_ref_op);
+  // One decode step of the selective scan (ops/selective_state_update); state (B, E, N) updated in place.
+  m.def((std::string("selective_state_update") + kStateUpdateArgs).c_str(), &selective_state_update_op<false>);
+  m.def((std::string("selective_state_update_ref") + kStateUpdateArgs).c_str(), &selective_state_update_op<true>);
   // Mamba-2 SSD scan (ops/ssd_scan): returns (y, final_state, chunk_states).
   m.def((std::string("ssd_scan") + kSsdArgs).c_str(), &ssd_scan_op<false>);
   m.def((std::string("ssd_scan_ref") + kSsdArgs).c_str(), &ssd_scan_op<true>);

@@ -40,9 +40,11 @@ CausalConv1dOut causal_conv1d(const at::Tensor& x, const at::Tensor& weight, con
   check_causal_conv1d_inputs(x, weight, bias, initial_state);
   // Fast kernels plug in here per device (ops/backend.cpp lists them); where none supports the case,
   // resolve_backend picks the reference and the log says so once.
-  const bool fused_ok = x.is_cpu() && causal_conv1d_cpu_supports(x, weight, bias, initial_state);
+  const bool fused_ok = x.is_cpu() ? causal_conv1d_cpu_supports(x, weight, bias, initial_state)
+                                   : x.is_cuda() && causal_conv1d_cuda_supports(x, weight, bias, initial_state);
   switch (resolve_backend(backend, "causal_conv1d", x.device(), fused_ok)) {
     case Backend::fused:
+      if (x.is_cuda()) return causal_conv1d_cuda(x, weight, bias, silu, initial_state);
       return causal_conv1d_fused(x, weight, bias, silu, initial_state);
     case Backend::reference:
       break;
@@ -50,8 +52,8 @@ CausalConv1dOut causal_conv1d(const at::Tensor& x, const at::Tensor& weight, con
   return causal_conv1d_reference(x, weight, bias, silu, initial_state);
 }
 
-at::Tensor causal_conv1d_update(const at::Tensor& x_t, at::Tensor& state, const at::Tensor& weight,
-                                const std::optional<at::Tensor>& bias, bool silu) {
+void check_causal_conv1d_update_inputs(const at::Tensor& x_t, const at::Tensor& state, const at::Tensor& weight,
+                                       const std::optional<at::Tensor>& bias) {
   auto all = [&] {
     std::string s = str("x ", shape_str(x_t.sizes()), ", state ", shape_str(state.sizes()), ", weight ",
                         shape_str(weight.sizes()));
@@ -74,6 +76,24 @@ at::Tensor causal_conv1d_update(const at::Tensor& x_t, at::Tensor& state, const 
   SSMLAB_CHECK(at::isFloatingType(x_t.scalar_type()) && at::isFloatingType(weight.scalar_type()) &&
                    at::isFloatingType(state.scalar_type()),
                "causal_conv1d_update: inputs must be floating point; got ", all());
+}
+
+at::Tensor causal_conv1d_update(const at::Tensor& x_t, at::Tensor& state, const at::Tensor& weight,
+                                const std::optional<at::Tensor>& bias, bool silu, const std::string& backend) {
+  check_causal_conv1d_update_inputs(x_t, state, weight, bias);
+  const bool fused_ok = x_t.is_cuda() && causal_conv1d_update_cuda_supports(x_t, state, weight, bias);
+  switch (resolve_backend(backend, "causal_conv1d_update", x_t.device(), fused_ok)) {
+    case Backend::fused:
+      return causal_conv1d_update_cuda(x_t, state, weight, bias, silu);
+    case Backend::reference:
+      break;
+  }
+  return causal_conv1d_update_reference(x_t, state, weight, bias, silu);
+}
+
+at::Tensor causal_conv1d_update_reference(const at::Tensor& x_t, at::Tensor& state, const at::Tensor& weight,
+                                          const std::optional<at::Tensor>& bias, bool silu) {
+  const int64_t b = x_t.size(0), e = x_t.size(1), w = weight.size(1);
   // As causal_conv1d: weight, bias and state taken to x's dtype, then computed in fp32 (fp64 for fp64).
   const auto xt = x_t.scalar_type(), ct = state_dtype(xt);
   const at::NoGradGuard no_grad;

@@ -1,0 +1,106 @@
+"""GPU decode-step timings (issue 3): the one-token ops selective_state_update at (B=8, E=3072, N=16) and
+causal_conv1d_update at (B=8, E=3072, W=4), and one decode step of a whole Mamba-1 layer (d_model 1536,
+E = 3072, N = 16, R = 96, W = 4) built from torch.ops.ssmlab ops and cuBLAS matmuls, timed eagerly (CUDA events,
+includes launch gaps) and as a CUDA graph (GPU time only). Target: a layer's decode step <= 10 us.
+
+    python3 bench/gpu_decode.py [build/src/libssmlab_ops.so]
+"""
+import sys
+
+import torch
+
+torch.ops.load_library(sys.argv[1] if len(sys.argv) > 1 else "build/src/libssmlab_ops.so")
+ops = torch.ops.ssmlab
+
+
+def median_us(fn, reps=200, warmup=20):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) * 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def graph_us(fn, reps=200, inner=20):
+    """GPU time of fn per call, captured `inner` times in one CUDA graph (no launch gaps)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(inner):
+            fn()
+    return median_us(g.replay, reps=reps // 10 + 5, warmup=3) / inner
+
+
+def state_update_case(b, e, n, dtype):
+    dev = "cuda"
+    state = torch.randn(b, e, n, device=dev)
+    x, dt, z = (torch.randn(b, e, device=dev, dtype=dtype) for _ in range(3))
+    A = -torch.rand(e, n, device=dev) - 0.1
+    B, C = (torch.randn(b, n, device=dev, dtype=dtype) for _ in range(2))
+    D, bias = torch.randn(e, device=dev), torch.randn(e, device=dev)
+    fn = lambda: ops.selective_state_update(state, x, dt, A, B, C, D, z, bias, True)  # noqa: E731
+    eager, graph = median_us(fn), graph_us(fn)
+    nbytes = 2 * 4 * b * e * n + x.element_size() * 4 * b * e + 4 * e * n
+    ref = median_us(lambda: ops.selective_state_update_ref(state, x, dt, A, B, C, D, z, bias, True), reps=50)
+    print(f"selective_state_update B={b} E={e} N={n} {str(dtype)[6:]:9s} eager {eager:7.2f} us  graph {graph:6.2f} us "
+          f"({nbytes / graph / 1e6:6.1f} GB/s)  reference eager {ref:8.1f} us", flush=True)
+
+
+def conv_update_case(b, e, w, dtype):
+    dev = "cuda"
+    state = torch.randn(b, w - 1, e, device=dev, dtype=dtype)
+    x = torch.randn(b, e, device=dev, dtype=dtype)
+    weight, bias = torch.randn(e, w, device=dev, dtype=dtype), torch.randn(e, device=dev, dtype=dtype)
+    fn = lambda: ops.causal_conv1d_update(x, state, weight, bias, True)  # noqa: E731
+    eager, graph = median_us(fn), graph_us(fn)
+    ref = median_us(lambda: ops.causal_conv1d_update_ref(x, state, weight, bias, True), reps=50)
+    print(f"causal_conv1d_update   B={b} E={e} W={w}  {str(dtype)[6:]:9s} eager {eager:7.2f} us  graph {graph:6.2f} us"
+          f"  reference eager {ref:8.1f} us", flush=True)
+
+
+def layer_case(b, d_model, dtype, n=16, w=4):
+    """One Mamba-1 decode step as mixers/mamba1.cpp step() computes it."""
+    dev = "cuda"
+    e, r = 2 * d_model, (d_model + 15) // 16
+    mk = lambda *s: torch.randn(*s, device=dev, dtype=dtype) * 0.02  # noqa: E731
+    in_w, x_w, dt_w, out_w = mk(2 * e, d_model), mk(r + 2 * n, e), mk(e, r), mk(d_model, e)
+    conv_w, conv_b = mk(e, w), mk(e)
+    A = -torch.rand(e, n, device=dev) - 0.1
+    D, dt_bias = torch.ones(e, device=dev), torch.randn(e, device=dev)
+    conv_state = torch.zeros(b, w - 1, e, device=dev, dtype=dtype)
+    ssm_state = torch.zeros(b, e, n, device=dev)
+    x_t = mk(b, d_model)
+
+    def step():
+        xz = x_t @ in_w.t()
+        xc = ops.causal_conv1d_update(xz[:, :e], conv_state, conv_w, conv_b, True)
+        x_dbl = xc @ x_w.t()
+        dt = x_dbl[:, :r] @ dt_w.t()
+        y = ops.selective_state_update(ssm_state, xc, dt, A, x_dbl[:, r:r + n], x_dbl[:, r + n:], D, xz[:, e:],
+                                       dt_bias, True)
+        return y @ out_w.t()
+
+    eager, graph = median_us(step), graph_us(step)
+    print(f"Mamba-1 layer decode step B={b} d_model={d_model} E={e} N={n} {str(dtype)[6:]:9s} eager {eager:7.2f} us "
+          f" graph {graph:6.2f} us  (target <= 10 us)", flush=True)
+
+
+print(torch.cuda.get_device_name())
+with torch.no_grad():
+    for dtype in (torch.float32, torch.bfloat16):
+        state_update_case(8, 3072, 16, dtype)
+        conv_update_case(8, 3072, 4, dtype)
+        layer_case(8, 1536, dtype)
