@@ -17,7 +17,14 @@ Mamba1Impl::Mamba1Impl(const Mamba1Options& opts, int64_t d_model, std::string b
   SSMLAB_CHECK(opts.dt_min <= opts.dt_max, "mamba1: dt_min (", opts.dt_min, ") must be <= dt_max (", opts.dt_max, ")");
   d_inner_ = opts.expand * d_model;
   dt_rank_ = opts.dt_rank > 0 ? opts.dt_rank : (d_model + 15) / 16;
-  const int64_t E = d_inner_, N = opts.d_state, R = dt_rank_, W = opts.d_conv;
+  // The transition decides the scan's N (polarized ones add constant channels); it is registered below in
+  // mamba_ssm's parameter order.
+  TransitionArgs targs;
+  targs.one_value = opts.polar_one_value;
+  targs.zero_value = opts.polar_zero_value;
+  auto trans = make_transition(opts.transition, d_inner_, opts.d_state, targs);
+  d_state_ = trans->state_dim();
+  const int64_t E = d_inner_, N = d_state_, R = dt_rank_, W = opts.d_conv;
   in_proj = register_module("in_proj", torch::nn::Linear(torch::nn::LinearOptions(d_model, 2 * E).bias(opts.bias)));
   // A parameter holder so names read "conv1d.weight" / "conv1d.bias" as in mamba_ssm.
   auto conv1d = register_module("conv1d", std::make_shared<torch::nn::Module>());
@@ -25,7 +32,7 @@ Mamba1Impl::Mamba1Impl(const Mamba1Options& opts, int64_t d_model, std::string b
   if (opts.conv_bias) conv_bias = conv1d->register_parameter("bias", at::empty({E}));
   x_proj = register_module("x_proj", torch::nn::Linear(torch::nn::LinearOptions(E, R + 2 * N).bias(false)));
   dt_proj = register_module("dt_proj", torch::nn::Linear(torch::nn::LinearOptions(R, E).bias(true)));
-  transition = register_module("transition", make_transition(opts.transition, E, N));
+  transition = register_module("transition", std::move(trans));
   D = register_parameter("D", at::ones({E}));
   out_proj = register_module("out_proj", torch::nn::Linear(torch::nn::LinearOptions(E, d_model).bias(opts.bias)));
 
@@ -55,18 +62,18 @@ Mamba1Impl::Mamba1Impl(const Mamba1Options& opts, int64_t d_model, std::string b
   default_init(out_proj->weight, out_proj->bias, E);
 }
 
-int64_t Mamba1Impl::state_size() const { return d_inner_ * (opts_.d_state + opts_.d_conv - 1); }
+int64_t Mamba1Impl::state_size() const { return d_inner_ * (d_state_ + opts_.d_conv - 1); }
 
 State Mamba1Impl::init_state(int64_t batch, c10::Device device) const {
   State s;
   auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
   s["conv"] = at::zeros({batch, opts_.d_conv - 1, d_inner_}, f32);     // (B, W-1, E)
-  s["ssm"] = at::zeros({batch, d_inner_, opts_.d_state}, f32);         // (B, E, N)
+  s["ssm"] = at::zeros({batch, d_inner_, d_state_}, f32);              // (B, E, N)
   return s;
 }
 
 at::Tensor Mamba1Impl::run(const at::Tensor& x, at::Tensor* conv_state, at::Tensor* ssm_state, Trace* trace) {
-  const int64_t E = d_inner_, N = opts_.d_state, R = dt_rank_;
+  const int64_t E = d_inner_, N = d_state_, R = dt_rank_;
   const at::Tensor xz = in_proj(x);                                          // (B, L, 2E)
   const at::Tensor x_in = xz.narrow(-1, 0, E);                               // (B, L, E)
   const at::Tensor z = xz.narrow(-1, E, E);                                  // (B, L, E)
@@ -75,6 +82,7 @@ at::Tensor Mamba1Impl::run(const at::Tensor& x, at::Tensor* conv_state, at::Tens
   auto conv = ops::causal_conv1d(x_in, conv_weight, conv_bias.defined() ? std::optional(conv_bias) : std::nullopt,
                                  /*silu=*/true, conv_in, backend_);
   const at::Tensor xc = conv.out;                                            // (B, L, E)
+  trace_record(trace, "x_conv", xc);
   const at::Tensor x_dbl = x_proj(xc);                                       // (B, L, R + 2N)
   const at::Tensor dt_low = x_dbl.narrow(-1, 0, R);                          // (B, L, R)
   const at::Tensor Bm = x_dbl.narrow(-1, R, N);                              // (B, L, N)
@@ -85,7 +93,7 @@ at::Tensor Mamba1Impl::run(const at::Tensor& x, at::Tensor* conv_state, at::Tens
   if (ssm_state) h0 = *ssm_state;
   auto scan = ops::selective_scan(xc, dt, A, Bm, Cm, D, z, dt_proj->bias, /*delta_softplus=*/true, h0, backend_);
   if (trace != nullptr && trace->wants("dt"))
-    trace_record(trace, "dt", at::softplus(dt.to(at::kFloat) + dt_proj->bias));  // (B, L, E)
+    trace_record(trace, "dt", at::softplus(dt.to(state_dtype(dt.scalar_type())) + dt_proj->bias));  // (B, L, E)
   trace_record(trace, "B", Bm);
   trace_record(trace, "C", Cm);
   trace_record(trace, "state", scan.final_state);

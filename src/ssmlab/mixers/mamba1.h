@@ -24,6 +24,8 @@ struct Mamba1Options {
   bool conv_bias = true;
   bool bias = false;
   std::string transition = "standard";
+  double polar_one_value = 0.0;     // A of the one-polarized channel (spec §1.2)
+  double polar_zero_value = -100.0;  // A of the zero-polarized channel (spec §1.2: -100, not -inf)
 
   template <class V>
   void visit(V& v) {
@@ -39,7 +41,14 @@ struct Mamba1Options {
     v("dt_init_floor", dt_init_floor, "lower clamp of the initial dt", Check::positive());
     v("conv_bias", conv_bias, "conv1d has a bias");
     v("bias", bias, "in_proj and out_proj have biases");
-    v("transition", transition, "A parameterisation (mixers/transitions)", Check::one_of({"standard"}));
+    v("transition", transition,
+      "A parameterisation (mixers/transitions): standard, or polarized (spec §1.2: + a state with A = 0 and one "
+      "with A = -100; d_state counts the learned ones), polarized_one, polarized_zero",
+      Check::one_of({"standard", "polarized", "polarized_one", "polarized_zero"}));
+    v("polar_one_value", polar_one_value, "A of the one-polarized state channel (polarized transitions)",
+      Check::range(-1.0, 0.0));
+    v("polar_zero_value", polar_zero_value, "A of the zero-polarized state channel (polarized transitions)",
+      Check::range(-1e6, -1.0));
   }
 };
 
@@ -56,6 +65,7 @@ class Mamba1Impl : public MixerImpl {
 
   int64_t d_inner() const { return d_inner_; }
   int64_t dt_rank() const { return dt_rank_; }
+  int64_t state_dim() const { return d_state_; }  // N the scan sees: d_state + polarized channels
   const Mamba1Options& options() const { return opts_; }
 
   torch::nn::Linear in_proj{nullptr}, x_proj{nullptr}, dt_proj{nullptr}, out_proj{nullptr};
@@ -69,7 +79,7 @@ class Mamba1Impl : public MixerImpl {
   at::Tensor run(const at::Tensor& x, at::Tensor* conv_state, at::Tensor* ssm_state, Trace* trace);
 
   Mamba1Options opts_;
-  int64_t d_model_, d_inner_, dt_rank_;
+  int64_t d_model_, d_inner_, dt_rank_, d_state_;
   std::string backend_;
 };
 

@@ -29,6 +29,8 @@ class MixerImpl : public torch::nn::Module {
   virtual State init_state(int64_t batch, c10::Device device) const = 0;
   // Numbers held per sequence in the recurrent state (capacity plots), e.g. E·N (+ E·(W-1) conv).
   virtual int64_t state_size() const = 0;
+  // True when state_size() counts numbers per cached position (attention's KV cache grows with the sequence).
+  virtual bool state_per_token() const { return false; }
   virtual std::string kind() const = 0;
 };
 

@@ -14,6 +14,34 @@ const std::vector<MixerInfo>& mixer_table() {
        [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
          return std::make_shared<Mamba2Impl>(o.mamba2, a.d_model, a.backend, gen);
        }},
+      {"attention", "causal multi-head softmax attention (fused QKV, optional RoPE, KV-cache decoding), spec §1.7",
+       [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
+         return std::make_shared<AttentionImpl>(o.attention, a.d_model, gen);
+       }},
+      {"s4d", "S4D diagonal LTI SSM (ZOH or bilinear, FFT convolution), spec §1.5",
+       [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
+         return std::make_shared<S4dImpl>(o.s4d, a.d_model, gen);
+       }},
+      {"h3", "H3: shift SSM on k, per-head diagonal SSM on k v^T (FFT long conv, l_max cap), spec §1.4",
+       [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
+         return std::make_shared<H3Impl>(o.h3, a.d_model, gen);
+       }},
+      {"rwkv4", "RWKV-4 time mixer (token shift, WKV with running-max stabilisation, ops/wkv), spec §1.6",
+       [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
+         return std::make_shared<Rwkv4Impl>(o.rwkv4, a.d_model, a.layer_idx, a.n_layers, a.backend, gen);
+       }},
+      {"rwkv5", "RWKV-5 (Eagle): matrix state per head, static decay, bonus u, GroupNorm + SiLU gate, spec §1.6",
+       [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
+         return std::make_shared<Rwkv5Impl>(o.rwkv5, a.d_model, a.layer_idx, a.n_layers, gen);
+       }},
+      {"rwkv6", "RWKV-6 (Finch): RWKV-5 with data-dependent token shift and decay (LoRA), spec §1.6",
+       [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
+         return std::make_shared<Rwkv6Impl>(o.rwkv6, a.d_model, a.layer_idx, a.n_layers, gen);
+       }},
+      {"hgrn2", "HGRN-2: gated linear RNN with outer-product state expansion, forget lower bound, spec §1.6",
+       [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
+         return std::make_shared<Hgrn2Impl>(o.hgrn2, a.d_model, a.layer_idx, a.n_layers, gen);
+       }},
   };
   return table;
 }

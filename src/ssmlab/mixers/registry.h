@@ -6,9 +6,16 @@
 #include <vector>
 
 #include "ssmlab/core/fields.h"
+#include "ssmlab/mixers/attention.h"
+#include "ssmlab/mixers/h3.h"
+#include "ssmlab/mixers/hgrn2.h"
 #include "ssmlab/mixers/mamba1.h"
 #include "ssmlab/mixers/mamba2.h"
 #include "ssmlab/mixers/mixer.h"
+#include "ssmlab/mixers/rwkv4.h"
+#include "ssmlab/mixers/rwkv5.h"
+#include "ssmlab/mixers/rwkv6.h"
+#include "ssmlab/mixers/s4d.h"
 
 namespace ssmlab::mixers {
 
@@ -16,11 +23,25 @@ namespace ssmlab::mixers {
 struct MixerOptions {
   Mamba1Options mamba1;
   Mamba2Options mamba2;
+  AttentionOptions attention;
+  S4dOptions s4d;
+  H3Options h3;
+  Rwkv4Options rwkv4;
+  Rwkv5Options rwkv5;
+  Rwkv6Options rwkv6;
+  Hgrn2Options hgrn2;
 
   template <class V>
   void visit(V& v) {
     v("mamba1", mamba1, "Mamba-1 (S6) options");
     v("mamba2", mamba2, "Mamba-2 (SSD) options");
+    v("attention", attention, "causal multi-head attention options");
+    v("s4d", s4d, "S4D (diagonal LTI SSM) options");
+    v("h3", h3, "H3 (shift SSM + diagonal SSM) options");
+    v("rwkv4", rwkv4, "RWKV-4 time mixer options");
+    v("rwkv5", rwkv5, "RWKV-5 (Eagle) time mixer options");
+    v("rwkv6", rwkv6, "RWKV-6 (Finch) time mixer options");
+    v("hgrn2", hgrn2, "HGRN-2 options");
   }
 };
 

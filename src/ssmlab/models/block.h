@@ -12,15 +12,22 @@ namespace ssmlab::models {
 
 class BlockImpl : public torch::nn::Module {
  public:
-  // mlp_expand 0: no MLP (the Mamba blocks of SB/TD).
+  // mlp_expand 0: no MLP (the Mamba blocks of SB/TD). mlp_kind "identity": zoology's TransformerBlock with an
+  // Identity state mixer (spec §1.8 quirk): the block adds norm2(h) itself to the residual stream.
+  // resid_dropout: dropout on the mixer and MLP outputs before they join the residual (training only).
   BlockImpl(mixers::MixerPtr mixer, const std::string& norm, double eps, int64_t d_model, int64_t mlp_expand,
-            const std::string& mlp_kind);
+            const std::string& mlp_kind, double resid_dropout = 0.0);
   at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr);  // (B, L, D) fp32 residual stream
   at::Tensor step(const at::Tensor& x_t, mixers::State& state);     // (B, D)
 
   nn::Norm norm1{nullptr}, norm2{nullptr};
   mixers::MixerPtr mixer;
   nn::Mlp mlp{nullptr};
+
+ private:
+  at::Tensor drop(const at::Tensor& x);
+  bool identity_ = false;
+  double resid_dropout_ = 0.0;
 };
 TORCH_MODULE(Block);
 

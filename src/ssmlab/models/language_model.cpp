@@ -6,6 +6,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "ssmlab/core/error.h"
+#include "ssmlab/models/init.h"
 
 namespace ssmlab::models {
 
@@ -15,10 +16,14 @@ LanguageModelImpl::LanguageModelImpl(const ModelOptions& opts, int64_t vocab_siz
   SSMLAB_CHECK(vocab_size > 0, "LanguageModel: vocab_size must be > 0, got ", vocab_size);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   embedding = register_module("embedding", torch::nn::Embedding(vocab_size, opts.d_model));
+  if (opts.max_position_embeddings > 0)
+    position_embedding = register_module(
+        "position_embedding", torch::nn::Embedding(opts.max_position_embeddings, opts.d_model));
   for (int64_t i = 0; i < opts.n_layers; ++i) {
     mixers::MixerArgs args{opts.d_model, i, opts.n_layers, backend};
     auto mixer = mixers::make_mixer(opts.mixer, opts.mixers, args, gen);
-    blocks.push_back(Block(mixer, opts.norm, opts.norm_eps, opts.d_model, opts.mlp_expand, opts.mlp));
+    blocks.push_back(
+        Block(mixer, opts.norm, opts.norm_eps, opts.d_model, opts.mlp_expand, opts.mlp, opts.resid_dropout));
     block_list->push_back(blocks.back());
   }
   register_module("blocks", block_list);
@@ -29,33 +34,8 @@ LanguageModelImpl::LanguageModelImpl(const ModelOptions& opts, int64_t vocab_siz
 void LanguageModelImpl::init_weights(at::Generator& gen) {
   at::NoGradGuard no_grad;
   embedding->weight.normal_(0.0, 0.02, gen);  // both inits (spec §1.1)
-  if (opts_.init == "zoology") {
-    // zoology's _init_weights (spec §1.1 "Important override"): every Linear ~ N(0, 0.02), bias 0 — this
-    // also re-draws dt_proj and zeroes its bias (dt ≈ softplus(0) ≈ 0.69); out_proj / fc2 weights are
-    // re-drawn from N(0, 0.02 / sqrt(2 n_layers)). Conv1d keeps its default init.
-    const double small = 0.02 / std::sqrt(2.0 * static_cast<double>(opts_.n_layers));
-    for (auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
-      auto* linear = item.value()->as<torch::nn::Linear>();
-      if (linear == nullptr) continue;
-      const std::string& name = item.key();
-      const bool residual_out = name.ends_with("out_proj") || name.ends_with("fc2");
-      linear->weight.normal_(0.0, residual_out ? small : 0.02, gen);
-      if (linear->bias.defined()) linear->bias.zero_();
-    }
-  } else {
-    // mamba_ssm's _init_weights: Linear biases zeroed except dt_proj's; out_proj / fc2 weights
-    // kaiming-uniform(a = sqrt 5) (= U(+-1/sqrt(fan_in))) divided by sqrt(n_layers).
-    for (auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
-      auto* linear = item.value()->as<torch::nn::Linear>();
-      if (linear == nullptr) continue;
-      const std::string& name = item.key();
-      if (linear->bias.defined() && !name.ends_with("dt_proj")) linear->bias.zero_();
-      if (name.ends_with("out_proj") || name.ends_with("fc2")) {
-        const double bound = 1.0 / std::sqrt(static_cast<double>(linear->weight.size(1)));
-        linear->weight.uniform_(-bound, bound, gen).div_(std::sqrt(static_cast<double>(opts_.n_layers)));
-      }
-    }
-  }
+  if (position_embedding) position_embedding->weight.normal_(0.0, 0.02, gen);  // zoology (spec §1.7)
+  init_linears(*this, opts_.init, opts_.n_layers, gen);
 }
 
 at::Tensor LanguageModelImpl::head(const at::Tensor& h) {
@@ -63,11 +43,21 @@ at::Tensor LanguageModelImpl::head(const at::Tensor& h) {
   return at::matmul(normed, embedding->weight.to(normed.scalar_type()).t());  // (..., V), tied head
 }
 
+at::Tensor LanguageModelImpl::embed(const at::Tensor& tokens, int64_t offset) {
+  at::Tensor h = embedding(tokens);  // (B, L, D)
+  if (!position_embedding) return h;
+  const int64_t L = tokens.size(1), max_pos = opts_.max_position_embeddings;
+  SSMLAB_CHECK(offset + L <= max_pos, "LanguageModel: positions up to ", offset + L,
+               " exceed max_position_embeddings = ", max_pos);
+  return h + position_embedding(at::arange(offset, offset + L, tokens.options().dtype(at::kLong)));  // (B, L, D)
+}
+
 at::Tensor LanguageModelImpl::forward(const at::Tensor& tokens, Trace* trace) {
   SSMLAB_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong,
                "LanguageModel: tokens must be (B, L) int64; got ", shape_str(tokens.sizes()), " ",
                c10::toString(tokens.scalar_type()));
-  at::Tensor h = embedding(tokens);  // (B, L, D)
+  at::Tensor h = embed(tokens, 0);  // (B, L, D)
+  if (opts_.embed_dropout > 0) h = at::dropout(h, opts_.embed_dropout, is_training());
   h = h.to(at::promote_types(h.scalar_type(), at::kFloat));  // the residual stream is fp32 at least
   for (size_t i = 0; i < blocks.size(); ++i) {
     if (trace) trace->layer = static_cast<int64_t>(i);
@@ -79,7 +69,14 @@ at::Tensor LanguageModelImpl::forward(const at::Tensor& tokens, Trace* trace) {
 at::Tensor LanguageModelImpl::step(const at::Tensor& token_t, std::vector<mixers::State>& states) {
   SSMLAB_CHECK(states.size() == blocks.size(), "LanguageModel.step: ", states.size(), " states for ", blocks.size(),
                " blocks");
-  at::Tensor h = embedding(token_t);  // (B, D)
+  int64_t offset = 0;
+  if (position_embedding) {
+    at::Tensor& pos = states[0]["position"];  // () int64, the next position
+    if (!pos.defined()) pos = at::zeros({}, at::kLong);
+    offset = pos.item<int64_t>();
+    pos = pos + 1;
+  }
+  at::Tensor h = embed(token_t.unsqueeze(1), offset).squeeze(1);  // (B, D)
   h = h.to(at::promote_types(h.scalar_type(), at::kFloat));
   for (size_t i = 0; i < blocks.size(); ++i) h = blocks[i]->step(h, states[i]);
   return head(h);

@@ -22,6 +22,9 @@ struct ModelOptions {
   int64_t mlp_expand = 0;
   std::string mlp = "gated";
   std::string init = "zoology";
+  int64_t max_position_embeddings = 0;
+  double embed_dropout = 0.0;
+  double resid_dropout = 0.0;
   mixers::MixerOptions mixers;
 
   template <class V>
@@ -35,11 +38,21 @@ struct ModelOptions {
     v("norm_eps", norm_eps, "epsilon of every norm", Check::positive());
     v("mlp_expand", mlp_expand, "MLP after each mixer with hidden = mlp_expand * D; 0 = none (Mamba blocks)",
       Check::at_least(0));
-    v("mlp", mlp, "MLP kind", Check::one_of({"gated", "gelu"}));
+    v("mlp", mlp,
+      "MLP kind; identity: zoology's Identity state mixer, whose block adds norm2(residual) to the residual "
+      "(spec §1.8 quirk; H3 and RWKV in the attack models)",
+      Check::one_of({"gated", "gelu", "identity"}));
     v("init", init,
       "zoology: every Linear N(0, 0.02), biases 0 (so dt bias 0), out_proj/fc2 N(0, 0.02/sqrt(2 n_layers)); "
       "mamba: mamba_ssm's init (dt log-uniform, out_proj scaled by 1/sqrt(n_layers))",
       Check::one_of({"zoology", "mamba"}));
+    v("max_position_embeddings", max_position_embeddings,
+      "learned absolute positions added to the token embeddings (zoology's attention models: 1024); 0 = none",
+      Check::at_least(0));
+    v("embed_dropout", embed_dropout, "dropout on the embeddings (zoology's TransformerBlock at layer 0: 0.1)",
+      Check::range(0.0, 0.999));
+    v("resid_dropout", resid_dropout, "dropout on each mixer / MLP output before the residual add",
+      Check::range(0.0, 0.999));
     v("mixers", mixers, "per-mixer options");
   }
 };
@@ -50,19 +63,22 @@ class LanguageModelImpl : public torch::nn::Module {
   LanguageModelImpl(const ModelOptions& opts, int64_t vocab_size, const std::string& backend, uint64_t seed);
 
   at::Tensor forward(const at::Tensor& tokens, Trace* trace = nullptr);       // (B, L) int64 -> (B, L, V)
-  at::Tensor step(const at::Tensor& token_t, std::vector<mixers::State>& states);  // (B) -> (B, V)
+  // (B) -> (B, V). With position embeddings the decoding position is kept in states[0]["position"].
+  at::Tensor step(const at::Tensor& token_t, std::vector<mixers::State>& states);
   std::vector<mixers::State> init_state(int64_t batch, c10::Device device) const;
   int64_t state_size() const;  // summed over layers
   int64_t num_parameters() const;
   const ModelOptions& options() const { return opts_; }
 
   torch::nn::Embedding embedding{nullptr};
+  torch::nn::Embedding position_embedding{nullptr};  // only when max_position_embeddings > 0
   std::vector<Block> blocks;                   // typed view of block_list
   torch::nn::ModuleList block_list;            // parameter names "blocks.<i>...."
   nn::Norm final_norm{nullptr};
 
  private:
   at::Tensor head(const at::Tensor& h);
+  at::Tensor embed(const at::Tensor& tokens, int64_t offset);  // tokens (B, L) at positions offset.. -> (B, L, D)
   void init_weights(at::Generator& gen);
 
   ModelOptions opts_;

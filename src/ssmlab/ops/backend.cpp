@@ -37,6 +37,12 @@ const std::vector<OpInfo>& op_table() {
       // algorithm in ATen (any device); ssd_scan.cpp decides, not resolve_backend.
       {"ssd_scan", "Mamba-2 SSD scan: scalar decay per head, grouped B/C, chunked (state-space duality)", {"cpu"}},
       {"ssd_scan_update", "one decode step of ssd_scan, state updated in place (plain ATen)", {}, /*has_ref=*/false},
+      {"wkv", "RWKV-4 WKV recurrence, running-max stabilised, state carry",
+#ifdef SSMLAB_WITH_CUDA
+       {"cpu", "cuda"}},
+#else
+       {"cpu"}},
+#endif
   };
   return table;
 }

@@ -8,6 +8,7 @@
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 #include "ssmlab/ops/selective_state_update/selective_state_update.h"
 #include "ssmlab/ops/ssd_scan/ssd_scan.h"
+#include "ssmlab/ops/wkv/wkv.h"
 
 namespace ssmlab::ops {
 namespace {
@@ -126,6 +127,17 @@ constexpr const char* kSsdArgs =
     "bool return_chunk_states=False, Tensor? dt_mult=None, Tensor? decay_mult=None, Tensor? b_mult=None) "
     "-> (Tensor, Tensor, Tensor)";
 
+// ssmlab::wkv (kRef false) and ssmlab::wkv_ref (kRef true): (y, final_state).
+template <bool kRef>
+std::tuple<at::Tensor, at::Tensor> wkv_op(const at::Tensor& w, const at::Tensor& u, const at::Tensor& k,
+                                          const at::Tensor& v, const std::optional<at::Tensor>& initial_state) {
+  auto r = wkv(w, u, k, v, initial_state, kRef ? "reference" : "auto");
+  return {r.y, r.final_state};
+}
+
+constexpr const char* kWkvArgs =
+    "(Tensor w, Tensor u, Tensor k, Tensor v, Tensor? initial_state=None) -> (Tensor, Tensor)";
+
 constexpr const char* kScanArgs =
     "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? z=None, "
     "Tensor? delta_bias=None, bool delta_softplus=False, Tensor? initial_state=None) -> (Tensor, Tensor)";
@@ -144,6 +156,9 @@ TORCH_LIBRARY(ssmlab, m) {
   // One decode step; state is shifted in place (a CUDA kernel on CUDA, plain ATen elsewhere and in _ref).
   m.def("causal_conv1d_update(Tensor x, Tensor(a!) state, Tensor weight, Tensor? bias=None, bool silu=False) -> Tensor",
         &causal_conv1d_update_op);
+  // RWKV-4 WKV (ops/wkv): w = -exp(time_decay), u = time_first; state (B, 3, C) = (aa, bb, pp).
+  m.def((std::string("wkv") + kWkvArgs).c_str(), &wkv_op<false>);
+  m.def((std::string("wkv_ref") + kWkvArgs).c_str(), &wkv_op<true>);
   m.def("causal_conv1d_update_ref(Tensor x, Tensor(a!) state, Tensor weight, Tensor? bias=None, bool silu=False) -> "
         "Tensor",
         &causal_conv1d_update_ref_op);

@@ -31,12 +31,22 @@ class StandardTransition : public TransitionImpl {
 const std::vector<TransitionInfo>& transition_table() {
   static const std::vector<TransitionInfo> table = {
       {"standard", "A = -exp(A_log), A_log = log(1..N) (S4D-real), spec §1.1"},
+      {"polarized", "standard + state 0 with A = 0 (never decays) + last state with A = -100 (never carries), spec §1.2"},
+      {"polarized_one", "standard + state 0 with A = 0 (the one-polarized channel only), spec §1.2"},
+      {"polarized_zero", "standard + last state with A = -100 (the zero-polarized channel only), spec §1.2"},
   };
   return table;
 }
 
-std::shared_ptr<TransitionImpl> make_transition(const std::string& kind, int64_t channels, int64_t d_state) {
+std::shared_ptr<TransitionImpl> make_transition(const std::string& kind, int64_t channels, int64_t d_state,
+                                                TransitionArgs args) {
   if (kind == "standard") return std::make_shared<StandardTransition>(channels, d_state);
+  if (kind.starts_with("polarized")) {
+    args.d_ones = kind == "polarized" || kind == "polarized_one" ? 1 : 0;
+    args.d_zeros = kind == "polarized" || kind == "polarized_zero" ? 1 : 0;
+    if (kind == "polarized" || kind == "polarized_one" || kind == "polarized_zero")
+      return make_polarized_transition(channels, d_state, args);
+  }
   std::string names;
   for (const auto& t : transition_table()) names += (names.empty() ? "" : ", ") + t.name;
   fail("unknown transition '", kind, "': expected one of ", names);

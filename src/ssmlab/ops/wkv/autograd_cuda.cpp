@@ -1,0 +1,81 @@
+// The CUDA WKV as an autograd Function (kernels: cuda.cu, kernel_wkv.cuh), the same wrapper as autograd.cpp
+// around the CUDA launchers. Compiled on every machine; the body needs the CUDA kernels (SSMLAB_WITH_CUDA),
+// else wkv_cuda_supports is false and wkv_cuda throws.
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "ssmlab/core/device.h"
+#include "ssmlab/core/error.h"
+#include "ssmlab/ops/wkv/wkv.h"
+#ifdef SSMLAB_WITH_CUDA
+#include "ssmlab/ops/wkv/cuda.h"
+#endif
+
+namespace ssmlab::ops {
+
+#ifdef SSMLAB_WITH_CUDA
+namespace {
+
+using at::Tensor;
+
+class WkvCuda : public torch::autograd::Function<WkvCuda> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& w,
+                                                const Tensor& u, const Tensor& k, const Tensor& v,
+                                                const std::optional<Tensor>& h0_opt) {
+    const auto ct = state_dtype(k.scalar_type());
+    auto conv = [&](const Tensor& t) { return t.defined() ? t.to(ct).contiguous() : Tensor(); };
+    const Tensor h0 = conv(h0_opt.value_or(Tensor()));
+    auto f = wkv_cuda_host::forward(conv(w), conv(u), conv(k), conv(v), h0);
+    ctx->save_for_backward({w, u, k, v, h0, f.y, f.states});
+    ctx->saved_data["has_h0"] = h0_opt.has_value();
+    return {f.y.to(k.scalar_type()), f.final_state};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &w = saved[0], &u = saved[1], &k = saved[2], &v = saved[3], &h0 = saved[4], &y = saved[5],
+                 &states = saved[6];
+    const auto ct = y.scalar_type();
+    auto conv = [&](const Tensor& t) { return t.defined() ? t.to(ct).contiguous() : Tensor(); };
+    const auto g = wkv_cuda_host::backward(conv(w), conv(u), conv(k), conv(v), h0, y, states, conv(grads[0]),
+                                           conv(grads[1]));
+    torch::autograd::variable_list out(5);
+    out[0] = g.dw.to(w.scalar_type());
+    out[1] = g.du.to(u.scalar_type());
+    out[2] = g.dk.to(k.scalar_type());
+    out[3] = g.dv.to(v.scalar_type());
+    if (ctx->saved_data["has_h0"].toBool()) out[4] = g.dh0;
+    return out;
+  }
+};
+
+}  // namespace
+#endif
+
+bool wkv_cuda_supports(const at::Tensor& k) {
+#ifdef SSMLAB_WITH_CUDA
+  const auto dt = k.scalar_type();
+  return k.is_cuda() && (dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16 || dt == at::kHalf);
+#else
+  (void)k;
+  return false;
+#endif
+}
+
+WkvOut wkv_cuda(const at::Tensor& w, const at::Tensor& u, const at::Tensor& k, const at::Tensor& v,
+                const std::optional<at::Tensor>& initial_state) {
+  SSMLAB_CHECK(wkv_cuda_supports(k), "wkv_cuda: unsupported case (needs a build with the CUDA kernels and a CUDA ",
+               "float32/float64/bfloat16/float16 k); got k ", shape_str(k.sizes()), " ",
+               c10::toString(k.scalar_type()), " on ", k.device().str());
+#ifdef SSMLAB_WITH_CUDA
+  auto outs = WkvCuda::apply(w, u, k, v, initial_state);
+  return {outs[0], outs[1]};
+#else
+  (void)w, (void)u, (void)v, (void)initial_state;
+  fail("wkv_cuda: built without CUDA kernels");
+#endif
+}
+
+}  // namespace ssmlab::ops
