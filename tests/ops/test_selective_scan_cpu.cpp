@@ -110,6 +110,15 @@ TEST(SelectiveScanCpu, Float32) {
   check_case({2, 1, 4, 1, 4}, kAll, at::kFloat, 3004);
 }
 
+// float32 forward runs blocks of 8 channels (with a row-by-row tail when G == 1), row by row otherwise.
+TEST(SelectiveScanCpu, Float32ChannelBlocks) {
+  check_case({2, 130, 13, 16, 0}, kAll, at::kFloat, 3100);   // one block + a tail of 5
+  check_case({1, 70, 32, 17, 2}, kAll, at::kFloat, 3101);    // groups of 16 channels: 2 blocks per group
+  check_case({2, 65, 24, 5, 3}, {true, false, true, true, false}, at::kFloat, 3102);  // groups of 8
+  check_case({1, 40, 12, 16, 3}, kAll, at::kFloat, 3103);    // groups of 4: rows
+  check_case({3, 64, 8, 64, 1}, kAll, at::kBFloat16, 3104);  // exactly one block
+}
+
 TEST(SelectiveScanCpu, HalfPrecisionInputs) {
   check_case({3, 63, 5, 16, 0}, kAll, at::kBFloat16, 4000);
   check_case({2, 200, 4, 16, 2}, {true, true, true, true, false}, at::kBFloat16, 4001);

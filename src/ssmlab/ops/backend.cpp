@@ -15,6 +15,12 @@ const std::vector<OpInfo>& op_table() {
 #else
        {"cpu"}},
 #endif
+      {"selective_scan_varlen", "selective_scan over packed variable-length sequences (cu_seqlens), state reset per sequence",
+#ifdef SSMLAB_WITH_CUDA
+       {"cpu", "cuda"}},
+#else
+       {"cpu"}},
+#endif
       {"causal_conv1d", "depthwise causal conv1d, width 1-4, optional SiLU, state carry",
 #ifdef SSMLAB_WITH_CUDA
        {"cpu", "cuda"}},
@@ -35,7 +41,12 @@ const std::vector<OpInfo>& op_table() {
 #endif
       // "auto" runs the fused kernel of a listed device where it supports the case, else the chunked SSD
       // algorithm in ATen (any device); ssd_scan.cpp decides, not resolve_backend.
-      {"ssd_scan", "Mamba-2 SSD scan: scalar decay per head, grouped B/C, chunked (state-space duality)", {"cpu"}},
+      {"ssd_scan", "Mamba-2 SSD scan: scalar decay per head, grouped B/C, chunked (state-space duality)",
+#ifdef SSMLAB_WITH_CUDA
+       {"cpu", "cuda"}},
+#else
+       {"cpu"}},
+#endif
       {"ssd_scan_update", "one decode step of ssd_scan, state updated in place (plain ATen)", {}, /*has_ref=*/false},
       {"wkv", "RWKV-4 WKV recurrence, running-max stabilised, state carry",
 #ifdef SSMLAB_WITH_CUDA

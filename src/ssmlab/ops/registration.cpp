@@ -7,8 +7,8 @@
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 #include "ssmlab/ops/selective_state_update/selective_state_update.h"
-#include "ssmlab/ops/ssd_scan/ssd_scan.h"
 #include "ssmlab/ops/wkv/wkv.h"
+#include "ssmlab/ops/ssd_scan/ssd_scan.h"
 
 namespace ssmlab::ops {
 namespace {
@@ -28,6 +28,17 @@ std::tuple<at::Tensor, at::Tensor> selective_scan_ref_op(
     const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
     const std::optional<at::Tensor>& delta_bias, bool delta_softplus, const std::optional<at::Tensor>& initial_state) {
   auto r = selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, "reference");
+  return {r.y, r.final_state};
+}
+
+// ssmlab::selective_scan_varlen (kRef false) and ssmlab::selective_scan_varlen_ref (kRef true).
+template <bool kRef>
+std::tuple<at::Tensor, at::Tensor> selective_scan_varlen_op(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+    const at::Tensor& cu_seqlens, const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
+    const std::optional<at::Tensor>& delta_bias, bool delta_softplus, const std::optional<at::Tensor>& initial_state) {
+  auto r = selective_scan_varlen(u, delta, A, B, C, D, z, delta_bias, delta_softplus, cu_seqlens, initial_state,
+                                 kRef ? "reference" : "auto");
   return {r.y, r.final_state};
 }
 
@@ -141,6 +152,9 @@ constexpr const char* kWkvArgs =
 constexpr const char* kScanArgs =
     "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? z=None, "
     "Tensor? delta_bias=None, bool delta_softplus=False, Tensor? initial_state=None) -> (Tensor, Tensor)";
+constexpr const char* kScanVarlenArgs =
+    "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor cu_seqlens, Tensor? D=None, Tensor? z=None, "
+    "Tensor? delta_bias=None, bool delta_softplus=False, Tensor? initial_state=None) -> (Tensor, Tensor)";
 constexpr const char* kConvArgs =
     "(Tensor x, Tensor weight, Tensor? bias=None, bool silu=False, Tensor? initial_state=None) -> (Tensor, Tensor)";
 
@@ -151,20 +165,23 @@ constexpr const char* kConvArgs =
 TORCH_LIBRARY(ssmlab, m) {
   m.def((std::string("selective_scan") + kScanArgs).c_str(), &selective_scan_op);
   m.def((std::string("selective_scan_ref") + kScanArgs).c_str(), &selective_scan_ref_op);
+  // Packed variable-length sequences: u (1, T, E), cu_seqlens (S + 1); final state (S, E, N).
+  m.def((std::string("selective_scan_varlen") + kScanVarlenArgs).c_str(), &selective_scan_varlen_op<false>);
+  m.def((std::string("selective_scan_varlen_ref") + kScanVarlenArgs).c_str(), &selective_scan_varlen_op<true>);
   m.def((std::string("causal_conv1d") + kConvArgs).c_str(), &causal_conv1d_op);
   m.def((std::string("causal_conv1d_ref") + kConvArgs).c_str(), &causal_conv1d_ref_op);
   // One decode step; state is shifted in place (a CUDA kernel on CUDA, plain ATen elsewhere and in _ref).
   m.def("causal_conv1d_update(Tensor x, Tensor(a!) state, Tensor weight, Tensor? bias=None, bool silu=False) -> Tensor",
         &causal_conv1d_update_op);
-  // RWKV-4 WKV (ops/wkv): w = -exp(time_decay), u = time_first; state (B, 3, C) = (aa, bb, pp).
-  m.def((std::string("wkv") + kWkvArgs).c_str(), &wkv_op<false>);
-  m.def((std::string("wkv_ref") + kWkvArgs).c_str(), &wkv_op<true>);
   m.def("causal_conv1d_update_ref(Tensor x, Tensor(a!) state, Tensor weight, Tensor? bias=None, bool silu=False) -> "
         "Tensor",
         &causal_conv1d_update_ref_op);
   // One decode step of the selective scan (ops/selective_state_update); state (B, E, N) updated in place.
   m.def((std::string("selective_state_update") + kStateUpdateArgs).c_str(), &selective_state_update_op<false>);
   m.def((std::string("selective_state_update_ref") + kStateUpdateArgs).c_str(), &selective_state_update_op<true>);
+  // RWKV-4 WKV (ops/wkv): w = -exp(time_decay), u = time_first; state (B, 3, C) = (aa, bb, pp).
+  m.def((std::string("wkv") + kWkvArgs).c_str(), &wkv_op<false>);
+  m.def((std::string("wkv_ref") + kWkvArgs).c_str(), &wkv_op<true>);
   // Mamba-2 SSD scan (ops/ssd_scan): returns (y, final_state, chunk_states).
   m.def((std::string("ssd_scan") + kSsdArgs).c_str(), &ssd_scan_op<false>);
   m.def((std::string("ssd_scan_ref") + kSsdArgs).c_str(), &ssd_scan_op<true>);

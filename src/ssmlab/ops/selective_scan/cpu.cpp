@@ -115,6 +115,56 @@ SSMLAB_CPU_INLINE void forward_rows(const Ptrs<T>& p, int64_t lo, int64_t hi) {
   }
 }
 
+// Forward vectorised across channels: a task is batch b and a block of kBlock consecutive channels of one
+// group; each step loads the block's u, delta' contiguously, and for every state n updates kBlock channels
+// at once (B_t[n], C_t[n] broadcast), so y accumulates without horizontal sums. float only.
+inline constexpr int64_t kBlock = 8;
+
+SSMLAB_CPU_INLINE void forward_blocks(const Ptrs<float>& p, int64_t lo, int64_t hi) {
+  constexpr int64_t W = kBlock;
+  alignas(64) float h[kMaxState][W];
+  alignas(64) float Ab[kMaxState][W];
+  const int64_t L = p.l, E = p.e, N = p.n, G = p.g, K = p.k, nblk = E / W;
+  for (int64_t task = lo; task < hi; ++task) {
+    const int64_t b = task / nblk, e0 = (task % nblk) * W, g = e0 / p.eg;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t w = 0; w < W; ++w) {
+        Ab[n][w] = p.A[(e0 + w) * N + n];
+        h[n][w] = p.h0 ? p.h0[(b * E + e0 + w) * N + n] : 0.f;
+      }
+    float Dv[W];
+    for (int64_t w = 0; w < W; ++w) Dv[w] = p.D ? p.D[e0 + w] : 0.f;
+    for (int64_t t = 0; t < L; ++t) {
+      if (t % kChunk == 0)
+        for (int64_t w = 0; w < W; ++w)
+          for (int64_t n = 0; n < N; ++n) p.starts[((b * E + e0 + w) * K + t / kChunk) * N + n] = h[n][w];
+      const int64_t i = (b * L + t) * E + e0;
+      const float* __restrict ut = p.u + i;
+      const float* __restrict dtt = p.dt + i;
+      const float* __restrict Bt = p.B + ((b * L + t) * G + g) * N;
+      const float* __restrict Ct = p.C + ((b * L + t) * G + g) * N;
+      float dt[W], dtu[W], y[W];
+      for (int64_t w = 0; w < W; ++w) {
+        dt[w] = dtt[w];
+        dtu[w] = dt[w] * ut[w];
+        y[w] = Dv[w] * ut[w];
+      }
+      for (int64_t n = 0; n < N; ++n) {
+        const float bn = Bt[n], cn = Ct[n];
+        for (int64_t w = 0; w < W; ++w) {
+          h[n][w] = exp_vec(dt[w] * Ab[n][w]) * h[n][w] + dtu[w] * bn;
+          y[w] += cn * h[n][w];
+        }
+      }
+      for (int64_t w = 0; w < W; ++w) p.y[i + w] = y[w];
+    }
+    for (int64_t w = 0; w < W; ++w)
+      for (int64_t n = 0; n < N; ++n) p.fin[(b * E + e0 + w) * N + n] = h[n][w];
+  }
+}
+
+SSMLAB_CPU_CLONES void forward_blocks_f32(const Ptrs<float>& p, int64_t lo, int64_t hi) { forward_blocks(p, lo, hi); }
+
 SSMLAB_CPU_CLONES void forward_rows_f32(const Ptrs<float>& p, int64_t lo, int64_t hi) { forward_rows(p, lo, hi); }
 SSMLAB_CPU_CLONES void forward_rows_f64(const Ptrs<double>& p, int64_t lo, int64_t hi) { forward_rows(p, lo, hi); }
 void forward_rows_any(const Ptrs<float>& p, int64_t lo, int64_t hi) { forward_rows_f32(p, lo, hi); }
@@ -206,6 +256,22 @@ SSMLAB_CPU_CLONES void backward_rows_f64(const Ptrs<double>& p, int64_t lo, int6
 void backward_rows_any(const Ptrs<float>& p, int64_t lo, int64_t hi) { backward_rows_f32(p, lo, hi); }
 void backward_rows_any(const Ptrs<double>& p, int64_t lo, int64_t hi) { backward_rows_f64(p, lo, hi); }
 
+// float32 forward in channel blocks wherever every block lies in one group (a tail of E % kBlock channels,
+// G == 1, runs row by row); false where the rows kernel must run.
+bool forward_by_blocks(const Ptrs<float>& p) {
+  const int64_t b = p.b, l = p.l, e = p.e, n = p.n;
+  if (!(p.eg % kBlock == 0 || (p.g == 1 && e >= kBlock))) return false;
+  const int64_t nblk = e / kBlock, tail = e - nblk * kBlock;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, l * n * kBlock));
+  parallel_tasks(b * nblk, grain, [&](int64_t lo, int64_t hi) { forward_blocks_f32(p, lo, hi); });
+  if (tail > 0)
+    parallel_tasks(b, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t bb = lo; bb < hi; ++bb) forward_rows_any(p, bb * e + nblk * kBlock, (bb + 1) * e);
+    });
+  return true;
+}
+bool forward_by_blocks(const Ptrs<double>&) { return false; }
+
 void check_inputs(const Inputs& in) {
   const auto ct = in.u.scalar_type();
   SSMLAB_CHECK(ct == at::kFloat || ct == at::kDouble, "selective_scan_cpu: compute dtype must be float32/64");
@@ -233,6 +299,7 @@ Forward forward(const Inputs& in) {
     p.y = out.y.mutable_data_ptr<scalar_t>();
     p.fin = out.final_state.mutable_data_ptr<scalar_t>();
     p.starts = out.starts.mutable_data_ptr<scalar_t>();
+    if (forward_by_blocks(p)) return;
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, l * n));
     parallel_tasks(b * e, grain, [&](int64_t lo, int64_t hi) { forward_rows_any(p, lo, hi); });
   });

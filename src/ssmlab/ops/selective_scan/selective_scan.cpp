@@ -1,5 +1,8 @@
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 
+#include <limits>
+#include <vector>
+
 #include <ATen/ATen.h>
 
 #include "ssmlab/core/error.h"
@@ -82,6 +85,84 @@ SelectiveScanOut selective_scan(const at::Tensor& u, const at::Tensor& delta, co
       break;
   }
   return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
+}
+
+SelectiveScanOut selective_scan_varlen(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                       const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                       const std::optional<at::Tensor>& z,
+                                       const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
+                                       const at::Tensor& cu_seqlens, const std::optional<at::Tensor>& initial_state,
+                                       const std::string& backend) {
+  SSMLAB_CHECK(u.defined() && u.dim() == 3 && u.size(0) == 1,
+               "selective_scan_varlen: u must be (1, T, E) with the sequences packed along T; got ", describe(u));
+  SSMLAB_CHECK(cu_seqlens.defined() && cu_seqlens.dim() == 1 && cu_seqlens.size(0) >= 2 &&
+                   (cu_seqlens.scalar_type() == at::kLong || cu_seqlens.scalar_type() == at::kInt),
+               "selective_scan_varlen: cu_seqlens must be a 1-D int64/int32 tensor of S + 1 >= 2 offsets; got ",
+               describe(cu_seqlens));
+  const int64_t total = u.size(1), e = u.size(2), nseq = cu_seqlens.size(0) - 1;
+  const at::Tensor cu = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
+  const int64_t* off = cu.const_data_ptr<int64_t>();
+  SSMLAB_CHECK(off[0] == 0 && off[nseq] == total, "selective_scan_varlen: cu_seqlens must run from 0 to T = ", total,
+               "; got ", off[0], " .. ", off[nseq]);
+  int64_t max_len = 0;
+  for (int64_t s = 0; s < nseq; ++s) {
+    SSMLAB_CHECK(off[s + 1] >= off[s], "selective_scan_varlen: cu_seqlens must be non-decreasing; offset ", s + 1,
+                 " = ", off[s + 1], " < offset ", s, " = ", off[s]);
+    max_len = std::max(max_len, off[s + 1] - off[s]);
+  }
+  if (initial_state)
+    SSMLAB_CHECK(initial_state->dim() == 3 && initial_state->size(0) == nseq,
+                 "selective_scan_varlen: initial_state must be (S, E, N) with S = ", nseq, " sequences; got ",
+                 describe(*initial_state));
+  // Shapes of the packed inputs are checked as one batch row (initial_state is per sequence: checked above).
+  check_selective_scan_inputs(u, delta, A, B, C, D, z, delta_bias, std::nullopt);
+
+  // gather[s * max_len + j] = packed position of step j of sequence s (0 for padding); back[t] = the padded
+  // row of packed position t.
+  std::vector<int64_t> gather(static_cast<size_t>(nseq * max_len), 0), back(static_cast<size_t>(total));
+  std::vector<uint8_t> valid(static_cast<size_t>(nseq * max_len), 0);
+  for (int64_t s = 0; s < nseq; ++s)
+    for (int64_t t = off[s]; t < off[s + 1]; ++t) {
+      const int64_t row = s * max_len + (t - off[s]);
+      gather[static_cast<size_t>(row)] = t;
+      valid[static_cast<size_t>(row)] = 1;
+      back[static_cast<size_t>(t)] = row;
+    }
+  const auto dev = u.device();
+  const at::Tensor gidx = at::tensor(gather, at::TensorOptions().dtype(at::kLong)).to(dev);
+  const at::Tensor bidx = at::tensor(back, at::TensorOptions().dtype(at::kLong)).to(dev);
+  const at::Tensor mask =
+      at::tensor(std::vector<int64_t>(valid.begin(), valid.end()), at::TensorOptions().dtype(at::kLong))
+          .to(dev)
+          .to(at::kBool);
+  // (1, T, ...) -> (S, max_len, ...), padding filled with `pad` (broadcast over the trailing dimensions).
+  auto pack = [&](const at::Tensor& t, const at::Tensor& pad) {
+    std::vector<int64_t> shape{nseq, max_len}, mshape{nseq, max_len};
+    for (int64_t d = 2; d < t.dim(); ++d) {
+      shape.push_back(t.size(d));
+      mshape.push_back(1);
+    }
+    const at::Tensor rows = t.squeeze(0).index_select(0, gidx).view(shape);
+    return at::where(mask.view(mshape), rows, pad.to(rows.scalar_type()));
+  };
+  const at::Tensor zero = at::zeros({}, u.options());
+  // delta' = 0 on padding. With softplus: softplus(-1e30 + bias) underflows to exactly 0 (-inf in fp16, also
+  // 0) and so does its derivative. Without: the bias is added before packing and the padding is 0 (so the
+  // bias gets no gradient from padding steps).
+  std::optional<at::Tensor> bias = delta_bias;
+  at::Tensor dp;
+  if (delta_softplus) {
+    dp = pack(delta, at::full({}, -1e30, delta.options()));
+  } else {
+    dp = pack(delta_bias ? delta + delta_bias->to(delta.scalar_type()) : delta, zero);
+    bias = std::nullopt;
+  }
+  const at::Tensor up = pack(u, zero), Bp = pack(B, zero), Cp = pack(C, zero);
+  std::optional<at::Tensor> zp;
+  if (z) zp = pack(*z, zero);
+  SelectiveScanOut r = selective_scan(up, dp, A, Bp, Cp, D, zp, bias, delta_softplus, initial_state, backend);
+  r.y = r.y.reshape({nseq * max_len, e}).index_select(0, bidx).unsqueeze(0);
+  return r;
 }
 
 }  // namespace ssmlab::ops

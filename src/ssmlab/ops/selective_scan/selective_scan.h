@@ -26,6 +26,19 @@ SelectiveScanOut selective_scan(const at::Tensor& u, const at::Tensor& delta, co
                                 bool delta_softplus, const std::optional<at::Tensor>& initial_state,
                                 const std::string& backend = "auto");
 
+// Packed variable-length sequences: u, delta, z (1, T, E) and B, C (1, T, N) / (1, T, G, N) hold S sequences
+// back to back; cu_seqlens (S + 1) int64 holds their offsets (0 = cu[0] <= cu[1] <= ... <= cu[S] = T). The state
+// starts at each sequence's start from initial_state[s] (S, E, N) or zero, so no sequence sees another's tokens;
+// final_state is (S, E, N), the state after each sequence's last token. Gradients reach every input,
+// initial_state included. Runs the chosen backend once on the sequences gathered into a (S, max_len, E) batch
+// (padding steps have delta' = 0 and B = 0, so they leave the state unchanged) and scatters y back.
+SelectiveScanOut selective_scan_varlen(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                       const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                       const std::optional<at::Tensor>& z,
+                                       const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
+                                       const at::Tensor& cu_seqlens, const std::optional<at::Tensor>& initial_state,
+                                       const std::string& backend = "auto");
+
 // The oracle: time-stepped, plain ATen, float64-capable, differentiable (autograd Function whose
 // backward is a reverse time loop that recomputes states chunk by chunk from saved chunk-start states;
 // memory O(B·L·E + B·E·N·L/chunk), never (B, L, E, N) at once).
