@@ -44,9 +44,11 @@ ScanInputs make_scan(int64_t b, int64_t l, int64_t e, int64_t n, bool requires_g
   return in;
 }
 
-ssmlab::ops::SelectiveScanOut run_scan(const ScanInputs& in) {
-  return ssmlab::ops::selective_scan_reference(in.u, in.delta, in.A, in.B, in.C, in.D, in.z, in.delta_bias,
-                                               /*delta_softplus=*/true, /*initial_state=*/std::nullopt);
+// `fused`: the fused CPU kernel (backend "auto" on CPU), else the reference.
+ssmlab::ops::SelectiveScanOut run_scan(const ScanInputs& in, bool fused) {
+  return ssmlab::ops::selective_scan(in.u, in.delta, in.A, in.B, in.C, in.D, in.z, in.delta_bias,
+                                     /*delta_softplus=*/true, /*initial_state=*/std::nullopt,
+                                     fused ? "auto" : "reference");
 }
 
 void set_counters(benchmark::State& state, double items, double bytes) {
@@ -55,11 +57,11 @@ void set_counters(benchmark::State& state, double items, double bytes) {
 }
 
 // Forward: reads u, delta, z (B·L·E each), B, C (B·L·N each); writes y (B·L·E).
-void BM_SelectiveScanRefForward(benchmark::State& state) {
+void scan_forward(benchmark::State& state, bool fused) {
   const int64_t b = state.range(0), l = state.range(1), e = state.range(2), n = state.range(3);
   const ScanInputs in = make_scan(b, l, e, n, /*requires_grad=*/false);
   for (auto _ : state) {
-    auto out = run_scan(in);
+    auto out = run_scan(in, fused);
     benchmark::DoNotOptimize(out.y.data_ptr());
   }
   const double ble = double(b) * l * e, bln = double(b) * l * n;
@@ -68,20 +70,24 @@ void BM_SelectiveScanRefForward(benchmark::State& state) {
 
 // Forward + backward: the forward's traffic, then the backward reads u, delta, z, gy and B, C and writes
 // du, ddelta, dz and dB, dC (dA, dD, d delta_bias are O(E·N) and left out).
-void BM_SelectiveScanRefForwardBackward(benchmark::State& state) {
+void scan_forward_backward(benchmark::State& state, bool fused) {
   const int64_t b = state.range(0), l = state.range(1), e = state.range(2), n = state.range(3);
   const ScanInputs in = make_scan(b, l, e, n, /*requires_grad=*/true);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(99);
   const at::Tensor gy = at::randn({b, l, e}, gen);
   const std::vector<at::Tensor> xs{in.u, in.delta, in.A, in.B, in.C, in.D, in.z, in.delta_bias};
   for (auto _ : state) {
-    auto out = run_scan(in);
+    auto out = run_scan(in, fused);
     auto grads = torch::autograd::grad({out.y}, xs, {gy});
     benchmark::DoNotOptimize(grads[0].data_ptr());
   }
   const double ble = double(b) * l * e, bln = double(b) * l * n;
   set_counters(state, ble * n, 4.0 * (11 * ble + 6 * bln));
 }
+void BM_SelectiveScanRefForward(benchmark::State& state) { scan_forward(state, false); }
+void BM_SelectiveScanFusedForward(benchmark::State& state) { scan_forward(state, true); }
+void BM_SelectiveScanRefForwardBackward(benchmark::State& state) { scan_forward_backward(state, false); }
+void BM_SelectiveScanFusedForwardBackward(benchmark::State& state) { scan_forward_backward(state, true); }
 
 // causal_conv1d forward, width 4, bias and SiLU: reads x (B·L·E), writes out (B·L·E); `fn` is the reference
 // or the fused CPU kernel.
@@ -178,21 +184,16 @@ BENCHMARK(BM_SelectiveStateUpdateFused)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
-// (B, L, E, N) in {1, 8} x {1024} x {256} x {16}, plus B = 1, L = 16384.
-BENCHMARK(BM_SelectiveScanRefForward)
-    ->ArgNames({"B", "L", "E", "N"})
-    ->Args({1, 1024, 256, 16})
-    ->Args({8, 1024, 256, 16})
-    ->Args({1, 16384, 256, 16})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
-BENCHMARK(BM_SelectiveScanRefForwardBackward)
-    ->ArgNames({"B", "L", "E", "N"})
-    ->Args({1, 1024, 256, 16})
-    ->Args({8, 1024, 256, 16})
-    ->Args({1, 16384, 256, 16})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+// (B, L, E, N) in {1, 8} x {1024, 16384} x {256, 1536} x {16} (issue 3), reference and fused side by side.
+#define SSMLAB_SCAN_ARGS                               \
+  ArgNames({"B", "L", "E", "N"})                       \
+      ->ArgsProduct({{1, 8}, {1024, 16384}, {256, 1536}, {16}}) \
+      ->Unit(benchmark::kMillisecond)                  \
+      ->UseRealTime()
+BENCHMARK(BM_SelectiveScanRefForward)->SSMLAB_SCAN_ARGS;
+BENCHMARK(BM_SelectiveScanFusedForward)->SSMLAB_SCAN_ARGS;
+BENCHMARK(BM_SelectiveScanRefForwardBackward)->SSMLAB_SCAN_ARGS;
+BENCHMARK(BM_SelectiveScanFusedForwardBackward)->SSMLAB_SCAN_ARGS;
 // (B, L, E, W): the small {1, 8} x 1024 x 256 cases, B = 1, L = 16384, and a Mamba-sized (8, 2048, 1536);
 // reference and fused side by side.
 #define SSMLAB_CONV_ARGS                    \
