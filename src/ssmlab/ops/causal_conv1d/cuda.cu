@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <utility>
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
@@ -25,13 +28,22 @@ bool float_dtype(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
 }
 
-// Blocks of `kernel` (with `threads` threads) resident on the whole device at once.
+// Blocks of `kernel` (with `threads` threads) resident on the whole current device at once; asked once per
+// (kernel, device) and cached (the occupancy query is not free at decode-step scales).
 int64_t resident_blocks(const void* kernel, int threads) {
-  int dev = 0, sms = 1, per_sm = 0;
+  int dev = 0;
   C10_CUDA_CHECK(cudaGetDevice(&dev));
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, int64_t> cache;
+  const std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find({kernel, dev});
+  if (it != cache.end()) return it->second;
+  int sms = 1, per_sm = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
-  return static_cast<int64_t>(std::max(per_sm, 1)) * sms;
+  const int64_t n = static_cast<int64_t>(std::max(per_sm, 1)) * sms;
+  cache.emplace(std::make_pair(kernel, dev), n);
+  return n;
 }
 
 // Whether rows of `t` (E contiguous, row strides `sb`, `sl` in elements) can be read `vec` elements at a time.

@@ -1,8 +1,9 @@
 // Fused CPU selective_state_update (selective_state_update.h). One task per state row (b, e):
-//   d = softplus(dt + dt_bias);  h[n] = exp(d A[e, n]) h[n] + d x B[g, n];  y = C[g, :] . h + D x;  y *= silu(z)
-// with the h loop vectorised over n (exp_vec, AVX2 clone picked at load time) and the C . h sum kept in 8
-// partial sums so it vectorises too. Computes in the state's dtype (fp32, fp64 for fp64 x); small inputs are
-// converted to it first (B·E and E·N values).
+//   h[n] = exp(d A[e, n]) h[n] + d x B[g, n];  y = C[g, :] . h + D x
+// with the h loop vectorised over n (exp_vec, AVX2 clone picked at load time). Computes in the state's dtype
+// (fp32, fp64 for fp64 x). The same arithmetic as one step of the fused CPU scan (selective_scan/cpu.cpp,
+// autograd.cpp): d = softplus(dt + dt_bias) and the silu(z) gate are ATen ops on the (B, E) rows, C . h is the
+// same lane-wise dot, so a Mamba layer's step() matches its forward to the last bit in float64.
 #include <algorithm>
 #include <cmath>
 
@@ -27,15 +28,24 @@ using cpu::parallel_tasks;
 template <typename T>
 struct Ptrs {
   int64_t e, n, g, eg;
-  bool softplus;
-  const T *x, *dt, *z, *A, *B, *C, *D, *bias;  // z, D, bias may be null
-  T* h;                                          // (B, E, N) contiguous, updated in place
-  T* y;                                          // (B, E)
+  const T *x, *d, *A, *B, *C, *D;  // d = dt' (bias and softplus applied); D may be null
+  T* h;                            // (B, E, N) contiguous, updated in place
+  T* y;                            // (B, E): C . h + D x, before the gate
 };
 
+// As selective_scan/cpu.cpp's dot: 32-byte lanes, then a tree, then the tail.
 template <typename T>
-SSMLAB_CPU_INLINE T softplus(T v) {
-  return v > T(20) ? v : std::log1p(std::exp(v));  // as at::softplus (beta 1, threshold 20)
+SSMLAB_CPU_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t N) {
+  constexpr int W = 32 / sizeof(T);
+  T lane[W] = {};
+  int64_t n = 0;
+  for (; n + W <= N; n += W)
+    for (int j = 0; j < W; ++j) lane[j] += a[n + j] * b[n + j];
+  for (int w = W / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
+  T s = lane[0];
+  for (; n < N; ++n) s += a[n] * b[n];
+  return s;
 }
 
 template <typename T>
@@ -43,27 +53,13 @@ SSMLAB_CPU_INLINE void rows(const Ptrs<T>& p, int64_t lo, int64_t hi) {
   const int64_t E = p.e, N = p.n;
   for (int64_t r = lo; r < hi; ++r) {
     const int64_t b = r / E, e = r % E, grp = e / p.eg;
-    T d = p.dt[r];
-    if (p.bias) d += p.bias[e];
-    if (p.softplus) d = softplus(d);
-    const T u = p.x[r], du = d * u;
+    const T d = p.d[r], u = p.x[r], du = d * u;
     const T* __restrict a = p.A + e * N;
     const T* __restrict bb = p.B + (b * p.g + grp) * N;
     const T* __restrict cc = p.C + (b * p.g + grp) * N;
     T* __restrict h = p.h + r * N;
     for (int64_t n = 0; n < N; ++n) h[n] = exp_vec(d * a[n]) * h[n] + du * bb[n];
-    T part[8] = {};
-    int64_t n = 0;
-    for (; n + 8 <= N; n += 8)
-      for (int j = 0; j < 8; ++j) part[j] += cc[n + j] * h[n + j];
-    for (; n < N; ++n) part[0] += cc[n] * h[n];
-    T y = ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
-    if (p.D) y += p.D[e] * u;
-    if (p.z) {
-      const T zv = p.z[r];
-      y *= zv * cpu::sigmoid(zv);
-    }
-    p.y[r] = y;
+    p.y[r] = dot(cc, h, N) + (p.D ? p.D[e] * u : T(0));
   }
 }
 
@@ -102,9 +98,12 @@ at::Tensor selective_state_update_cpu(at::Tensor& state, const at::Tensor& x, co
   const int64_t b = x.size(0), e = x.size(1), n = A.size(1);
   const int64_t g = B.dim() == 3 ? B.size(1) : 1;
   auto conv = [&](const at::Tensor& t) { return t.to(ct).contiguous(); };
-  const at::Tensor xc = conv(x), dtc = conv(dt), Ac = conv(A), Bc = conv(B), Cc = conv(C);
-  const at::Tensor zc = z ? conv(*z) : at::Tensor(), Dc = D ? conv(*D) : at::Tensor();
-  const at::Tensor biasc = dt_bias ? conv(*dt_bias) : at::Tensor();
+  const at::Tensor xc = conv(x), Ac = conv(A), Bc = conv(B), Cc = conv(C);
+  const at::Tensor Dc = D ? conv(*D) : at::Tensor();
+  // As the fused scan's prepare: (dt + bias) in the compute dtype, then at::softplus.
+  at::Tensor d = dt_bias ? dt.to(ct) + dt_bias->to(ct) : dt.to(ct);
+  if (dt_softplus) d = at::softplus(d);
+  d = d.contiguous();
   at::Tensor h = state.is_contiguous() ? state : state.contiguous();
   at::Tensor y = at::empty({b, e}, xc.options());
   AT_DISPATCH_FLOATING_TYPES(ct, "selective_state_update_cpu", [&] {
@@ -113,21 +112,19 @@ at::Tensor selective_state_update_cpu(at::Tensor& state, const at::Tensor& x, co
     p.n = n;
     p.g = g;
     p.eg = e / g;
-    p.softplus = dt_softplus;
     auto cp = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
     p.x = cp(xc);
-    p.dt = cp(dtc);
-    p.z = cp(zc);
+    p.d = cp(d);
     p.A = cp(Ac);
     p.B = cp(Bc);
     p.C = cp(Cc);
     p.D = cp(Dc);
-    p.bias = cp(biasc);
     p.h = h.mutable_data_ptr<scalar_t>();
     p.y = y.mutable_data_ptr<scalar_t>();
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n));
     parallel_tasks(b * e, grain, [&](int64_t lo, int64_t hi) { rows_any(p, lo, hi); });
   });
+  if (z) y = y * at::silu(z->to(ct));  // the gate as the fused scan applies it
   if (!h.is_same(state)) state.copy_(h);
   return y.to(x.scalar_type());
 }
