@@ -1,7 +1,7 @@
 """GPU table for the selective scan (issue 3): median time with CUDA events after warm-up, achieved GB/s
 from the minimal bytes (inputs read once, outputs written once) as a fraction of a device copy measured in
 the same run, the backward time (fwd+bwd minus fwd), and the ratios to the reference op and to HF
-transformers' pure-PyTorch Mamba mixer (slow_forward) where transformers is installed.
+transformers' pure-PyTorch Mamba scan (mamba_selective_scan's torch path) where transformers is installed.
 
     python3 bench/gpu_selective_scan.py [build/src/libssmlab_ops.so]
 """
@@ -37,19 +37,20 @@ def copy_bandwidth_gbs():
     return 2 * x.numel() * 4 / ms / 1e6
 
 
-def hf_mixer_ms(b, l, e, n, dtype):
-    """HF transformers' pure-PyTorch Mamba path (MambaMixer.slow_forward: the whole mixer, projections and
-    conv included, its scan a Python loop over L) at d_inner = E, forward only; None where not installed."""
+def hf_scan_ms(u, dt, A, B, C, D, z, bias):
+    """HF transformers' pure-PyTorch Mamba scan (transformers.models.mamba.modeling_mamba.mamba_selective_scan,
+    the torch path under its kernel-hub decorator: it materialises exp(dt A) as (B, E, L, N) and loops over L
+    in Python), forward only, same inputs; None where transformers is not installed."""
     try:
-        from transformers import MambaConfig
-        from transformers.models.mamba.modeling_mamba import MambaMixer
+        from transformers.models.mamba import modeling_mamba as hm
     except Exception as exc:  # not installed
         return None, f"transformers not importable ({type(exc).__name__})"
-    cfg = MambaConfig(hidden_size=e // 2, state_size=n, expand=2, conv_kernel=4, use_mambapy=False)
-    mixer = MambaMixer(cfg, layer_idx=0).to("cuda", dtype)
-    x = torch.randn(b, l, e // 2, device="cuda", dtype=dtype)
+    fn = getattr(hm.mamba_selective_scan, "__wrapped__", hm.mamba_selective_scan)
+    args = (u.detach().transpose(1, 2), dt.detach().transpose(1, 2), A, B.detach().transpose(1, 2),
+            C.detach().transpose(1, 2))
+    zt = z.detach().transpose(1, 2) if z is not None else None
     with torch.no_grad():
-        return median_ms(lambda: mixer.slow_forward(x), reps=3, warmup=1), ""
+        return median_ms(lambda: fn(*args, D=D, z=zt, delta_bias=bias, delta_softplus=True), reps=3, warmup=1), ""
 
 
 def case(b, l, e, n, dtype, with_z, roof_gbs, ref=True, hf=False):
@@ -77,8 +78,8 @@ def case(b, l, e, n, dtype, with_z, roof_gbs, ref=True, hf=False):
     ref_ms = median_ms(lambda: ops.selective_scan_ref(*args), reps=3, warmup=1) if ref else float("nan")
     hf_txt = ""
     if hf:
-        hf_ms, why = hf_mixer_ms(b, l, e, n, dtype)
-        hf_txt = f"  HF slow_forward {hf_ms:8.2f} ms (x{hf_ms / fwd:6.1f})" if hf_ms else f"  HF: {why}"
+        hf_ms, why = hf_scan_ms(u, dt, A, B, C, D, z, bias)
+        hf_txt = f"  HF torch scan {hf_ms:8.2f} ms (x{hf_ms / fwd:6.1f})" if hf_ms else f"  HF: {why}"
     print(f"B={b:4d} L={l:5d} E={e:5d} N={n:3d} {str(dtype)[6:]:9s} z={int(with_z)}  fwd {fwd:7.3f} ms "
           f"{gbs:7.1f} GB/s ({100 * gbs / roof_gbs:4.1f}% of copy)  bwd {fwdbwd - fwd:7.3f} ms  "
           f"reference fwd {ref_ms:8.2f} ms (x{ref_ms / fwd:6.1f}){hf_txt}", flush=True)
@@ -91,4 +92,4 @@ for shape in [(8, 2048, 1536, 16), (8, 2048, 1536, 64), (2, 8192, 1536, 16), (25
     for dtype in (torch.float32, torch.bfloat16):
         for with_z in (False, True):
             case(*shape, dtype, with_z, roof, ref=(dtype == torch.float32 and not with_z),
-                 hf=with_z and shape[0] * shape[1] <= 16384)
+                 hf=with_z)
