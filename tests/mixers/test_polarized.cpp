@@ -16,12 +16,13 @@ namespace {
 using ssmlab::mixers::Mamba1Impl;
 using ssmlab::mixers::Mamba1Options;
 
-std::shared_ptr<Mamba1Impl> make(const std::string& transition, int64_t d_state, uint64_t seed = 1) {
+std::shared_ptr<Mamba1Impl> make(const std::string& transition, int64_t d_state, uint64_t seed = 1,
+                                 const std::string& backend = "reference") {
   Mamba1Options o;
   o.d_state = d_state;
   o.transition = transition;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return std::make_shared<Mamba1Impl>(o, /*d_model=*/10, "reference", gen);
+  return std::make_shared<Mamba1Impl>(o, /*d_model=*/10, backend, gen);
 }
 
 TEST(Polarized, ALayoutAndWidths) {
@@ -109,6 +110,19 @@ TEST(Polarized, OneChannelNeverDecaysZeroChannelNeverCarries) {
     EXPECT_GT((reg - reg_drive).abs().max().item<double>(), 1e-3) << kind;
     EXPECT_GT((reg - reg_drive.cumsum(1)).abs().max().item<double>(), 1e-3) << kind;
   }
+}
+
+TEST(Polarized, FusedKernelsAgreeWithTheReference) {
+  // The fast paths (fused CPU scan in forward, the decode op in step) see A = 0 and A = -100 columns.
+  auto ref = make("polarized", 16, 5), fast = make("polarized", 16, 5, "auto");
+  at::manual_seed(9);
+  const at::Tensor x = at::randn({2, 70, 10});
+  const at::Tensor y = ref->forward(x);
+  EXPECT_TRUE(ssmlab::test::all_close(fast->forward(x), y, ssmlab::test::kFp32Forward, "fused forward"));
+  auto state = fast->init_state(2, at::kCPU);
+  std::vector<at::Tensor> ys;
+  for (int64_t t = 0; t < 70; ++t) ys.push_back(fast->step(x.select(1, t), state));
+  EXPECT_TRUE(ssmlab::test::all_close(at::stack(ys, 1), y, ssmlab::test::kFp32Forward, "fused step"));
 }
 
 TEST(Polarized, GradientsReachThePolarizedBAndC) {
