@@ -96,7 +96,8 @@ class Mamba2Impl : public MixerImpl {
   // One shot from a zero state. With state normalisation or a window on, runs the segmented path.
   at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) override;
   // x (B, L, D) continuing from `state` (init_state or a previous call), which is updated: the long-sequence
-  // path. Runs `interventions.segment` tokens at a time, so working memory does not grow with L.
+  // path. Runs pieces of `interventions.segment` tokens (with state norm or a window) or `eval_segment` tokens,
+  // so working memory does not grow with L. Trace records are per piece: the last piece's values remain.
   at::Tensor forward_stateful(const at::Tensor& x, State& state, Trace* trace = nullptr);
   at::Tensor step(const at::Tensor& x_t, State& state) override;
   // "conv" (B, W-1, E + 2GN), "ssm" (B, H, P, N); with state norm or a window also "pos" (B) (tokens seen);

@@ -91,11 +91,12 @@ SsdScanOut ssd_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor&
   check_ssd_scan_inputs(x, dt, A, B, C, opts);
   if (backend == "reference") return ssd_scan_reference(x, dt, A, B, C, opts);
   // "auto": the fused kernel of the device where it takes the case, else the chunked algorithm (any device).
-  if (x.is_cpu()) {
-    if (ssd_scan_cpu_supports(x, dt, A, B, C, opts)) return ssd_scan_fused(x, dt, A, B, C, opts);
-    log::warn_once("ssd_scan:chunked:cpu", "ops: the fused ssd_scan CPU kernel does not take this case (chunk-state "
-                                           "export or dtype); running the chunked ATen algorithm");
-  }
+  if (ssd_scan_cpu_supports(x, dt, A, B, C, opts) || ssd_scan_cuda_supports(x, dt, A, B, C, opts))
+    return ssd_scan_fused(x, dt, A, B, C, opts);
+  const std::string dev = c10::DeviceTypeName(x.device().type(), /*lower_case=*/true);
+  log::warn_once("ssd_scan:chunked:" + dev, str("ops: no fused ssd_scan kernel for ", dev, " takes this case "
+                                                "(chunk-state export, dtype, P > 64 or N > 256 on CUDA, or a build "
+                                                "without CUDA kernels); running the chunked ATen algorithm"));
   return ssd_scan_chunked(x, dt, A, B, C, opts);
 }
 

@@ -39,8 +39,8 @@ struct SsdScanOut {
 };
 
 // Validates the inputs (errors print every shape) and runs the selected backend.
-// backend: "auto" (the fused CPU kernel where ssd_scan_cpu_supports, else the chunked ATen algorithm on any
-// device) or "reference" (the time-stepped oracle). Where "auto" cannot take the fused kernel on CPU, the
+// backend: "auto" (the fused kernel where ssd_scan_cpu_supports / ssd_scan_cuda_supports, else the chunked
+// ATen algorithm on any device) or "reference" (the time-stepped oracle). Where "auto" cannot take the fused kernel on CPU, the
 // log says so once.
 SsdScanOut ssd_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
                     const at::Tensor& C, const SsdScanOptions& opts = {}, const std::string& backend = "auto");
@@ -58,10 +58,11 @@ SsdScanOut ssd_scan_reference(const at::Tensor& x, const at::Tensor& dt, const a
 SsdScanOut ssd_scan_chunked(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
                             const at::Tensor& C, const SsdScanOptions& opts);
 
-// The fused CPU kernels (cpu.cpp, autograd.cpp): the time-stepped recurrence per (batch, head) in a local
-// state, vectorised over N, parallel over B·H; backward from states saved every 64 steps. Same contract and
-// results as the reference up to rounding; computes in fp32 (fp64 for fp64 x). Throws unless
-// ssd_scan_cpu_supports(...). Expects checked inputs.
+// The fused kernels (cpu.cpp / cuda.cu, autograd.cpp): the time-stepped recurrence per (batch, head) with the
+// state held locally (CPU: vectorised over N, parallel over B·H; CUDA: one block per (batch, head), the state
+// in registers); backward from states saved every 64 steps. Same contract and results as the reference up to
+// rounding; computes in fp32 (fp64 for fp64 x). Throws unless ssd_scan_cpu_supports(...) or
+// ssd_scan_cuda_supports(...). Expects checked inputs.
 SsdScanOut ssd_scan_fused(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
                           const at::Tensor& C, const SsdScanOptions& opts);
 
@@ -69,6 +70,12 @@ SsdScanOut ssd_scan_fused(const at::Tensor& x, const at::Tensor& dt, const at::T
 // no chunk-state export (return_chunk_states is served by the chunked algorithm).
 bool ssd_scan_cpu_supports(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
                            const at::Tensor& C, const SsdScanOptions& opts);
+
+// True when the CUDA kernels (cuda.cu, kernel_ssd.cuh) take the case: the build links them
+// (SSMLAB_WITH_CUDA), every tensor on x's CUDA device, x float32/float64/bfloat16/float16 (computed in fp32,
+// fp64 for fp64), P <= 64, N <= 256, no chunk-state export. ssd_scan_fused runs them for CUDA inputs.
+bool ssd_scan_cuda_supports(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                            const at::Tensor& C, const SsdScanOptions& opts);
 
 // One decode step: x_t (B, H, P), dt_t (B, H), B_t, C_t (B, G, N) continue the recurrence held in `state`
 // (B, H, P, N), which is updated in place (it keeps its dtype; compute in fp32, fp64 for fp64 x_t). Returns

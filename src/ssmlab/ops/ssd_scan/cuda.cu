@@ -1,0 +1,142 @@
+// Host launchers of the CUDA SSD scan (cuda.h): the Params struct, dtype / N-bucket dispatch, launches on
+// the current stream. Kernels: kernel_ssd.cuh.
+#include "ssmlab/ops/ssd_scan/cuda.h"
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "ssmlab/ops/ssd_scan/kernel_ssd.cuh"
+
+namespace ssmlab::ops::ssd_scan_cuda {
+namespace {
+
+namespace k = ssmlab::ops::ssd_scan_cuda_kernels;
+using at::Tensor;
+
+static_assert(kMaxP == k::kMaxP && kMaxN == k::kMaxN, "cuda.h and kernel_ssd.cuh disagree on the limits");
+static_assert(ssd_scan_cpu::kChunk == k::kChunk, "CPU and CUDA kernels save states at the same interval");
+
+template <typename T>
+const T* cptr(const Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+template <typename T>
+T* mptr(Tensor& t) {
+  return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+k::Params<T> params_of(const ssd_scan_cpu::Inputs& in) {
+  k::Params<T> q{};
+  q.b = in.x.size(0);
+  q.l = in.x.size(1);
+  q.h = in.x.size(2);
+  q.p = in.x.size(3);
+  q.g = in.B.size(2);
+  q.n = in.B.size(3);
+  q.hg = q.h / q.g;
+  q.k = (q.l + k::kChunk - 1) / k::kChunk;
+  q.x = in.x.const_data_ptr<T>();
+  q.a = in.a.const_data_ptr<T>();
+  q.w = in.w.const_data_ptr<T>();
+  q.B = in.B.const_data_ptr<T>();
+  q.C = in.C.const_data_ptr<T>();
+  q.D = cptr<T>(in.D);
+  q.S0 = cptr<T>(in.S0);
+  return q;
+}
+
+template <typename T, int NPL>
+void launch(const k::Params<T>& q, bool backward, cudaStream_t stream) {
+  const auto blocks = static_cast<unsigned>(q.b * q.h);
+  if (backward)
+    k::ssd_backward_kernel<T, NPL><<<blocks, k::kThreads, 0, stream>>>(q);
+  else
+    k::ssd_forward_kernel<T, NPL><<<blocks, k::kThreads, 0, stream>>>(q);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// NPL (state columns per lane) = ceil(N / 32) rounded up to 1, 2, 4 or 8.
+template <typename T>
+void launch_by_n(const k::Params<T>& q, bool backward, cudaStream_t stream) {
+  if (q.n <= 32)
+    launch<T, 1>(q, backward, stream);
+  else if (q.n <= 64)
+    launch<T, 2>(q, backward, stream);
+  else if (q.n <= 128)
+    launch<T, 4>(q, backward, stream);
+  else
+    launch<T, 8>(q, backward, stream);
+}
+
+}  // namespace
+
+ssd_scan_cpu::Forward forward(const ssd_scan_cpu::Inputs& in) {
+  TORCH_CHECK(in.x.is_cuda() && in.x.size(3) <= kMaxP && in.B.size(3) <= kMaxN,
+              "ssd_scan_cuda::forward: needs CUDA tensors with P <= 64 and N <= 256");
+  const c10::cuda::CUDAGuard guard(in.x.device());
+  const int64_t b = in.x.size(0), l = in.x.size(1), h = in.x.size(2), p = in.x.size(3), n = in.B.size(3);
+  const int64_t nk = (l + k::kChunk - 1) / k::kChunk;
+  const auto o = in.x.options();
+  ssd_scan_cpu::Forward f;
+  f.y = at::empty({b, l, h, p}, o);
+  f.starts = at::empty({b, h, nk, p, n}, o);
+  if (l == 0 || b * h == 0) {
+    f.final_state = in.S0.defined() ? in.S0.clone() : at::zeros({b, h, p, n}, o);
+    return f;
+  }
+  f.final_state = at::empty({b, h, p, n}, o);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "ssd_scan_cuda_forward", [&] {
+    auto q = params_of<scalar_t>(in);
+    q.y = f.y.mutable_data_ptr<scalar_t>();
+    q.fin = f.final_state.mutable_data_ptr<scalar_t>();
+    q.starts = f.starts.mutable_data_ptr<scalar_t>();
+    launch_by_n(q, /*backward=*/false, stream);
+  });
+  return f;
+}
+
+ssd_scan_cpu::Grads backward(const ssd_scan_cpu::Inputs& in, const Tensor& starts, const Tensor& dy,
+                             const Tensor& dfinal) {
+  const c10::cuda::CUDAGuard guard(in.x.device());
+  const int64_t b = in.x.size(0), l = in.x.size(1), h = in.x.size(2), p = in.x.size(3), g = in.B.size(2),
+                n = in.B.size(3);
+  const auto o = in.x.options();
+  ssd_scan_cpu::Grads gr;
+  gr.dx = at::zeros({b, l, h, p}, o);
+  gr.da = at::zeros({b, l, h}, o);
+  gr.dw = at::zeros({b, l, h}, o);
+  Tensor dBh = at::zeros({b, l, h, n}, o), dCh = at::zeros({b, l, h, n}, o);
+  Tensor dDbh = in.D.defined() ? at::zeros({b, h}, o) : Tensor();
+  if (in.S0.defined()) gr.dS0 = dfinal.defined() ? dfinal.clone() : at::zeros({b, h, p, n}, o);
+  if (l > 0 && b * h > 0) {
+    const Tensor dyc = dy.defined() ? dy.contiguous() : dy, dfc = dfinal.defined() ? dfinal.contiguous() : dfinal;
+    Tensor scratch = at::empty({b * h, std::min<int64_t>(k::kChunk, l), p, n}, o);
+    const auto stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "ssd_scan_cuda_backward", [&] {
+      auto q = params_of<scalar_t>(in);
+      q.starts = const_cast<scalar_t*>(starts.const_data_ptr<scalar_t>());
+      q.dy = cptr<scalar_t>(dyc);
+      q.dfin = cptr<scalar_t>(dfc);
+      q.dx = gr.dx.mutable_data_ptr<scalar_t>();
+      q.da = gr.da.mutable_data_ptr<scalar_t>();
+      q.dw = gr.dw.mutable_data_ptr<scalar_t>();
+      q.dBh = dBh.mutable_data_ptr<scalar_t>();
+      q.dCh = dCh.mutable_data_ptr<scalar_t>();
+      q.dDbh = mptr<scalar_t>(dDbh);
+      q.dS0 = mptr<scalar_t>(gr.dS0);
+      q.scratch = scratch.mutable_data_ptr<scalar_t>();
+      launch_by_n(q, /*backward=*/true, stream);
+    });
+  }
+  gr.dB = dBh.view({b, l, g, h / g, n}).sum(3);  // (B, L, G, N)
+  gr.dC = dCh.view({b, l, g, h / g, n}).sum(3);
+  if (dDbh.defined()) gr.dD = dDbh.sum(0);
+  return gr;
+}
+
+}  // namespace ssmlab::ops::ssd_scan_cuda

@@ -1,0 +1,116 @@
+// The CUDA SSD kernels (ops/ssd_scan/cuda.cu) and the chunked algorithm on CUDA against the CPU reference in
+// float64: output, final state and every gradient over L in {1, 63, 500, 2049}, n_groups in {1, H}, N from 1
+// to 256 and P up to 64; float32 and bfloat16; the decode step on CUDA. Skipped (visibly) without a GPU.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "ops/ssd_scan_testing.h"
+#include "ssmlab/core/device.h"
+#include "ssmlab/core/error.h"
+#include "ssmlab/ops/ssd_scan/ssd_scan.h"
+#include "tolerances.h"
+
+namespace {
+
+using ssmlab::ops::SsdScanOut;
+using ssmlab::test::all_close;
+using ssmlab::test::SsdInputs;
+using ssmlab::test::SsdShape;
+
+#define SKIP_WITHOUT_CUDA()                                          \
+  do {                                                               \
+    if (!ssmlab::cuda_available()) GTEST_SKIP() << "no CUDA device"; \
+  } while (0)
+
+SsdInputs to_device(const SsdInputs& in, at::Device dev) {
+  SsdInputs out = in;
+  for (auto& [name, t] : ssmlab::test::ssd_leaves(out)) *t = t->to(dev);
+  return out;
+}
+
+// CUDA run (fused kernels with "auto", or the chunked algorithm) against the CPU reference, forward and every
+// gradient, the CUDA inputs in `in`'s dtype, the reference on the same values in float64.
+void check(const SsdInputs& cpu_in, bool chunked, ssmlab::test::Tol ftol, ssmlab::test::Tol gtol, uint64_t seed) {
+  const at::Device cuda(at::kCUDA, 0);
+  SsdInputs ref = ssmlab::test::ssd_as_leaves(cpu_in, at::kDouble);
+  SsdInputs dev = ssmlab::test::ssd_as_leaves(to_device(cpu_in, cuda));
+  if (!chunked) {
+    ASSERT_TRUE(ssmlab::ops::ssd_scan_cuda_supports(dev.x, dev.dt, dev.A, dev.B, dev.C, dev.opts))
+        << "the CUDA kernels should take this case (is this a build with CUDA kernels?)";
+  }
+  const SsdScanOut r = ssmlab::ops::ssd_scan(ref.x, ref.dt, ref.A, ref.B, ref.C, ref.opts, "reference");
+  SsdScanOut d;
+  if (chunked) {
+    d = ssmlab::ops::ssd_scan_chunked(dev.x, dev.dt, dev.A, dev.B, dev.C, dev.opts);
+  } else {
+    d = ssmlab::ops::ssd_scan(dev.x, dev.dt, dev.A, dev.B, dev.C, dev.opts, "auto");
+  }
+  EXPECT_TRUE(d.y.is_cuda());
+  EXPECT_EQ(d.y.scalar_type(), cpu_in.x.scalar_type());
+  EXPECT_TRUE(all_close(d.y.cpu(), r.y, ftol, "y"));
+  EXPECT_TRUE(all_close(d.final_state.cpu(), r.final_state, ftol, "final_state"));
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const at::Tensor gy = at::randn(r.y.sizes(), gen, at::kDouble), gs = at::randn(r.final_state.sizes(), gen, at::kDouble);
+  const auto g_ref = ssmlab::test::ssd_grads(r, gy, gs, ref);
+  const auto g_dev = ssmlab::test::ssd_grads(d, gy.to(cuda), gs.to(cuda), dev);
+  const auto names = ssmlab::test::ssd_leaves(ref);
+  for (size_t i = 0; i < names.size(); ++i) {
+    ASSERT_TRUE(g_dev[i].defined()) << names[i].first;
+    EXPECT_TRUE(all_close(g_dev[i].cpu(), g_ref[i], gtol, "d/d" + names[i].first));
+  }
+}
+
+TEST(SsdScanCuda, Float64LengthsGroupsAndStateSizes) {
+  SKIP_WITHOUT_CUDA();
+  int i = 0;
+  for (int64_t l : {1, 63, 500, 2049})
+    for (int64_t g : {1, 4}) {
+      const int64_t n = std::vector<int64_t>{1, 17, 64, 128, 256}[i % 5];
+      const int64_t p = std::vector<int64_t>{1, 5, 64}[i % 3];
+      SCOPED_TRACE(ssmlab::str("L ", l, " G ", g, " N ", n, " P ", p));
+      const SsdInputs in = ssmlab::test::make_ssd_inputs({2, l, 4, p, n, g}, at::kDouble, 600 + i++);
+      check(in, /*chunked=*/false, ssmlab::test::kFp64Forward, ssmlab::test::kFp64Grad, i);
+    }
+}
+
+TEST(SsdScanCuda, NoOptionalInputs) {
+  SKIP_WITHOUT_CUDA();
+  const SsdInputs in = ssmlab::test::make_ssd_inputs({3, 130, 6, 8, 16, 3}, at::kDouble, 700, /*all_options=*/false);
+  check(in, /*chunked=*/false, ssmlab::test::kFp64Forward, ssmlab::test::kFp64Grad, 1);
+}
+
+TEST(SsdScanCuda, Float32AndBfloat16) {
+  SKIP_WITHOUT_CUDA();
+  check(ssmlab::test::make_ssd_inputs({2, 777, 4, 64, 128, 1}, at::kFloat, 701), false, ssmlab::test::kFp32Forward,
+        ssmlab::test::kFp32Grad, 2);
+  check(ssmlab::test::make_ssd_inputs({2, 300, 4, 32, 64, 1}, at::kBFloat16, 702), false,
+        ssmlab::test::kBf16Forward, ssmlab::test::kBf16Grad, 3);
+}
+
+TEST(SsdScanCuda, ChunkedAlgorithmOnCuda) {
+  SKIP_WITHOUT_CUDA();
+  for (int64_t l : {63, 500}) {
+    SsdInputs in = ssmlab::test::make_ssd_inputs({2, l, 4, 8, 16, 4}, at::kDouble, 800 + l);
+    in.opts.chunk_size = 64;
+    check(in, /*chunked=*/true, ssmlab::test::kFp64Forward, ssmlab::test::kFp64Grad, 4);
+  }
+}
+
+TEST(SsdScanCuda, DecodeStepMatchesScan) {
+  SKIP_WITHOUT_CUDA();
+  const at::Device cuda(at::kCUDA, 0);
+  const SsdInputs in = ssmlab::test::make_ssd_inputs({2, 20, 4, 8, 16, 2}, at::kFloat, 900);
+  const SsdScanOut r = ssmlab::ops::ssd_scan(in.x, in.dt, in.A, in.B, in.C, in.opts, "reference");
+  SsdInputs d = to_device(in, cuda);
+  at::Tensor S = d.opts.initial_state->clone();
+  d.opts.initial_state.reset();
+  std::vector<at::Tensor> ys;
+  for (int64_t t = 0; t < 20; ++t)
+    ys.push_back(ssmlab::ops::ssd_scan_update(d.x.select(1, t), d.dt.select(1, t), d.A, d.B.select(1, t),
+                                              d.C.select(1, t), S, d.opts));
+  EXPECT_TRUE(all_close(at::stack(ys, 1).cpu(), r.y, ssmlab::test::kFp32Forward, "y"));
+  EXPECT_TRUE(all_close(S.cpu(), r.final_state, ssmlab::test::kFp32Forward, "state"));
+}
+
+}  // namespace
