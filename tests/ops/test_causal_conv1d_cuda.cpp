@@ -232,6 +232,39 @@ TEST_P(CausalConv1dCudaVsReference, OneSidedCotangents) {
 INSTANTIATE_TEST_SUITE_P(CausalConv1d, CausalConv1dCudaVsReference, ::testing::Values(1, 2, 3, 4),
                          [](const ::testing::TestParamInfo<int64_t>& i) { return ssmlab::str("W", i.param); });
 
+// A Mamba layer in bf16 with fp32 parameters and state: weight, bias and initial state are rounded to x's dtype
+// (as the reference takes them), their gradients come back in fp32. Oracle: the reference in float64 on the
+// rounded values (rounding passes gradients through unchanged).
+TEST(CausalConv1dCuda, MixedDtypesBf16InputFp32Parameters) {
+  SKIP_WITHOUT_CUDA();
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(8100);
+  const int64_t b = 3, l = 70, e = 40, w = 4;
+  const at::Tensor x = at::randn({b, l, e}, gen, at::kDouble).to(at::kBFloat16);
+  const at::Tensor wt = at::randn({e, w}, gen, at::kDouble).to(at::kFloat) * 0.5;
+  const at::Tensor bias = at::randn({e}, gen, at::kDouble).to(at::kFloat);
+  const at::Tensor h0 = at::randn({b, w - 1, e}, gen, at::kDouble).to(at::kFloat);
+  const at::Tensor gy = at::randn({b, l, e}, gen, at::kDouble).to(at::kBFloat16).to(at::kDouble);
+  auto leaf = [](const at::Tensor& t, at::Device d) { return t.detach().to(d).clone().requires_grad_(true); };
+  const at::Tensor xg = leaf(x, kCuda), wg = leaf(wt, kCuda), bg = leaf(bias, kCuda), hg = leaf(h0, kCuda);
+  poison_allocator();
+  const auto got = ssmlab::ops::causal_conv1d_cuda(xg, wg, bg, /*silu=*/true, hg);
+  auto r64 = [](const at::Tensor& t) { return t.detach().to(at::kBFloat16).to(at::kDouble).requires_grad_(true); };
+  const at::Tensor xr = r64(x), wr = r64(wt), br = r64(bias), hr = r64(h0);
+  const auto ref = ssmlab::ops::causal_conv1d_reference(xr, wr, br, /*silu=*/true, hr);
+  EXPECT_EQ(got.out.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(all_close(got.out, ref.out, ssmlab::test::kBf16Forward, "out"));
+  EXPECT_TRUE(at::equal(got.final_state.cpu().to(at::kDouble), ref.final_state)) << "final_state";
+  const auto g_got = torch::autograd::grad({(got.out.to(at::kDouble) * gy.to(kCuda)).sum()}, {xg, wg, bg, hg});
+  const auto g_ref = torch::autograd::grad({(ref.out * gy).sum()}, {xr, wr, br, hr});
+  const char* names[] = {"d/dx", "d/dweight", "d/dbias", "d/dinitial_state"};
+  const at::ScalarType want[] = {at::kBFloat16, at::kFloat, at::kFloat, at::kFloat};
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(g_got[i].scalar_type(), want[i]) << names[i];
+    EXPECT_TRUE(all_finite(g_got[i], names[i]));
+    EXPECT_TRUE(all_close(g_got[i], g_ref[i], ssmlab::test::kBf16Grad, names[i]));
+  }
+}
+
 // "auto" on CUDA runs the CUDA kernel (bitwise equal to calling it); "reference" the oracle.
 TEST(CausalConv1dCuda, AutoPicksCudaKernel) {
   SKIP_WITHOUT_CUDA();
