@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(kThreads) state_update_kernel(const Params p) 
     if (p.D != nullptr) y += static_cast<const acc_t*>(p.D)[e] * u;
     if (p.z != nullptr) {
       const acc_t zv = to_acc<acc_t>(static_cast<const in_t*>(p.z)[b * p.z_sb + e]);
-      y *= zv / (acc_t(1) + exp_(-zv));
+      y *= zv * (acc_t(1) / (acc_t(1) + exp_(-zv)));  // silu as the CUDA scan computes it
     }
     static_cast<in_t*>(p.y)[row] = from_acc<in_t>(y);
   }
