@@ -23,8 +23,11 @@ TEST(LinearAttention, EqualsElementLoops) {
   auto o = at::TensorOptions().dtype(at::kDouble);
   const at::Tensor q = at::randn({B, L, H, K}, o), k = at::randn({B, L, H, K}, o), v = at::randn({B, L, H, V}, o);
   const at::Tensor log_w = -at::rand({B, L, H, K}, o) * 2.0, u = at::randn({H, K}, o), s0 = at::randn({B, H, K, V}, o);
-  for (bool bonus : {true, false}) {
-    const auto r = ssmlab::mixers::linear_attention(q, k, v, log_w, bonus ? std::optional(u) : std::nullopt, s0);
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool bonus = variant % 2 == 0, chunked = variant < 2;
+    const auto uo = bonus ? std::optional(u) : std::nullopt;
+    const auto r = chunked ? ssmlab::mixers::linear_attention(q, k, v, log_w, uo, s0, /*chunk=*/4)
+                           : ssmlab::mixers::linear_attention_reference(q, k, v, log_w, uo, s0);
     at::Tensor expect = at::zeros({B, L, H, V}, o), S = s0.clone();
     auto q_ = q.accessor<double, 4>(), k_ = k.accessor<double, 4>(), v_ = v.accessor<double, 4>(),
          w_ = log_w.accessor<double, 4>();
@@ -49,6 +52,42 @@ TEST(LinearAttention, EqualsElementLoops) {
     EXPECT_TRUE(ssmlab::test::all_close(r.final_state, S, ssmlab::test::kFp64Forward, "state"));
   }
   EXPECT_THROW(ssmlab::mixers::linear_attention(q, k, v.narrow(1, 0, 3), log_w, u, std::nullopt), ssmlab::Error);
+}
+
+// The chunked form against the time loop, forward and every gradient, in float64, on lengths around the chunk
+// size, with decays down to e^-40 per step (the pairwise form must not overflow) and an initial state.
+TEST(LinearAttention, ChunkedMatchesReferenceWithGradients) {
+  auto o = at::TensorOptions().dtype(at::kDouble);
+  for (int64_t L : {1, 5, 16, 17, 41})
+    for (bool bonus : {true, false}) {
+      at::manual_seed(L);
+      const int64_t B = 2, H = 2, K = 3, V = 5;
+      std::vector<at::Tensor> in{at::randn({B, L, H, K}, o), at::randn({B, L, H, K}, o), at::randn({B, L, H, V}, o),
+                                 -at::rand({B, L, H, K}, o) * at::rand({B, L, H, K}, o).gt(0.8) * 40.0 -
+                                     at::rand({B, L, H, K}, o) * 0.5,
+                                 at::randn({H, K}, o), at::randn({B, H, K, V}, o)};
+      auto run = [&](bool chunked) {
+        std::vector<at::Tensor> leaves;
+        for (const auto& t : in) leaves.push_back(t.detach().clone().requires_grad_(true));
+        const auto uo = bonus ? std::optional(leaves[4]) : std::nullopt;
+        const auto r = chunked
+                           ? ssmlab::mixers::linear_attention(leaves[0], leaves[1], leaves[2], leaves[3], uo, leaves[5], 7)
+                           : ssmlab::mixers::linear_attention_reference(leaves[0], leaves[1], leaves[2], leaves[3], uo,
+                                                                        leaves[5]);
+        at::manual_seed(99);
+        const at::Tensor loss = (r.o * at::randn(r.o.sizes(), o)).sum() + (r.final_state * at::randn(r.final_state.sizes(), o)).sum();
+        loss.backward();
+        std::vector<at::Tensor> out{r.o.detach(), r.final_state.detach()};
+        for (const auto& l : leaves) out.push_back(l.grad().defined() ? l.grad() : at::zeros_like(l));
+        return out;
+      };
+      const auto a = run(true), e = run(false);
+      const char* names[] = {"o", "state", "dq", "dk", "dv", "dlog_w", "du", "ds0"};
+      for (size_t i = 0; i < a.size(); ++i)
+        EXPECT_TRUE(ssmlab::test::all_close(a[i], e[i], i < 2 ? ssmlab::test::kFp64Forward : ssmlab::test::kFp64Grad,
+                                            names[i]))
+            << "L " << L << " bonus " << bonus;
+    }
 }
 
 TEST(Hgrn2, ForgetGateLowerBoundFollowsTheLayer) {
