@@ -8,6 +8,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <cmath>
+
+#include "ssmlab/core/device.h"
 #include "ssmlab/ops/ssd_scan/kernel_ssd.cuh"
 
 namespace ssmlab::ops::ssd_scan_cuda {
@@ -137,6 +140,59 @@ ssd_scan_cpu::Grads backward(const ssd_scan_cpu::Inputs& in, const Tensor& start
   gr.dC = dCh.view({b, l, g, h / g, n}).sum(3);
   if (dDbh.defined()) gr.dD = dDbh.sum(0);
   return gr;
+}
+
+at::Tensor update(const Tensor& x_t, const Tensor& dt_t, const Tensor& A, const Tensor& B_t, const Tensor& C_t,
+                  Tensor& state, const SsdScanOptions& opts) {
+  const c10::cuda::CUDAGuard guard(x_t.device());
+  const auto ct = state_dtype(x_t.scalar_type());
+  TORCH_CHECK(state.scalar_type() == ct && state.is_contiguous() && x_t.size(2) <= kMaxP && B_t.size(2) <= kMaxN,
+              "ssd_scan_cuda::update: needs a contiguous state in the compute dtype, P <= 64, N <= 256");
+  auto conv = [&](const Tensor& t) { return t.to(ct).contiguous(); };
+  auto opt = [&](const std::optional<Tensor>& t) { return t ? conv(*t) : Tensor(); };
+  const Tensor x = conv(x_t), dt = conv(dt_t), Ac = conv(A), Bc = conv(B_t), Cc = conv(C_t);
+  const Tensor D = opt(opts.D), bias = opt(opts.dt_bias), dtm = opt(opts.dt_mult), dm = opt(opts.decay_mult),
+               bm = opt(opts.b_mult);
+  const int64_t b = x.size(0), h = x.size(1), p = x.size(2), g = Bc.size(1), n = Bc.size(2);
+  Tensor y = at::empty({b, h, p}, x.options());
+  if (b * h == 0) return y.to(x_t.scalar_type());
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(ct, "ssd_scan_cuda_update", [&] {
+    k::UpdateParams<scalar_t> q{};
+    q.b = b;
+    q.h = h;
+    q.p = p;
+    q.n = n;
+    q.g = g;
+    q.hg = h / g;
+    q.x = x.const_data_ptr<scalar_t>();
+    q.dt = dt.const_data_ptr<scalar_t>();
+    q.A = Ac.const_data_ptr<scalar_t>();
+    q.B = Bc.const_data_ptr<scalar_t>();
+    q.C = Cc.const_data_ptr<scalar_t>();
+    q.D = cptr<scalar_t>(D);
+    q.dt_bias = cptr<scalar_t>(bias);
+    q.dt_mult = cptr<scalar_t>(dtm);
+    q.decay_mult = cptr<scalar_t>(dm);
+    q.b_mult = cptr<scalar_t>(bm);
+    q.softplus = opts.dt_softplus;
+    q.clamp = opts.dt_min > 0.0 || std::isfinite(opts.dt_max);
+    q.dt_min = static_cast<scalar_t>(opts.dt_min);
+    q.dt_max = static_cast<scalar_t>(std::isfinite(opts.dt_max) ? opts.dt_max : 1e300);
+    q.state = state.mutable_data_ptr<scalar_t>();
+    q.y = y.mutable_data_ptr<scalar_t>();
+    const auto blocks = static_cast<unsigned>(b * h);
+    if (n <= 32)
+      k::ssd_update_kernel<scalar_t, 1><<<blocks, k::kThreads, 0, stream>>>(q);
+    else if (n <= 64)
+      k::ssd_update_kernel<scalar_t, 2><<<blocks, k::kThreads, 0, stream>>>(q);
+    else if (n <= 128)
+      k::ssd_update_kernel<scalar_t, 4><<<blocks, k::kThreads, 0, stream>>>(q);
+    else
+      k::ssd_update_kernel<scalar_t, 8><<<blocks, k::kThreads, 0, stream>>>(q);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return y.to(x_t.scalar_type());
 }
 
 }  // namespace ssmlab::ops::ssd_scan_cuda

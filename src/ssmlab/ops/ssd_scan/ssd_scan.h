@@ -80,7 +80,8 @@ bool ssd_scan_cuda_supports(const at::Tensor& x, const at::Tensor& dt, const at:
 // One decode step: x_t (B, H, P), dt_t (B, H), B_t, C_t (B, G, N) continue the recurrence held in `state`
 // (B, H, P, N), which is updated in place (it keeps its dtype; compute in fp32, fp64 for fp64 x_t). Returns
 // y_t (B, H, P) in x_t's dtype. Uses opts' D, dt_bias, dt_softplus, dt limits and interventions; an
-// initial_state or return_chunk_states there is an error. Plain ATen on any device; not differentiable.
+// initial_state or return_chunk_states there is an error. One fused kernel for CUDA inputs where the build
+// links it (state contiguous in the compute dtype, P <= 64, N <= 256), else plain ATen; not differentiable.
 // Looping it over t gives ssd_scan's y rows and, at the end, its final_state.
 at::Tensor ssd_scan_update(const at::Tensor& x_t, const at::Tensor& dt_t, const at::Tensor& A, const at::Tensor& B_t,
                            const at::Tensor& C_t, at::Tensor& state, const SsdScanOptions& opts = {});

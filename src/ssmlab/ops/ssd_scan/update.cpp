@@ -1,9 +1,13 @@
-// One decode step of the SSD recurrence (ssd_scan.h): the state is updated in place.
+// One decode step of the SSD recurrence (ssd_scan.h): the state is updated in place. Plain ATen, or the fused
+// CUDA kernel (cuda.cu) for CUDA inputs where the build links it.
 #include <ATen/ATen.h>
 
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/ssd_scan/ssd_scan.h"
+#ifdef SSMLAB_WITH_CUDA
+#include "ssmlab/ops/ssd_scan/cuda.h"
+#endif
 
 namespace ssmlab::ops {
 
@@ -27,6 +31,12 @@ at::Tensor ssd_scan_update(const at::Tensor& x_t, const at::Tensor& dt_t, const 
   // The full checks of ssd_scan on the one-step sequence (B, 1, ...).
   check_ssd_scan_inputs(x_t.unsqueeze(1), dt_t.unsqueeze(1), A, B_t.unsqueeze(1), C_t.unsqueeze(1), opts);
   const auto ct = state_dtype(x_t.scalar_type());
+#ifdef SSMLAB_WITH_CUDA
+  // The fused CUDA step where it takes the case (state contiguous in the compute dtype, P <= 64, N <= 256).
+  if (x_t.is_cuda() && state.scalar_type() == ct && state.is_contiguous() && p <= ssd_scan_cuda::kMaxP &&
+      n <= ssd_scan_cuda::kMaxN)
+    return ssd_scan_cuda::update(x_t, dt_t, A, B_t, C_t, state, opts);
+#endif
   const int64_t hg = h / g;
   at::NoGradGuard no_grad;
   const auto coef = ssd_detail::coefficients(dt_t, A, opts, ct);                        // (B, H)
