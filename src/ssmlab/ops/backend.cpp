@@ -47,7 +47,8 @@ const std::vector<OpInfo>& op_table() {
 #else
        {"cpu"}},
 #endif
-      {"ssd_scan_update", "one decode step of ssd_scan, state updated in place (plain ATen)", {}, /*has_ref=*/false},
+      {"ssd_scan_update", "one decode step of ssd_scan, state in place (one CUDA kernel where built, else ATen)",
+       {}, /*has_ref=*/false},
       {"wkv", "RWKV-4 WKV recurrence, running-max stabilised, state carry",
 #ifdef SSMLAB_WITH_CUDA
        {"cpu", "cuda"}},
