@@ -1,6 +1,6 @@
 // The CUDA causal_conv1d (ops/causal_conv1d/cuda.cu, kernel_conv.cuh, autograd_cuda.cpp) against the reference
 // run on CPU float64 copies of the same inputs: output, final state, d/dx, d/dweight, d/dbias,
-// d/dinitial_state; W in 1..4, L across the 16-row tiles (1 .. 2049), odd B and E (E = 37 takes the scalar
+// d/dinitial_state; W in 1..4, L across the 8-row tiles (1 .. 4097), odd B and E (E = 37 takes the scalar
 // path, E = 136 the vector path of every dtype), a row-strided x (a narrow of a wider tensor, as a Mamba layer
 // passes it), every bias / SiLU / initial-state combination, fp64 / fp32 / bf16 / fp16; one-sided cotangents;
 // the CUDA decode step (causal_conv1d_update) against the ATen one and looped against the whole-sequence
