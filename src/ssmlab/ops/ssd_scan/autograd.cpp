@@ -1,8 +1,8 @@
 // The fused SSD scan as an autograd Function over the per-step coefficients (a, w): forward and backward are
-// the kernels of cpu.cpp, or of cuda.cu for CUDA tensors (where the build links them); the chain from (a, w) to dt, A, dt_bias and the intervention
-// multipliers is ATen autograd through ssd_detail::coefficients. Inputs of any float dtype are computed in
-// state_dtype(x); y comes back in x's dtype, the final state in the compute dtype, each gradient in its
-// input's dtype.
+// the kernels of cpu.cpp, or of cuda.cu for CUDA tensors (where the build links them); the chain from (a, w)
+// to dt, A, dt_bias and the intervention multipliers is ATen autograd through ssd_detail::coefficients.
+// Inputs of any float dtype are computed in state_dtype(x); y comes back in x's dtype, the final state in the
+// compute dtype, each gradient in its input's dtype.
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 

@@ -38,10 +38,9 @@ struct SsdScanOut {
   at::Tensor chunk_states;
 };
 
-// Validates the inputs (errors print every shape) and runs the selected backend.
-// backend: "auto" (the fused kernel where ssd_scan_cpu_supports / ssd_scan_cuda_supports, else the chunked
-// ATen algorithm on any device) or "reference" (the time-stepped oracle). Where "auto" cannot take the fused kernel on CPU, the
-// log says so once.
+// Validates the inputs (errors print every shape) and runs the selected backend. backend: "auto" (the fused
+// kernel where ssd_scan_cpu_supports / ssd_scan_cuda_supports, else the chunked ATen algorithm on any device;
+// the log says so once) or "reference" (the time-stepped oracle).
 SsdScanOut ssd_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
                     const at::Tensor& C, const SsdScanOptions& opts = {}, const std::string& backend = "auto");
 
