@@ -102,6 +102,14 @@ TEST(SsdScanCpu, NoOptionsAndOneSidedCotangents) {
   compare(all, ssmlab::test::kFp64Forward, ssmlab::test::kFp64Grad, false, true, 4);
 }
 
+// Large heads save states every chunk_len(P, N) < 64 steps (16 here): L = 100 crosses 7 chunks.
+TEST(SsdScanCpu, LargeHeadsShorterSaveInterval) {
+  Poison poison;
+  ASSERT_EQ(ssmlab::ops::ssd_scan_cpu::chunk_len(64, 128), 16);
+  const SsdInputs in = ssmlab::test::make_ssd_inputs({1, 100, 2, 64, 128, 1}, at::kDouble, 46);
+  compare(in, ssmlab::test::kFp64Forward, ssmlab::test::kFp64Grad, true, true, 6);
+}
+
 TEST(SsdScanCpu, Float32AgainstFp64Reference) {
   Poison poison;
   const SsdInputs in = ssmlab::test::make_ssd_inputs({2, 777, 4, 16, 32, 2}, at::kFloat, 43);

@@ -1,6 +1,6 @@
 // Fused CPU SSD scan, forward and backward (cpu.h). One task per (batch, head) keeps its state S (P x N) in
-// a local buffer and walks the recurrence, vectorised over n; the forward saves S every kChunk steps, the
-// backward re-runs one chunk at a time from those into a (kChunk, P, N) buffer and walks the adjoint
+// a local buffer and walks the recurrence, vectorised over n; the forward saves S every K steps (chunk_len),
+// the backward re-runs one chunk at a time from those into a (K, P, N) buffer and walks the adjoint
 // G_t = dL/dS_t backwards:  G_t = gy_t ⊗ C_t + α_{t+1} G_{t+1}.
 // dB and dC are written per head and summed over a group's heads afterwards (no races between tasks).
 #include "ssmlab/ops/ssd_scan/cpu.h"
@@ -43,7 +43,7 @@ T* mptr(at::Tensor& t) {
 
 template <typename T>
 struct Ptrs {
-  int64_t b, l, h, p, n, g, hg, k;
+  int64_t b, l, h, p, n, g, hg, k, kc;  // k chunks of kc steps
   const T *x, *a, *w, *B, *C, *D, *S0;
   T *y, *fin, *starts;
   const T *dy, *dfin;
@@ -60,7 +60,8 @@ Ptrs<T> ptrs_of(const Inputs& in) {
   q.g = in.B.size(2);
   q.n = in.B.size(3);
   q.hg = q.h / q.g;
-  q.k = (q.l + kChunk - 1) / kChunk;
+  q.kc = chunk_len(q.p, q.n);
+  q.k = (q.l + q.kc - 1) / q.kc;
   q.x = in.x.const_data_ptr<T>();
   q.a = in.a.const_data_ptr<T>();
   q.w = in.w.const_data_ptr<T>();
@@ -111,7 +112,7 @@ void forward_tasks(const Ptrs<T>& q, int64_t lo, int64_t hi) {
       std::fill(S, S + PN, T(0));
     const T Dv = q.D ? q.D[h] : T(0);
     for (int64_t t = 0; t < L; ++t) {
-      if (t % kChunk == 0) std::copy(S, S + PN, q.starts + (bh * q.k + t / kChunk) * PN);
+      if (t % q.kc == 0) std::copy(S, S + PN, q.starts + (bh * q.k + t / q.kc) * PN);
       const int64_t i = (b * L + t) * H + h;
       const T* xt = q.x + i * P;
       const T* Bt = q.B + ((b * L + t) * G + g) * N;
@@ -130,7 +131,7 @@ void forward_any(const Ptrs<double>& q, int64_t lo, int64_t hi) { forward_f64(q,
 template <typename T>
 void backward_tasks(const Ptrs<T>& q, int64_t lo, int64_t hi) {
   const int64_t L = q.l, H = q.h, P = q.p, N = q.n, G = q.g, PN = P * N;
-  std::vector<T> Gbuf(PN), states(kChunk * PN);
+  std::vector<T> Gbuf(PN), states(q.kc * PN);
   T* Gm = Gbuf.data();
   for (int64_t bh = lo; bh < hi; ++bh) {
     const int64_t b = bh / H, h = bh % H, g = h / q.hg;
@@ -141,7 +142,7 @@ void backward_tasks(const Ptrs<T>& q, int64_t lo, int64_t hi) {
     const T Dv = q.D ? q.D[h] : T(0);
     T dD = 0;
     for (int64_t k = q.k - 1; k >= 0; --k) {
-      const int64_t t0 = k * kChunk, t1 = std::min(L, t0 + kChunk);
+      const int64_t t0 = k * q.kc, t1 = std::min(L, t0 + q.kc);
       const T* start = q.starts + (bh * q.k + k) * PN;
       // Re-run the chunk: states[t - t0] = S_t.
       std::copy(start, start + PN, states.data());
@@ -206,7 +207,7 @@ void set_poison_outputs(bool on) { g_poison.store(on); }
 
 Forward forward(const Inputs& in) {
   const int64_t b = in.x.size(0), l = in.x.size(1), h = in.x.size(2), p = in.x.size(3), n = in.B.size(3);
-  const int64_t k = (l + kChunk - 1) / kChunk;
+  const int64_t kc = chunk_len(p, n), k = (l + kc - 1) / kc;
   const auto o = in.x.options();
   Forward f;
   f.y = out_like({b, l, h, p}, o);

@@ -8,13 +8,19 @@
 //   x (B, L, H, P)   a, w (B, L, H)   B, C (B, L, G, N)   D (H)   S0 (B, H, P, N)
 // Optional tensors (D, S0; dy, dfinal) may be undefined = absent.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 #include <ATen/core/Tensor.h>
 
 namespace ssmlab::ops::ssd_scan_cpu {
 
-inline constexpr int64_t kChunk = 64;  // steps between saved states (the backward recomputes one chunk)
+// Steps between saved states (the backward recomputes one chunk into a (K, P, N) buffer): 64, fewer for
+// large heads so that buffer stays near 512 KiB of fp32 (L2-resident), never below 8.
+inline int64_t chunk_len(int64_t p, int64_t n) {
+  const int64_t k = (int64_t{1} << 17) / std::max<int64_t>(1, p * n);
+  return std::clamp<int64_t>(k, 8, 64);
+}
 
 struct Inputs {
   at::Tensor x, a, w, B, C, D, S0;
@@ -23,7 +29,7 @@ struct Inputs {
 struct Forward {
   at::Tensor y;            // (B, L, H, P)
   at::Tensor final_state;  // (B, H, P, N)
-  at::Tensor starts;       // (B, H, ceil(L / kChunk), P, N): the state before steps 0, kChunk, 2 kChunk, ...
+  at::Tensor starts;       // (B, H, ceil(L / K), P, N), K = chunk_len(P, N): the state before steps 0, K, 2K, ...
 };
 
 struct Grads {
