@@ -173,6 +173,43 @@ TEST(Mamba2, RriAndDtMultReachTheScan) {
   EXPECT_TRUE(all_close(s.at("ssm"), s0.at("ssm") * 1.125, ssmlab::test::kFp64Forward, "first-token state"));
 }
 
+// The A and B knobs of spec §1.3 as parameter edits of a plain model with the same weights:
+// a_mult c  <=>  A_log + log c;   a_offset c  <=>  A_log = log(exp(A_log) - c).
+TEST(Mamba2, AMultAndAOffsetAreParameterEdits) {
+  const at::Tensor x = at::randn({2, 21, 12}, at::kDouble);
+  for (int which = 0; which < 2; ++which) {
+    Mamba2Options o = small(2);
+    if (which == 0) o.interventions.a_mult = 0.7;
+    if (which == 1) o.interventions.a_offset = 0.4;
+    auto m = make(12, o, 13), edited = make(12, small(2), 13);
+    {
+      at::NoGradGuard ng;
+      if (which == 0) edited->A_log.add_(std::log(0.7));
+      if (which == 1) edited->A_log.copy_(at::log(at::exp(edited->A_log) - 0.4));  // A_init_min 1 > 0.4
+    }
+    const at::Tensor y = m->forward(x);
+    EXPECT_TRUE(all_close(y, edited->forward(x), ssmlab::test::kFp64Forward, which == 0 ? "a_mult" : "a_offset"));
+    EXPECT_GT((y - make(12, small(2), 13)->forward(x)).abs().max().item<double>(), 1e-6);
+  }
+}
+
+// B clip: after one token from a zero state S[p, n] = w x_p B_n, so clipping scales column n by
+// min(B_n, c) / B_n (B read from the plain model's trace).
+TEST(Mamba2, BClipByHand) {
+  Mamba2Options o = small(1);
+  o.interventions.b_clip = 0.05;
+  auto m = make(12, o, 14), plain = make(12, small(1), 14);
+  const at::Tensor x = at::randn({2, 1, 12}, at::kDouble);
+  ssmlab::Trace trace;
+  State s = state64(*m, 2), s0 = state64(*plain, 2);
+  m->forward_stateful(x, s);
+  plain->forward_stateful(x, s0, &trace);
+  const at::Tensor B = trace.get("B", 0).select(1, 0).select(1, 0);                  // (2, N), G = 1
+  ASSERT_GT((B > 0.05).sum().item<int64_t>(), 0) << "the clip must bind somewhere";
+  const at::Tensor ratio = at::where(B > 0.05, 0.05 / B, at::ones_like(B));            // (2, N)
+  EXPECT_TRUE(all_close(s.at("ssm"), s0.at("ssm") * ratio.view({2, 1, 1, -1}), ssmlab::test::kFp64Forward, "b_clip"));
+}
+
 // State normalisation (spec §3.6.2): after each segment, S <- S·min(1, τ/‖S‖_F) per (batch, head); the next
 // segment starts from the scaled state. Built by hand from a model without the intervention.
 TEST(Mamba2, StateNormalisationByHand) {

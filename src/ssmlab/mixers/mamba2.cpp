@@ -143,9 +143,13 @@ at::Tensor Mamba2Impl::run_piece(const at::Tensor& x, State& state, bool decode,
     conv_state = conv.final_state;
   }
   const at::Tensor xs = xc.narrow(-1, 0, E).reshape({b, l, H, P});                    // (B, L, H, P)
-  const at::Tensor Bm = xc.narrow(-1, E, G * N).reshape({b, l, G, N});                 // (B, L, G, N)
+  const auto& ivs = opts_.interventions;
+  at::Tensor Bm = xc.narrow(-1, E, G * N).reshape({b, l, G, N});                       // (B, L, G, N)
+  if (ivs.b_clip > 0.0) Bm = at::clamp_max(Bm, ivs.b_clip);
   const at::Tensor Cm = xc.narrow(-1, E + G * N, G * N).reshape({b, l, G, N});         // (B, L, G, N)
-  const at::Tensor A = -at::exp(A_log.to(state_dtype(x.scalar_type())));              // (H)
+  at::Tensor A = -at::exp(A_log.to(state_dtype(x.scalar_type())));                    // (H)
+  if (ivs.a_mult != 1.0) A = A * ivs.a_mult;
+  if (ivs.a_offset != 0.0) A = A + ivs.a_offset;
   ops::SsdScanOptions so = scan_options();
 
   // The scan starts from the windowed state S - exp(Σa since snap_old)·snap_old (spec §3.6.3): by linearity

@@ -18,6 +18,9 @@ struct Mamba2Interventions {
   double dt_mult = 1.0;     // Δ <- c·Δ (analysis code's dt_mult)
   double decay_mult = 1.0;  // α <- λ_α·α (RRI λ_α; the analysis code's da_mult)
   double b_mult = 1.0;      // B <- λ_B·B (RRI λ_B)
+  double a_mult = 1.0;      // A <- c·A, i.e. α <- α^c (analysis code's a_mult)
+  double a_offset = 0.0;    // A <- A + c (passkey code's A_offset; A must stay < 0)
+  double b_clip = 0.0;      // B <- min(B, c) when > 0 (passkey code's B_clip); 0 = off
   // State normalisation (§3.6.2): after every `segment` tokens, S <- S·min(1, τ/‖S‖_F) per (batch, head).
   // 0 = off. Per-head thresholds (a calibration pass) go in Mamba2Impl::state_norm_tau instead.
   double state_norm_tau = 0.0;
@@ -36,6 +39,9 @@ struct Mamba2Interventions {
     v("dt_mult", dt_mult, "multiplier on dt' (after softplus and limits)", Check::positive());
     v("decay_mult", decay_mult, "RRI: multiplier on the decay alpha (lambda_alpha)", Check::positive());
     v("b_mult", b_mult, "RRI: multiplier on B (lambda_B)");
+    v("a_mult", a_mult, "multiplier on A (alpha <- alpha^c)", Check::positive());
+    v("a_offset", a_offset, "offset added to A (A = -exp(A_log) + c must stay < 0)");
+    v("b_clip", b_clip, "clip B from above at this value; 0 = off", Check::at_least(0));
     v("state_norm_tau", state_norm_tau, "state normalisation threshold per head; 0 = off", Check::at_least(0));
     v("window", window, "state-difference sliding window in tokens (a multiple of segment); 0 = off",
       Check::at_least(0));
