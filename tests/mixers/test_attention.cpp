@@ -111,3 +111,34 @@ TEST(Attention, DropoutOnlyInTraining) {
 }
 
 }  // namespace
+
+namespace {
+
+// The float32 path (SDPA may pick its fused CPU kernel) against the float64 one, forward and gradients.
+TEST(Attention, Float32ForwardAndGradientsMatchFloat64) {
+  for (bool rope : {false, true}) {
+    AttentionOptions o;
+    o.n_heads = 2;
+    o.rope = rope;
+    at::Generator g1 = at::make_generator<at::CPUGeneratorImpl>(5), g2 = at::make_generator<at::CPUGeneratorImpl>(5);
+    auto m32 = std::make_shared<AttentionImpl>(o, 16, g1);
+    auto m64 = std::make_shared<AttentionImpl>(o, 16, g2);
+    m64->to(at::kDouble);
+    at::manual_seed(6);
+    const at::Tensor x = at::randn({3, 37, 16});
+    const at::Tensor x32 = x.clone().requires_grad_(true), x64 = x.to(at::kDouble).requires_grad_(true);
+    const at::Tensor gy = at::randn({3, 37, 16});
+    const at::Tensor y32 = m32->forward(x32), y64 = m64->forward(x64);
+    (y32 * gy).sum().backward();
+    (y64 * gy.to(at::kDouble)).sum().backward();
+    EXPECT_TRUE(ssmlab::test::all_close(y32, y64, ssmlab::test::kFp32Forward, "y"));
+    EXPECT_TRUE(ssmlab::test::all_close(x32.grad(), x64.grad(), ssmlab::test::kFp32Grad, "dx"));
+    auto p32 = m32->named_parameters(), p64 = m64->named_parameters();
+    for (size_t i = 0; i < p32.size(); ++i)
+      EXPECT_TRUE(ssmlab::test::all_close(p32[i].value().grad(), p64[i].value().grad(), ssmlab::test::kFp32Grad,
+                                          p32[i].key()))
+          << "rope " << rope;
+  }
+}
+
+}  // namespace
