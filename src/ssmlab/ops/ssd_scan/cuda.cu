@@ -117,7 +117,7 @@ ssd_scan_cpu::Grads backward(const ssd_scan_cpu::Inputs& in, const Tensor& start
   if (in.S0.defined()) gr.dS0 = dfinal.defined() ? dfinal.clone() : at::zeros({b, h, p, n}, o);
   if (l > 0 && b * h > 0) {
     const Tensor dyc = dy.defined() ? dy.contiguous() : dy, dfc = dfinal.defined() ? dfinal.contiguous() : dfinal;
-    Tensor scratch = at::empty({b * h, std::min<int64_t>(k::kChunk, l), p, n}, o);
+    Tensor scratch = at::empty({b * h, k::kChunk, p, n}, o);  // the kernel's per-block stride is kChunk·P·N
     const auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "ssd_scan_cuda_backward", [&] {
       auto q = params_of<scalar_t>(in);
