@@ -5,35 +5,15 @@ device-to-device copy measured in the same run, and the ratio to the reference o
 
     python3 bench/gpu_causal_conv1d.py [build/src/libssmlab_ops.so]
 """
-import sys
+import functools
 
 import torch
 
-torch.ops.load_library(sys.argv[1] if len(sys.argv) > 1 else "build/src/libssmlab_ops.so")
-ops = torch.ops.ssmlab
+from gpulib import copy_gbs, load_ops
+from gpulib import median_ms as _median_ms
 
-
-def median_ms(fn, reps=50, warmup=10):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    times.sort()
-    return times[len(times) // 2]
-
-
-def copy_tbs():
-    src = torch.empty(1 << 28, dtype=torch.uint8, device="cuda")  # 256 MiB
-    dst = torch.empty_like(src)
-    ms = median_ms(lambda: dst.copy_(src))
-    return 2 * src.numel() / ms / 1e9
+ops = load_ops()
+median_ms = functools.partial(_median_ms, reps=50, warmup=10)
 
 
 def case(b, l, e, w, dtype, copy, ref=True):
@@ -60,7 +40,7 @@ def case(b, l, e, w, dtype, copy, ref=True):
 
 
 print(torch.cuda.get_device_name())
-copy = copy_tbs()
+copy = copy_gbs() / 1e3  # TB/s
 print(f"device-to-device copy: {copy:.2f} TB/s (targets: conv fwd >= 2.2 TB/s, bwd >= 1.8 TB/s)")
 for shape in [(8, 2048, 1536, 4), (2, 8192, 1536, 4), (256, 256, 256, 4), (64, 256, 1536, 4), (8, 2048, 1536, 2)]:
     for dtype in (torch.float32, torch.bfloat16):

@@ -5,28 +5,15 @@ includes launch gaps) and as a CUDA graph (GPU time only). Target: a layer's dec
 
     python3 bench/gpu_decode.py [build/src/libssmlab_ops.so]
 """
-import sys
-
 import torch
 
-torch.ops.load_library(sys.argv[1] if len(sys.argv) > 1 else "build/src/libssmlab_ops.so")
-ops = torch.ops.ssmlab
+from gpulib import load_ops, median_ms
+
+ops = load_ops()
 
 
 def median_us(fn, reps=200, warmup=20):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) * 1e3)
-    times.sort()
-    return times[len(times) // 2]
+    return median_ms(fn, reps=reps, warmup=warmup) * 1e3
 
 
 def graph_us(fn, reps=200, inner=20):

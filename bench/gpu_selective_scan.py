@@ -5,36 +5,11 @@ transformers' pure-PyTorch Mamba scan (mamba_selective_scan's torch path) where 
 
     python3 bench/gpu_selective_scan.py [build/src/libssmlab_ops.so]
 """
-import sys
-
 import torch
 
-torch.ops.load_library(sys.argv[1] if len(sys.argv) > 1 else "build/src/libssmlab_ops.so")
-ops = torch.ops.ssmlab
+from gpulib import copy_gbs, load_ops, median_ms
 
-
-def median_ms(fn, reps=30, warmup=5):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    times.sort()
-    return times[len(times) // 2]
-
-
-def copy_bandwidth_gbs():
-    """Device-to-device copy of 1 GiB, bytes read + written per second: the byte roofline of this run."""
-    x = torch.empty(1 << 28, device="cuda", dtype=torch.float32)
-    y = torch.empty_like(x)
-    ms = median_ms(lambda: y.copy_(x), reps=10)
-    return 2 * x.numel() * 4 / ms / 1e6
+ops = load_ops()
 
 
 def hf_scan_ms(u, dt, A, B, C, D, z, bias):
@@ -86,7 +61,7 @@ def case(b, l, e, n, dtype, with_z, roof_gbs, ref=True, hf=False):
 
 
 print(torch.cuda.get_device_name())
-roof = copy_bandwidth_gbs()
+roof = copy_gbs()
 print(f"device-to-device copy: {roof:.0f} GB/s (read + write)")
 for shape in [(8, 2048, 1536, 16), (8, 2048, 1536, 64), (2, 8192, 1536, 16), (256, 256, 256, 16)]:
     for dtype in (torch.float32, torch.bfloat16):

@@ -1,7 +1,7 @@
 """GPU table for the Mamba-2 SSD scan (issue 4) at the issue's shapes: wall time per call (host clock around
 the call, launches included, synchronised), GPU time (CUDA events), TFLOP/s of the chunked algorithm's
 matmul work, GB/s from the minimal bytes, forward and forward+backward, the reference op on small shapes, and
-the ratio to HF transformers' pure-PyTorch Mamba-2 path (Mamba2Mixer.torch_forward) where installed.
+the ratio to HF transformers' pure-PyTorch Mamba-2 scan (mamba2_chunk_scan's torch path) where installed.
 One decode step of the scan (ssd_scan_update) at (B=8, H=24, P=64, N=128).
 
     python3 bench/gpu_ssd_scan.py [build/src/libssmlab_ops.so]
@@ -45,23 +45,20 @@ def wall_ms(fn, reps=30, warmup=5):
     return times[len(times) // 2]
 
 
-def hf_ms(b, l, h, p, n, dtype):
-    """HF transformers' Mamba2Mixer.torch_forward (pure PyTorch, chunked SSD), the whole mixer, forward."""
+def hf_ms(x, dt, A, B, C, D, bias):
+    """HF transformers' pure-PyTorch Mamba-2 scan (transformers.models.mamba2.modeling_mamba2.mamba2_chunk_scan,
+    the torch path under its kernel-hub decorator: chunked SSD in ATen ops), same inputs, forward, wall time."""
     try:
-        from transformers import Mamba2Config
-        from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+        from transformers.models.mamba2 import modeling_mamba2 as hm
     except Exception as exc:
         return None, f"transformers not importable ({type(exc).__name__})"
+    fn = getattr(hm.mamba2_chunk_scan, "__wrapped__", hm.mamba2_chunk_scan)
     try:
-        d = h * p // 2
-        cfg = Mamba2Config(hidden_size=d, num_heads=h, head_dim=p, state_size=n, expand=2, n_groups=1,
-                           chunk_size=256)
-        mixer = Mamba2Mixer(cfg, layer_idx=0).to("cuda", dtype)
-        x = torch.randn(b, l, d, device="cuda", dtype=dtype)
+        args = [t.detach() for t in (x, dt, A, B, C)]
         with torch.no_grad():
-            return wall_ms(lambda: mixer.torch_forward(x), reps=3, warmup=1), ""
+            return wall_ms(lambda: fn(*args, 256, D=D, dt_bias=bias, dt_softplus=True), reps=3, warmup=1), ""
     except Exception as exc:  # API drift across transformers versions, or out of memory
-        return None, f"HF torch_forward failed ({type(exc).__name__}: {str(exc)[:80]})"
+        return None, f"HF mamba2_chunk_scan failed ({type(exc).__name__}: {str(exc)[:80]})"
 
 
 def flops(b, l, h, p, n, q):
@@ -99,8 +96,8 @@ def case(b, l, h, p, n, dtype, ref):
         with torch.no_grad():
             ref_ms = wall_ms(lambda: ops.ssd_scan_ref(*args), reps=3, warmup=1)
         line += f" | reference fwd {ref_ms:8.2f} ms (x{ref_ms / fwd_wall:6.1f})"
-    hf, why = hf_ms(b, l, h, p, n, dtype)
-    line += f" | HF torch_forward (whole mixer) {hf:8.2f} ms (x{hf / fwd_wall:6.1f})" if hf else f" | HF: {why}"
+    hf, why = hf_ms(x, dt, A, B, C, D, bias)
+    line += f" | HF torch scan {hf:8.2f} ms (x{hf / fwd_wall:6.1f})" if hf else f" | HF: {why}"
     print(line, flush=True)
 
 

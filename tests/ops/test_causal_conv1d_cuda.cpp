@@ -22,6 +22,7 @@
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
+#include "cuda_test_util.h"
 #include "tolerances.h"
 
 namespace {
@@ -29,32 +30,13 @@ namespace {
 using ssmlab::test::all_close;
 using OptT = std::optional<at::Tensor>;
 
-#define SKIP_WITHOUT_CUDA()                                                  \
-  do {                                                                       \
-    if (!ssmlab::cuda_available()) GTEST_SKIP() << "no CUDA device";         \
-  } while (0)
-
 const at::Device kCuda(at::kCUDA, 0);
 
 OptT opt(const at::Tensor& t) { return t.defined() ? OptT(t) : std::nullopt; }
 
-void poison_allocator() {
-  std::vector<at::Tensor> blocks;
-  for (int64_t n : {int64_t{1} << 8, int64_t{1} << 12, int64_t{1} << 16, int64_t{1} << 20, int64_t{1} << 23})
-    for (int rep = 0; rep < 3; ++rep)
-      blocks.push_back(at::full({n}, std::numeric_limits<float>::quiet_NaN(),
-                                at::TensorOptions().dtype(at::kFloat).device(kCuda)));
-  blocks.clear();  // back to the cache, NaN-filled
-}
+using ssmlab::test::poison_allocator;
 
-::testing::AssertionResult all_finite(const at::Tensor& t, const std::string& what) {
-  if (!t.defined()) return ::testing::AssertionFailure() << what << ": undefined";
-  const at::Tensor c = t.detach().to(at::kCPU, at::kDouble);
-  const int64_t bad = c.numel() - at::isfinite(c).sum().item<int64_t>();
-  if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << what << ": " << bad << " of " << c.numel() << " elements of " << t.sizes()
-                                       << " not finite (unwritten output: NaN poison)";
-}
+using ssmlab::test::all_finite;
 
 struct Case {
   int64_t b, l, e, w;

@@ -19,6 +19,7 @@
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
+#include "cuda_test_util.h"
 #include "tolerances.h"
 
 namespace {
@@ -28,22 +29,9 @@ using ssmlab::test::ScanInputs;
 using ssmlab::test::ScanShape;
 using ssmlab::test::opt;
 
-#define SKIP_WITHOUT_CUDA()                                                                           \
-  do {                                                                                                \
-    if (!ssmlab::cuda_available()) GTEST_SKIP() << "no CUDA device";                                  \
-  } while (0)
-
 const at::Device kCuda(at::kCUDA, 0);
 
-// Fills freed blocks of the caching allocator with NaN (sizes spanning the small and large pools).
-void poison_allocator() {
-  std::vector<at::Tensor> blocks;
-  for (int64_t n : {int64_t{1} << 8, int64_t{1} << 12, int64_t{1} << 16, int64_t{1} << 20, int64_t{1} << 23})
-    for (int rep = 0; rep < 3; ++rep)
-      blocks.push_back(at::full({n}, std::numeric_limits<float>::quiet_NaN(),
-                                at::TensorOptions().dtype(at::kFloat).device(kCuda)));
-  blocks.clear();  // back to the cache, NaN-filled
-}
+using ssmlab::test::poison_allocator;
 
 ScanInputs to_cuda_leaves(const ScanInputs& in) {
   ScanInputs l = in;
@@ -75,17 +63,7 @@ std::string describe(const ScanShape& s, const ScanFlags& f, at::ScalarType dtyp
                      f.bias, " softplus", f.softplus, " h0", f.h0, " ", c10::toString(dtype));
 }
 
-::testing::AssertionResult all_finite(const at::Tensor& t, const std::string& what) {
-  if (!t.defined()) return ::testing::AssertionFailure() << what << ": undefined";
-  const at::Tensor c = t.detach().to(at::kCPU, at::kDouble);
-  const int64_t bad = c.numel() - at::isfinite(c).sum().item<int64_t>();
-  if (bad == 0) return ::testing::AssertionSuccess();
-  const int64_t first = at::logical_not(at::isfinite(c)).flatten().nonzero()[0].item<int64_t>();
-  return ::testing::AssertionFailure() << what << ": " << bad << " of " << c.numel() << " elements of "
-                                       << t.sizes() << " not finite (first at flat index " << first << ": "
-                                       << c.flatten()[first].item<double>()
-                                       << "); unwritten output (NaN poison) or overflow";
-}
+using ssmlab::test::all_finite;
 
 enum class Oracle { reference, fused_cpu };
 

@@ -19,6 +19,7 @@
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/selective_state_update/selective_state_update.h"
+#include "cuda_test_util.h"
 #include "tolerances.h"
 
 namespace {
@@ -28,21 +29,9 @@ using ssmlab::test::ScanFlags;
 using ssmlab::test::ScanInputs;
 using ssmlab::test::ScanShape;
 
-#define SKIP_WITHOUT_CUDA()                                                  \
-  do {                                                                       \
-    if (!ssmlab::cuda_available()) GTEST_SKIP() << "no CUDA device";         \
-  } while (0)
-
 const at::Device kCuda(at::kCUDA, 0);
 
-void poison_allocator() {
-  std::vector<at::Tensor> blocks;
-  for (int64_t n : {int64_t{1} << 8, int64_t{1} << 12, int64_t{1} << 16})
-    for (int rep = 0; rep < 3; ++rep)
-      blocks.push_back(at::full({n}, std::numeric_limits<float>::quiet_NaN(),
-                                at::TensorOptions().dtype(at::kFloat).device(kCuda)));
-  blocks.clear();
-}
+using ssmlab::test::poison_allocator;
 
 const ssmlab::test::StepFn kCudaStep = [](at::Tensor& s, const at::Tensor& x, const at::Tensor& dt,
                                           const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
