@@ -3,13 +3,15 @@
 // (fused kernels where a mixer's op has one). Per-shape options follow the papers where they differ from the
 // defaults (H3: d_state 128 / head_dim 2 / l_max 256 on MQAR, d_state 64 / l_max 1025 on the attack shape;
 // attention: 1 head on MQAR, 4 on the attack shape). items_per_second = tokens/s (forward + backward).
-// Run: build/bench/bench_mixers [--benchmark_filter=h3] [--threads N via ATen: OMP_NUM_THREADS].
+// Run: build/bench/bench_mixers [--benchmark_filter=h3] [--threads N via ATen: OMP_NUM_THREADS];
+// SSMLAB_BENCH_DEVICE=cuda for the GPU.
 #include <benchmark/benchmark.h>
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "ssmlab/mixers/registry.h"
@@ -35,14 +37,20 @@ ssmlab::mixers::MixerOptions options_for(const Shape& s) {
 void run_mixer(benchmark::State& state, const std::string& name, const Shape& s) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
   auto m = ssmlab::mixers::make_mixer(name, options_for(s), {s.d_model, 1, 3, "auto"}, gen);
+  // SSMLAB_BENCH_DEVICE=cuda runs the same rows on the GPU (scripts/gpu-check.sh does).
+  const char* dev_env = std::getenv("SSMLAB_BENCH_DEVICE");
+  const c10::Device dev(dev_env != nullptr ? std::string(dev_env) : std::string("cpu"));
+  m->to(dev);
   at::manual_seed(2);
-  const at::Tensor x = at::randn({1, s.len, s.d_model}).requires_grad_(true);
+  const at::Tensor x = at::randn({1, s.len, s.d_model}).to(dev).requires_grad_(true);
   for (auto _ : state) {
     m->zero_grad();
     const at::Tensor y = m->forward(x);
     y.sum().backward();
-    benchmark::DoNotOptimize(x.grad().data_ptr());
+    // .item() waits for the device, so wall time covers the GPU work.
+    benchmark::DoNotOptimize(x.grad().sum().item<float>());
   }
+  state.SetLabel(dev.str());
   state.SetItemsProcessed(state.iterations() * s.len);
   state.counters["state_size"] = static_cast<double>(m->state_size());
 }

@@ -29,7 +29,9 @@ if [ "${1:-}" = "--quick" ]; then
   status=0
   "$BUILD/tests/ssmlab_tests" --gtest_filter="${FILTER:-*Cuda*}" --gtest_brief=1 || status=1
   for s in bench/gpu_*.py; do python3 "$s" "$BUILD/src/libssmlab_ops.so" || status=1; done
-  exit $status
+  # Every mixer's forward + backward tokens/s on the GPU (issue 5).
+SSMLAB_BENCH_DEVICE=cuda "$BUILD/bench/bench_mixers" --benchmark_min_time=0.2 || status=1
+exit $status
 fi
 cmake --build "$BUILD" -j 16
 status=0
@@ -40,4 +42,6 @@ if [ "${GPU_CHECK_CPU_BENCH:-0}" = 1 ]; then
 fi
 python3 python/example.py "$BUILD/src/libssmlab_ops.so" cuda || status=1
 for s in bench/gpu_*.py; do python3 "$s" "$BUILD/src/libssmlab_ops.so" || status=1; done
+# Every mixer's forward + backward tokens/s on the GPU (issue 5).
+SSMLAB_BENCH_DEVICE=cuda "$BUILD/bench/bench_mixers" --benchmark_min_time=0.2 || status=1
 exit $status
