@@ -9,6 +9,7 @@
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/ssd_scan/ssd_scan.h"
+#include "cuda_test_util.h"
 #include "tolerances.h"
 
 namespace {
@@ -17,11 +18,6 @@ using ssmlab::ops::SsdScanOut;
 using ssmlab::test::all_close;
 using ssmlab::test::SsdInputs;
 using ssmlab::test::SsdShape;
-
-#define SKIP_WITHOUT_CUDA()                                          \
-  do {                                                               \
-    if (!ssmlab::cuda_available()) GTEST_SKIP() << "no CUDA device"; \
-  } while (0)
 
 SsdInputs to_device(const SsdInputs& in, at::Device dev) {
   SsdInputs out = in;

@@ -13,26 +13,16 @@
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/wkv/wkv.h"
+#include "cuda_test_util.h"
 #include "tolerances.h"
 
 namespace {
 
 using ssmlab::test::all_close;
 
-#define SKIP_WITHOUT_CUDA()                                          \
-  do {                                                               \
-    if (!ssmlab::cuda_available()) GTEST_SKIP() << "no CUDA device"; \
-  } while (0)
-
 const at::Device kCuda(at::kCUDA, 0);
 
-void poison_allocator() {
-  std::vector<at::Tensor> blocks;
-  for (int64_t n : {int64_t{1} << 8, int64_t{1} << 12, int64_t{1} << 16, int64_t{1} << 20, int64_t{1} << 23})
-    for (int rep = 0; rep < 3; ++rep)
-      blocks.push_back(at::full({n}, std::numeric_limits<float>::quiet_NaN(),
-                                at::TensorOptions().dtype(at::kFloat).device(kCuda)));
-}
+using ssmlab::test::poison_allocator;
 
 struct Result {
   at::Tensor y, ab, dw, du, dk, dv, dh0;
