@@ -6,29 +6,14 @@ One decode step of the scan (ssd_scan_update) at (B=8, H=24, P=64, N=128).
 
     python3 bench/gpu_ssd_scan.py [build/src/libssmlab_ops.so]
 """
-import sys
 import time
 
 import torch
 
-torch.ops.load_library(sys.argv[1] if len(sys.argv) > 1 else "build/src/libssmlab_ops.so")
-ops = torch.ops.ssmlab
+from gpulib import load_ops
+from gpulib import median_ms as gpu_ms
 
-
-def gpu_ms(fn, reps=30, warmup=5):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    times.sort()
-    return times[len(times) // 2]
+ops = load_ops()
 
 
 def wall_ms(fn, reps=30, warmup=5):

@@ -47,6 +47,32 @@ SSMLAB_CPU_INLINE float exp_vec(float x) {
 // float64 keeps the libm exp (fp64 is the tests' and analyses' precision, not the training one).
 SSMLAB_CPU_INLINE double exp_vec(double x) { return std::exp(x); }
 
+// sum_n a[n] * b[n] with 32 bytes of independent lanes (vectorises without reassociation flags), the lanes
+// summed as a tree (log2 of the lane count dependent adds), then the tail.
+template <typename T>
+SSMLAB_CPU_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t N) {
+  constexpr int W = 32 / sizeof(T);
+  T lane[W] = {};
+  int64_t n = 0;
+  for (; n + W <= N; n += W)
+    for (int j = 0; j < W; ++j) lane[j] += a[n + j] * b[n + j];
+  for (int w = W / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
+  T s = lane[0];
+  for (; n < N; ++n) s += a[n] * b[n];
+  return s;
+}
+
+// Data pointer of an optional (possibly undefined) tensor, or null.
+template <typename T>
+const T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+template <typename T>
+T* mut_or_null(at::Tensor& t) {
+  return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
+}
+
 template <typename T>
 SSMLAB_CPU_INLINE T sigmoid(T z) {
   return T(1) / (T(1) + exp_vec(-z));

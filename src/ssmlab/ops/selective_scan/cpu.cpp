@@ -25,33 +25,11 @@
 namespace ssmlab::ops::selective_scan_cpu {
 namespace {
 
+using cpu::dot;
 using cpu::exp_vec;
+using cpu::mut_or_null;
+using cpu::ptr_or_null;
 using cpu::parallel_tasks;
-
-// sum_n a[n] * b[n] with W independent lanes (vectorises without reassociation flags).
-template <typename T>
-SSMLAB_CPU_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t N) {
-  constexpr int W = 32 / sizeof(T);
-  T lane[W] = {};
-  int64_t n = 0;
-  for (; n + W <= N; n += W)
-    for (int j = 0; j < W; ++j) lane[j] += a[n + j] * b[n + j];
-  for (int w = W / 2; w >= 1; w /= 2)  // tree: log2(W) dependent adds instead of W
-    for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
-  T s = lane[0];
-  for (; n < N; ++n) s += a[n] * b[n];
-  return s;
-}
-
-
-template <typename T>
-const T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
-template <typename T>
-T* mut_or_null(at::Tensor& t) {
-  return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
-}
 
 // Plain pointers and sizes: what the row kernels see.
 template <typename T>

@@ -98,7 +98,7 @@ void* mptr(Tensor& t) { return t.defined() ? t.mutable_data_ptr() : nullptr; }
 
 // SSMLAB_SCAN_FWD=legacy selects the warp-per-channel kernels (kernel_scan.cuh) for comparisons; the
 // default is the tiled forward and backward of kernel_scan_fast.cuh wherever they apply.
-bool legacy_forward_requested() {
+bool plain_kernels_requested() {
   static const bool legacy = [] {
     const char* v = std::getenv("SSMLAB_SCAN_FWD");
     return v != nullptr && std::string(v) == "legacy";
@@ -106,16 +106,35 @@ bool legacy_forward_requested() {
   return legacy;
 }
 
-template <typename in_t, int S, int NS, int T>
-bool try_fast_forward(const k::Params& p) {
-  constexpr int EB = k::fast::kThreads / S;
-  // One group of B / C rows per block; the grid's y dimension holds the batch.
+// Whether the tiled kernels may take these inputs at all: not forced off, and in-tile offsets fit 32 bits.
+bool tiled_kernels_apply(const k::Params& p) {
+  return !plain_kernels_requested() && 64 * std::max(p.x_sl, p.bc_sl) < std::numeric_limits<int32_t>::max();
+}
+
+// Lanes per channel at N <= 16: 4, or 8 / 16 where few (b, e) pairs would leave SMs idle (long sequences at
+// small batch). Blocks of 128 threads at 4 lanes per channel: pairs / 32.
+int lanes_at_small_n(const k::Params& p) {
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t blocks4 = (p.batch * p.dim + 31) / 32;
+  return blocks4 < sms ? 16 : (blocks4 < 2 * sms ? 8 : 4);
+}
+
+// The tiled kernels' grid for EB channels per block: (blocks along E, batch); false where it does not apply
+// (a block would straddle two groups of B / C, or a grid dimension overflows).
+bool tiled_grid(const k::Params& p, int EB, dim3& grid) {
   if (p.ngroups > 1 && p.dim_per_group % EB != 0) return false;
   if (p.batch > 65535) return false;
   const int64_t blocks = (p.dim + EB - 1) / EB;
   if (blocks > std::numeric_limits<int32_t>::max()) return false;
+  grid = dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch));
+  return true;
+}
+
+template <typename in_t, int S, int NS, int T>
+bool try_fast_forward(const k::Params& p) {
+  dim3 grid;
+  if (!tiled_grid(p, k::fast::kThreads / S, grid)) return false;
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch));
   k::fast::scan_fwd_fast<in_t, S, NS, T><<<grid, k::fast::kThreads, 0, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return true;
@@ -123,16 +142,11 @@ bool try_fast_forward(const k::Params& p) {
 
 template <typename in_t>
 bool fast_forward(const k::Params& p) {
-  if (legacy_forward_requested()) return false;
-  // In-tile offsets are 32-bit.
-  if (64 * std::max(p.x_sl, p.bc_sl) >= std::numeric_limits<int32_t>::max()) return false;
+  if (!tiled_kernels_apply(p)) return false;
   if (p.dstate <= 16) {
-    // Few (b, e) pairs for the SMs (long sequences at small batch): more lanes per channel.
-    // Blocks of 128 threads at 4 lanes per channel: pairs / 32.
-    const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-    const int64_t blocks4 = (p.batch * p.dim + 31) / 32;
-    if (blocks4 < sms) return try_fast_forward<in_t, 16, 1, 32>(p);
-    if (blocks4 < 2 * sms) return try_fast_forward<in_t, 8, 2, 32>(p);
+    const int lanes = lanes_at_small_n(p);
+    if (lanes == 16) return try_fast_forward<in_t, 16, 1, 32>(p);
+    if (lanes == 8) return try_fast_forward<in_t, 8, 2, 32>(p);
     return try_fast_forward<in_t, 4, 4, 32>(p);
   }
   if (p.dstate <= 32) return try_fast_forward<in_t, 4, 8, 32>(p);
@@ -150,16 +164,13 @@ struct Partials {
 template <typename in_t, int S, int NS, int T>
 bool try_fast_backward(k::Params& p, const at::TensorOptions& opts, Partials& out) {
   using Cfg = k::fast::BwdConfig<S, NS, T>;
-  if (p.ngroups > 1 && p.dim_per_group % Cfg::EB != 0) return false;
-  if (p.batch > 65535) return false;
-  const int64_t blocks = (p.dim + Cfg::EB - 1) / Cfg::EB;
-  if (blocks > std::numeric_limits<int32_t>::max()) return false;
-  out.dB = at::empty({blocks, p.batch, p.len, p.dstate}, opts);
-  out.dC = at::empty({blocks, p.batch, p.len, p.dstate}, opts);
+  dim3 grid;
+  if (!tiled_grid(p, Cfg::EB, grid)) return false;
+  out.dB = at::empty({static_cast<int64_t>(grid.x), p.batch, p.len, p.dstate}, opts);
+  out.dC = at::empty({static_cast<int64_t>(grid.x), p.batch, p.len, p.dstate}, opts);
   auto kernel = k::fast::scan_bwd_fast<in_t, S, NS, T>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kDynamicBytes));
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(p.batch));
   kernel<<<grid, k::fast::kThreads, Cfg::kDynamicBytes, stream>>>(p, out.dB.mutable_data_ptr<float>(),
                                                                    out.dC.mutable_data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -168,13 +179,11 @@ bool try_fast_backward(k::Params& p, const at::TensorOptions& opts, Partials& ou
 
 template <typename in_t>
 bool fast_backward(k::Params& p, const at::TensorOptions& opts, Partials& out) {
-  if (legacy_forward_requested()) return false;
-  if (64 * std::max(p.x_sl, p.bc_sl) >= std::numeric_limits<int32_t>::max()) return false;
+  if (!tiled_kernels_apply(p)) return false;
   if (p.dstate <= 16) {
-    const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-    const int64_t blocks4 = (p.batch * p.dim + 31) / 32;
-    if (blocks4 < sms) return try_fast_backward<in_t, 16, 1, 16>(p, opts, out);
-    if (blocks4 < 2 * sms) return try_fast_backward<in_t, 8, 2, 16>(p, opts, out);
+    const int lanes = lanes_at_small_n(p);
+    if (lanes == 16) return try_fast_backward<in_t, 16, 1, 16>(p, opts, out);
+    if (lanes == 8) return try_fast_backward<in_t, 8, 2, 16>(p, opts, out);
     return try_fast_backward<in_t, 4, 4, 16>(p, opts, out);
   }
   if (p.dstate <= 32) return try_fast_backward<in_t, 4, 8, 8>(p, opts, out);

@@ -22,6 +22,7 @@
 namespace ssmlab::ops {
 namespace {
 
+using cpu::dot;
 using cpu::exp_vec;
 using cpu::parallel_tasks;
 
@@ -32,21 +33,6 @@ struct Ptrs {
   T* h;                            // (B, E, N) contiguous, updated in place
   T* y;                            // (B, E): C . h + D x, before the gate
 };
-
-// As selective_scan/cpu.cpp's dot: 32-byte lanes, then a tree, then the tail.
-template <typename T>
-SSMLAB_CPU_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t N) {
-  constexpr int W = 32 / sizeof(T);
-  T lane[W] = {};
-  int64_t n = 0;
-  for (; n + W <= N; n += W)
-    for (int j = 0; j < W; ++j) lane[j] += a[n + j] * b[n + j];
-  for (int w = W / 2; w >= 1; w /= 2)
-    for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
-  T s = lane[0];
-  for (; n < N; ++n) s += a[n] * b[n];
-  return s;
-}
 
 template <typename T>
 SSMLAB_CPU_INLINE void rows(const Ptrs<T>& p, int64_t lo, int64_t hi) {

@@ -24,21 +24,14 @@ namespace ssmlab::ops::ssd_scan_cpu {
 namespace {
 
 using cpu::exp_vec;
+using cpu::mut_or_null;
+using cpu::ptr_or_null;
 using cpu::parallel_tasks;
 
 std::atomic<bool> g_poison{false};
 
 at::Tensor out_like(at::IntArrayRef sizes, const at::TensorOptions& o) {
   return g_poison.load() ? at::full(sizes, std::numeric_limits<double>::quiet_NaN(), o) : at::empty(sizes, o);
-}
-
-template <typename T>
-const T* cptr(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
-template <typename T>
-T* mptr(at::Tensor& t) {
-  return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
 }
 
 template <typename T>
@@ -67,8 +60,8 @@ Ptrs<T> ptrs_of(const Inputs& in) {
   q.w = in.w.const_data_ptr<T>();
   q.B = in.B.const_data_ptr<T>();
   q.C = in.C.const_data_ptr<T>();
-  q.D = cptr<T>(in.D);
-  q.S0 = cptr<T>(in.S0);
+  q.D = ptr_or_null<T>(in.D);
+  q.S0 = ptr_or_null<T>(in.S0);
   return q;
 }
 
@@ -238,15 +231,15 @@ Grads backward(const Inputs& in, const at::Tensor& starts, const at::Tensor& dy,
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "ssd_scan_cpu_backward", [&] {
     Ptrs<scalar_t> q = ptrs_of<scalar_t>(in);
     q.starts = const_cast<scalar_t*>(starts.const_data_ptr<scalar_t>());
-    q.dy = cptr<scalar_t>(dyc);
-    q.dfin = cptr<scalar_t>(dfc);
+    q.dy = ptr_or_null<scalar_t>(dyc);
+    q.dfin = ptr_or_null<scalar_t>(dfc);
     q.dx = gr.dx.mutable_data_ptr<scalar_t>();
     q.da = gr.da.mutable_data_ptr<scalar_t>();
     q.dw = gr.dw.mutable_data_ptr<scalar_t>();
     q.dBh = dBh.mutable_data_ptr<scalar_t>();
     q.dCh = dCh.mutable_data_ptr<scalar_t>();
-    q.dDbh = mptr<scalar_t>(dDbh);
-    q.dS0 = mptr<scalar_t>(gr.dS0);
+    q.dDbh = mut_or_null<scalar_t>(dDbh);
+    q.dS0 = mut_or_null<scalar_t>(gr.dS0);
     parallel_tasks(b * h, 1, [&](int64_t lo, int64_t hi) { backward_any(q, lo, hi); });
   });
   gr.dB = dBh.view({b, l, g, h / g, n}).sum(3);  // (B, L, G, N)

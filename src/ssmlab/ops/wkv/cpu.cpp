@@ -21,6 +21,7 @@ namespace ssmlab::ops::wkv_cpu {
 namespace {
 
 using cpu::exp_vec;
+using cpu::ptr_or_null;
 using cpu::parallel_tasks;
 
 constexpr int64_t kBlock = 64;  // channels per task
@@ -151,11 +152,6 @@ void run_forward(const Ptrs<float>& p, int64_t lo, int64_t hi) { forward_f32(p, 
 void run_forward(const Ptrs<double>& p, int64_t lo, int64_t hi) { forward_f64(p, lo, hi); }
 void run_backward(const Ptrs<float>& p, int64_t lo, int64_t hi) { backward_f32(p, lo, hi); }
 void run_backward(const Ptrs<double>& p, int64_t lo, int64_t hi) { backward_f64(p, lo, hi); }
-
-template <typename T>
-const T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
 
 template <typename T>
 Ptrs<T> inputs_of(const at::Tensor& w, const at::Tensor& u, const at::Tensor& k, const at::Tensor& v,
