@@ -2,10 +2,13 @@
 the call, launches included, synchronised), GPU time (CUDA events), TFLOP/s of the chunked algorithm's
 matmul work, GB/s from the minimal bytes, forward and forward+backward, the reference op on small shapes, and
 the ratio to HF transformers' pure-PyTorch Mamba-2 scan (mamba2_chunk_scan's torch path) where installed.
-One decode step of the scan (ssd_scan_update) at (B=8, H=24, P=64, N=128).
+One decode step of the scan (ssd_scan_update) at (B=8, H=24, P=64, N=128). Each line names the CUDA kernel
+family (SSMLAB_SSD_CUDA): "chunked" (tensor cores, the default) or "sequential" (time-stepped), measured side
+by side in one run.
 
     python3 bench/gpu_ssd_scan.py [build/src/libssmlab_ops.so]
 """
+import os
 import time
 
 import torch
@@ -51,14 +54,15 @@ def flops(b, l, h, p, n, q):
     return 2 * b * l * q * n + 2 * b * h * l * q * p + 2 * b * h * l * p * n * 2
 
 
-def case(b, l, h, p, n, dtype, ref):
+def case(b, l, h, p, n, dtype, ref, alg="chunked", hf=True):
+    os.environ["SSMLAB_SSD_CUDA"] = alg
     dev = "cuda"
     x = torch.randn(b, l, h, p, device=dev, dtype=dtype)
     dt = (torch.randn(b, l, h, device=dev) * 0.5 - 2.0).to(dtype)
     A = -(torch.rand(h, device=dev) * 15 + 1)
     B, C = ((torch.randn(b, l, 1, n, device=dev) / n ** 0.5).to(dtype) for _ in range(2))
     D, bias = torch.ones(h, device=dev), torch.randn(h, device=dev) * 0.3
-    q = 256
+    q = 64  # the CUDA kernels' chunk; the op's chunk_size argument only steers the ATen chunked path
     args = (x, dt, A, B, C, D, bias, True, 0.0, None, None, q)
     fwd_gpu = gpu_ms(lambda: ops.ssd_scan(*args))
     fwd_wall = wall_ms(lambda: ops.ssd_scan(*args))
@@ -74,16 +78,18 @@ def case(b, l, h, p, n, dtype, ref):
     es = torch.tensor([], dtype=dtype).element_size()
     nbytes = es * (2 * b * l * h * p + 2 * b * l * n + b * l * h)
     tflops = flops(b, l, h, p, n, q) / fwd_gpu / 1e9
-    line = (f"B={b:3d} L={l:5d} H={h:2d} P={p} N={n} {str(dtype)[6:]:8s} fwd wall {fwd_wall:7.3f} ms gpu "
+    line = (f"{alg:10s} B={b:3d} L={l:5d} H={h:2d} P={p} N={n} {str(dtype)[6:]:8s} fwd wall {fwd_wall:7.3f} ms gpu "
             f"{fwd_gpu:7.3f} ms {tflops:6.2f} TFLOP/s {nbytes / fwd_gpu / 1e6:7.1f} GB/s | fwd+bwd wall {fb_wall:7.3f} "
             f"ms gpu {fb_gpu:7.3f} ms")
     if ref:
         with torch.no_grad():
             ref_ms = wall_ms(lambda: ops.ssd_scan_ref(*args), reps=3, warmup=1)
         line += f" | reference fwd {ref_ms:8.2f} ms (x{ref_ms / fwd_wall:6.1f})"
-    hf, why = hf_ms(x, dt, A, B, C, D, bias)
-    line += f" | HF torch scan {hf:8.2f} ms (x{hf / fwd_wall:6.1f})" if hf else f" | HF: {why}"
+    if hf:
+        hf, why = hf_ms(x, dt, A, B, C, D, bias)
+        line += f" | HF torch scan {hf:8.2f} ms (x{hf / fwd_wall:6.1f})" if hf else f" | HF: {why}"
     print(line, flush=True)
+    os.environ.pop("SSMLAB_SSD_CUDA")
 
 
 def decode(b, h, p, n):
@@ -103,5 +109,7 @@ print(torch.cuda.get_device_name())
 for shape in [(8, 2048, 24, 64, 128), (2, 8192, 24, 64, 128), (256, 256, 8, 64, 128)]:
     for dtype in (torch.float32, torch.bfloat16):
         case(*shape, dtype, ref=False)
+        if shape[0] == 8:
+            case(*shape, dtype, ref=False, alg="sequential", hf=False)
 case(1, 512, 8, 64, 128, torch.float32, ref=True)
 decode(8, 24, 64, 128)

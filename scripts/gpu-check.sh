@@ -28,10 +28,9 @@ if [ "${1:-}" = "--quick" ]; then
   cmake --build "$BUILD" -j 16 --target ssmlab_ops ssmlab_tests
   status=0
   "$BUILD/tests/ssmlab_tests" --gtest_filter="${FILTER:-*Cuda*}" --gtest_brief=1 || status=1
-  for s in bench/gpu_*.py; do python3 "$s" "$BUILD/src/libssmlab_ops.so" || status=1; done
-  # Every mixer's forward + backward tokens/s on the GPU (issue 5).
-SSMLAB_BENCH_DEVICE=cuda "$BUILD/bench/bench_mixers" --benchmark_min_time=0.2 || status=1
-exit $status
+  # BENCH: which GPU tables (default all), e.g. BENCH=bench/gpu_ssd_scan.py.
+  for s in ${BENCH:-bench/gpu_*.py}; do python3 "$s" "$BUILD/src/libssmlab_ops.so" || status=1; done
+  exit $status
 fi
 cmake --build "$BUILD" -j 16
 status=0

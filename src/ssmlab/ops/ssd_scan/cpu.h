@@ -24,6 +24,9 @@ inline int64_t chunk_len(int64_t p, int64_t n) {
 
 struct Inputs {
   at::Tensor x, a, w, B, C, D, S0;
+  // dtype of the caller's x before the conversion to the compute dtype: the CUDA chunked kernels multiply in
+  // bf16 on the tensor cores for bf16 inputs, in split tf32 (about fp32 accuracy) otherwise.
+  at::ScalarType source = at::kFloat;
 };
 
 struct Forward {
