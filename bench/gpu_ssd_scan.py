@@ -85,6 +85,13 @@ def case(b, l, h, p, n, dtype, ref, alg="chunked", hf=True):
         with torch.no_grad():
             ref_ms = wall_ms(lambda: ops.ssd_scan_ref(*args), reps=3, warmup=1)
         line += f" | reference fwd {ref_ms:8.2f} ms (x{ref_ms / fwd_wall:6.1f})"
+    if os.environ.get("SSD_PROFILE") and b == 8:  # per-kernel GPU time of 3 forward+backward calls
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                fb()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12), flush=True)
     if hf:
         hf, why = hf_ms(x, dt, A, B, C, D, bias)
         line += f" | HF torch scan {hf:8.2f} ms (x{hf / fwd_wall:6.1f})" if hf else f" | HF: {why}"

@@ -2,8 +2,6 @@
 // between the chunked tensor-core kernels (kernel_ssd_chunked.cuh) and the
 // time-stepped ones (kernel_ssd.cuh), dtype / N-bucket dispatch, launches on
 // the current stream.
-#include "ssmlab/ops/ssd_scan/cuda.h"
-
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -15,6 +13,7 @@
 #include <string>
 
 #include "ssmlab/core/device.h"
+#include "ssmlab/ops/ssd_scan/cuda.h"
 #include "ssmlab/ops/ssd_scan/kernel_ssd.cuh"
 #include "ssmlab/ops/ssd_scan/kernel_ssd_chunked.cuh"
 
@@ -25,20 +24,20 @@ namespace k = ssmlab::ops::ssd_scan_cuda_kernels;
 namespace ck = ssmlab::ops::ssd_chunked_kernels;
 using at::Tensor;
 
-static_assert(kMaxP == k::kMaxP && kMaxN == k::kMaxN,
-              "cuda.h and kernel_ssd.cuh disagree on the limits");
-static_assert(
-    ck::kQ == k::kChunk,
-    "both kernel families save the state every 64 steps (shared layout)");
+static_assert(kMaxP == k::kMaxP && kMaxN == k::kMaxN, "cuda.h and kernel_ssd.cuh disagree on the limits");
+static_assert(ck::kQ == k::kChunk, "both kernel families save the state every 64 steps (shared layout)");
 
-template <typename T> const T *cptr(const Tensor &t) {
+template <typename T>
+const T* cptr(const Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
-template <typename T> T *mptr(Tensor &t) {
+template <typename T>
+T* mptr(Tensor& t) {
   return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
 }
 
-template <typename T> k::Params<T> params_of(const ssd_scan_cpu::Inputs &in) {
+template <typename T>
+k::Params<T> params_of(const ssd_scan_cpu::Inputs& in) {
   k::Params<T> q{};
   q.b = in.x.size(0);
   q.l = in.x.size(1);
@@ -59,7 +58,7 @@ template <typename T> k::Params<T> params_of(const ssd_scan_cpu::Inputs &in) {
 }
 
 template <typename T, int NPL>
-void launch(const k::Params<T> &q, bool backward, cudaStream_t stream) {
+void launch(const k::Params<T>& q, bool backward, cudaStream_t stream) {
   const auto blocks = static_cast<unsigned>(q.b * q.h);
   if (backward)
     k::ssd_backward_kernel<T, NPL><<<blocks, k::kThreads, 0, stream>>>(q);
@@ -70,7 +69,7 @@ void launch(const k::Params<T> &q, bool backward, cudaStream_t stream) {
 
 // NPL (state columns per lane) = ceil(N / 32) rounded up to 1, 2, 4 or 8.
 template <typename T>
-void launch_by_n(const k::Params<T> &q, bool backward, cudaStream_t stream) {
+void launch_by_n(const k::Params<T>& q, bool backward, cudaStream_t stream) {
   if (q.n <= 32)
     launch<T, 1>(q, backward, stream);
   else if (q.n <= 64)
@@ -85,38 +84,29 @@ void launch_by_n(const k::Params<T> &q, bool backward, cudaStream_t stream) {
 // chunked ones where they apply (read on every call, so tests and benchmarks
 // can switch).
 std::string algorithm_requested() {
-  const char *v = std::getenv("SSMLAB_SSD_CUDA");
+  const char* v = std::getenv("SSMLAB_SSD_CUDA");
   return v ? std::string(v) : std::string();
 }
 
-bool use_bf16(const ssd_scan_cpu::Inputs &in) {
-  return in.source == at::kBFloat16;
-}
+bool use_bf16(const ssd_scan_cpu::Inputs& in) { return in.source == at::kBFloat16; }
 
-template <typename Op> size_t grad_smem_bytes(int64_t p, int64_t n) {
-  return ck::GradLayout<Op>(static_cast<int>((p + 15) / 16 * 16),
-                            static_cast<int>((n + 15) / 16 * 16))
-      .bytes;
+template <typename Op>
+size_t grad_smem_bytes(int64_t p, int64_t n) {
+  return ck::GradLayout<Op>(static_cast<int>((p + 15) / 16 * 16), static_cast<int>((n + 15) / 16 * 16)).bytes;
 }
 
 // The chunked kernels take fp32 compute with P <= 64, N <= 128, B·H within a
 // grid's y extent, and shared memory for the backward's tiles; otherwise (fp64,
 // larger heads) the time-stepped kernels run.
-bool chunked_applies(const ssd_scan_cpu::Inputs &in) {
-  if (algorithm_requested() == "sequential")
-    return false;
-  if (in.x.scalar_type() != at::kFloat)
-    return false;
+bool chunked_applies(const ssd_scan_cpu::Inputs& in) {
+  if (algorithm_requested() == "sequential") return false;
+  if (in.x.scalar_type() != at::kFloat) return false;
   const int64_t p = in.x.size(3), n = in.B.size(3);
-  if (p > ck::kMaxP || n > ck::kMaxN || in.x.size(0) * in.x.size(2) > 65535)
-    return false;
-  const size_t bytes = use_bf16(in) ? grad_smem_bytes<__nv_bfloat16>(p, n)
-                                    : grad_smem_bytes<float>(p, n);
-  return bytes <=
-         at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
+  if (p > ck::kMaxP || n > ck::kMaxN || in.x.size(0) * in.x.size(2) > 65535) return false;
+  return grad_smem_bytes<float>(p, n) <= at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
 }
 
-ck::Params chunked_params(const ssd_scan_cpu::Inputs &in) {
+ck::Params chunked_params(const ssd_scan_cpu::Inputs& in) {
   ck::Params q{};
   q.b = in.x.size(0);
   q.l = in.x.size(1);
@@ -139,62 +129,50 @@ ck::Params chunked_params(const ssd_scan_cpu::Inputs &in) {
 }
 
 template <typename Kernel>
-void launch_smem(Kernel kernel, dim3 grid, size_t bytes, const ck::Params &q,
-                 cudaStream_t stream) {
-  C10_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(bytes)));
+void launch_smem(Kernel kernel, dim3 grid, size_t bytes, const ck::Params& q, cudaStream_t stream) {
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   kernel<<<grid, ck::kThreads, bytes, stream>>>(q);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename Op>
-void chunked_forward(const ck::Params &q, cudaStream_t stream) {
-  const dim3 chunks(static_cast<unsigned>(q.nk),
-                    static_cast<unsigned>(q.b * q.h));
-  const dim3 elems(
-      static_cast<unsigned>((q.p * q.n + ck::kThreads - 1) / ck::kThreads),
-      static_cast<unsigned>(q.b * q.h));
-  launch_smem(ck::chunk_outer_kernel<Op, false>, chunks,
-              ck::OuterLayout<Op>(q.pp, q.np).bytes, q, stream);
+void chunked_forward(const ck::Params& q, cudaStream_t stream) {
+  const dim3 chunks(static_cast<unsigned>(q.nk), static_cast<unsigned>(q.b * q.h));
+  const dim3 elems(static_cast<unsigned>((q.p * q.n + ck::kThreads - 1) / ck::kThreads),
+                   static_cast<unsigned>(q.b * q.h));
+  launch_smem(ck::chunk_outer_kernel<Op, false>, chunks, ck::OuterLayout<Op>(q.pp, q.np).bytes, q, stream);
   ck::state_pass_kernel<<<elems, ck::kThreads, 0, stream>>>(q);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  launch_smem(ck::chunk_scan_kernel<Op>, chunks,
-              ck::ScanLayout<Op>(q.pp, q.np).bytes, q, stream);
+  launch_smem(ck::chunk_scan_kernel<Op>, chunks, ck::ScanLayout<Op>(q.pp, q.np).bytes, q, stream);
 }
 
-template <typename Op>
-void chunked_backward(const ck::Params &q, cudaStream_t stream) {
-  const dim3 chunks(static_cast<unsigned>(q.nk),
-                    static_cast<unsigned>(q.b * q.h));
-  const dim3 elems(
-      static_cast<unsigned>((q.p * q.n + ck::kThreads - 1) / ck::kThreads),
-      static_cast<unsigned>(q.b * q.h));
-  launch_smem(ck::chunk_outer_kernel<Op, true>, chunks,
-              ck::OuterLayout<Op>(q.pp, q.np).bytes, q, stream);
+// Always in split tf32: the log-decay gradient (da, hence dA, dt, dt_bias) sums large terms of opposite sign, and
+// bf16 operands there leave errors of several percent after the sums over B·L.
+void chunked_backward(const ck::Params& q, cudaStream_t stream) {
+  const dim3 chunks(static_cast<unsigned>(q.nk), static_cast<unsigned>(q.b * q.h));
+  const dim3 elems(static_cast<unsigned>((q.p * q.n + ck::kThreads - 1) / ck::kThreads),
+                   static_cast<unsigned>(q.b * q.h));
+  using Op = float;
+  launch_smem(ck::chunk_outer_kernel<Op, true>, chunks, ck::OuterLayout<Op>(q.pp, q.np).bytes, q, stream);
   ck::state_pass_back_kernel<<<elems, ck::kThreads, 0, stream>>>(q);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  launch_smem(ck::chunk_grad_kernel<Op>, chunks,
-              ck::GradLayout<Op>(q.pp, q.np).bytes, q, stream);
+  launch_smem(ck::chunk_grad_kernel<Op>, chunks, ck::GradLayout<Op>(q.pp, q.np).bytes, q, stream);
 }
 
-} // namespace
+}  // namespace
 
-ssd_scan_cpu::Forward forward(const ssd_scan_cpu::Inputs &in) {
-  TORCH_CHECK(
-      in.x.is_cuda() && in.x.size(3) <= kMaxP && in.B.size(3) <= kMaxN,
-      "ssd_scan_cuda::forward: needs CUDA tensors with P <= 64 and N <= 256");
+ssd_scan_cpu::Forward forward(const ssd_scan_cpu::Inputs& in) {
+  TORCH_CHECK(in.x.is_cuda() && in.x.size(3) <= kMaxP && in.B.size(3) <= kMaxN,
+              "ssd_scan_cuda::forward: needs CUDA tensors with P <= 64 and N <= 256");
   const c10::cuda::CUDAGuard guard(in.x.device());
-  const int64_t b = in.x.size(0), l = in.x.size(1), h = in.x.size(2),
-                p = in.x.size(3), n = in.B.size(3);
+  const int64_t b = in.x.size(0), l = in.x.size(1), h = in.x.size(2), p = in.x.size(3), n = in.B.size(3);
   const int64_t nk = (l + k::kChunk - 1) / k::kChunk;
   const auto o = in.x.options();
   ssd_scan_cpu::Forward f;
   f.y = at::empty({b, l, h, p}, o);
   f.starts = at::empty({b, h, nk, p, n}, o);
   if (l == 0 || b * h == 0) {
-    f.final_state =
-        in.S0.defined() ? in.S0.clone() : at::zeros({b, h, p, n}, o);
+    f.final_state = in.S0.defined() ? in.S0.clone() : at::zeros({b, h, p, n}, o);
     return f;
   }
   f.final_state = at::empty({b, h, p, n}, o);
@@ -222,31 +200,27 @@ ssd_scan_cpu::Forward forward(const ssd_scan_cpu::Inputs &in) {
   return f;
 }
 
-ssd_scan_cpu::Grads backward(const ssd_scan_cpu::Inputs &in,
-                             const Tensor &starts, const Tensor &dy,
-                             const Tensor &dfinal) {
+ssd_scan_cpu::Grads backward(const ssd_scan_cpu::Inputs& in, const Tensor& starts, const Tensor& dy,
+                             const Tensor& dfinal) {
   const c10::cuda::CUDAGuard guard(in.x.device());
-  const int64_t b = in.x.size(0), l = in.x.size(1), h = in.x.size(2),
-                p = in.x.size(3), g = in.B.size(2), n = in.B.size(3);
+  const int64_t b = in.x.size(0), l = in.x.size(1), h = in.x.size(2), p = in.x.size(3), g = in.B.size(2),
+                n = in.B.size(3);
   const auto o = in.x.options();
   ssd_scan_cpu::Grads gr;
   Tensor dBh, dCh, dDbh;
   if (l > 0 && b * h > 0 && chunked_applies(in)) {
     const int64_t nk = (l + ck::kQ - 1) / ck::kQ;
-    const Tensor dyc = dy.defined() ? dy.contiguous() : dy,
-                 dfc = dfinal.defined() ? dfinal.contiguous() : dfinal;
-    Tensor dstates = at::empty({b, h, nk, p, n}, o),
-           cdecay = at::empty({b, h, nk}, o);
+    const Tensor dyc = dy.defined() ? dy.contiguous() : dy, dfc = dfinal.defined() ? dfinal.contiguous() : dfinal;
+    Tensor dstates = at::empty({b, h, nk, p, n}, o), cdecay = at::empty({b, h, nk}, o);
     Tensor dDp = in.D.defined() ? at::empty({b, h, nk}, o) : Tensor();
     gr.dx = at::empty({b, l, h, p}, o);
     gr.da = at::empty({b, l, h}, o);
     gr.dw = at::empty({b, l, h}, o);
     dBh = at::empty({b, l, h, n}, o);
     dCh = at::empty({b, l, h, n}, o);
-    if (in.S0.defined())
-      gr.dS0 = at::empty({b, h, p, n}, o);
+    if (in.S0.defined()) gr.dS0 = at::empty({b, h, p, n}, o);
     auto q = chunked_params(in);
-    q.states = const_cast<float *>(starts.const_data_ptr<float>());
+    q.states = const_cast<float*>(starts.const_data_ptr<float>());
     q.cdecay = cdecay.mutable_data_ptr<float>();
     q.dy = cptr<float>(dyc);
     q.dfin = cptr<float>(dfc);
@@ -259,12 +233,8 @@ ssd_scan_cpu::Grads backward(const ssd_scan_cpu::Inputs &in,
     q.dDp = mptr<float>(dDp);
     q.dS0 = mptr<float>(gr.dS0);
     const auto stream = c10::cuda::getCurrentCUDAStream();
-    if (use_bf16(in))
-      chunked_backward<__nv_bfloat16>(q, stream);
-    else
-      chunked_backward<float>(q, stream);
-    if (dDp.defined())
-      dDbh = dDp.sum(2);
+    chunked_backward(q, stream);
+    if (dDp.defined()) dDbh = dDp.sum(2);
   } else {
     gr.dx = at::zeros({b, l, h, p}, o);
     gr.da = at::zeros({b, l, h}, o);
@@ -272,64 +242,50 @@ ssd_scan_cpu::Grads backward(const ssd_scan_cpu::Inputs &in,
     dBh = at::zeros({b, l, h, n}, o);
     dCh = at::zeros({b, l, h, n}, o);
     dDbh = in.D.defined() ? at::zeros({b, h}, o) : Tensor();
-    if (in.S0.defined())
-      gr.dS0 = dfinal.defined() ? dfinal.clone() : at::zeros({b, h, p, n}, o);
+    if (in.S0.defined()) gr.dS0 = dfinal.defined() ? dfinal.clone() : at::zeros({b, h, p, n}, o);
     if (l > 0 && b * h > 0) {
-      const Tensor dyc = dy.defined() ? dy.contiguous() : dy,
-                   dfc = dfinal.defined() ? dfinal.contiguous() : dfinal;
-      Tensor scratch =
-          at::empty({b * h, k::kChunk, p, n},
-                    o); // the kernel's per-block stride is kChunk·P·N
+      const Tensor dyc = dy.defined() ? dy.contiguous() : dy, dfc = dfinal.defined() ? dfinal.contiguous() : dfinal;
+      Tensor scratch = at::empty({b * h, k::kChunk, p, n},
+                                 o);  // the kernel's per-block stride is kChunk·P·N
       const auto stream = c10::cuda::getCurrentCUDAStream();
-      AT_DISPATCH_FLOATING_TYPES(
-          in.x.scalar_type(), "ssd_scan_cuda_backward", [&] {
-            auto q = params_of<scalar_t>(in);
-            q.starts =
-                const_cast<scalar_t *>(starts.const_data_ptr<scalar_t>());
-            q.dy = cptr<scalar_t>(dyc);
-            q.dfin = cptr<scalar_t>(dfc);
-            q.dx = gr.dx.mutable_data_ptr<scalar_t>();
-            q.da = gr.da.mutable_data_ptr<scalar_t>();
-            q.dw = gr.dw.mutable_data_ptr<scalar_t>();
-            q.dBh = dBh.mutable_data_ptr<scalar_t>();
-            q.dCh = dCh.mutable_data_ptr<scalar_t>();
-            q.dDbh = mptr<scalar_t>(dDbh);
-            q.dS0 = mptr<scalar_t>(gr.dS0);
-            q.scratch = scratch.mutable_data_ptr<scalar_t>();
-            launch_by_n(q, /*backward=*/true, stream);
-          });
+      AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "ssd_scan_cuda_backward", [&] {
+        auto q = params_of<scalar_t>(in);
+        q.starts = const_cast<scalar_t*>(starts.const_data_ptr<scalar_t>());
+        q.dy = cptr<scalar_t>(dyc);
+        q.dfin = cptr<scalar_t>(dfc);
+        q.dx = gr.dx.mutable_data_ptr<scalar_t>();
+        q.da = gr.da.mutable_data_ptr<scalar_t>();
+        q.dw = gr.dw.mutable_data_ptr<scalar_t>();
+        q.dBh = dBh.mutable_data_ptr<scalar_t>();
+        q.dCh = dCh.mutable_data_ptr<scalar_t>();
+        q.dDbh = mptr<scalar_t>(dDbh);
+        q.dS0 = mptr<scalar_t>(gr.dS0);
+        q.scratch = scratch.mutable_data_ptr<scalar_t>();
+        launch_by_n(q, /*backward=*/true, stream);
+      });
     }
   }
-  gr.dB = dBh.view({b, l, g, h / g, n}).sum(3); // (B, L, G, N)
+  gr.dB = dBh.view({b, l, g, h / g, n}).sum(3);  // (B, L, G, N)
   gr.dC = dCh.view({b, l, g, h / g, n}).sum(3);
-  if (dDbh.defined())
-    gr.dD = dDbh.sum(0);
+  if (dDbh.defined()) gr.dD = dDbh.sum(0);
   return gr;
 }
 
-at::Tensor update(const Tensor &x_t, const Tensor &dt_t, const Tensor &A,
-                  const Tensor &B_t, const Tensor &C_t, Tensor &state,
-                  const SsdScanOptions &opts) {
+at::Tensor update(const Tensor& x_t, const Tensor& dt_t, const Tensor& A, const Tensor& B_t, const Tensor& C_t,
+                  Tensor& state, const SsdScanOptions& opts) {
   const c10::cuda::CUDAGuard guard(x_t.device());
   const auto ct = state_dtype(x_t.scalar_type());
-  TORCH_CHECK(state.scalar_type() == ct && state.is_contiguous() &&
-                  x_t.size(2) <= kMaxP && B_t.size(2) <= kMaxN,
+  TORCH_CHECK(state.scalar_type() == ct && state.is_contiguous() && x_t.size(2) <= kMaxP && B_t.size(2) <= kMaxN,
               "ssd_scan_cuda::update: needs a contiguous state in the compute "
               "dtype, P <= 64, N <= 256");
-  auto conv = [&](const Tensor &t) { return t.to(ct).contiguous(); };
-  auto opt = [&](const std::optional<Tensor> &t) {
-    return t ? conv(*t) : Tensor();
-  };
-  const Tensor x = conv(x_t), dt = conv(dt_t), Ac = conv(A), Bc = conv(B_t),
-               Cc = conv(C_t);
-  const Tensor D = opt(opts.D), bias = opt(opts.dt_bias),
-               dtm = opt(opts.dt_mult), dm = opt(opts.decay_mult),
+  auto conv = [&](const Tensor& t) { return t.to(ct).contiguous(); };
+  auto opt = [&](const std::optional<Tensor>& t) { return t ? conv(*t) : Tensor(); };
+  const Tensor x = conv(x_t), dt = conv(dt_t), Ac = conv(A), Bc = conv(B_t), Cc = conv(C_t);
+  const Tensor D = opt(opts.D), bias = opt(opts.dt_bias), dtm = opt(opts.dt_mult), dm = opt(opts.decay_mult),
                bm = opt(opts.b_mult);
-  const int64_t b = x.size(0), h = x.size(1), p = x.size(2), g = Bc.size(1),
-                n = Bc.size(2);
+  const int64_t b = x.size(0), h = x.size(1), p = x.size(2), g = Bc.size(1), n = Bc.size(2);
   Tensor y = at::empty({b, h, p}, x.options());
-  if (b * h == 0)
-    return y.to(x_t.scalar_type());
+  if (b * h == 0) return y.to(x_t.scalar_type());
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(ct, "ssd_scan_cuda_update", [&] {
     k::UpdateParams<scalar_t> q{};
@@ -352,8 +308,7 @@ at::Tensor update(const Tensor &x_t, const Tensor &dt_t, const Tensor &A,
     q.softplus = opts.dt_softplus;
     q.clamp = opts.dt_min > 0.0 || std::isfinite(opts.dt_max);
     q.dt_min = static_cast<scalar_t>(opts.dt_min);
-    q.dt_max =
-        static_cast<scalar_t>(std::isfinite(opts.dt_max) ? opts.dt_max : 1e300);
+    q.dt_max = static_cast<scalar_t>(std::isfinite(opts.dt_max) ? opts.dt_max : 1e300);
     q.state = state.mutable_data_ptr<scalar_t>();
     q.y = y.mutable_data_ptr<scalar_t>();
     const auto blocks = static_cast<unsigned>(b * h);
@@ -370,4 +325,4 @@ at::Tensor update(const Tensor &x_t, const Tensor &dt_t, const Tensor &A,
   return y.to(x_t.scalar_type());
 }
 
-} // namespace ssmlab::ops::ssd_scan_cuda
+}  // namespace ssmlab::ops::ssd_scan_cuda

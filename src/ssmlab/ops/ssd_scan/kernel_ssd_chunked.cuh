@@ -26,18 +26,18 @@
 // are the state before each 64-step chunk, the layout the time-stepped kernels
 // of kernel_ssd.cuh use, so either backward consumes either forward's states.
 #pragma once
+#include <cuda_bf16.h>
+#include <mma.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
-
-#include <cuda_bf16.h>
-#include <mma.h>
 
 namespace ssmlab::ops::ssd_chunked_kernels {
 
 using namespace nvcuda;
 
-inline constexpr int kQ = 64; // chunk length (= kernel_ssd.cuh's kChunk)
+inline constexpr int kQ = 64;  // chunk length (= kernel_ssd.cuh's kChunk)
 inline constexpr int kWarps = 8;
 inline constexpr int kThreads = kWarps * 32;
 inline constexpr int kMaxP = 64;
@@ -45,36 +45,36 @@ inline constexpr int kMaxN = 128;
 
 struct Params {
   int64_t b, l, h, p, n, g, hg, nk;
-  int pp, np;                              // P, N rounded up to 16
-  const float *x, *a, *w, *B, *C, *D, *S0; // D, S0 may be null
+  int pp, np;                               // P, N rounded up to 16
+  const float *x, *a, *w, *B, *C, *D, *S0;  // D, S0 may be null
   float *y, *states, *cdecay,
-      *fin;               // states (B, H, nk, P, N), cdecay (B, H, nk)
-  const float *dy, *dfin; // may be null (zero cotangent)
-  float *dstates;         // (B, H, nk, P, N): Ψ, then G
+      *fin;                // states (B, H, nk, P, N), cdecay (B, H, nk)
+  const float *dy, *dfin;  // may be null (zero cotangent)
+  float* dstates;          // (B, H, nk, P, N): Ψ, then G
   float *dx, *da, *dw, *dBh, *dCh, *dDp,
-      *dS0; // dBh, dCh (B, L, H, N); dDp (B, H, nk) or null; dS0 or null
+      *dS0;  // dBh, dCh (B, L, H, N); dDp (B, H, nk) or null; dS0 or null
 };
 
-template <typename Op> struct OpTraits;
-template <> struct OpTraits<__nv_bfloat16> {
-  static constexpr int kPad =
-      8; // row padding (elements): keeps 32-byte tile alignment, staggers banks
+template <typename Op>
+struct OpTraits;
+template <>
+struct OpTraits<__nv_bfloat16> {
+  static constexpr int kPad = 8;  // row padding (elements): keeps 32-byte tile alignment, staggers banks
   static constexpr int kK = 16;
 };
-template <> struct OpTraits<float> {
+template <>
+struct OpTraits<float> {
   static constexpr int kPad = 4;
   static constexpr int kK = 8;
 };
 
-__host__ __device__ constexpr size_t align128(size_t v) {
-  return (v + 127) & ~size_t(127);
-}
+__host__ __device__ constexpr size_t align128(size_t v) { return (v + 127) & ~size_t(127); }
 
 // Shared-memory layouts (byte offsets), computed identically on host (launch
 // size) and device.
 template <typename Op>
-struct OuterLayout { // chunk_outer_kernel: s | A rows (kQ x pp) | B rows (kQ x
-                     // np) | fp32 stage (pp x np)
+struct OuterLayout {  // chunk_outer_kernel: s | A rows (kQ x pp) | B rows (kQ x
+                      // np) | fp32 stage (pp x np)
   size_t s, xa, xb, stg, bytes;
   int lda, ldb, lds;
   __host__ __device__ OuterLayout(int pp, int np) {
@@ -90,8 +90,8 @@ struct OuterLayout { // chunk_outer_kernel: s | A rows (kQ x pp) | B rows (kQ x
 };
 
 template <typename Op>
-struct ScanLayout { // chunk_scan_kernel: s | C | R (B, then S_prev) | X̄ | M |
-                    // fp32 stage (kQ x kQ)
+struct ScanLayout {  // chunk_scan_kernel: s | C | R (B, then S_prev) | X̄ | M |
+                     // fp32 stage (kQ x kQ)
   size_t s, cs, r, xs, ms, stg, bytes;
   int ldn, ldp, ldq, lds;
   __host__ __device__ ScanLayout(int pp, int np) {
@@ -110,8 +110,8 @@ struct ScanLayout { // chunk_scan_kernel: s | C | R (B, then S_prev) | X̄ | M |
 };
 
 template <typename Op>
-struct GradLayout { // chunk_grad_kernel: s, ds, V, red | C | B | X̄ | dy | R
-                    // (S_prev, then G) | M | W | stages
+struct GradLayout {  // chunk_grad_kernel: s, ds, V, red | C | B | X̄ | dy | R
+                     // (S_prev, then G) | M | W | stages
   size_t s, ds, v, red, cs, bs, xs, dys, r, ms, ws, stq, stp, bytes;
   int ldn, ldp, ldq, ldsq, ldsp;
   __host__ __device__ GradLayout(int pp, int np) {
@@ -137,10 +137,8 @@ struct GradLayout { // chunk_grad_kernel: s, ds, V, red | C | B | X̄ | dy | R
   }
 };
 
-__device__ __forceinline__ void put(__nv_bfloat16 *p, float v) {
-  *p = __float2bfloat16(v);
-}
-__device__ __forceinline__ void put(float *p, float v) { *p = v; }
+__device__ __forceinline__ void put(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ void put(float* p, float v) { *p = v; }
 
 template <class Lay>
 __device__ __forceinline__ int offset(int r, int c, int ld) {
@@ -151,7 +149,7 @@ __device__ __forceinline__ int offset(int r, int c, int ld) {
 }
 
 template <typename Frag>
-__device__ __forceinline__ void split_tf32(Frag &hi, Frag &lo) {
+__device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo) {
 #pragma unroll
   for (int e = 0; e < hi.num_elements; ++e) {
     const float v = hi.x[e];
@@ -167,8 +165,8 @@ __device__ __forceinline__ void split_tf32(Frag &hi, Frag &lo) {
 // that accumulates onto an earlier product of the same M x N gets the same warp
 // per tile.
 template <class LA, class LB, typename Op>
-__device__ void gemm(float *Cm, int ldc, const Op *A, int lda, const Op *B,
-                     int ldb, int M, int N, int K, bool accumulate) {
+__device__ void gemm(float* Cm, int ldc, const Op* A, int lda, const Op* B, int ldb, int M, int N, int K,
+                     bool accumulate) {
   constexpr int kk = OpTraits<Op>::kK;
   const int warp = threadIdx.x >> 5;
   const int tn = N >> 4, tiles = (M >> 4) * tn;
@@ -189,10 +187,8 @@ __device__ void gemm(float *Cm, int ldc, const Op *A, int lda, const Op *B,
       }
     } else {
       for (int k0 = 0; k0 < K; k0 += kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, kk, wmma::precision::tf32, LA>
-            ah, al;
-        wmma::fragment<wmma::matrix_b, 16, 16, kk, wmma::precision::tf32, LB>
-            bh, bl;
+        wmma::fragment<wmma::matrix_a, 16, 16, kk, wmma::precision::tf32, LA> ah, al;
+        wmma::fragment<wmma::matrix_b, 16, 16, kk, wmma::precision::tf32, LB> bh, bl;
         wmma::load_matrix_sync(ah, A + offset<LA>(i0, k0, lda), lda);
         wmma::load_matrix_sync(bh, B + offset<LB>(k0, j0, ldb), ldb);
         split_tf32(ah, al);
@@ -208,19 +204,15 @@ __device__ void gemm(float *Cm, int ldc, const Op *A, int lda, const Op *B,
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1)
-    v += __shfl_xor_sync(0xffffffffu, v, o);
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 
 // s[i] = a_{t0} + ... + a_{t0+i} (zero past the sequence end) by warp 0; the
 // caller synchronises.
-__device__ __forceinline__ void chunk_cumsum(float *s, const Params &q,
-                                             int64_t b, int64_t h, int64_t t0,
-                                             int valid) {
+__device__ __forceinline__ void chunk_cumsum(float* s, const Params& q, int64_t b, int64_t h, int64_t t0, int valid) {
   static_assert(kQ == 64, "chunk_cumsum takes two steps per lane");
-  if (threadIdx.x >= 32)
-    return;
+  if (threadIdx.x >= 32) return;
   const int ln = threadIdx.x, i0 = 2 * ln, i1 = i0 + 1;
   const float v0 = i0 < valid ? q.a[(b * q.l + t0 + i0) * q.h + h] : 0.f;
   const float v1 = i1 < valid ? q.a[(b * q.l + t0 + i1) * q.h + h] : 0.f;
@@ -229,8 +221,7 @@ __device__ __forceinline__ void chunk_cumsum(float *s, const Params &q,
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
     const float u = __shfl_up_sync(0xffffffffu, inc, o);
-    if (ln >= o)
-      inc += u;
+    if (ln >= o) inc += u;
   }
   s[i0] = inc - pair + v0;
   s[i1] = inc;
@@ -238,17 +229,83 @@ __device__ __forceinline__ void chunk_cumsum(float *s, const Params &q,
 
 // Sum over the block; every thread gets the result. red: kWarps floats of
 // shared memory.
-__device__ __forceinline__ float block_sum(float v, float *red) {
+__device__ __forceinline__ float block_sum(float v, float* red) {
   v = warp_sum(v);
-  if ((threadIdx.x & 31) == 0)
-    red[threadIdx.x >> 5] = v;
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
   __syncthreads();
   float t = 0.f;
 #pragma unroll
-  for (int k = 0; k < kWarps; ++k)
-    t += red[k];
+  for (int k = 0; k < kWarps; ++k) t += red[k];
   __syncthreads();
   return t;
+}
+
+__device__ __forceinline__ void put4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ void put4(__nv_bfloat16* p, float4 v) {
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+  uint2 u;
+  u.x = *reinterpret_cast<const unsigned*>(&lo);
+  u.y = *reinterpret_cast<const unsigned*>(&hi);
+  *reinterpret_cast<uint2*>(p) = u;
+}
+
+// dst[i][c] = row(i)[c] · scale(i) for i < valid, c < W, zeros elsewhere over rows x Wp (Wp = W rounded up to
+// 16). Rows of W % 4 == 0 floats start 16-byte aligned (their strides are multiples of W) and go as float4, one
+// row per Wp / 4 threads; others element by element.
+template <typename Op, typename Row, typename Scale>
+__device__ __forceinline__ void stage_tile(Op* dst, int ld, int rows, int valid, int W, int Wp, Row row, Scale scale) {
+  if ((W & 3) == 0) {
+    const int tpr = Wp >> 2, rpp = kThreads / tpr;
+    const int r0 = threadIdx.x / tpr, c = (threadIdx.x - r0 * tpr) * 4;
+    if (r0 >= rpp) return;
+    for (int i = r0; i < rows; i += rpp) {
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (i < valid && c < W) {
+        v = *reinterpret_cast<const float4*>(row(i) + c);
+        const float sc = scale(i);
+        v.x *= sc;
+        v.y *= sc;
+        v.z *= sc;
+        v.w *= sc;
+      }
+      put4(dst + i * ld + c, v);
+    }
+  } else {
+    for (int e = threadIdx.x; e < rows * Wp; e += kThreads) {
+      const int i = e / Wp, c = e - i * Wp;
+      put(dst + i * ld + c, (i < valid && c < W) ? row(i)[c] * scale(i) : 0.f);
+    }
+  }
+}
+
+__device__ __forceinline__ float one(int) { return 1.f; }
+
+// Stage rows of a (B, L, G, N) tensor (B or C of this chunk) into a kQ x np tile, zeros outside.
+template <typename Op>
+__device__ __forceinline__ void stage_bc(Op* dst, int ld, const float* src, const Params& q, int64_t b, int64_t g,
+                                         int64_t t0, int valid) {
+  const float* base = src + ((b * q.l + t0) * q.g + g) * q.n;
+  const int64_t stride = q.g * q.n;
+  stage_tile(
+      dst, ld, kQ, valid, static_cast<int>(q.n), q.np, [&](int i) { return base + i * stride; }, one);
+}
+
+// Stage a (P, N) fp32 state into a pp x np tile, zeros outside.
+template <typename Op>
+__device__ __forceinline__ void stage_state(Op* dst, int ld, const float* src, const Params& q) {
+  const int N = static_cast<int>(q.n);
+  stage_tile(
+      dst, ld, q.pp, static_cast<int>(q.p), N, q.np, [&](int p) { return src + p * N; }, one);
+}
+
+// Stage rows of x (B, L, H, P) (or dy; null reads as zeros) times scale(i) into a kQ x pp tile, zeros outside.
+template <typename Op, typename Scale>
+__device__ __forceinline__ void stage_rows(Op* dst, int ld, const float* src, Scale scale, const Params& q, int64_t b,
+                                           int64_t h, int64_t t0, int valid) {
+  const int64_t stride = q.h * q.p;
+  const float* base = src ? src + ((b * q.l + t0) * q.h + h) * q.p : nullptr;
+  stage_tile(
+      dst, ld, kQ, src ? valid : 0, static_cast<int>(q.p), q.pp, [&](int i) { return base + i * stride; }, scale);
 }
 
 // Forward (kGrad false): states[c] = Σ_j e_j X̄_j ⊗ B_j, cdecay[c] = s_end.
@@ -258,65 +315,49 @@ template <typename Op, bool kGrad>
 __global__ void __launch_bounds__(kThreads) chunk_outer_kernel(Params q) {
   extern __shared__ __align__(128) unsigned char smem[];
   const OuterLayout<Op> lay(q.pp, q.np);
-  float *s = reinterpret_cast<float *>(smem + lay.s);
-  Op *xa = reinterpret_cast<Op *>(smem + lay.xa);
-  Op *xb = reinterpret_cast<Op *>(smem + lay.xb);
-  float *stg = reinterpret_cast<float *>(smem + lay.stg);
+  float* s = reinterpret_cast<float*>(smem + lay.s);
+  Op* xa = reinterpret_cast<Op*>(smem + lay.xa);
+  Op* xb = reinterpret_cast<Op*>(smem + lay.xb);
+  float* stg = reinterpret_cast<float*>(smem + lay.stg);
   const int c = blockIdx.x;
   const int64_t bh = blockIdx.y, b = bh / q.h, h = bh % q.h, g = h / q.hg;
   const int64_t t0 = int64_t(c) * kQ;
   const int valid = static_cast<int>(q.l - t0 < kQ ? q.l - t0 : kQ);
-  const int pp = q.pp, np = q.np, P = static_cast<int>(q.p),
-            N = static_cast<int>(q.n);
+  const int pp = q.pp, np = q.np, P = static_cast<int>(q.p), N = static_cast<int>(q.n);
   chunk_cumsum(s, q, b, h, t0, valid);
   __syncthreads();
   const float s_end = s[kQ - 1];
-  const float *src = kGrad ? q.dy : q.x;
-  for (int e = threadIdx.x; e < kQ * pp; e += kThreads) {
-    const int i = e / pp, p = e % pp;
-    float v = 0.f;
-    if (src && i < valid && p < P) {
-      const int64_t r = (b * q.l + t0 + i) * q.h + h;
-      v = src[r * P + p] *
-          (kGrad ? __expf(s[i]) : q.w[r] * __expf(s_end - s[i]));
-    }
-    put(xa + i * lay.lda + p, v);
-  }
-  const float *bsrc = kGrad ? q.C : q.B;
-  for (int e = threadIdx.x; e < kQ * np; e += kThreads) {
-    const int i = e / np, n = e % np;
-    const float v = (i < valid && n < N)
-                        ? bsrc[((b * q.l + t0 + i) * q.g + g) * N + n]
-                        : 0.f;
-    put(xb + i * lay.ldb + n, v);
+  if constexpr (kGrad) {
+    stage_rows(
+        xa, lay.lda, q.dy, [&](int i) { return __expf(s[i]); }, q, b, h, t0, valid);
+    stage_bc(xb, lay.ldb, q.C, q, b, g, t0, valid);
+  } else {
+    const float* w = q.w + (b * q.l + t0) * q.h + h;
+    stage_rows(
+        xa, lay.lda, q.x, [&](int i) { return w[i * q.h] * __expf(s_end - s[i]); }, q, b, h, t0, valid);
+    stage_bc(xb, lay.ldb, q.B, q, b, g, t0, valid);
   }
   __syncthreads();
-  gemm<wmma::col_major, wmma::row_major>(stg, lay.lds, xa, lay.lda, xb, lay.ldb,
-                                         pp, np, kQ, false);
+  gemm<wmma::col_major, wmma::row_major>(stg, lay.lds, xa, lay.lda, xb, lay.ldb, pp, np, kQ, false);
   __syncthreads();
-  float *dst = (kGrad ? q.dstates : q.states) + (bh * q.nk + c) * P * N;
-  for (int e = threadIdx.x; e < P * N; e += kThreads)
-    dst[e] = stg[(e / N) * lay.lds + e % N];
-  if (threadIdx.x == 0)
-    q.cdecay[bh * q.nk + c] = s_end;
+  float* dst = (kGrad ? q.dstates : q.states) + (bh * q.nk + c) * P * N;
+  for (int e = threadIdx.x; e < P * N; e += kThreads) dst[e] = stg[(e / N) * lay.lds + e % N];
+  if (threadIdx.x == 0) q.cdecay[bh * q.nk + c] = s_end;
 }
 
 // states[c] <- the state before chunk c (from the chunk-local states in place),
 // fin <- the final state. Grid (ceil(P·N / kThreads), B·H).
 __global__ void __launch_bounds__(kThreads) state_pass_kernel(Params q) {
-  const int64_t bh = blockIdx.y, PN = q.p * q.n,
-                e = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  if (e >= PN)
-    return;
+  const int64_t bh = blockIdx.y, PN = q.p * q.n, e = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (e >= PN) return;
   float S = q.S0 ? q.S0[bh * PN + e] : 0.f;
-  float *st = q.states + bh * q.nk * PN + e;
-  const float *cd = q.cdecay + bh * q.nk;
+  float* st = q.states + bh * q.nk * PN + e;
+  const float* cd = q.cdecay + bh * q.nk;
   int64_t c = 0;
   for (; c + 4 <= q.nk; c += 4) {
     float v[4];
 #pragma unroll
-    for (int k = 0; k < 4; ++k)
-      v[k] = st[(c + k) * PN];
+    for (int k = 0; k < 4; ++k) v[k] = st[(c + k) * PN];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       st[(c + k) * PN] = S;
@@ -334,19 +375,16 @@ __global__ void __launch_bounds__(kThreads) state_pass_kernel(Params q) {
 // dstates[c] <- G_c = dL/dS_end,c (from Ψ in place), dS0 <- dL/dS0. Grid
 // (ceil(P·N / kThreads), B·H).
 __global__ void __launch_bounds__(kThreads) state_pass_back_kernel(Params q) {
-  const int64_t bh = blockIdx.y, PN = q.p * q.n,
-                e = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  if (e >= PN)
-    return;
+  const int64_t bh = blockIdx.y, PN = q.p * q.n, e = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (e >= PN) return;
   float G = q.dfin ? q.dfin[bh * PN + e] : 0.f;
-  float *st = q.dstates + bh * q.nk * PN + e;
-  const float *cd = q.cdecay + bh * q.nk;
+  float* st = q.dstates + bh * q.nk * PN + e;
+  const float* cd = q.cdecay + bh * q.nk;
   int64_t c = q.nk - 1;
   for (; c - 3 >= 0; c -= 4) {
     float v[4];
 #pragma unroll
-    for (int k = 0; k < 4; ++k)
-      v[k] = st[(c - k) * PN];
+    for (int k = 0; k < 4; ++k) v[k] = st[(c - k) * PN];
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       st[(c - k) * PN] = G;
@@ -358,58 +396,12 @@ __global__ void __launch_bounds__(kThreads) state_pass_back_kernel(Params q) {
     st[c * PN] = G;
     G = __expf(cd[c]) * G + v;
   }
-  if (q.dS0)
-    q.dS0[bh * PN + e] = G;
-}
-
-// Stage rows of a (B, L, G, N) tensor (B or C of this chunk) into a kQ x np
-// tile, zeros outside.
-template <typename Op>
-__device__ __forceinline__ void stage_bc(Op *dst, int ld, const float *src,
-                                         const Params &q, int64_t b, int64_t g,
-                                         int64_t t0, int valid) {
-  const int np = q.np, N = static_cast<int>(q.n);
-  for (int e = threadIdx.x; e < kQ * np; e += kThreads) {
-    const int i = e / np, n = e % np;
-    put(dst + i * ld + n, (i < valid && n < N)
-                              ? src[((b * q.l + t0 + i) * q.g + g) * N + n]
-                              : 0.f);
-  }
-}
-
-// Stage a (B, H, nk, P, N) state (P x N, fp32) into a pp x np tile, zeros
-// outside.
-template <typename Op>
-__device__ __forceinline__ void stage_state(Op *dst, int ld, const float *src,
-                                            const Params &q) {
-  const int np = q.np, P = static_cast<int>(q.p), N = static_cast<int>(q.n);
-  for (int e = threadIdx.x; e < q.pp * np; e += kThreads) {
-    const int p = e / np, n = e % np;
-    put(dst + p * ld + n, (p < P && n < N) ? src[p * N + n] : 0.f);
-  }
-}
-
-// Stage rows of x (B, L, H, P) times `scale` (w, or 1 when null) into a kQ x pp
-// tile, zeros outside.
-template <typename Op>
-__device__ __forceinline__ void
-stage_rows(Op *dst, int ld, const float *src, const float *scale,
-           const Params &q, int64_t b, int64_t h, int64_t t0, int valid) {
-  const int pp = q.pp, P = static_cast<int>(q.p);
-  for (int e = threadIdx.x; e < kQ * pp; e += kThreads) {
-    const int i = e / pp, p = e % pp;
-    float v = 0.f;
-    if (src && i < valid && p < P) {
-      const int64_t r = (b * q.l + t0 + i) * q.h + h;
-      v = src[r * P + p] * (scale ? scale[r] : 1.f);
-    }
-    put(dst + i * ld + p, v);
-  }
+  if (q.dS0) q.dS0[bh * PN + e] = G;
 }
 
 // stg[i][j] *= f(i) over rows < kQ, columns < ncols.
 template <typename F>
-__device__ __forceinline__ void scale_rows(float *stg, int ld, int ncols, F f) {
+__device__ __forceinline__ void scale_rows(float* stg, int ld, int ncols, F f) {
   for (int e = threadIdx.x; e < kQ * ncols; e += kThreads) {
     const int i = e / ncols;
     stg[i * ld + e % ncols] *= f(i);
@@ -419,24 +411,18 @@ __device__ __forceinline__ void scale_rows(float *stg, int ld, int ncols, F f) {
 // out[i] = Σ_{p < P} stg[i][p] · vec_i[p] with vec_i the row of a (B, L, H, P)
 // tensor (times scale[r] when given); warp w takes rows w, w + kWarps, ...;
 // rows past the sequence end give 0.
-__device__ __forceinline__ void row_dots(float *out, const float *stg, int ld,
-                                         const float *vec, const float *scale,
-                                         const Params &q, int64_t b, int64_t h,
-                                         int64_t t0, int valid) {
-  const int warp = threadIdx.x >> 5, ln = threadIdx.x & 31,
-            P = static_cast<int>(q.p);
+__device__ __forceinline__ void row_dots(float* out, const float* stg, int ld, const float* vec, const float* scale,
+                                         const Params& q, int64_t b, int64_t h, int64_t t0, int valid) {
+  const int warp = threadIdx.x >> 5, ln = threadIdx.x & 31, P = static_cast<int>(q.p);
   for (int i = warp; i < kQ; i += kWarps) {
     float acc = 0.f;
     if (vec && i < valid) {
       const int64_t r = (b * q.l + t0 + i) * q.h + h;
-      for (int p = ln; p < P; p += 32)
-        acc += stg[i * ld + p] * vec[r * P + p];
-      if (scale)
-        acc *= scale[r];
+      for (int p = ln; p < P; p += 32) acc += stg[i * ld + p] * vec[r * P + p];
+      if (scale) acc *= scale[r];
     }
     acc = warp_sum(acc);
-    if (ln == 0)
-      out[i] = acc;
+    if (ln == 0) out[i] = acc;
   }
 }
 
@@ -445,39 +431,37 @@ template <typename Op>
 __global__ void __launch_bounds__(kThreads) chunk_scan_kernel(Params q) {
   extern __shared__ __align__(128) unsigned char smem[];
   const ScanLayout<Op> lay(q.pp, q.np);
-  float *s = reinterpret_cast<float *>(smem + lay.s);
-  Op *cs = reinterpret_cast<Op *>(smem + lay.cs);
-  Op *rs = reinterpret_cast<Op *>(smem + lay.r);
-  Op *xs = reinterpret_cast<Op *>(smem + lay.xs);
-  Op *ms = reinterpret_cast<Op *>(smem + lay.ms);
-  float *stg = reinterpret_cast<float *>(smem + lay.stg);
+  float* s = reinterpret_cast<float*>(smem + lay.s);
+  Op* cs = reinterpret_cast<Op*>(smem + lay.cs);
+  Op* rs = reinterpret_cast<Op*>(smem + lay.r);
+  Op* xs = reinterpret_cast<Op*>(smem + lay.xs);
+  Op* ms = reinterpret_cast<Op*>(smem + lay.ms);
+  float* stg = reinterpret_cast<float*>(smem + lay.stg);
   const int c = blockIdx.x;
   const int64_t bh = blockIdx.y, b = bh / q.h, h = bh % q.h, g = h / q.hg;
   const int64_t t0 = int64_t(c) * kQ;
   const int valid = static_cast<int>(q.l - t0 < kQ ? q.l - t0 : kQ);
   const int pp = q.pp, np = q.np, P = static_cast<int>(q.p);
   chunk_cumsum(s, q, b, h, t0, valid);
+  const float* wrow = q.w + (b * q.l + t0) * q.h + h;
   stage_bc(cs, lay.ldn, q.C, q, b, g, t0, valid);
   stage_bc(rs, lay.ldn, q.B, q, b, g, t0, valid);
-  stage_rows(xs, lay.ldp, q.x, q.w, q, b, h, t0, valid);
+  stage_rows(
+      xs, lay.ldp, q.x, [&](int i) { return wrow[i * q.h]; }, q, b, h, t0, valid);
   __syncthreads();
-  gemm<wmma::row_major, wmma::col_major>(stg, lay.lds, cs, lay.ldn, rs, lay.ldn,
-                                         kQ, kQ, np, false); // C Bᵀ
+  gemm<wmma::row_major, wmma::col_major>(stg, lay.lds, cs, lay.ldn, rs, lay.ldn, kQ, kQ, np, false);  // C Bᵀ
   __syncthreads();
   for (int e = threadIdx.x; e < kQ * kQ; e += kThreads) {
     const int i = e / kQ, j = e % kQ;
-    put(ms + i * lay.ldq + j,
-        j <= i ? __expf(s[i] - s[j]) * stg[i * lay.lds + j] : 0.f);
+    put(ms + i * lay.ldq + j, j <= i ? __expf(s[i] - s[j]) * stg[i * lay.lds + j] : 0.f);
   }
   stage_state(rs, lay.ldn, q.states + (bh * q.nk + c) * q.p * q.n, q);
   __syncthreads();
-  gemm<wmma::row_major, wmma::col_major>(stg, lay.lds, cs, lay.ldn, rs, lay.ldn,
-                                         kQ, pp, np, false); // C S_prevᵀ
+  gemm<wmma::row_major, wmma::col_major>(stg, lay.lds, cs, lay.ldn, rs, lay.ldn, kQ, pp, np, false);  // C S_prevᵀ
   __syncthreads();
   scale_rows(stg, lay.lds, pp, [&](int i) { return __expf(s[i]); });
   __syncthreads();
-  gemm<wmma::row_major, wmma::row_major>(stg, lay.lds, ms, lay.ldq, xs, lay.ldp,
-                                         kQ, pp, kQ, true); // + M X̄
+  gemm<wmma::row_major, wmma::row_major>(stg, lay.lds, ms, lay.ldq, xs, lay.ldp, kQ, pp, kQ, true);  // + M X̄
   __syncthreads();
   const float Dv = q.D ? q.D[h] : 0.f;
   for (int e = threadIdx.x; e < valid * P; e += kThreads) {
@@ -493,46 +477,44 @@ template <typename Op>
 __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
   extern __shared__ __align__(128) unsigned char smem[];
   const GradLayout<Op> lay(q.pp, q.np);
-  float *s = reinterpret_cast<float *>(smem + lay.s);
-  float *ds = reinterpret_cast<float *>(smem + lay.ds);
-  float *sv = reinterpret_cast<float *>(smem + lay.v);
-  float *red = reinterpret_cast<float *>(smem + lay.red);
-  Op *cs = reinterpret_cast<Op *>(smem + lay.cs);
-  Op *bs = reinterpret_cast<Op *>(smem + lay.bs);
-  Op *xs = reinterpret_cast<Op *>(smem + lay.xs);
-  Op *dys = reinterpret_cast<Op *>(smem + lay.dys);
-  Op *rs = reinterpret_cast<Op *>(smem + lay.r);
-  Op *ms = reinterpret_cast<Op *>(smem + lay.ms);
-  Op *ws = reinterpret_cast<Op *>(smem + lay.ws);
-  float *stq = reinterpret_cast<float *>(smem + lay.stq);
-  float *stp = reinterpret_cast<float *>(smem + lay.stp);
+  float* s = reinterpret_cast<float*>(smem + lay.s);
+  float* ds = reinterpret_cast<float*>(smem + lay.ds);
+  float* sv = reinterpret_cast<float*>(smem + lay.v);
+  float* red = reinterpret_cast<float*>(smem + lay.red);
+  Op* cs = reinterpret_cast<Op*>(smem + lay.cs);
+  Op* bs = reinterpret_cast<Op*>(smem + lay.bs);
+  Op* xs = reinterpret_cast<Op*>(smem + lay.xs);
+  Op* dys = reinterpret_cast<Op*>(smem + lay.dys);
+  Op* rs = reinterpret_cast<Op*>(smem + lay.r);
+  Op* ms = reinterpret_cast<Op*>(smem + lay.ms);
+  Op* ws = reinterpret_cast<Op*>(smem + lay.ws);
+  float* stq = reinterpret_cast<float*>(smem + lay.stq);
+  float* stp = reinterpret_cast<float*>(smem + lay.stp);
   const int c = blockIdx.x;
   const int64_t bh = blockIdx.y, b = bh / q.h, h = bh % q.h, g = h / q.hg;
   const int64_t t0 = int64_t(c) * kQ, PN = q.p * q.n;
   const int valid = static_cast<int>(q.l - t0 < kQ ? q.l - t0 : kQ);
-  const int pp = q.pp, np = q.np, P = static_cast<int>(q.p),
-            N = static_cast<int>(q.n);
-  const float *Sprev = q.states + (bh * q.nk + c) * PN;
-  const float *Gc = q.dstates + (bh * q.nk + c) * PN;
+  const int pp = q.pp, np = q.np, P = static_cast<int>(q.p), N = static_cast<int>(q.n);
+  const float* Sprev = q.states + (bh * q.nk + c) * PN;
+  const float* Gc = q.dstates + (bh * q.nk + c) * PN;
   chunk_cumsum(s, q, b, h, t0, valid);
+  const float* wrow = q.w + (b * q.l + t0) * q.h + h;
   stage_bc(cs, lay.ldn, q.C, q, b, g, t0, valid);
   stage_bc(bs, lay.ldn, q.B, q, b, g, t0, valid);
-  stage_rows(xs, lay.ldp, q.x, q.w, q, b, h, t0, valid);
-  stage_rows(dys, lay.ldp, q.dy, nullptr, q, b, h, t0, valid);
+  stage_rows(
+      xs, lay.ldp, q.x, [&](int i) { return wrow[i * q.h]; }, q, b, h, t0, valid);
+  stage_rows(dys, lay.ldp, q.dy, one, q, b, h, t0, valid);
   stage_state(rs, lay.ldn, Sprev, q);
-  float gs = 0.f; // <G_c, S_prev> in fp32
-  for (int64_t e = threadIdx.x; e < PN; e += kThreads)
-    gs += Gc[e] * Sprev[e];
-  gs = block_sum(gs, red); // synchronises: the tiles above are complete
+  float gs = 0.f;  // <G_c, S_prev> in fp32
+  for (int64_t e = threadIdx.x; e < PN; e += kThreads) gs += Gc[e] * Sprev[e];
+  gs = block_sum(gs, red);  // synchronises: the tiles above are complete
   const float s_end = s[kQ - 1];
   auto decay_to_end = [&](int i) { return __expf(s_end - s[i]); };
   auto decay_from_start = [&](int i) { return __expf(s[i]); };
 
   // A. M = L∘(C Bᵀ), W = L∘(dy X̄ᵀ).
-  gemm<wmma::row_major, wmma::col_major>(stq, lay.ldsq, cs, lay.ldn, bs,
-                                         lay.ldn, kQ, kQ, np, false);
-  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, dys, lay.ldp, xs,
-                                         lay.ldp, kQ, kQ, pp, false);
+  gemm<wmma::row_major, wmma::col_major>(stq, lay.ldsq, cs, lay.ldn, bs, lay.ldn, kQ, kQ, np, false);
+  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, dys, lay.ldp, xs, lay.ldp, kQ, kQ, pp, false);
   __syncthreads();
   for (int e = threadIdx.x; e < kQ * kQ; e += kThreads) {
     const int i = e / kQ, j = e % kQ;
@@ -542,45 +524,37 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
   }
   __syncthreads();
   // B. y_ssm = diag(exp s) C S_prevᵀ + M X̄;  ds_i = dy_i · y_ssm_i.
-  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, cs, lay.ldn, rs,
-                                         lay.ldn, kQ, pp, np, false);
+  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, cs, lay.ldn, rs, lay.ldn, kQ, pp, np, false);
   // D (first half). dC = diag(exp s) dy S_prev (+ W B below), into the other
   // stage.
-  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, dys, lay.ldp, rs,
-                                         lay.ldn, kQ, np, pp, false);
+  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, dys, lay.ldp, rs, lay.ldn, kQ, np, pp, false);
   __syncthreads();
   scale_rows(stp, lay.ldsp, pp, decay_from_start);
   scale_rows(stq, lay.ldsq, np, decay_from_start);
   __syncthreads();
-  gemm<wmma::row_major, wmma::row_major>(stp, lay.ldsp, ms, lay.ldq, xs,
-                                         lay.ldp, kQ, pp, kQ, true);
-  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, bs,
-                                         lay.ldn, kQ, np, kQ, true);
+  gemm<wmma::row_major, wmma::row_major>(stp, lay.ldsp, ms, lay.ldq, xs, lay.ldp, kQ, pp, kQ, true);
+  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, bs, lay.ldn, kQ, np, kQ, true);
   __syncthreads();
   row_dots(ds, stp, lay.ldsp, q.dy, nullptr, q, b, h, t0, valid);
   for (int e = threadIdx.x; e < valid * N; e += kThreads) {
     const int i = e / N, n = e % N;
     q.dCh[((b * q.l + t0 + i) * q.h + h) * N + n] = stq[i * lay.ldsq + n];
   }
-  __syncthreads(); // ds written, stq read; R may now take G
+  __syncthreads();  // ds written, stq read; R may now take G
   stage_state(rs, lay.ldn, Gc, q);
   __syncthreads();
   // C. dX̄ = diag(e) B Gᵀ + Mᵀ dy;  V_j = e_j X̄_j·(B_j Gᵀ).
-  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, bs, lay.ldn, rs,
-                                         lay.ldn, kQ, pp, np, false);
+  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, bs, lay.ldn, rs, lay.ldn, kQ, pp, np, false);
   // E (first half). dB = diag(e) X̄ G (+ Wᵀ C below).
-  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, xs, lay.ldp, rs,
-                                         lay.ldn, kQ, np, pp, false);
+  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, xs, lay.ldp, rs, lay.ldn, kQ, np, pp, false);
   __syncthreads();
   scale_rows(stp, lay.ldsp, pp, decay_to_end);
   scale_rows(stq, lay.ldsq, np, decay_to_end);
   __syncthreads();
   row_dots(sv, stp, lay.ldsp, q.x, q.w, q, b, h, t0, valid);
   __syncthreads();
-  gemm<wmma::col_major, wmma::row_major>(stp, lay.ldsp, ms, lay.ldq, dys,
-                                         lay.ldp, kQ, pp, kQ, true);
-  gemm<wmma::col_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, cs,
-                                         lay.ldn, kQ, np, kQ, true);
+  gemm<wmma::col_major, wmma::row_major>(stp, lay.ldsp, ms, lay.ldq, dys, lay.ldp, kQ, pp, kQ, true);
+  gemm<wmma::col_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, cs, lay.ldn, kQ, np, kQ, true);
   __syncthreads();
   for (int e = threadIdx.x; e < valid * N; e += kThreads) {
     const int i = e / N, n = e % N;
@@ -595,8 +569,7 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
     const float wr = q.w[r];
     float dwr = 0.f;
     for (int p = ln; p < P; p += 32) {
-      const float gx = stp[i * lay.ldsp + p], xv = q.x[r * P + p],
-                  gy = q.dy ? q.dy[r * P + p] : 0.f;
+      const float gx = stp[i * lay.ldsp + p], xv = q.x[r * P + p], gy = q.dy ? q.dy[r * P + p] : 0.f;
       q.dx[r * P + p] = wr * gx + Dv * gy;
       dwr += xv * gx;
       dd += gy * xv;
@@ -608,12 +581,10 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
     }
   }
   float vsum = 0.f;
-  for (int i = threadIdx.x; i < kQ; i += kThreads)
-    vsum += sv[i];
-  vsum = block_sum(vsum, red); // also publishes ds
+  for (int i = threadIdx.x; i < kQ; i += kThreads) vsum += sv[i];
+  vsum = block_sum(vsum, red);  // also publishes ds
   dd = block_sum(dd, red + kWarps);
-  if (q.dDp && threadIdx.x == 0)
-    q.dDp[bh * q.nk + c] = dd;
+  if (q.dDp && threadIdx.x == 0) q.dDp[bh * q.nk + c] = dd;
   // F. da = reverse cumsum of ds (the s_end terms sit at the last step of the
   // chunk).
   if (threadIdx.x < 32) {
@@ -621,19 +592,16 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
     const float v0 = ds[i0];
     const float v1 = ds[i1] + (i1 == kQ - 1 ? __expf(s_end) * gs + vsum : 0.f);
     const float pair = v0 + v1;
-    float inc = pair; // suffix sums: scan over lanes from the top
+    float inc = pair;  // suffix sums: scan over lanes from the top
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
       const float u = __shfl_down_sync(0xffffffffu, inc, o);
-      if (ln2 + o < 32)
-        inc += u;
+      if (ln2 + o < 32) inc += u;
     }
     // inc = Σ of pairs ln2..31; da_{i1} = inc - v0, da_{i0} = inc.
-    if (i0 < valid)
-      q.da[(b * q.l + t0 + i0) * q.h + h] = inc;
-    if (i1 < valid)
-      q.da[(b * q.l + t0 + i1) * q.h + h] = inc - v0;
+    if (i0 < valid) q.da[(b * q.l + t0 + i0) * q.h + h] = inc;
+    if (i1 < valid) q.da[(b * q.l + t0 + i1) * q.h + h] = inc - v0;
   }
 }
 
-} // namespace ssmlab::ops::ssd_chunked_kernels
+}  // namespace ssmlab::ops::ssd_chunked_kernels
