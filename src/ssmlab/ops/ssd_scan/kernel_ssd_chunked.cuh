@@ -1,30 +1,22 @@
-// Chunked SSD kernels on tensor cores (README.md beside this file); no torch
-// types. The chunked algorithm of chunked.cpp, per chunk of kQ = 64 steps, on
-// the per-step coefficients (a = log α, w): with s_i the in-chunk cumulative
-// log-decay, X̄_j = w_j x_j, e_j = exp(s_end - s_j) and S_prev the state before
-// the chunk,
-//   forward   S_loc   = Σ_j e_j X̄_j ⊗ B_j (chunk_outer_kernel, one block per
-//   chunk)
-//             S_end   = exp(s_end) S_prev + S_loc (state_pass_kernel,
-//             sequential over chunks) y_i     = Σ_{j<=i} exp(s_i - s_j)
-//             (C_i·B_j) X̄_j + exp(s_i) S_prev C_i + D x_i   (chunk_scan_kernel)
-//   backward  Ψ       = Σ_i exp(s_i) dy_i ⊗ C_i (chunk_outer_kernel<kGrad>)
-//             G_{c-1} = exp(s_end,c) G_c + Ψ_c, G_last = dL/dS_final
-//             (state_pass_back_kernel: G_c = dL/dS_end,c) with M = L∘CBᵀ, W =
-//             L∘(dy X̄ᵀ), L_ij = exp(s_i - s_j) [j <= i] (chunk_grad_kernel)
-//               dX̄ = Mᵀ dy + diag(e) B Gᵀ,  dC = W B + diag(exp s) dy S_prev,
-//               dB = Wᵀ C + diag(e) X̄ G ds_i = dy_i·(y_i - D x_i) - X̄_i·dX̄_i (+
-//               exp(s_end)<G, S_prev> + Σ_j e_j X̄_j·(B_j Gᵀ) at s_end) da =
-//               reverse cumsum of ds inside the chunk, dw_j = x_j·dX̄_j, dx_j =
-//               w_j dX̄_j + D dy_j.
-// Every matrix product runs on the tensor cores through nvcuda::wmma from
-// shared-memory tiles padded with zeros to multiples of 16: Op = __nv_bfloat16
-// (bf16 inputs; fp32 accumulation) or Op = float, which splits each operand
-// into two tf32 parts and sums three products (hi·hi + hi·lo + lo·hi), accurate
-// to about fp32. Products land in fp32 staging tiles; decays, masks and row
-// scalings are applied there by all threads. The saved states (B, H, nk, P, N)
-// are the state before each 64-step chunk, the layout the time-stepped kernels
-// of kernel_ssd.cuh use, so either backward consumes either forward's states.
+// Chunked SSD kernels on tensor cores (README.md beside this file); no torch types. The chunked algorithm of
+// chunked.cpp, per chunk of kQ = 64 steps, on the per-step coefficients (a = log α, w): with s_i the in-chunk
+// cumulative log-decay, X̄_j = w_j x_j, e_j = exp(s_end - s_j) and S_prev the state before the chunk,
+//   forward   S_loc   = Σ_j e_j X̄_j ⊗ B_j                          (chunk_outer_kernel, a block per chunk)
+//             S_end   = exp(s_end) S_prev + S_loc                   (state_pass_kernel, sequential over chunks)
+//             y_i     = Σ_{j<=i} exp(s_i - s_j)(C_i·B_j) X̄_j + exp(s_i) S_prev C_i + D x_i   (chunk_scan_kernel)
+//   backward  Ψ       = Σ_i exp(s_i) dy_i ⊗ C_i                     (chunk_outer_kernel<kGrad>)
+//             G_{c-1} = exp(s_end,c) G_c + Ψ_c, G_last = dL/dS_final (state_pass_back_kernel; G_c = dL/dS_end,c)
+//             then per chunk (chunk_grad_kernel), with M = L∘CBᵀ, W = L∘(dy X̄ᵀ), L_ij = exp(s_i - s_j)[j <= i]:
+//               dX̄ = Mᵀ dy + diag(e) B Gᵀ,   dC = W B + diag(exp s) dy S_prev,   dB = Wᵀ C + diag(e) X̄ G,
+//               ds_i = dy_i·(y_i - D x_i) - X̄_i·dX̄_i, plus exp(s_end)<G, S_prev> + Σ_j e_j X̄_j·(B_j Gᵀ) at
+//               the chunk's last step; da = reverse cumsum of ds in the chunk, dw_j = x_j·dX̄_j,
+//               dx_j = w_j dX̄_j + D dy_j.
+// Every matrix product runs on the tensor cores (nvcuda::wmma) from shared-memory tiles zero-padded to
+// multiples of 16: Op = __nv_bfloat16 (forward of bf16 inputs; fp32 accumulation) or Op = float, which splits
+// each operand into two tf32 parts and sums three products (hi·hi + hi·lo + lo·hi), about fp32 accurate (the
+// backward always). Products land in fp32 staging tiles; decays, masks and row scalings are applied there by
+// all threads. The saved states (B, H, nk, P, N) are the state before each 64-step chunk, the layout of the
+// time-stepped kernels of kernel_ssd.cuh, so either backward consumes either forward's states.
 #pragma once
 #include <cuda_bf16.h>
 #include <mma.h>
@@ -159,46 +151,66 @@ __device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo) {
   }
 }
 
-// Cm (M x N, fp32, row-major, ldc) = [Cm +] A (M x K) · B (K x N); M, N, K
-// multiples of 16. A's element (i, k) sits at offset<LA>(i, k, lda), B's (k, j)
-// at offset<LB>(k, j, ldb). Warps take 16x16 output tiles round-robin; a caller
-// that accumulates onto an earlier product of the same M x N gets the same warp
-// per tile.
+// Cm (M x N, fp32, row-major, ldc) = [Cm +] A (M x K) · B (K x N); M, N, K multiples of 16. A's element
+// (i, k) sits at offset<LA>(i, k, lda), B's (k, j) at offset<LB>(k, j, ldb). Warp w takes output tiles w,
+// w + kWarps, ..., two at a time (independent accumulator chains for latency); a caller that accumulates onto
+// an earlier product of the same M x N gets the same warp per tile. Split tf32 keeps hi·hi and the two
+// correction products in separate accumulators.
 template <class LA, class LB, typename Op>
 __device__ void gemm(float* Cm, int ldc, const Op* A, int lda, const Op* B, int ldb, int M, int N, int K,
                      bool accumulate) {
   constexpr int kk = OpTraits<Op>::kK;
+  constexpr bool kBf16 = std::is_same_v<Op, __nv_bfloat16>;
+  using Acc = wmma::fragment<wmma::accumulator, 16, 16, kk, float>;
   const int warp = threadIdx.x >> 5;
   const int tn = N >> 4, tiles = (M >> 4) * tn;
-  for (int t = warp; t < tiles; t += kWarps) {
-    const int i0 = (t / tn) * 16, j0 = (t % tn) * 16;
-    wmma::fragment<wmma::accumulator, 16, 16, kk, float> acc;
-    if (accumulate)
-      wmma::load_matrix_sync(acc, Cm + i0 * ldc + j0, ldc, wmma::mem_row_major);
-    else
-      wmma::fill_fragment(acc, 0.f);
-    if constexpr (std::is_same_v<Op, __nv_bfloat16>) {
-      for (int k0 = 0; k0 < K; k0 += kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, kk, __nv_bfloat16, LA> fa;
-        wmma::fragment<wmma::matrix_b, 16, 16, kk, __nv_bfloat16, LB> fb;
-        wmma::load_matrix_sync(fa, A + offset<LA>(i0, k0, lda), lda);
-        wmma::load_matrix_sync(fb, B + offset<LB>(k0, j0, ldb), ldb);
-        wmma::mma_sync(acc, fa, fb, acc);
-      }
-    } else {
-      for (int k0 = 0; k0 < K; k0 += kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, kk, wmma::precision::tf32, LA> ah, al;
-        wmma::fragment<wmma::matrix_b, 16, 16, kk, wmma::precision::tf32, LB> bh, bl;
-        wmma::load_matrix_sync(ah, A + offset<LA>(i0, k0, lda), lda);
-        wmma::load_matrix_sync(bh, B + offset<LB>(k0, j0, ldb), ldb);
-        split_tf32(ah, al);
-        split_tf32(bh, bl);
-        wmma::mma_sync(acc, al, bh, acc);
-        wmma::mma_sync(acc, ah, bl, acc);
-        wmma::mma_sync(acc, ah, bh, acc);
+  for (int tb = warp; tb < tiles; tb += 2 * kWarps) {
+    const int nt = tb + kWarps < tiles ? 2 : 1;  // warp-uniform
+    int i0[2], j0[2];
+    Acc acc[2], cor[2];
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int t = u < nt ? tb + u * kWarps : tb;
+      i0[u] = (t / tn) * 16;
+      j0[u] = (t % tn) * 16;
+      if (accumulate)
+        wmma::load_matrix_sync(acc[u], Cm + i0[u] * ldc + j0[u], ldc, wmma::mem_row_major);
+      else
+        wmma::fill_fragment(acc[u], 0.f);
+      if constexpr (!kBf16) wmma::fill_fragment(cor[u], 0.f);
+    }
+    for (int k0 = 0; k0 < K; k0 += kk) {
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        if (u >= nt) break;
+        if constexpr (kBf16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, kk, __nv_bfloat16, LA> fa;
+          wmma::fragment<wmma::matrix_b, 16, 16, kk, __nv_bfloat16, LB> fb;
+          wmma::load_matrix_sync(fa, A + offset<LA>(i0[u], k0, lda), lda);
+          wmma::load_matrix_sync(fb, B + offset<LB>(k0, j0[u], ldb), ldb);
+          wmma::mma_sync(acc[u], fa, fb, acc[u]);
+        } else {
+          wmma::fragment<wmma::matrix_a, 16, 16, kk, wmma::precision::tf32, LA> ah, al;
+          wmma::fragment<wmma::matrix_b, 16, 16, kk, wmma::precision::tf32, LB> bh, bl;
+          wmma::load_matrix_sync(ah, A + offset<LA>(i0[u], k0, lda), lda);
+          wmma::load_matrix_sync(bh, B + offset<LB>(k0, j0[u], ldb), ldb);
+          split_tf32(ah, al);
+          split_tf32(bh, bl);
+          wmma::mma_sync(acc[u], ah, bh, acc[u]);
+          wmma::mma_sync(cor[u], al, bh, cor[u]);
+          wmma::mma_sync(cor[u], ah, bl, cor[u]);
+        }
       }
     }
-    wmma::store_matrix_sync(Cm + i0 * ldc + j0, acc, ldc, wmma::mem_row_major);
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      if (u >= nt) break;
+      if constexpr (!kBf16) {
+#pragma unroll
+        for (int e = 0; e < acc[u].num_elements; ++e) acc[u].x[e] += cor[u].x[e];
+      }
+      wmma::store_matrix_sync(Cm + i0[u] * ldc + j0[u], acc[u], ldc, wmma::mem_row_major);
+    }
   }
 }
 
@@ -345,58 +357,49 @@ __global__ void __launch_bounds__(kThreads) chunk_outer_kernel(Params q) {
   if (threadIdx.x == 0) q.cdecay[bh * q.nk + c] = s_end;
 }
 
-// states[c] <- the state before chunk c (from the chunk-local states in place),
-// fin <- the final state. Grid (ceil(P·N / kThreads), B·H).
+// The pass over chunks of one state element, forward or in reverse: st[c·PN] holds v_c on entry and leaves
+// holding the carry before chunk c, carry <- exp(cd[c]) carry + v_c. The loads run one group of 4 chunks
+// ahead of the stores, so several DRAM reads are in flight per thread.
+template <bool kReverse>
+__device__ __forceinline__ float pass_chunks(float* st, const float* cd, int64_t nk, int64_t PN, float carry) {
+  auto chunk = [&](int64_t k) { return kReverse ? nk - 1 - k : k; };
+  float cur[4], nxt[4];
+#pragma unroll
+  for (int u = 0; u < 4; ++u) cur[u] = u < nk ? st[chunk(u) * PN] : 0.f;
+  for (int64_t k0 = 0; k0 < nk; k0 += 4) {
+#pragma unroll
+    for (int u = 0; u < 4; ++u) nxt[u] = k0 + 4 + u < nk ? st[chunk(k0 + 4 + u) * PN] : 0.f;
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      if (k0 + u < nk) {
+        const int64_t c = chunk(k0 + u);
+        st[c * PN] = carry;
+        carry = __expf(cd[c]) * carry + cur[u];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) cur[u] = nxt[u];
+  }
+  return carry;
+}
+
+// states[c] <- the state before chunk c (from the chunk-local states in place), fin <- the final state.
+// Grid (ceil(P·N / kThreads), B·H).
 __global__ void __launch_bounds__(kThreads) state_pass_kernel(Params q) {
   const int64_t bh = blockIdx.y, PN = q.p * q.n, e = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (e >= PN) return;
-  float S = q.S0 ? q.S0[bh * PN + e] : 0.f;
-  float* st = q.states + bh * q.nk * PN + e;
-  const float* cd = q.cdecay + bh * q.nk;
-  int64_t c = 0;
-  for (; c + 4 <= q.nk; c += 4) {
-    float v[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) v[k] = st[(c + k) * PN];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      st[(c + k) * PN] = S;
-      S = __expf(cd[c + k]) * S + v[k];
-    }
-  }
-  for (; c < q.nk; ++c) {
-    const float v = st[c * PN];
-    st[c * PN] = S;
-    S = __expf(cd[c]) * S + v;
-  }
-  q.fin[bh * PN + e] = S;
+  const float S0 = q.S0 ? q.S0[bh * PN + e] : 0.f;
+  q.fin[bh * PN + e] = pass_chunks<false>(q.states + bh * q.nk * PN + e, q.cdecay + bh * q.nk, q.nk, PN, S0);
 }
 
-// dstates[c] <- G_c = dL/dS_end,c (from Ψ in place), dS0 <- dL/dS0. Grid
-// (ceil(P·N / kThreads), B·H).
+// dstates[c] <- G_c = dL/dS_end,c (from Ψ in place), dS0 <- dL/dS0 = exp(s_end,0) G_0 + Ψ_0.
+// Grid (ceil(P·N / kThreads), B·H).
 __global__ void __launch_bounds__(kThreads) state_pass_back_kernel(Params q) {
   const int64_t bh = blockIdx.y, PN = q.p * q.n, e = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (e >= PN) return;
-  float G = q.dfin ? q.dfin[bh * PN + e] : 0.f;
-  float* st = q.dstates + bh * q.nk * PN + e;
-  const float* cd = q.cdecay + bh * q.nk;
-  int64_t c = q.nk - 1;
-  for (; c - 3 >= 0; c -= 4) {
-    float v[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) v[k] = st[(c - k) * PN];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      st[(c - k) * PN] = G;
-      G = __expf(cd[c - k]) * G + v[k];
-    }
-  }
-  for (; c >= 0; --c) {
-    const float v = st[c * PN];
-    st[c * PN] = G;
-    G = __expf(cd[c]) * G + v;
-  }
-  if (q.dS0) q.dS0[bh * PN + e] = G;
+  const float Gf = q.dfin ? q.dfin[bh * PN + e] : 0.f;
+  const float G0 = pass_chunks<true>(q.dstates + bh * q.nk * PN + e, q.cdecay + bh * q.nk, q.nk, PN, Gf);
+  if (q.dS0) q.dS0[bh * PN + e] = G0;
 }
 
 // stg[i][j] *= f(i) over rows < kQ, columns < ncols.
