@@ -110,6 +110,19 @@ at::Tensor Mamba1Impl::forward(const at::Tensor& x, Trace* trace) {
   return run(x, nullptr, nullptr, trace);
 }
 
+at::Tensor Mamba1Impl::forward_stateful(const at::Tensor& x, State& state, Trace* trace) {
+  SSMLAB_CHECK(x.dim() == 3 && x.size(2) == d_model_, "mamba1: input must be (B, L, D) with D = ", d_model_,
+               "; got ", shape_str(x.sizes()));
+  for (const char* k : {"conv", "ssm"})
+    SSMLAB_CHECK(state.tensors.count(k) && state.at(k).defined() && state.at(k).size(0) == x.size(0),
+                 "mamba1.forward_stateful: state lacks '", k, "' for batch ", x.size(0), "; make it with init_state");
+  // The scan's initial state in its state dtype, as step() keeps it; run() stores the conv state in x's dtype.
+  at::Tensor& ssm_state = state["ssm"];                                      // (B, E, N)
+  const auto ct = state_dtype(x.scalar_type());
+  if (ssm_state.scalar_type() != ct) ssm_state = ssm_state.to(ct);
+  return run(x, &state["conv"], &ssm_state, trace);
+}
+
 at::Tensor Mamba1Impl::step(const at::Tensor& x_t, State& state) {
   SSMLAB_CHECK(x_t.dim() == 2 && x_t.size(1) == d_model_, "mamba1.step: input must be (B, D) with D = ", d_model_,
                "; got ", shape_str(x_t.sizes()));

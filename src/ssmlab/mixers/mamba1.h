@@ -59,6 +59,9 @@ class Mamba1Impl : public MixerImpl {
 
   at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) override;
   at::Tensor step(const at::Tensor& x_t, State& state) override;
+  // x (B, L, D) continuing from `state` ("conv", "ssm": init_state, step()s or a previous call), updated.
+  at::Tensor forward_stateful(const at::Tensor& x, State& state, Trace* trace = nullptr) override;
+  bool supports_stateful() const override { return true; }
   State init_state(int64_t batch, c10::Device device) const override;
   int64_t state_size() const override;
   std::string kind() const override { return "mamba1"; }

@@ -104,7 +104,8 @@ class Mamba2Impl : public MixerImpl {
   // x (B, L, D) continuing from `state` (init_state or a previous call), which is updated: the long-sequence
   // path. Runs pieces of `interventions.segment` tokens (with state norm or a window) or `eval_segment` tokens,
   // so working memory does not grow with L. Trace records are per piece: the last piece's values remain.
-  at::Tensor forward_stateful(const at::Tensor& x, State& state, Trace* trace = nullptr);
+  at::Tensor forward_stateful(const at::Tensor& x, State& state, Trace* trace = nullptr) override;
+  bool supports_stateful() const override { return true; }
   at::Tensor step(const at::Tensor& x_t, State& state) override;
   // "conv" (B, W-1, E + 2GN), "ssm" (B, H, P, N); with state norm or a window also "pos" (B) (tokens seen);
   // with a window "snap_old", "snap_new" (B, H, P, N), "logdecay_old", "logdecay_new" (B, H).

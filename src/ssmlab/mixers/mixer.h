@@ -26,6 +26,12 @@ class MixerImpl : public torch::nn::Module {
   virtual at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) = 0;
   // One recurrent step: x_t (B, D) -> (B, D); updates `state` in place.
   virtual at::Tensor step(const at::Tensor& x_t, State& state) = 0;
+  // x (B, L, D) continuing from `state` (init_state, a previous call, or step()s: the same State), which is
+  // updated: the state-carrying path of long-sequence evaluation, where the caller cuts a long input into
+  // segments and memory stays that of one segment. Mixers that return supports_stateful() false throw here
+  // (the default); step() remains their only state-carrying path.
+  virtual at::Tensor forward_stateful(const at::Tensor& x, State& state, Trace* trace = nullptr);
+  virtual bool supports_stateful() const { return false; }
   virtual State init_state(int64_t batch, c10::Device device) const = 0;
   // Numbers held per sequence in the recurrent state (capacity plots), e.g. E·N (+ E·(W-1) conv).
   virtual int64_t state_size() const = 0;

@@ -29,6 +29,14 @@ at::Tensor BlockImpl::forward(const at::Tensor& x, Trace* trace) {
   return h;
 }
 
+at::Tensor BlockImpl::forward_stateful(const at::Tensor& x, mixers::State& state, Trace* trace) {
+  at::Tensor h = x + drop(mixer->forward_stateful(norm1(x), state, trace)).to(x.scalar_type());  // (B, L, D)
+  if (identity_) h = h + norm2(h).to(x.scalar_type());
+  if (mlp) h = h + drop(mlp(norm2(h))).to(x.scalar_type());
+  trace_record(trace, "block_out", h);
+  return h;
+}
+
 at::Tensor BlockImpl::step(const at::Tensor& x_t, mixers::State& state) {
   at::Tensor h = x_t + mixer->step(norm1(x_t), state).to(x_t.scalar_type());  // (B, D)
   if (identity_) h = h + norm2(h).to(x_t.scalar_type());

@@ -19,6 +19,8 @@ class BlockImpl : public torch::nn::Module {
             const std::string& mlp_kind, double resid_dropout = 0.0);
   at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr);  // (B, L, D) fp32 residual stream
   at::Tensor step(const at::Tensor& x_t, mixers::State& state);     // (B, D)
+  // (B, L, D) continuing from the mixer's `state` (updated): the segment path of long-sequence evaluation.
+  at::Tensor forward_stateful(const at::Tensor& x, mixers::State& state, Trace* trace = nullptr);
 
   nn::Norm norm1{nullptr}, norm2{nullptr};
   mixers::MixerPtr mixer;

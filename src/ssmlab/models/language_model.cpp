@@ -66,6 +66,38 @@ at::Tensor LanguageModelImpl::forward(const at::Tensor& tokens, Trace* trace) {
   return head(h);
 }
 
+at::Tensor LanguageModelImpl::forward_stateful(const at::Tensor& tokens, std::vector<mixers::State>& states,
+                                               Trace* trace) {
+  SSMLAB_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong,
+               "LanguageModel.forward_stateful: tokens must be (B, L) int64; got ", shape_str(tokens.sizes()), " ",
+               c10::toString(tokens.scalar_type()));
+  SSMLAB_CHECK(states.size() == blocks.size(), "LanguageModel.forward_stateful: ", states.size(), " states for ",
+               blocks.size(), " blocks");
+  SSMLAB_CHECK(supports_stateful(), "LanguageModel.forward_stateful: mixer '", opts_.mixer,
+               "' has no state-carrying forward (supported: mamba1, mamba2)");
+  int64_t offset = 0;
+  if (position_embedding) {
+    at::Tensor& pos = states[0]["position"];  // () int64, the next position
+    if (!pos.defined()) pos = at::zeros({}, at::kLong);
+    offset = pos.item<int64_t>();
+    pos = pos + tokens.size(1);
+  }
+  at::Tensor h = embed(tokens, offset);  // (B, l, D)
+  if (opts_.embed_dropout > 0) h = at::dropout(h, opts_.embed_dropout, is_training());
+  h = h.to(at::promote_types(h.scalar_type(), at::kFloat));
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (trace) trace->layer = static_cast<int64_t>(i);
+    h = blocks[i]->forward_stateful(h, states[i], trace);
+  }
+  return head(h);
+}
+
+bool LanguageModelImpl::supports_stateful() const {
+  for (const auto& b : blocks)
+    if (!b->mixer->supports_stateful()) return false;
+  return true;
+}
+
 at::Tensor LanguageModelImpl::step(const at::Tensor& token_t, std::vector<mixers::State>& states) {
   SSMLAB_CHECK(states.size() == blocks.size(), "LanguageModel.step: ", states.size(), " states for ", blocks.size(),
                " blocks");

@@ -65,6 +65,13 @@ class LanguageModelImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& tokens, Trace* trace = nullptr);       // (B, L) int64 -> (B, L, V)
   // (B) -> (B, V). With position embeddings the decoding position is kept in states[0]["position"].
   at::Tensor step(const at::Tensor& token_t, std::vector<mixers::State>& states);
+  // tokens (B, l) continuing the sequence whose per-layer states are `states` (init_state, step()s or earlier
+  // calls), which are updated -> logits (B, l, V). Cutting a sequence into segments and feeding them in order
+  // gives forward()'s logits; long-sequence evaluation (models/long_eval.h) runs on it. Every mixer must
+  // support it (Mixer::supports_stateful: mamba1, mamba2); with position embeddings the next position is
+  // kept in states[0]["position"] as step() keeps it.
+  at::Tensor forward_stateful(const at::Tensor& tokens, std::vector<mixers::State>& states, Trace* trace = nullptr);
+  bool supports_stateful() const;  // every block's mixer supports forward_stateful
   std::vector<mixers::State> init_state(int64_t batch, c10::Device device) const;
   int64_t state_size() const;  // summed over layers
   int64_t num_parameters() const;
