@@ -38,16 +38,21 @@ Inputs make(int64_t b, int64_t l, int64_t h, int64_t p, int64_t n, bool requires
   return in;
 }
 
-enum Which { kReference = 0, kChunked = 1, kFused = 2 };
+// kChunked256: the chunked algorithm at the Mamba-2 mixer's chunk size (256); kAuto: ssd_scan(..., "auto").
+enum Which { kReference = 0, kChunked = 1, kFused = 2, kAuto = 3, kChunked256 = 4, kChunked32 = 5, kChunked128 = 6 };
 
 ssmlab::ops::SsdScanOut run(const Inputs& in, Which which) {
   ssmlab::ops::SsdScanOptions o;
   o.D = in.D;
   o.dt_bias = in.dt_bias;
-  o.chunk_size = 64;
+  o.chunk_size = which == kChunked256 ? 256 : which == kChunked128 ? 128 : which == kChunked32 ? 32 : 64;
   switch (which) {
     case kReference: return ssmlab::ops::ssd_scan_reference(in.x, in.dt, in.A, in.B, in.C, o);
-    case kChunked: return ssmlab::ops::ssd_scan_chunked(in.x, in.dt, in.A, in.B, in.C, o);
+    case kChunked:
+    case kChunked32:
+    case kChunked128:
+    case kChunked256: return ssmlab::ops::ssd_scan_chunked(in.x, in.dt, in.A, in.B, in.C, o);
+    case kAuto: return ssmlab::ops::ssd_scan(in.x, in.dt, in.A, in.B, in.C, o, "auto");
     default: return ssmlab::ops::ssd_scan_fused(in.x, in.dt, in.A, in.B, in.C, o);
   }
 }
@@ -121,6 +126,28 @@ void BM_SsdDecodeStep(benchmark::State& state) {
       ->UseRealTime()
 SSMLAB_SSD_BENCH(BM_SsdForward);
 SSMLAB_SSD_BENCH(BM_SsdForwardBackward);
+// The "auto" policy on CPU (ops/ssd_scan/README.md, "auto on CPU"): forward+backward of the chunked algorithm
+// (Q 64 and 256) against the fused kernel and against "auto" itself, over head sizes P·N from 256 to 8192 at
+// a fixed L 1024. Run with OMP_NUM_THREADS=1 and --benchmark_filter=BM_SsdTrainPolicy.
+#define SSMLAB_SSD_POLICY_ARGS(which)         \
+  Args({1, 1024, 8, 16, 16, which})           \
+      ->Args({1, 1024, 8, 32, 32, which})     \
+      ->Args({1, 1024, 8, 64, 16, which})     \
+      ->Args({1, 1024, 8, 32, 64, which})     \
+      ->Args({1, 1024, 8, 16, 128, which})    \
+      ->Args({1, 1024, 8, 64, 64, which})     \
+      ->Args({1, 1024, 4, 64, 128, which})
+BENCHMARK(BM_SsdForwardBackward)
+    ->Name("BM_SsdTrainPolicy")
+    ->ArgNames({"B", "L", "H", "P", "N", "impl"})
+    ->SSMLAB_SSD_POLICY_ARGS(1)
+    ->SSMLAB_SSD_POLICY_ARGS(4)
+    ->SSMLAB_SSD_POLICY_ARGS(2)
+    ->SSMLAB_SSD_POLICY_ARGS(3)
+    ->SSMLAB_SSD_POLICY_ARGS(5)
+    ->SSMLAB_SSD_POLICY_ARGS(6)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_SsdDecodeStep)
     ->ArgNames({"B", "H", "P", "N"})
     ->Args({1, 24, 64, 128})
@@ -132,7 +159,8 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("torch_intra_op_threads", std::to_string(at::get_num_threads()));
-  benchmark::AddCustomContext("impl", "0 = reference (time-stepped), 1 = chunked ATen (Q 64), 2 = fused CPU");
+  benchmark::AddCustomContext("impl", "0 = reference (time-stepped), 1 = chunked ATen (Q 64), 2 = fused CPU, 3 = auto, "
+                             "4 = chunked ATen (Q 256), 5 = chunked (Q 32), 6 = chunked (Q 128)");
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

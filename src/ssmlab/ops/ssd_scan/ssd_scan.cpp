@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "ssmlab/core/error.h"
 #include "ssmlab/core/log.h"
@@ -85,14 +86,58 @@ Coefficients coefficients(const at::Tensor& dt, const at::Tensor& A, const SsdSc
 
 }  // namespace ssd_detail
 
+const char* to_string(SsdScanPath path) {
+  switch (path) {
+    case SsdScanPath::reference: return "reference";
+    case SsdScanPath::chunked: return "chunked";
+    case SsdScanPath::fused: return "fused";
+  }
+  return "?";
+}
+
+namespace {
+// Gradients will flow through the scan: autograd is recording and some input requires grad.
+bool needs_grad(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                const at::Tensor& C, const SsdScanOptions& o) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const at::Tensor* t : {&x, &dt, &A, &B, &C})
+    if (t->requires_grad()) return true;
+  for (const auto* t : {&o.D, &o.dt_bias, &o.initial_state, &o.dt_mult, &o.decay_mult, &o.b_mult})
+    if (*t && (*t)->requires_grad()) return true;
+  return false;
+}
+
+// The CPU training policy (ssd_scan.h, kSsdCpuTrainChunkedMinPN): the chunked algorithm beats the fused
+// kernel's forward+backward at large heads.
+bool cpu_prefers_chunked(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                         const at::Tensor& C, const SsdScanOptions& o) {
+  return x.size(3) * B.size(3) >= kSsdCpuTrainChunkedMinPN && needs_grad(x, dt, A, B, C, o);
+}
+}  // namespace
+
+SsdScanPath ssd_scan_path(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                          const at::Tensor& C, const SsdScanOptions& opts, const std::string& backend) {
+  check_backend_name(backend);
+  if (backend == "reference") return SsdScanPath::reference;
+  if (ssd_scan_cpu_supports(x, dt, A, B, C, opts))
+    return cpu_prefers_chunked(x, dt, A, B, C, opts) ? SsdScanPath::chunked : SsdScanPath::fused;
+  if (ssd_scan_cuda_supports(x, dt, A, B, C, opts)) return SsdScanPath::fused;
+  return SsdScanPath::chunked;
+}
+
 SsdScanOut ssd_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
                     const at::Tensor& C, const SsdScanOptions& opts, const std::string& backend) {
   check_backend_name(backend);
   check_ssd_scan_inputs(x, dt, A, B, C, opts);
-  if (backend == "reference") return ssd_scan_reference(x, dt, A, B, C, opts);
-  // "auto": the fused kernel of the device where it takes the case, else the chunked algorithm (any device).
-  if (ssd_scan_cpu_supports(x, dt, A, B, C, opts) || ssd_scan_cuda_supports(x, dt, A, B, C, opts))
-    return ssd_scan_fused(x, dt, A, B, C, opts);
+  const SsdScanPath path = ssd_scan_path(x, dt, A, B, C, opts, backend);
+  if (path == SsdScanPath::reference) return ssd_scan_reference(x, dt, A, B, C, opts);
+  if (path == SsdScanPath::fused) return ssd_scan_fused(x, dt, A, B, C, opts);
+  if (ssd_scan_cpu_supports(x, dt, A, B, C, opts)) {
+    // The CPU training policy, at its measured chunk (no chunk-state export here: that is not cpu_supports).
+    SsdScanOptions o = opts;
+    o.chunk_size = kSsdCpuTrainChunk;
+    return ssd_scan_chunked(x, dt, A, B, C, o);
+  }
   const std::string dev = c10::DeviceTypeName(x.device().type(), /*lower_case=*/true);
   log::warn_once("ssd_scan:chunked:" + dev, str("ops: no fused ssd_scan kernel for ", dev, " takes this case "
                                                 "(chunk-state export, dtype, P > 64 or N > 256 on CUDA, or a build "

@@ -38,11 +38,30 @@ struct SsdScanOut {
   at::Tensor chunk_states;
 };
 
-// Validates the inputs (errors print every shape) and runs the selected backend. backend: "auto" (the fused
-// kernel where ssd_scan_cpu_supports / ssd_scan_cuda_supports, else the chunked ATen algorithm on any device;
-// the log says so once) or "reference" (the time-stepped oracle).
+// Validates the inputs (errors print every shape) and runs the selected backend. backend: "auto" (the path
+// ssd_scan_path names: the fused kernel where ssd_scan_cpu_supports / ssd_scan_cuda_supports, except on CPU
+// with gradients needed and large heads, where the chunked algorithm is faster; else the chunked ATen
+// algorithm on any device, the log says so once) or "reference" (the time-stepped oracle).
 SsdScanOut ssd_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
                     const at::Tensor& C, const SsdScanOptions& opts = {}, const std::string& backend = "auto");
+
+// The implementation ssd_scan(..., backend) runs.
+enum class SsdScanPath { reference, chunked, fused };
+const char* to_string(SsdScanPath path);
+
+// "auto" on CPU when gradients will be taken (GradMode on and an input requires grad): the chunked algorithm
+// at chunk Q = kSsdCpuTrainChunk when P·N >= kSsdCpuTrainChunkedMinPN, the fused kernel below. The fused
+// kernel wins every forward and small heads' forward+backward; its time-stepped backward loses to the
+// chunked algorithm's matmuls from P·N = 2048 up (ops/ssd_scan/README.md, "auto on CPU", has the numbers).
+// Q = 64 is the fastest chunk measured there (256, the mixer's default, is 1.5-4x slower on CPU); results
+// do not depend on Q, and a chunk-state export keeps the caller's chunk_size.
+inline constexpr int64_t kSsdCpuTrainChunkedMinPN = 2048;
+inline constexpr int64_t kSsdCpuTrainChunk = 64;
+
+// The path ssd_scan(x, ..., opts, backend) takes for these inputs, without running it (backend "auto" or
+// "reference"; inputs as ssd_scan's, unchecked here).
+SsdScanPath ssd_scan_path(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                          const at::Tensor& C, const SsdScanOptions& opts, const std::string& backend = "auto");
 
 // The oracle: time-stepped recurrence in plain ATen, float64-capable, differentiable by autograd through
 // ATen. Holds one state (B, H, P, N) at a time (no (B, L, H, P, N) buffer), so no-grad runs at any length
