@@ -1,7 +1,8 @@
-"""GPU decode-step timings (issue 3): the one-token ops selective_state_update at (B=8, E=3072, N=16) and
-causal_conv1d_update at (B=8, E=3072, W=4), and one decode step of a whole Mamba-1 layer (d_model 1536,
-E = 3072, N = 16, R = 96, W = 4) built from torch.ops.ssmlab ops and cuBLAS matmuls, timed eagerly (CUDA events,
-includes launch gaps) and as a CUDA graph (GPU time only). Target: a layer's decode step <= 10 us.
+"""GPU decode-step timings (issues 3 and 4): the one-token ops selective_state_update at (B=8, E=3072, N=16),
+causal_conv1d_update at (B=8, E=3072, W=4) and ssd_scan_update at (B=8, H=24, P=64, N=128); one decode step of a
+whole Mamba-1 layer (d_model 1536, E = 3072, N = 16, R = 96, W = 4) and of a whole Mamba-2 layer (d_model 768,
+H = 24, P = 64, N = 128, G = 1, W = 4), built from torch.ops.ssmlab ops and cuBLAS matmuls, timed eagerly (CUDA
+events, includes launch gaps) and as a CUDA graph (GPU time only). Target: a layer's decode step <= 10 us.
 
     python3 bench/gpu_decode.py [build/src/libssmlab_ops.so]
 """
@@ -85,9 +86,56 @@ def layer_case(b, d_model, dtype, n=16, w=4):
           f" graph {graph:6.2f} us  (target <= 10 us)", flush=True)
 
 
+def ssd_update_case(b, h, p, n, dtype):
+    dev = "cuda"
+    x = torch.randn(b, h, p, device=dev, dtype=dtype)
+    dt = torch.randn(b, h, device=dev, dtype=dtype)
+    A = -torch.rand(h, device=dev) - 1
+    B, C = (torch.randn(b, 1, n, device=dev, dtype=dtype) for _ in range(2))
+    D, bias = torch.ones(h, device=dev), torch.zeros(h, device=dev)
+    S = torch.zeros(b, h, p, n, device=dev)
+    fn = lambda: ops.ssd_scan_update(x, dt, A, B, C, S, D, bias, True)  # noqa: E731
+    eager, graph = median_us(fn), graph_us(fn)
+    nbytes = 2 * 4 * b * h * p * n
+    print(f"ssd_scan_update        B={b} H={h} P={p} N={n} {str(dtype)[6:]:9s} eager {eager:7.2f} us  graph {graph:6.2f} us"
+          f" ({nbytes / graph / 1e6:6.1f} GB/s of state)", flush=True)
+
+
+def mamba2_layer_case(b, d_model, dtype, h=24, p=64, n=128, g=1, w=4):
+    """One Mamba-2 decode step as mixers/mamba2.cpp step() computes it: in_proj -> (z, xBC, dt), conv update
+    over xBC, ssd_scan_update, gated RMSNorm (norm(y * silu(z))), out_proj."""
+    dev = "cuda"
+    di = h * p
+    cc = di + 2 * g * n
+    mk = lambda *s: torch.randn(*s, device=dev, dtype=dtype) * 0.02  # noqa: E731
+    in_w, out_w = mk(2 * di + 2 * g * n + h, d_model), mk(d_model, di)
+    conv_w, conv_b, norm_w = mk(cc, w), mk(cc), torch.ones(di, device=dev, dtype=dtype)
+    A = -torch.rand(h, device=dev) - 1
+    D, dt_bias = torch.ones(h, device=dev), torch.randn(h, device=dev)
+    conv_state = torch.zeros(b, w - 1, cc, device=dev, dtype=dtype)
+    ssm_state = torch.zeros(b, h, p, n, device=dev)
+    x_t = mk(b, d_model)
+
+    def step():
+        zxbcdt = x_t @ in_w.t()
+        z, xbc, dt = zxbcdt[:, :di], zxbcdt[:, di:di + cc], zxbcdt[:, di + cc:]
+        xbc = ops.causal_conv1d_update(xbc, conv_state, conv_w, conv_b, True)
+        x, B, C = xbc[:, :di].view(b, h, p), xbc[:, di:di + g * n].view(b, g, n), xbc[:, di + g * n:].view(b, g, n)
+        y = ops.ssd_scan_update(x, dt, A, B, C, ssm_state, D, dt_bias, True).reshape(b, di)
+        y = y * torch.nn.functional.silu(z)
+        y = y * torch.rsqrt(y.float().pow(2).mean(-1, keepdim=True) + 1e-5).to(dtype) * norm_w
+        return y @ out_w.t()
+
+    eager, graph = median_us(step), graph_us(step)
+    print(f"Mamba-2 layer decode step B={b} d_model={d_model} H={h} P={p} N={n} {str(dtype)[6:]:9s} eager {eager:7.2f} us "
+          f" graph {graph:6.2f} us  (target <= 10 us)", flush=True)
+
+
 print(torch.cuda.get_device_name())
 with torch.no_grad():
     for dtype in (torch.float32, torch.bfloat16):
         state_update_case(8, 3072, 16, dtype)
         conv_update_case(8, 3072, 4, dtype)
         layer_case(8, 1536, dtype)
+        ssd_update_case(8, 24, 64, 128, dtype)
+        mamba2_layer_case(8, 768, dtype)

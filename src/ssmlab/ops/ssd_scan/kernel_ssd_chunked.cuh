@@ -30,7 +30,7 @@ namespace ssmlab::ops::ssd_chunked_kernels {
 using namespace nvcuda;
 
 inline constexpr int kQ = 64;  // chunk length (= kernel_ssd.cuh's kChunk)
-inline constexpr int kWarps = 8;
+inline constexpr int kWarps = 16;
 inline constexpr int kThreads = kWarps * 32;
 inline constexpr int kMaxP = 64;
 inline constexpr int kMaxN = 128;
