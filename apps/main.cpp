@@ -3,6 +3,8 @@
 //   ssmlab eval RUN_DIR [--device DEV]
 //   ssmlab config CONFIG [--set key=value]...   (print the resolved config)
 //   ssmlab list [mixers|tasks|ops|transitions|keys]
+//   ssmlab sweep FILE [--jobs N] [--gpus 0,1] [--per-gpu K] [--mem-per-run GB] [--out DIR] [--set k=v]...
+//   ssmlab results DIR [--filter key=value]... [--csv FILE] [--sqlite FILE] [--all-keys]
 #include <cstdio>
 #include <iostream>
 
@@ -12,7 +14,10 @@
 #include "ssmlab/core/log.h"
 #include "ssmlab/experiments/config.h"
 #include "ssmlab/experiments/options_io.h"
+#include "ssmlab/experiments/results.h"
 #include "ssmlab/experiments/run.h"
+#include "ssmlab/experiments/runner.h"
+#include "ssmlab/experiments/sweep.h"
 #include "ssmlab/mixers/registry.h"
 #include "ssmlab/ops/backend.h"
 #include "ssmlab/train/progress.h"
@@ -77,6 +82,67 @@ int cmd_list(const std::string& what) {
   return 0;
 }
 
+std::vector<int64_t> parse_gpus(const std::string& text) {
+  std::vector<int64_t> gpus;
+  std::string item;
+  for (size_t i = 0; i <= text.size(); ++i) {
+    if (i < text.size() && text[i] != ',') {
+      item += text[i];
+      continue;
+    }
+    SSMLAB_CHECK(!item.empty() && item.find_first_not_of("0123456789") == std::string::npos,
+                 "--gpus: expected GPU numbers separated by commas (e.g. --gpus 0,1), got '", text, "'");
+    gpus.push_back(std::stoll(item));
+    item.clear();
+  }
+  return gpus;
+}
+
+// Writes the sweep folder's results.csv / results.sqlite and prints the table.
+void write_results(const std::filesystem::path& dir, const experiments::ResultsTable& table, const std::string& csv,
+                   const std::string& sqlite) {
+  std::printf("%s", experiments::format_table(table).c_str());
+  if (!csv.empty()) experiments::write_csv(table, csv);
+  if (!sqlite.empty()) experiments::write_sqlite(table, sqlite);
+  if (!csv.empty() || !sqlite.empty())
+    std::printf("written: %s%s%s\n", csv.c_str(), !csv.empty() && !sqlite.empty() ? ", " : "", sqlite.c_str());
+}
+
+int cmd_sweep(const std::string& file, const std::vector<std::string>& sets, const std::string& out,
+              const std::string& gpus, experiments::RunnerOptions opts, bool dry_run) {
+  experiments::Sweep sweep = experiments::load_sweep(file, sets);
+  if (!out.empty()) sweep.out_dir = out;
+  if (!gpus.empty()) opts.gpus = parse_gpus(gpus);
+  if (dry_run) {
+    std::printf("%s: %zu runs -> %s\n", file.c_str(), sweep.runs.size(), sweep.out_dir.string().c_str());
+    for (const auto& run : sweep.runs) {
+      const bool done = std::filesystem::exists(sweep.out_dir / run.folder / "DONE");
+      std::printf("  %3zu  %s  %s%s\n", run.index + 1, run.folder.c_str(), run.label().c_str(), done ? "  (done)" : "");
+    }
+    return 0;
+  }
+  const auto report = experiments::run_sweep(sweep, opts);
+  std::printf("%s", experiments::format_report(report).c_str());
+  if (!report.interrupted) {
+    const auto table = experiments::collect_results(sweep.out_dir);
+    std::printf("\n");
+    write_results(sweep.out_dir, table, (sweep.out_dir / "results.csv").string(),
+                  (sweep.out_dir / "results.sqlite").string());
+  }
+  if (report.interrupted) return 130;
+  return report.count(experiments::RunStatus::failed) > 0 ? 1 : 0;
+}
+
+int cmd_results(const std::string& dir, const experiments::ResultsOptions& opts, std::string csv, std::string sqlite) {
+  const auto table = experiments::collect_results(dir, opts);
+  if (opts.filters.empty() && csv.empty() && sqlite.empty()) {  // a filtered view never replaces the full table
+    csv = (std::filesystem::path(dir) / "results.csv").string();
+    sqlite = (std::filesystem::path(dir) / "results.sqlite").string();
+  }
+  write_results(dir, table, csv, sqlite);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -108,6 +174,41 @@ int main(int argc, char** argv) {
   list->add_option("what", list_what, "mixers | transitions | tasks | ops | keys (default: all but keys)")
       ->check(CLI::IsMember({"mixers", "transitions", "tasks", "ops", "keys"}));
 
+  std::string sweep_gpus;
+  bool sweep_dry_run = false;
+  experiments::RunnerOptions sweep_opts;
+  auto* sweep = app.add_subcommand("sweep", "run every config of a sweep file ([sweep] grid / zip lists) as its own "
+                                            "process; skips finished runs, resumes interrupted ones");
+  sweep->add_option("file", config_file, "sweep file (e.g. configs/sweeps/mqar-cpu.toml)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sweep->add_option("--jobs,-j", sweep_opts.jobs, "runs at a time (default 1, or GPUs x --per-gpu)");
+  sweep->add_option("--gpus", sweep_gpus, "GPUs to spread runs over, e.g. 0,1 (CUDA_VISIBLE_DEVICES per run)");
+  sweep->add_option("--per-gpu", sweep_opts.per_gpu, "runs sharing one GPU (default 1)");
+  sweep->add_option("--mem-per-run", sweep_opts.mem_per_run_gb,
+                    "GB one run needs; fewer runs share a GPU (or the host) when their memory would not fit");
+  sweep->add_option("--mem", sweep_opts.mem_gb, "GB per GPU (or of the host) for --mem-per-run (default: nvidia-smi / "
+                                                "MemAvailable)");
+  sweep->add_option("--out", out_dir, "sweep folder (default: [sweep].out_dir, else <run.out_dir>/<sweep name>)");
+  sweep->add_option("--set", sets, "override a key of the base config (repeatable)");
+  sweep->add_flag("--dry-run", sweep_dry_run, "list the runs and their folders; run nothing");
+  sweep->footer("Ctrl-C stops every run (they resume next time). Writes sweep.json, results.csv and results.sqlite in "
+                "the sweep folder; each run's output is in its folder's train.log.");
+
+  std::string results_csv, results_sqlite;
+  experiments::ResultsOptions results_opts;
+  auto* results = app.add_subcommand("results", "one table of every run folder under DIR: differing config keys and "
+                                                "final metrics (CSV and SQLite)");
+  results->add_option("dir", run_dir, "a sweep folder, or any folder holding run folders")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  results->add_option("--filter", results_opts.filters,
+                      "keep runs where key=value (also !=, <, <=, >, >=), e.g. --filter model.mixer=mamba1 (repeatable)");
+  results->add_option("--csv", results_csv, "CSV file to write (default without --filter: DIR/results.csv)");
+  results->add_option("--sqlite", results_sqlite, "SQLite file to write, table runs (default without --filter: "
+                                                  "DIR/results.sqlite)");
+  results->add_flag("--all-keys", results_opts.all_keys, "every config key as a column, not only those that differ");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -127,6 +228,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*list) return cmd_list(list_what);
+    if (*sweep) return cmd_sweep(config_file, sets, out_dir, sweep_gpus, sweep_opts, sweep_dry_run);
+    if (*results) return cmd_results(run_dir, results_opts, results_csv, results_sqlite);
   } catch (const ssmlab::Error& e) {
     std::fprintf(stderr, "ssmlab: error: %s\n", e.what());
     return 2;

@@ -44,7 +44,7 @@ def state_update_case(b, e, n, dtype):
     nbytes = 2 * 4 * b * e * n + x.element_size() * 4 * b * e + 4 * e * n
     ref = median_us(lambda: ops.selective_state_update_ref(state, x, dt, A, B, C, D, z, bias, True), reps=50)
     print(f"selective_state_update B={b} E={e} N={n} {str(dtype)[6:]:9s} eager {eager:7.2f} us  graph {graph:6.2f} us "
-          f"({nbytes / graph / 1e6:6.1f} GB/s)  reference eager {ref:8.1f} us", flush=True)
+          f"({nbytes / graph / 1e6:6.2f} TB/s)  reference eager {ref:8.1f} us", flush=True)
 
 
 def conv_update_case(b, e, w, dtype):
@@ -98,7 +98,7 @@ def ssd_update_case(b, h, p, n, dtype):
     eager, graph = median_us(fn), graph_us(fn)
     nbytes = 2 * 4 * b * h * p * n
     print(f"ssd_scan_update        B={b} H={h} P={p} N={n} {str(dtype)[6:]:9s} eager {eager:7.2f} us  graph {graph:6.2f} us"
-          f" ({nbytes / graph / 1e6:6.1f} GB/s of state)", flush=True)
+          f" ({nbytes / graph / 1e6:6.2f} TB/s of state)", flush=True)
 
 
 def mamba2_layer_case(b, d_model, dtype, h=24, p=64, n=128, g=1, w=4):

@@ -23,7 +23,8 @@ ssd_scan_cpu::Inputs prepare(const Tensor& x, const Tensor& a, const Tensor& w, 
                              const Tensor& D, const Tensor& S0) {
   const auto ct = state_dtype(x.scalar_type());
   auto conv = [&](const Tensor& t) { return t.defined() ? t.to(ct).contiguous() : Tensor(); };
-  return {conv(x), conv(a), conv(w), conv(B), conv(C), conv(D), conv(S0), x.scalar_type()};
+  return {conv(x), conv(a), conv(w), conv(B), conv(C), conv(D), conv(S0), x.scalar_type(),
+          B.scalar_type() == C.scalar_type() ? B.scalar_type() : at::kFloat};
 }
 
 ssd_scan_cpu::Forward run_forward(const ssd_scan_cpu::Inputs& in) {

@@ -27,6 +27,7 @@ struct Inputs {
   // dtype of the caller's x before the conversion to the compute dtype: the CUDA chunked kernels multiply in
   // bf16 on the tensor cores for bf16 inputs, in split tf32 (about fp32 accuracy) otherwise.
   at::ScalarType source = at::kFloat;
+  at::ScalarType source_bc = at::kFloat;  // B's (and C's) dtype before the conversion
 };
 
 struct Forward {

@@ -125,6 +125,10 @@ ck::Params chunked_params(const ssd_scan_cpu::Inputs& in) {
   q.C = in.C.const_data_ptr<float>();
   q.D = cptr<float>(in.D);
   q.S0 = cptr<float>(in.S0);
+  // bf16 values are exact in tf32, so the split-tf32 products skip their low parts. The cotangent of y arrives
+  // in y's dtype, x's.
+  q.bc_exact = in.source_bc == at::kBFloat16;
+  q.dy_exact = in.source == at::kBFloat16;
   return q;
 }
 

@@ -37,14 +37,13 @@ inline constexpr int kMaxN = 128;
 
 struct Params {
   int64_t b, l, h, p, n, g, hg, nk;
-  int pp, np;                               // P, N rounded up to 16
-  const float *x, *a, *w, *B, *C, *D, *S0;  // D, S0 may be null
-  float *y, *states, *cdecay,
-      *fin;                // states (B, H, nk, P, N), cdecay (B, H, nk)
-  const float *dy, *dfin;  // may be null (zero cotangent)
-  float* dstates;          // (B, H, nk, P, N): Ψ, then G
-  float *dx, *da, *dw, *dBh, *dCh, *dDp,
-      *dS0;  // dBh, dCh (B, L, H, N); dDp (B, H, nk) or null; dS0 or null
+  int pp, np;                                   // P, N rounded up to 16
+  const float *x, *a, *w, *B, *C, *D, *S0;      // D, S0 may be null
+  float *y, *states, *cdecay, *fin;             // states (B, H, nk, P, N), cdecay (B, H, nk)
+  const float *dy, *dfin;                       // may be null (zero cotangent)
+  float* dstates;                               // (B, H, nk, P, N): Ψ, then G
+  float *dx, *da, *dw, *dBh, *dCh, *dDp, *dS0;  // dBh, dCh (B, L, H, N); dDp (B, H, nk) or null; dS0 or null
+  bool bc_exact, dy_exact;                      // B and C / dy hold bf16 values (exact in tf32)
 };
 
 template <typename Op>
@@ -156,9 +155,13 @@ __device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo) {
 // w + kWarps, ..., two at a time (independent accumulator chains for latency); a caller that accumulates onto
 // an earlier product of the same M x N gets the same warp per tile. Split tf32 keeps hi·hi and the two
 // correction products in separate accumulators.
+// exact (split tf32 only): kExactA / kExactB mark an operand whose values tf32 holds exactly (bf16 data), so
+// its low part and the products with it are skipped.
+inline constexpr int kExactA = 1, kExactB = 2;
+
 template <class LA, class LB, typename Op>
 __device__ void gemm(float* Cm, int ldc, const Op* A, int lda, const Op* B, int ldb, int M, int N, int K,
-                     bool accumulate) {
+                     bool accumulate, int exact = 0) {
   constexpr int kk = OpTraits<Op>::kK;
   constexpr bool kBf16 = std::is_same_v<Op, __nv_bfloat16>;
   using Acc = wmma::fragment<wmma::accumulator, 16, 16, kk, float>;
@@ -194,11 +197,11 @@ __device__ void gemm(float* Cm, int ldc, const Op* A, int lda, const Op* B, int 
           wmma::fragment<wmma::matrix_b, 16, 16, kk, wmma::precision::tf32, LB> bh, bl;
           wmma::load_matrix_sync(ah, A + offset<LA>(i0[u], k0, lda), lda);
           wmma::load_matrix_sync(bh, B + offset<LB>(k0, j0[u], ldb), ldb);
-          split_tf32(ah, al);
-          split_tf32(bh, bl);
+          if (!(exact & kExactA)) split_tf32(ah, al);
+          if (!(exact & kExactB)) split_tf32(bh, bl);
           wmma::mma_sync(acc[u], ah, bh, acc[u]);
-          wmma::mma_sync(cor[u], al, bh, cor[u]);
-          wmma::mma_sync(cor[u], ah, bl, cor[u]);
+          if (!(exact & kExactA)) wmma::mma_sync(cor[u], al, bh, cor[u]);
+          if (!(exact & kExactB)) wmma::mma_sync(cor[u], ah, bl, cor[u]);
         }
       }
     }
@@ -350,7 +353,8 @@ __global__ void __launch_bounds__(kThreads) chunk_outer_kernel(Params q) {
     stage_bc(xb, lay.ldb, q.B, q, b, g, t0, valid);
   }
   __syncthreads();
-  gemm<wmma::col_major, wmma::row_major>(stg, lay.lds, xa, lay.lda, xb, lay.ldb, pp, np, kQ, false);
+  gemm<wmma::col_major, wmma::row_major>(stg, lay.lds, xa, lay.lda, xb, lay.ldb, pp, np, kQ, false,
+                                         q.bc_exact ? kExactB : 0);
   __syncthreads();
   float* dst = (kGrad ? q.dstates : q.states) + (bh * q.nk + c) * P * N;
   for (int e = threadIdx.x; e < P * N; e += kThreads) dst[e] = stg[(e / N) * lay.lds + e % N];
@@ -498,6 +502,7 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
   const int64_t t0 = int64_t(c) * kQ, PN = q.p * q.n;
   const int valid = static_cast<int>(q.l - t0 < kQ ? q.l - t0 : kQ);
   const int pp = q.pp, np = q.np, P = static_cast<int>(q.p), N = static_cast<int>(q.n);
+  const int xbc = q.bc_exact ? kExactA : 0, xdy = q.dy_exact ? kExactA : 0;  // as the A operand; << 1 as B
   const float* Sprev = q.states + (bh * q.nk + c) * PN;
   const float* Gc = q.dstates + (bh * q.nk + c) * PN;
   chunk_cumsum(s, q, b, h, t0, valid);
@@ -516,8 +521,8 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
   auto decay_from_start = [&](int i) { return __expf(s[i]); };
 
   // A. M = L∘(C Bᵀ), W = L∘(dy X̄ᵀ).
-  gemm<wmma::row_major, wmma::col_major>(stq, lay.ldsq, cs, lay.ldn, bs, lay.ldn, kQ, kQ, np, false);
-  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, dys, lay.ldp, xs, lay.ldp, kQ, kQ, pp, false);
+  gemm<wmma::row_major, wmma::col_major>(stq, lay.ldsq, cs, lay.ldn, bs, lay.ldn, kQ, kQ, np, false, xbc | (xbc << 1));
+  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, dys, lay.ldp, xs, lay.ldp, kQ, kQ, pp, false, xdy);
   __syncthreads();
   for (int e = threadIdx.x; e < kQ * kQ; e += kThreads) {
     const int i = e / kQ, j = e % kQ;
@@ -527,16 +532,16 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
   }
   __syncthreads();
   // B. y_ssm = diag(exp s) C S_prevᵀ + M X̄;  ds_i = dy_i · y_ssm_i.
-  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, cs, lay.ldn, rs, lay.ldn, kQ, pp, np, false);
+  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, cs, lay.ldn, rs, lay.ldn, kQ, pp, np, false, xbc);
   // D (first half). dC = diag(exp s) dy S_prev (+ W B below), into the other
   // stage.
-  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, dys, lay.ldp, rs, lay.ldn, kQ, np, pp, false);
+  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, dys, lay.ldp, rs, lay.ldn, kQ, np, pp, false, xdy);
   __syncthreads();
   scale_rows(stp, lay.ldsp, pp, decay_from_start);
   scale_rows(stq, lay.ldsq, np, decay_from_start);
   __syncthreads();
   gemm<wmma::row_major, wmma::row_major>(stp, lay.ldsp, ms, lay.ldq, xs, lay.ldp, kQ, pp, kQ, true);
-  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, bs, lay.ldn, kQ, np, kQ, true);
+  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, bs, lay.ldn, kQ, np, kQ, true, xbc << 1);
   __syncthreads();
   row_dots(ds, stp, lay.ldsp, q.dy, nullptr, q, b, h, t0, valid);
   for (int e = threadIdx.x; e < valid * N; e += kThreads) {
@@ -547,7 +552,7 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
   stage_state(rs, lay.ldn, Gc, q);
   __syncthreads();
   // C. dX̄ = diag(e) B Gᵀ + Mᵀ dy;  V_j = e_j X̄_j·(B_j Gᵀ).
-  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, bs, lay.ldn, rs, lay.ldn, kQ, pp, np, false);
+  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, bs, lay.ldn, rs, lay.ldn, kQ, pp, np, false, xbc);
   // E (first half). dB = diag(e) X̄ G (+ Wᵀ C below).
   gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, xs, lay.ldp, rs, lay.ldn, kQ, np, pp, false);
   __syncthreads();
@@ -556,8 +561,8 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
   __syncthreads();
   row_dots(sv, stp, lay.ldsp, q.x, q.w, q, b, h, t0, valid);
   __syncthreads();
-  gemm<wmma::col_major, wmma::row_major>(stp, lay.ldsp, ms, lay.ldq, dys, lay.ldp, kQ, pp, kQ, true);
-  gemm<wmma::col_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, cs, lay.ldn, kQ, np, kQ, true);
+  gemm<wmma::col_major, wmma::row_major>(stp, lay.ldsp, ms, lay.ldq, dys, lay.ldp, kQ, pp, kQ, true, xdy << 1);
+  gemm<wmma::col_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, cs, lay.ldn, kQ, np, kQ, true, xbc << 1);
   __syncthreads();
   for (int e = threadIdx.x; e < valid * N; e += kThreads) {
     const int i = e / N, n = e % N;

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 
 #include "ssmlab/core/error.h"
@@ -107,11 +108,12 @@ bool needs_grad(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, 
   return false;
 }
 
-// The CPU training policy (ssd_scan.h, kSsdCpuTrainChunkedMinPN): the chunked algorithm beats the fused
-// kernel's forward+backward at large heads.
+// The CPU training policy (ssd_scan.h, kSsdCpuTrainChunkedMinPN): on one thread the chunked algorithm beats
+// the fused kernel's forward+backward at large heads.
 bool cpu_prefers_chunked(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
                          const at::Tensor& C, const SsdScanOptions& o) {
-  return x.size(3) * B.size(3) >= kSsdCpuTrainChunkedMinPN && needs_grad(x, dt, A, B, C, o);
+  return x.size(3) * B.size(3) >= kSsdCpuTrainChunkedMinPN && at::get_num_threads() == 1 &&
+         needs_grad(x, dt, A, B, C, o);
 }
 }  // namespace
 

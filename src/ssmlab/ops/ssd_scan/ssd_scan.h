@@ -49,10 +49,12 @@ SsdScanOut ssd_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor&
 enum class SsdScanPath { reference, chunked, fused };
 const char* to_string(SsdScanPath path);
 
-// "auto" on CPU when gradients will be taken (GradMode on and an input requires grad): the chunked algorithm
-// at chunk Q = kSsdCpuTrainChunk when P·N >= kSsdCpuTrainChunkedMinPN, the fused kernel below. The fused
-// kernel wins every forward and small heads' forward+backward; its time-stepped backward loses to the
-// chunked algorithm's matmuls from P·N = 2048 up (ops/ssd_scan/README.md, "auto on CPU", has the numbers).
+// "auto" on CPU when gradients will be taken (GradMode on and an input requires grad) and ATen runs one
+// thread: the chunked algorithm at chunk Q = kSsdCpuTrainChunk when P·N >= kSsdCpuTrainChunkedMinPN, the
+// fused kernel below. The fused kernel wins every forward and small heads' forward+backward; its
+// time-stepped backward loses to the chunked algorithm's matmuls from P·N = 2048 up. With more threads the
+// fused kernel stays: the chunked algorithm's many small parallel ATen ops were 4-40x slower on a shared
+// 2-core machine (ops/ssd_scan/README.md, "auto on CPU", has the numbers).
 // Q = 64 is the fastest chunk measured there (256, the mixer's default, is 1.5-4x slower on CPU); results
 // do not depend on Q, and a chunk-state export keeps the caller's chunk_size.
 inline constexpr int64_t kSsdCpuTrainChunkedMinPN = 2048;
