@@ -78,10 +78,12 @@ SsdScanOut ssd_scan_reference(const at::Tensor& x, const at::Tensor& dt, const a
 SsdScanOut ssd_scan_chunked(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
                             const at::Tensor& C, const SsdScanOptions& opts);
 
-// The fused kernels (cpu.cpp / cuda.cu, autograd.cpp): the time-stepped recurrence per (batch, head) with the
-// state held locally (CPU: vectorised over N, parallel over B·H; CUDA: one block per (batch, head), the state
-// in registers); backward from states saved every 64 steps. Same contract and results as the reference up to
-// rounding; computes in fp32 (fp64 for fp64 x). Throws unless ssd_scan_cpu_supports(...) or
+// The fused kernels (cpu.cpp / cuda.cu, autograd.cpp). CPU: the time-stepped recurrence per (batch, head), the
+// state held locally, vectorised over N, parallel over B·H. CUDA: the chunked algorithm on tensor cores
+// (kernel_ssd_chunked.cuh; float inputs with P <= 64, N <= 128), else the time-stepped recurrence with one block
+// per (batch, head) and the state in registers (kernel_ssd.cuh); README.md says which and why. Backward from
+// states saved every 64 steps. Same contract and results as the reference up to rounding; computes in fp32
+// (fp64 for fp64 x; bf16 tensor-core products in the CUDA forward of bf16 x). Throws unless ssd_scan_cpu_supports(...) or
 // ssd_scan_cuda_supports(...). Expects checked inputs.
 SsdScanOut ssd_scan_fused(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
                           const at::Tensor& C, const SsdScanOptions& opts);
@@ -91,7 +93,7 @@ SsdScanOut ssd_scan_fused(const at::Tensor& x, const at::Tensor& dt, const at::T
 bool ssd_scan_cpu_supports(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
                            const at::Tensor& C, const SsdScanOptions& opts);
 
-// True when the CUDA kernels (cuda.cu, kernel_ssd.cuh) take the case: the build links them
+// True when the CUDA kernels (cuda.cu) take the case: the build links them
 // (SSMLAB_WITH_CUDA), every tensor on x's CUDA device, x float32/float64/bfloat16/float16 (computed in fp32,
 // fp64 for fp64), P <= 64, N <= 256, no chunk-state export. ssd_scan_fused runs them for CUDA inputs.
 bool ssd_scan_cuda_supports(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
