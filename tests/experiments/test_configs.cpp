@@ -8,6 +8,7 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/run.h"
+#include "ssmlab/experiments/sweep.h"
 
 namespace {
 
@@ -32,7 +33,10 @@ TEST(Configs, EveryShippedConfigLoads) {
   int n = 0;
   for (const auto& entry : fs::recursive_directory_iterator(fs::path(SSMLAB_SOURCE_DIR) / "configs")) {
     if (entry.path().extension() != ".toml") continue;
-    EXPECT_NO_THROW(ssmlab::experiments::load_config(entry.path())) << entry.path();
+    if (entry.path().parent_path().filename() == "sweeps")  // sweep files: a config plus [sweep]
+      EXPECT_NO_THROW(ssmlab::experiments::load_sweep(entry.path())) << entry.path();
+    else
+      EXPECT_NO_THROW(ssmlab::experiments::load_config(entry.path())) << entry.path();
     ++n;
   }
   EXPECT_GE(n, 3);

@@ -340,7 +340,12 @@ std::string apply_assignment(toml::table& table, const std::string& key, const s
 }
 
 std::string node_text(const toml::table& root, const std::string& dotted_key) {
-  const std::string prefix = "get_field '" + dotted_key + "'";
+  return inline_text(find_node(root, dotted_key, "get_field '" + dotted_key + "'"));
+}
+
+std::string inline_toml(const toml::node& node) { return inline_text(node); }
+
+const toml::node& find_node(const toml::table& root, const std::string& dotted_key, const std::string& prefix) {
   const toml::node* cur = &root;
   std::string path;
   for (const KeySegment& seg : parse_key(dotted_key, prefix)) {
@@ -363,7 +368,7 @@ std::string node_text(const toml::table& root, const std::string& dotted_key) {
       path = item_key(path, seg.index);
     }
   }
-  return inline_text(*cur);
+  return *cur;
 }
 
 std::string format_help(const std::vector<HelpRow>& rows) {

@@ -80,6 +80,11 @@ std::set<std::string> apply_overrides(toml::table& table, const std::vector<std:
 std::string apply_assignment(toml::table& table, const std::string& key, const std::string& value,
                              const std::string& error_prefix);
 std::string node_text(const toml::table& root, const std::string& dotted_key);  // for get_field
+// The node `dotted_key` names in `root`; an unknown key is an error that starts with `error_prefix`
+// and lists the known keys at that level ("did you mean"). For sweeps (experiments/sweep.h).
+const toml::node& find_node(const toml::table& root, const std::string& dotted_key, const std::string& error_prefix);
+// TOML text of any node on one line (tables inline), parseable as a --set value.
+std::string inline_toml(const toml::node& node);
 struct HelpRow {
   std::string key, meta, help, check;
 };

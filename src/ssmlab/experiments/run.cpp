@@ -27,21 +27,28 @@ models::LanguageModel build_model(const Config& cfg) {
 
 }  // namespace
 
-Config load_config(const std::filesystem::path& file, const std::vector<std::string>& overrides) {
-  Config cfg = load_options<Config>(file, overrides);
+void check_config(const Config& cfg, const std::string& source) {
   try {
     for (const auto& seg : cfg.task.mqar.train) tasks::check_mqar_segment(cfg.task.mqar, seg);
     for (const auto& seg : cfg.task.mqar.test) tasks::check_mqar_segment(cfg.task.mqar, seg);
   } catch (const Error& e) {
-    fail(file.string(), ": task.mqar: ", e.what());
+    fail(source, ": task.mqar: ", e.what());
   }
+}
+
+Config load_config(const std::filesystem::path& file, const std::vector<std::string>& overrides) {
+  Config cfg = load_options<Config>(file, overrides);
+  check_config(cfg, file.string());
   return cfg;
 }
 
+std::string run_config_text(const Config& cfg) { return to_toml_string(identity(cfg)); }
+
+std::string run_id(const Config& cfg) { return config_hash(identity(cfg)); }
+
 std::filesystem::path run_dir_for(Config& cfg, const std::optional<std::filesystem::path>& out) {
   if (out) return *out;
-  Config id = identity(cfg);
-  return std::filesystem::path(cfg.run.out_dir) / (cfg.run.name + "-" + config_hash(id).substr(0, 8));
+  return std::filesystem::path(cfg.run.out_dir) / (cfg.run.name + "-" + run_id(cfg).substr(0, 8));
 }
 
 train::TrainData build_data(const Config& cfg) {

@@ -1,0 +1,457 @@
+#include "ssmlab/experiments/results.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "ssmlab/core/error.h"
+#include "ssmlab/core/io.h"
+#include "ssmlab/experiments/options_io.h"
+
+namespace ssmlab::experiments {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+struct Run {
+  std::string name;                                        // folder relative to the scanned dir
+  std::vector<std::pair<std::string, Cell>> config;        // flattened config.toml, file order
+  std::map<std::string, Cell> config_by_key;
+  std::vector<std::pair<std::string, Cell>> metrics;
+  std::string status, error;
+  size_t order = SIZE_MAX;                                 // position in sweep.json
+};
+
+Cell cell_of(const toml::node& node) {
+  if (auto* v = node.as_boolean()) return v->get();
+  if (auto* v = node.as_integer()) return v->get();
+  if (auto* v = node.as_floating_point()) return v->get();
+  if (auto* v = node.as_string()) return v->get();
+  return detail::inline_toml(node);
+}
+
+Cell cell_of(const json& j) {
+  if (j.is_boolean()) return j.get<bool>();
+  if (j.is_number_integer()) return j.get<int64_t>();
+  if (j.is_number()) return j.get<double>();
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_null()) return std::monostate{};
+  return j.dump();
+}
+
+struct Flat {
+  std::string key;
+  Cell value;
+  toml::source_position at;
+};
+
+void flatten(const toml::table& t, const std::string& prefix, std::vector<Flat>& out) {
+  for (const auto& [k, node] : t) {
+    const std::string key = detail::join_key(prefix, k.str());
+    if (const toml::table* inner = node.as_table()) {
+      flatten(*inner, key, out);
+    } else if (const toml::array* a = node.as_array(); a && !a->empty() && a->is_array_of_tables()) {
+      for (size_t i = 0; i < a->size(); ++i) flatten(*a->get(i)->as_table(), detail::item_key(key, i), out);
+    } else {
+      out.push_back({key, cell_of(node), node.source().begin});
+    }
+  }
+}
+
+std::vector<std::pair<std::string, Cell>> read_config(const fs::path& file) {
+  const toml::table t = detail::parse_toml(read_file(file), file.string());
+  std::vector<Flat> flat;
+  flatten(t, "", flat);
+  std::stable_sort(flat.begin(), flat.end(), [](const Flat& a, const Flat& b) {
+    return a.at.line != b.at.line ? a.at.line < b.at.line : a.at.column < b.at.column;
+  });
+  std::vector<std::pair<std::string, Cell>> out;
+  for (auto& f : flat) out.emplace_back(std::move(f.key), std::move(f.value));
+  return out;
+}
+
+// Final metrics: results.json of a finished run, else the last eval record of metrics.jsonl.
+std::vector<std::pair<std::string, Cell>> read_metrics(const fs::path& dir) {
+  std::vector<std::pair<std::string, Cell>> out;
+  json j;
+  if (fs::exists(dir / "results.json")) {
+    try {
+      j = json::parse(read_file(dir / "results.json"));
+    } catch (const json::exception& e) {
+      fail((dir / "results.json").string(), ": not valid JSON (", e.what(), ")");
+    }
+  } else if (fs::exists(dir / "metrics.jsonl")) {
+    std::istringstream lines(read_file(dir / "metrics.jsonl"));
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (line.empty()) continue;
+      json rec = json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (rec.is_object() && rec.value("kind", "") == "eval") j = rec;
+    }
+    if (j.is_object()) {
+      j["steps"] = j["step"];
+      for (const char* k : {"kind", "step", "epoch"}) j.erase(k);
+    }
+  }
+  if (!j.is_object()) return out;
+  for (const char* first : {"steps", "test_acc", "test_loss"})
+    if (j.contains(first)) out.emplace_back(first, cell_of(j[first]));
+  for (const auto& [k, v] : j.items())
+    if (k.rfind("test_acc/", 0) == 0) out.emplace_back(k, cell_of(v));
+  for (const auto& [k, v] : j.items())
+    if (k != "steps" && k != "test_acc" && k != "test_loss" && k.rfind("test_acc/", 0) != 0)
+      out.emplace_back(k, cell_of(v));
+  return out;
+}
+
+std::vector<fs::path> find_run_folders(const fs::path& dir) {
+  std::vector<fs::path> found;
+  if (fs::exists(dir / "config.toml")) return {dir};
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied);
+       it != fs::recursive_directory_iterator(); ++it) {
+    if (!it->is_directory()) continue;
+    const std::string name = it->path().filename().string();
+    if (name == "checkpoints" || name.rfind('.', 0) == 0) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (fs::exists(it->path() / "config.toml")) {
+      found.push_back(it->path());
+      it.disable_recursion_pending();
+    }
+  }
+  return found;
+}
+
+bool is_number(const Cell& c) {
+  return std::holds_alternative<int64_t>(c) || std::holds_alternative<double>(c) || std::holds_alternative<bool>(c);
+}
+
+double number(const Cell& c) {
+  if (auto* b = std::get_if<bool>(&c)) return *b ? 1.0 : 0.0;
+  if (auto* i = std::get_if<int64_t>(&c)) return static_cast<double>(*i);
+  return std::get<double>(c);
+}
+
+struct Filter {
+  std::string key, op, text;
+  Cell value;
+};
+
+Filter parse_filter(const std::string& f) {
+  static const char* ops[] = {"!=", "<=", ">=", "=", "<", ">"};
+  size_t best = std::string::npos;
+  std::string op;
+  for (const char* o : ops) {
+    const size_t p = f.find(o);
+    if (p != std::string::npos && (p < best || (p == best && std::string(o).size() > op.size()))) best = p, op = o;
+  }
+  if (best == std::string::npos || best == 0)
+    fail("--filter '", f, "': expected key=value (or !=, <, <=, >, >=), e.g. --filter model.mixer=mamba1");
+  Filter out{f.substr(0, best), op, f.substr(best + op.size()), {}};
+  while (!out.key.empty() && out.key.back() == ' ') out.key.pop_back();
+  while (!out.text.empty() && out.text.front() == ' ') out.text.erase(0, 1);
+  try {
+    const toml::table t = toml::parse("v = " + out.text);
+    out.value = cell_of(*t.get("v"));
+  } catch (const toml::parse_error&) {
+    out.value = out.text;  // a bare word: a string
+  }
+  return out;
+}
+
+bool holds(const Cell& cell, const Filter& f) {
+  if (std::holds_alternative<std::monostate>(cell)) return f.op == "!=";
+  int cmp = 0;
+  if (is_number(cell) && is_number(f.value)) {
+    const double a = number(cell), b = number(f.value);
+    const bool equal = std::fabs(a - b) <= 1e-9 * std::max({1.0, std::fabs(a), std::fabs(b)});
+    cmp = equal ? 0 : (a < b ? -1 : 1);
+  } else {
+    const std::string a = cell_text(cell), b = cell_text(f.value);
+    cmp = a.compare(b) < 0 ? -1 : (a == b ? 0 : 1);
+  }
+  if (f.op == "=") return cmp == 0;
+  if (f.op == "!=") return cmp != 0;
+  if (f.op == "<") return cmp < 0;
+  if (f.op == "<=") return cmp <= 0;
+  if (f.op == ">") return cmp > 0;
+  return cmp >= 0;
+}
+
+bool same(const Cell& a, const Cell& b) { return a.index() == b.index() && cell_text(a) == cell_text(b); }
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+std::string sql_name(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+}  // namespace
+
+std::string cell_text(const Cell& c) {
+  if (std::holds_alternative<std::monostate>(c)) return "";
+  if (auto* b = std::get_if<bool>(&c)) return *b ? "true" : "false";
+  if (auto* i = std::get_if<int64_t>(&c)) return std::to_string(*i);
+  if (auto* d = std::get_if<double>(&c)) return detail::format_value(*d);
+  return std::get<std::string>(c);
+}
+
+ResultsTable collect_results(const fs::path& dir, const ResultsOptions& opts) {
+  SSMLAB_CHECK(fs::is_directory(dir), "results: ", dir.string(), " is not a directory");
+  std::map<std::string, json> manifest;  // folder -> its sweep.json record
+  if (fs::exists(dir / "sweep.json")) {
+    try {
+      const json m = json::parse(read_file(dir / "sweep.json"));
+      for (const auto& r : m.at("runs")) manifest[r.at("folder").get<std::string>()] = r;
+    } catch (const json::exception& e) {
+      fail((dir / "sweep.json").string(), ": not a sweep manifest (", e.what(), ")");
+    }
+  }
+  std::vector<Run> runs;
+  for (const auto& folder : find_run_folders(dir)) {
+    Run run;
+    run.name = folder == dir ? folder.filename().string() : fs::relative(folder, dir).string();
+    run.config = read_config(folder / "config.toml");
+    for (const auto& [k, v] : run.config) run.config_by_key[k] = v;
+    run.metrics = read_metrics(folder);
+    const auto m = manifest.find(run.name);
+    if (m != manifest.end()) run.order = m->second.value("index", SIZE_MAX);
+    if (fs::exists(folder / "DONE")) {
+      run.status = "done";
+    } else if (m != manifest.end() && m->second.value("status", "") != "done-before") {
+      run.status = m->second.value("status", "pending");
+      const std::string err = m->second.value("error", "");
+      run.error = err.substr(0, err.find('\n'));
+    } else {
+      run.status = fs::exists(folder / "metrics.jsonl") ? "unfinished" : "new";
+    }
+    runs.push_back(std::move(run));
+  }
+  SSMLAB_CHECK(!runs.empty(), "results: no run folder (a folder with config.toml) under ", dir.string());
+  std::stable_sort(runs.begin(), runs.end(), [](const Run& a, const Run& b) {
+    return a.order != b.order ? a.order < b.order : a.name < b.name;
+  });
+
+  // Config columns: keys in file order of first appearance; only those that differ unless all_keys.
+  std::vector<std::string> keys;
+  std::set<std::string> seen;
+  for (const auto& r : runs)
+    for (const auto& [k, v] : r.config)
+      if (seen.insert(k).second) keys.push_back(k);
+  std::vector<std::string> config_cols;
+  for (const auto& k : keys) {
+    bool differs = false;
+    for (const auto& r : runs) {
+      const auto& first_run = runs[0].config_by_key;
+      const auto it = r.config_by_key.find(k);
+      const auto first = first_run.find(k);
+      const bool has = it != r.config_by_key.end(), has0 = first != first_run.end();
+      if (has != has0 || (has && !same(it->second, first->second))) differs = true;
+    }
+    if (differs || opts.all_keys) config_cols.push_back(k);
+  }
+  std::vector<std::string> metric_cols;
+  std::set<std::string> seen_metric;
+  for (const auto& r : runs)
+    for (const auto& [k, v] : r.metrics)
+      if (seen_metric.insert(k).second) metric_cols.push_back(k);
+  const bool any_error = std::any_of(runs.begin(), runs.end(), [](const Run& r) { return !r.error.empty(); });
+
+  ResultsTable table;
+  table.columns = {"run", "status"};
+  table.columns.insert(table.columns.end(), config_cols.begin(), config_cols.end());
+  table.columns.insert(table.columns.end(), metric_cols.begin(), metric_cols.end());
+  if (any_error) table.columns.push_back("error");
+  table.config_columns = config_cols.size();
+
+  std::vector<Filter> filters;
+  for (const auto& f : opts.filters) {
+    Filter parsed = parse_filter(f);
+    const bool known = std::find(table.columns.begin(), table.columns.end(), parsed.key) != table.columns.end() ||
+                       seen.count(parsed.key) > 0;
+    if (!known) {
+      std::string cols;
+      for (const auto& c : table.columns) cols += (cols.empty() ? "" : ", ") + c;
+      fail("--filter '", f, "': no run has a key or column '", parsed.key, "' (columns: ", cols,
+           "; any config key from `ssmlab list keys` works too)");
+    }
+    filters.push_back(std::move(parsed));
+  }
+
+  for (const auto& r : runs) {
+    std::map<std::string, Cell> row_by_col(r.config_by_key.begin(), r.config_by_key.end());
+    for (const auto& [k, v] : r.metrics) row_by_col[k] = v;
+    row_by_col["run"] = r.name;
+    row_by_col["status"] = r.status;
+    if (any_error) row_by_col["error"] = r.error.empty() ? Cell{} : Cell{r.error};
+    bool keep = true;
+    for (const auto& f : filters) {
+      const auto it = row_by_col.find(f.key);
+      keep = keep && holds(it == row_by_col.end() ? Cell{} : it->second, f);
+    }
+    if (!keep) continue;
+    std::vector<Cell> row;
+    for (const auto& c : table.columns) {
+      const auto it = row_by_col.find(c);
+      row.push_back(it == row_by_col.end() ? Cell{} : it->second);
+    }
+    table.rows.push_back(std::move(row));
+  }
+  return table;
+}
+
+std::string to_csv(const ResultsTable& t) {
+  std::string out;
+  auto line = [&](const std::vector<std::string>& cells) {
+    for (size_t c = 0; c < cells.size(); ++c) {
+      if (c) out += ',';
+      out += csv_field(cells[c]);
+    }
+    out += '\n';
+  };
+  line(t.columns);
+  for (const auto& row : t.rows) {
+    std::vector<std::string> cells;
+    for (const auto& v : row) cells.push_back(cell_text(v));
+    line(cells);
+  }
+  return out;
+}
+
+void write_csv(const ResultsTable& table, const fs::path& file) {
+  if (file.has_parent_path()) fs::create_directories(file.parent_path());
+  write_file_atomic(file, to_csv(table));
+}
+
+void write_sqlite(const ResultsTable& t, const fs::path& file) {
+  if (file.has_parent_path()) fs::create_directories(file.parent_path());
+  const fs::path tmp = file.string() + str(".tmp.", getpid());
+  fs::remove(tmp);
+  sqlite3* db = nullptr;
+  auto check = [&](int rc, const char* what) {
+    if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW) return;
+    const std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    fs::remove(tmp);
+    fail("results: writing ", file.string(), ": ", what, ": ", msg);
+  };
+  check(sqlite3_open_v2(tmp.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr), "open");
+  // The file becomes visible only by the rename below, so no journal is needed while building it.
+  check(sqlite3_exec(db, "PRAGMA journal_mode=OFF; BEGIN;", nullptr, nullptr, nullptr), "begin");
+  std::string create = "CREATE TABLE runs (", insert = "INSERT INTO runs VALUES (";
+  std::vector<std::string> kinds;
+  for (size_t c = 0; c < t.columns.size(); ++c) {
+    bool all_int = true, all_num = true;
+    for (const auto& row : t.rows) {
+      const Cell& v = row[c];
+      if (std::holds_alternative<std::monostate>(v)) continue;
+      all_int = all_int && (std::holds_alternative<int64_t>(v) || std::holds_alternative<bool>(v));
+      all_num = all_num && is_number(v);
+    }
+    const char* type = all_int ? "INTEGER" : all_num ? "REAL" : "TEXT";
+    create += str(c ? ", " : "", sql_name(t.columns[c]), " ", type);
+    insert += c ? ", ?" : "?";
+    kinds.push_back(c < 2 ? "run" : c < 2 + t.config_columns ? "config" : t.columns[c] == "error" ? "run" : "metric");
+  }
+  check(sqlite3_exec(db, (create + ");").c_str(), nullptr, nullptr, nullptr), "create table runs");
+  check(sqlite3_exec(db, "CREATE TABLE column_kinds (name TEXT, kind TEXT);", nullptr, nullptr, nullptr),
+        "create table column_kinds");
+  sqlite3_stmt* st = nullptr;
+  check(sqlite3_prepare_v2(db, (insert + ");").c_str(), -1, &st, nullptr), "prepare insert");
+  for (const auto& row : t.rows) {
+    for (size_t c = 0; c < row.size(); ++c) {
+      const int i = static_cast<int>(c) + 1;
+      const Cell& v = row[c];
+      if (auto* b = std::get_if<bool>(&v)) sqlite3_bind_int64(st, i, *b ? 1 : 0);
+      else if (auto* n = std::get_if<int64_t>(&v)) sqlite3_bind_int64(st, i, *n);
+      else if (auto* d = std::get_if<double>(&v)) sqlite3_bind_double(st, i, *d);
+      else if (auto* s = std::get_if<std::string>(&v)) sqlite3_bind_text(st, i, s->c_str(), -1, SQLITE_TRANSIENT);
+      else sqlite3_bind_null(st, i);
+    }
+    const int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE) sqlite3_finalize(st);
+    check(rc, "insert a row");
+    sqlite3_reset(st);
+  }
+  sqlite3_finalize(st);
+  check(sqlite3_prepare_v2(db, "INSERT INTO column_kinds VALUES (?, ?);", -1, &st, nullptr), "prepare columns");
+  for (size_t c = 0; c < t.columns.size(); ++c) {
+    sqlite3_bind_text(st, 1, t.columns[c].c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, kinds[c].c_str(), -1, SQLITE_TRANSIENT);
+    const int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE) sqlite3_finalize(st);
+    check(rc, "insert a column");
+    sqlite3_reset(st);
+  }
+  sqlite3_finalize(st);
+  check(sqlite3_exec(db, "COMMIT;", nullptr, nullptr, nullptr), "commit");
+  check(sqlite3_close(db), "close");
+  db = nullptr;
+  const int fd = open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+  std::error_code ec;
+  fs::rename(tmp, file, ec);
+  if (ec) {
+    fs::remove(tmp);
+    fail("results: cannot rename ", tmp.string(), " to ", file.string(), ": ", ec.message());
+  }
+  sync_directory(file.has_parent_path() ? file.parent_path() : fs::path("."));
+}
+
+std::string format_table(const ResultsTable& t) {
+  std::vector<std::vector<std::string>> cells;
+  cells.push_back(t.columns);
+  for (const auto& row : t.rows) {
+    std::vector<std::string> line;
+    for (const auto& v : row) {
+      if (auto* d = std::get_if<double>(&v)) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.4g", *d);
+        line.emplace_back(buf);
+      } else {
+        line.push_back(cell_text(v));
+      }
+    }
+    cells.push_back(std::move(line));
+  }
+  std::vector<size_t> width(t.columns.size(), 0);
+  for (const auto& line : cells)
+    for (size_t c = 0; c < line.size(); ++c) width[c] = std::max(width[c], line[c].size());
+  std::string out;
+  for (size_t r = 0; r < cells.size(); ++r) {
+    std::string line;
+    for (size_t c = 0; c < cells[r].size(); ++c) {
+      line += cells[r][c];
+      if (c + 1 < cells[r].size()) line += std::string(width[c] - cells[r][c].size() + 2, ' ');
+    }
+    out += line + "\n";
+    if (r == 0) {
+      size_t total = 0;
+      for (size_t c = 0; c < width.size(); ++c) total += width[c] + (c + 1 < width.size() ? 2 : 0);
+      out += std::string(total, '-') + "\n";
+    }
+  }
+  return out;
+}
+
+}  // namespace ssmlab::experiments

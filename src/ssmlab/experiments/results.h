@@ -1,0 +1,44 @@
+// Result tables: every run folder under a directory (config.toml + results.json, or the last eval record
+// of metrics.jsonl for an unfinished run) as one table whose columns are the run, its status, the config
+// keys whose values differ between the runs, and the final metrics. Written as CSV and as a SQLite file
+// (table `runs`), each replaced atomically, so several processes may read and rewrite them.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace ssmlab::experiments {
+
+// A cell: empty (the run lacks the key), a bool, an integer, a real or text.
+using Cell = std::variant<std::monostate, bool, int64_t, double, std::string>;
+std::string cell_text(const Cell& c);  // "", true, 3, 0.001 (shortest round-trip), text as is
+
+struct ResultsTable {
+  std::vector<std::string> columns;  // "run", "status", differing config keys, then metrics
+  std::vector<std::vector<Cell>> rows;
+  size_t config_columns = 0;         // columns[2 .. 2 + config_columns) are config keys
+};
+
+struct ResultsOptions {
+  // "key=value", "key!=value", "key<value", "key<=value", "key>value", "key>=value" over any config key
+  // (differing or not), metric, "run" or "status"; all must hold. Numbers compare as numbers.
+  std::vector<std::string> filters;
+  bool all_keys = false;  // every config key, not only those that differ between the runs
+};
+
+// Scans `dir` (itself a run folder, or a tree of them, e.g. a sweep folder). A run's status is done (DONE),
+// failed (the sweep.json of `dir` says so), running / stopped / pending from that manifest, else
+// "unfinished" (metrics but no DONE) or "new". Rows follow sweep.json's order, then folder names.
+// Throws when `dir` is missing, holds no run folder, or a filter is malformed or names no column.
+ResultsTable collect_results(const std::filesystem::path& dir, const ResultsOptions& opts = {});
+
+std::string to_csv(const ResultsTable& table);  // RFC 4180: quoted when needed, "\n" line ends
+void write_csv(const ResultsTable& table, const std::filesystem::path& file);     // atomic
+void write_sqlite(const ResultsTable& table, const std::filesystem::path& file);  // atomic; table `runs`
+
+// Aligned text columns for the terminal; reals with 4 significant decimals.
+std::string format_table(const ResultsTable& table);
+
+}  // namespace ssmlab::experiments
