@@ -14,6 +14,7 @@
 
 #include <string>
 
+#include "ssmlab/models/long_eval.h"
 #include "ssmlab/ops/ssd_scan/ssd_scan.h"
 
 namespace {
@@ -107,7 +108,40 @@ void BM_SsdDecodeStep(benchmark::State& state) {
   state.SetItemsProcessed(b * h * p * n * state.iterations());
 }
 
+// Long-sequence evaluation (models/long_eval.h): next-token loss at every position of a (1, L) sequence through
+// a small 2-layer LM (D 64, V 256; mamba2: H 8, P 16, N 32; mamba1: N 16), segment by segment. Reports
+// tokens/s; memory stays that of one segment (tests/models/test_long_eval.cpp checks it).
+void BM_LongEvalLoss(benchmark::State& state) {
+  const bool mamba2 = state.range(0) == 2;
+  const int64_t l = state.range(1), segment = state.range(2);
+  ssmlab::models::ModelOptions o;
+  o.mixer = mamba2 ? "mamba2" : "mamba1";
+  o.d_model = 64;
+  o.n_layers = 2;
+  o.mixers.mamba2.head_dim = 16;
+  o.mixers.mamba2.d_state = 32;
+  o.mixers.mamba1.d_state = 16;
+  ssmlab::models::LanguageModel model(o, 256, "auto", 1);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  const at::Tensor tokens = at::randint(0, 256, {1, l}, gen, at::kLong);
+  for (auto _ : state) {
+    const at::Tensor losses = ssmlab::models::next_token_losses(*model, tokens, segment);
+    benchmark::DoNotOptimize(losses.data_ptr());
+  }
+  state.SetItemsProcessed(l * state.iterations());
+}
+
 }  // namespace
+
+BENCHMARK(BM_LongEvalLoss)
+    ->ArgNames({"mixer", "L", "segment"})
+    ->Args({2, 100000, 4096})
+    ->Args({2, 100000, 512})
+    ->Args({2, 1000000, 4096})
+    ->Args({1, 100000, 4096})
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // (B, L, H, P, N, which): which 0 = reference, 1 = chunked (Q = 64), 2 = fused CPU. A small Mamba-2 layer
 // (H 8, P 32, N 64) at L 1024 and 4096, and the official head shape (P 64, N 128) with few heads.

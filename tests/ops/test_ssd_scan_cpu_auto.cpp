@@ -1,5 +1,5 @@
 // "auto" on CPU (ops/ssd_scan/README.md, "auto on CPU"): the policy picks the chunked algorithm at Q 64 when
-// gradients are needed and P·N >= 2048, the fused kernel otherwise, and ssd_scan runs the path ssd_scan_path
+// gradients are needed, P·N >= 2048 and ATen runs one thread, the fused kernel otherwise, and ssd_scan runs the path ssd_scan_path
 // names; float16 on every CPU path (reference, chunked, fused, auto) against the fp64 reference, output,
 // final state and every gradient.
 #include <functional>
@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 
 #include "ops/ssd_scan_testing.h"
@@ -38,6 +39,13 @@ SsdScanOut chunked(const SsdInputs& in, int64_t q) {
   return ssmlab::ops::ssd_scan_chunked(in.x, in.dt, in.A, in.B, in.C, o);
 }
 
+// ATen's thread count for a scope (the policy depends on it).
+struct Threads {
+  explicit Threads(int n) : saved(at::get_num_threads()) { at::set_num_threads(n); }
+  ~Threads() { at::set_num_threads(saved); }
+  int saved;
+};
+
 ::testing::AssertionResult same_path(SsdScanPath actual, SsdScanPath expected) {
   if (actual == expected) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "path " << ssmlab::ops::to_string(actual) << ", expected "
@@ -45,6 +53,7 @@ SsdScanOut chunked(const SsdInputs& in, int64_t q) {
 }
 
 TEST(SsdScanCpuAuto, PolicyByHeadSizeAndGradients) {
+  Threads one(1);
   ASSERT_EQ(ssmlab::ops::kSsdCpuTrainChunkedMinPN, 2048);
   const SsdInputs small = ssmlab::test::make_ssd_inputs({1, 10, 2, 8, 16, 1}, at::kFloat, 1);   // P·N 128
   const SsdInputs edge = ssmlab::test::make_ssd_inputs({1, 10, 2, 32, 63, 1}, at::kFloat, 2);   // P·N 2016
@@ -68,12 +77,18 @@ TEST(SsdScanCpuAuto, PolicyByHeadSizeAndGradients) {
   SsdInputs states = large;
   states.opts.return_chunk_states = true;
   EXPECT_TRUE(same_path(path(states), SsdScanPath::chunked));
+  {
+    Threads two(2);  // more threads: the fused kernel
+    ASSERT_EQ(at::get_num_threads(), 2);
+    EXPECT_TRUE(same_path(path(large_grad), SsdScanPath::fused));
+  }
 }
 
 // ssd_scan runs what ssd_scan_path names: with grads at P·N 2048 its output is the chunked algorithm's at
 // Q 64 bit for bit (whatever chunk_size says, here the mixer's 256), not the fused kernel's; without grads
 // it is the fused kernel's.
 TEST(SsdScanCpuAuto, RunsTheNamedPath) {
+  Threads one(1);
   SsdInputs in = ssmlab::test::make_ssd_inputs({1, 300, 2, 32, 64, 1}, at::kFloat, 4);
   in.opts.chunk_size = 256;
   const SsdInputs leaves = ssmlab::test::ssd_as_leaves(in);
@@ -88,6 +103,7 @@ TEST(SsdScanCpuAuto, RunsTheNamedPath) {
 // and every gradient against the fp64 reference on the same rounded inputs. The second shape (P·N 2048) runs
 // "auto" through the training policy's chunked algorithm.
 TEST(SsdScanCpuFp16, EveryPathAgainstFp64Reference) {
+  Threads one(1);
   struct Path {
     std::string name;
     std::function<SsdScanOut(const SsdInputs&)> run;
