@@ -255,6 +255,20 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   return t;
 }
 
+// f(i, c) for i < rows, c < cols: each thread keeps one column and walks rows (one division per thread rather
+// than per cell; consecutive threads take consecutive columns, so row-major global accesses coalesce).
+template <typename F>
+__device__ __forceinline__ void for_cells(int rows, int cols, F f) {
+  if (cols <= 0) return;
+  if (cols > kThreads) {
+    for (int e = threadIdx.x; e < rows * cols; e += kThreads) f(e / cols, e % cols);
+    return;
+  }
+  const int per = kThreads / cols, i0 = threadIdx.x / cols, c = threadIdx.x - i0 * cols;
+  if (i0 >= per) return;
+  for (int i = i0; i < rows; i += per) f(i, c);
+}
+
 __device__ __forceinline__ void put4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
 __device__ __forceinline__ void put4(__nv_bfloat16* p, float4 v) {
   const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
@@ -357,7 +371,7 @@ __global__ void __launch_bounds__(kThreads) chunk_outer_kernel(Params q) {
                                          q.bc_exact ? kExactB : 0);
   __syncthreads();
   float* dst = (kGrad ? q.dstates : q.states) + (bh * q.nk + c) * P * N;
-  for (int e = threadIdx.x; e < P * N; e += kThreads) dst[e] = stg[(e / N) * lay.lds + e % N];
+  for_cells(P, N, [&](int p, int n) { dst[p * N + n] = stg[p * lay.lds + n]; });
   if (threadIdx.x == 0) q.cdecay[bh * q.nk + c] = s_end;
 }
 
@@ -409,10 +423,7 @@ __global__ void __launch_bounds__(kThreads) state_pass_back_kernel(Params q) {
 // stg[i][j] *= f(i) over rows < kQ, columns < ncols.
 template <typename F>
 __device__ __forceinline__ void scale_rows(float* stg, int ld, int ncols, F f) {
-  for (int e = threadIdx.x; e < kQ * ncols; e += kThreads) {
-    const int i = e / ncols;
-    stg[i * ld + e % ncols] *= f(i);
-  }
+  for_cells(kQ, ncols, [&](int i, int c) { stg[i * ld + c] *= f(i); });
 }
 
 // out[i] = Σ_{p < P} stg[i][p] · vec_i[p] with vec_i the row of a (B, L, H, P)
@@ -471,11 +482,10 @@ __global__ void __launch_bounds__(kThreads) chunk_scan_kernel(Params q) {
   gemm<wmma::row_major, wmma::row_major>(stg, lay.lds, ms, lay.ldq, xs, lay.ldp, kQ, pp, kQ, true);  // + M X̄
   __syncthreads();
   const float Dv = q.D ? q.D[h] : 0.f;
-  for (int e = threadIdx.x; e < valid * P; e += kThreads) {
-    const int i = e / P, p = e % P;
+  for_cells(valid, P, [&](int i, int p) {
     const int64_t o = ((b * q.l + t0 + i) * q.h + h) * P + p;
     q.y[o] = stg[i * lay.lds + p] + Dv * q.x[o];
-  }
+  });
 }
 
 // Every gradient of one chunk, given G_c in dstates and S_prev in states. Grid
@@ -544,10 +554,7 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
   gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, bs, lay.ldn, kQ, np, kQ, true, xbc << 1);
   __syncthreads();
   row_dots(ds, stp, lay.ldsp, q.dy, nullptr, q, b, h, t0, valid);
-  for (int e = threadIdx.x; e < valid * N; e += kThreads) {
-    const int i = e / N, n = e % N;
-    q.dCh[((b * q.l + t0 + i) * q.h + h) * N + n] = stq[i * lay.ldsq + n];
-  }
+  for_cells(valid, N, [&](int i, int n) { q.dCh[((b * q.l + t0 + i) * q.h + h) * N + n] = stq[i * lay.ldsq + n]; });
   __syncthreads();  // ds written, stq read; R may now take G
   stage_state(rs, lay.ldn, Gc, q);
   __syncthreads();
@@ -564,10 +571,7 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
   gemm<wmma::col_major, wmma::row_major>(stp, lay.ldsp, ms, lay.ldq, dys, lay.ldp, kQ, pp, kQ, true, xdy << 1);
   gemm<wmma::col_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, cs, lay.ldn, kQ, np, kQ, true, xbc << 1);
   __syncthreads();
-  for (int e = threadIdx.x; e < valid * N; e += kThreads) {
-    const int i = e / N, n = e % N;
-    q.dBh[((b * q.l + t0 + i) * q.h + h) * N + n] = stq[i * lay.ldsq + n];
-  }
+  for_cells(valid, N, [&](int i, int n) { q.dBh[((b * q.l + t0 + i) * q.h + h) * N + n] = stq[i * lay.ldsq + n]; });
   // Per row: dx, dw, ds -= w dw, dD.
   const float Dv = q.D ? q.D[h] : 0.f;
   const int warp = threadIdx.x >> 5, ln = threadIdx.x & 31;
