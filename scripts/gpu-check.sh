@@ -43,4 +43,10 @@ python3 python/example.py "$BUILD/src/libssmlab_ops.so" cuda || status=1
 for s in bench/gpu_*.py; do python3 "$s" "$BUILD/src/libssmlab_ops.so" || status=1; done
 # Every mixer's forward + backward tokens/s on the GPU (issue 5).
 SSMLAB_BENCH_DEVICE=cuda "$BUILD/bench/bench_mixers" --benchmark_min_time=0.2 || status=1
+# End to end on the GPU: the Mamba-2 MQAR config (chunked SSD kernels in training) and the quickstart (Mamba-1).
+for cfg in configs/mamba2/mqar-small.toml configs/quickstart.toml; do
+  rm -rf "/tmp/gpu-e2e-$(basename "$cfg" .toml)"
+  "$BUILD/ssmlab" train "$cfg" --set train.device=cuda --set train.max_steps=600 \
+    --out "/tmp/gpu-e2e-$(basename "$cfg" .toml)" | tail -3 || status=1
+done
 exit $status
