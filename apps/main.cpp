@@ -3,6 +3,7 @@
 //   ssmlab eval RUN_DIR [--device DEV]
 //   ssmlab config CONFIG [--set key=value]...   (print the resolved config)
 //   ssmlab list [mixers|tasks|ops|transitions|keys]
+//   ssmlab report DIR [--out DIR] [--embed]     (figures + report.html from run folders; report::)
 //   ssmlab sweep FILE [--jobs N] [--gpus 0,1] [--per-gpu K] [--mem-per-run GB] [--out DIR] [--set k=v]...
 //   ssmlab results DIR [--filter key=value]... [--csv FILE] [--sqlite FILE] [--all-keys]
 #include <cstdio>
@@ -20,6 +21,8 @@
 #include "ssmlab/experiments/sweep.h"
 #include "ssmlab/mixers/registry.h"
 #include "ssmlab/ops/backend.h"
+#include "ssmlab/report/io.h"
+#include "ssmlab/report/report.h"
 #include "ssmlab/train/progress.h"
 
 namespace {
@@ -143,6 +146,17 @@ int cmd_results(const std::string& dir, const experiments::ResultsOptions& opts,
   return 0;
 }
 
+int cmd_report(const std::string& dir, const std::string& out, bool embed) {
+  report::ReportOptions opts;
+  opts.out = out;
+  opts.embed_images = embed;
+  const auto summary = report::write_report(dir, opts);
+  std::printf("ssmlab report: %zu run%s, %zu figure%s -> %s\n", summary.runs, summary.runs == 1 ? "" : "s",
+              summary.figures.size(), summary.figures.size() == 1 ? "" : "s", summary.html.string().c_str());
+  for (const auto& p : summary.problems) std::fprintf(stderr, "ssmlab report: figure not drawn: %s\n", p.c_str());
+  return summary.problems.empty() ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -209,6 +223,17 @@ int main(int argc, char** argv) {
                                                   "DIR/results.sqlite)");
   results->add_flag("--all-keys", results_opts.all_keys, "every config key as a column, not only those that differ");
 
+  std::string report_dir, report_out;
+  bool report_embed = false;
+  auto* report_cmd = app.add_subcommand("report", "draw a run folder or a folder of runs (a sweep) as figures and one "
+                                                  "HTML page, from the files alone (nothing is re-run)");
+  report_cmd->add_option("dir", report_dir, "run folder, or a folder of run folders")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  report_cmd->add_option("--out", report_out, "report folder (default: DIR/report)");
+  report_cmd->add_flag("--embed", report_embed, "inline the PNGs into report.html (one file to send)");
+  report_cmd->footer("Writes report.html, figures/*.{png,svg,gp,dat}; needs gnuplot. Figure specs: docs/ARCHITECTURE.md.");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -228,10 +253,14 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*list) return cmd_list(list_what);
+    if (*report_cmd) return cmd_report(report_dir, report_out, report_embed);
     if (*sweep) return cmd_sweep(config_file, sets, out_dir, sweep_gpus, sweep_opts, sweep_dry_run);
     if (*results) return cmd_results(run_dir, results_opts, results_csv, results_sqlite);
   } catch (const ssmlab::Error& e) {
     std::fprintf(stderr, "ssmlab: error: %s\n", e.what());
+    return 2;
+  } catch (const ssmlab::report::ReportError& e) {
+    std::fprintf(stderr, "ssmlab report: error: %s\n", e.what());
     return 2;
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "ssmlab: error (torch): %s\n", e.what_without_backtrace());

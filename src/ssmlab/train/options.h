@@ -25,6 +25,7 @@ struct TrainOptions {
   int64_t checkpoint_every = 0;
   int64_t keep_checkpoints = 2;
   int64_t log_every = 10;
+  bool tensorboard = true;
   std::string device = "cpu";
   int64_t threads = 0;
   int64_t halt_after_steps = 0;
@@ -57,6 +58,8 @@ struct TrainOptions {
       Check::at_least(0));
     v("keep_checkpoints", keep_checkpoints, "newest checkpoints kept", Check::at_least(1));
     v("log_every", log_every, "progress line / metrics.jsonl train record every N steps", Check::at_least(1));
+    v("tensorboard", tensorboard,
+      "also write every metrics.jsonl record to a TensorBoard event file (events.out.tfevents.*) in the run folder");
     v("device", device, "cpu, cuda, cuda:N or auto");
     v("threads", threads, "CPU threads for ATen; 0 = ATen's default", Check::at_least(0));
     v("halt_after_steps", halt_after_steps,

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <optional>
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
@@ -16,6 +17,7 @@
 #include "ssmlab/train/checkpoint.h"
 #include "ssmlab/train/progress.h"
 #include "ssmlab/train/schedule.h"
+#include "ssmlab/train/tb_writer.h"
 
 namespace ssmlab::train {
 namespace {
@@ -83,6 +85,18 @@ void truncate_metrics(const std::filesystem::path& file, int64_t step) {
     if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
   }
   write_file_atomic(file, kept);
+}
+
+std::vector<json> read_metrics(const std::filesystem::path& file) {
+  std::vector<json> out;
+  if (!std::filesystem::exists(file)) return out;
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_discarded()) out.push_back(std::move(j));
+  }
+  return out;
 }
 
 }  // namespace
@@ -157,6 +171,14 @@ FitResult fit(models::LanguageModel& model, const TrainData& data, const TrainOp
     truncate_metrics(metrics_file, 0);
   }
 
+  // TensorBoard mirrors metrics.jsonl: rebuilt from what the file keeps, then appended to with it.
+  std::optional<TbWriter> tb;
+  if (o.tensorboard) tb.emplace(run_dir, read_metrics(metrics_file));
+  auto log_record = [&](const json& rec) {
+    append_line(metrics_file, rec.dump());
+    if (tb) tb->write(rec);
+  };
+
   Progress progress(total, step);
   const auto t_start = std::chrono::steady_clock::now();
   auto t_window = t_start;
@@ -210,13 +232,12 @@ FitResult fit(models::LanguageModel& model, const TrainData& data, const TrainOp
       const auto now = std::chrono::steady_clock::now();
       const double dt = std::chrono::duration<double>(now - t_window).count();
       tok_per_s = dt > 0 ? static_cast<double>(tokens_window) / dt : 0.0;
-      append_line(metrics_file, json{{"kind", "train"},
-                                     {"step", step},
-                                     {"epoch", step / per_epoch},
-                                     {"train_loss", loss_window / static_cast<double>(steps_window)},
-                                     {"lr", lr},
-                                     {"tokens_per_s", tok_per_s}}
-                                    .dump());
+      log_record(json{{"kind", "train"},
+                      {"step", step},
+                      {"epoch", step / per_epoch},
+                      {"train_loss", loss_window / static_cast<double>(steps_window)},
+                      {"lr", lr},
+                      {"tokens_per_s", tok_per_s}});
       progress.update(step, loss_window / static_cast<double>(steps_window), tok_per_s, best_acc, lr);
       t_window = now;
       tokens_window = 0;
@@ -229,7 +250,7 @@ FitResult fit(models::LanguageModel& model, const TrainData& data, const TrainOp
       json rec = {{"kind", "eval"}, {"step", step}, {"epoch", step / per_epoch},
                   {"test_acc", result.last_eval.accuracy}, {"test_loss", result.last_eval.loss}};
       for (const auto& [name, acc] : result.last_eval.per_segment) rec["test_acc/" + name] = acc;
-      append_line(metrics_file, rec.dump());
+      log_record(rec);
       progress.update(step, loss_v, tok_per_s, best_acc, lr, /*force=*/true);
       if (o.early_stop_acc > 0 && result.last_eval.accuracy >= o.early_stop_acc) {
         result.early_stopped = true;

@@ -1,0 +1,29 @@
+// Draws a FigureSpec with gnuplot: <stem>.dat (the data) and <stem>.gp (the script) are kept beside
+// <stem>.png and <stem>.svg, so `gnuplot <stem>.gp` in that folder redraws both by hand.
+#pragma once
+#include <filesystem>
+#include <string>
+
+#include "ssmlab/report/figure.h"
+
+namespace ssmlab::report {
+
+// The gnuplot program: $SSMLAB_GNUPLOT if set, else `gnuplot` on PATH. Throws ReportError saying how to install
+// it when neither is an executable file (a report never skips its figures silently).
+std::filesystem::path find_gnuplot();
+
+struct RenderedFigure {
+  std::filesystem::path png, svg, script, data;  // all inside the output folder
+};
+
+// The gnuplot script for `spec` reading `data_name`; its outputs default to <stem>.png and <stem>.svg and
+// are overridden by the variables png_out and svg_out (gnuplot -e).
+std::string gnuplot_script(const FigureSpec& spec, const std::string& stem, const std::string& data_name);
+// The data file `gnuplot_script` reads.
+std::string gnuplot_data(const FigureSpec& spec);
+
+// Validates `spec`, writes <dir>/<stem>.{dat,gp} and runs gnuplot there; PNG and SVG are written to temp names
+// and renamed into place once both exist. Throws ReportError with gnuplot's own message on failure.
+RenderedFigure render_figure(const FigureSpec& spec, const std::filesystem::path& dir, const std::string& stem);
+
+}  // namespace ssmlab::report

@@ -1,0 +1,477 @@
+#include "ssmlab/report/report.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "ssmlab/report/figure.h"
+#include "ssmlab/report/gnuplot.h"
+#include "ssmlab/report/io.h"
+#include "ssmlab/report/runs.h"
+
+namespace ssmlab::report {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// Config keys that never make a column or a legend: where the run was written is not what the run is.
+const std::set<std::string> kIgnoredKeys = {"run.out_dir"};
+
+std::string slug(const std::string& s) {
+  std::string out;
+  for (char c : s) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.') ? c : '_';
+  while (!out.empty() && out.front() == '.') out.erase(out.begin());
+  return out.empty() ? "figure" : out;
+}
+
+std::string format_value(const json& v) {
+  if (v.is_null()) return "";
+  if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
+  if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+  if (v.is_number()) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.4g", v.get<double>());
+    return buf;
+  }
+  if (v.is_string()) return v.get<std::string>();
+  return v.dump();
+}
+
+bool parse_number(const std::string& s, double* out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  *out = std::strtod(s.c_str(), &end);
+  return end != s.c_str() && *end == '\0' && std::isfinite(*out);
+}
+
+// A figure drawn for the page: where its files are (relative to the report folder) and what to say under it.
+struct PageFigure {
+  std::string title, caption, png, svg, script, data;
+  std::string embedded;  // base64 PNG when embedding
+};
+
+class ReportBuilder {
+ public:
+  ReportBuilder(fs::path out, bool embed) : out_(std::move(out)), embed_(embed) {}
+
+  // Draws `spec` into figures/<sub>/<stem>.*; a failure becomes a listed problem.
+  std::optional<PageFigure> draw(const FigureSpec& spec, const std::string& sub, const std::string& stem,
+                                 const std::string& source) {
+    try {
+      const fs::path dir = sub.empty() ? out_ / "figures" : out_ / "figures" / sub;
+      const auto r = render_figure(spec, dir, stem);
+      PageFigure f{spec.title, spec.caption, rel(r.png), rel(r.svg), rel(r.script), rel(r.data), ""};
+      if (embed_) f.embedded = base64(read_file(r.png));
+      pngs_.push_back(r.png);
+      return f;
+    } catch (const ReportError& e) {
+      problems_.push_back(source + ": " + e.what());
+      return std::nullopt;
+    }
+  }
+
+  void problem(const std::string& p) { problems_.push_back(p); }
+  const std::vector<std::string>& problems() const { return problems_; }
+  const std::vector<fs::path>& pngs() const { return pngs_; }
+
+ private:
+  std::string rel(const fs::path& p) const { return fs::relative(p, out_).generic_string(); }
+  fs::path out_;
+  bool embed_;
+  std::vector<std::string> problems_;
+  std::vector<fs::path> pngs_;
+};
+
+// Keys whose values differ between runs (a key missing from some runs differs too).
+std::vector<std::string> differing_keys(const std::vector<RunData>& runs) {
+  std::set<std::string> all;
+  for (const auto& r : runs)
+    for (const auto& [k, v] : r.config) all.insert(k);
+  std::vector<std::string> out;
+  for (const auto& k : all) {
+    if (kIgnoredKeys.count(k)) continue;
+    std::set<std::string> values;
+    for (const auto& r : runs) {
+      const auto it = r.config.find(k);
+      values.insert(it == r.config.end() ? std::string("\x01missing") : it->second);
+    }
+    if (values.size() > 1) out.push_back(k);
+  }
+  return out;
+}
+
+// The final metrics of a run: results.json, else the newest eval record (an unfinished run).
+json final_metrics(const RunData& r) {
+  if (r.results) return *r.results;
+  json j = json::object();
+  if (!r.eval.empty()) {
+    j = r.eval.back();
+    j.erase("kind");
+    j.erase("epoch");
+  } else if (!r.train.empty()) {
+    j["steps"] = r.train.back().value("step", json());
+  }
+  if (j.contains("step")) {
+    j["steps"] = j["step"];
+    j.erase("step");
+  }
+  return j;
+}
+
+std::optional<FigureSpec> curve_figure(const std::vector<RunData>& runs, const std::string& key, const std::string& kind,
+                                       const std::string& title, const std::string& ylabel, bool logy) {
+  FigureSpec s;
+  s.kind = FigureKind::line;
+  s.title = title;
+  s.xlabel = "step";
+  s.ylabel = ylabel;
+  s.logy = logy;
+  s.style = "lines";
+  for (const auto& r : runs) {
+    const auto pts = metric_series(kind == "train" ? r.train : r.eval, key);
+    if (pts.empty()) continue;
+    Series ser{r.name, {}, {}, {}};
+    for (const auto& [x, y] : pts) {
+      ser.x.push_back(x);
+      ser.y.push_back(y);
+    }
+    s.series.push_back(std::move(ser));
+  }
+  if (s.series.empty()) return std::nullopt;
+  if (s.series.size() == 1 && runs.size() == 1) s.series[0].name = key;
+  size_t most = 0;
+  for (const auto& ser : s.series) most = std::max(most, ser.x.size());
+  if (most <= 40) s.style = "linespoints";
+  return s;
+}
+
+// Final test accuracy against the numeric config key with the most distinct values, one line per combination of
+// the other differing keys (the shape of the papers' sweep figures: accuracy vs width, a line per depth).
+std::optional<FigureSpec> sweep_figure(const std::vector<RunData>& runs, const std::vector<std::string>& keys) {
+  std::vector<std::string> keys_used;
+  for (const auto& k : keys)
+    if (k != "run.name" && k != "run.seed") keys_used.push_back(k);
+  std::string best;
+  size_t best_distinct = 1;
+  for (const auto& k : keys_used) {
+    std::set<double> distinct;
+    bool numeric = true;
+    for (const auto& r : runs) {
+      const auto it = r.config.find(k);
+      double v;
+      if (it == r.config.end() || !parse_number(it->second, &v)) {
+        numeric = false;
+        break;
+      }
+      distinct.insert(v);
+    }
+    if (numeric && distinct.size() > best_distinct) {
+      best = k;
+      best_distinct = distinct.size();
+    }
+  }
+  if (best.empty()) return std::nullopt;
+  std::map<std::string, std::vector<std::pair<double, double>>> lines;
+  double lo = INFINITY, hi = -INFINITY;
+  for (const auto& r : runs) {
+    const json m = final_metrics(r);
+    if (!m.contains("test_acc") || !m["test_acc"].is_number()) continue;
+    std::string label;
+    for (const auto& k : keys_used) {
+      if (k == best) continue;
+      const auto it = r.config.find(k);
+      label += (label.empty() ? "" : ", ") + k.substr(k.rfind('.') + 1) + "=" + (it == r.config.end() ? "-" : it->second);
+    }
+    double x = 0;
+    parse_number(r.config.at(best), &x);
+    lo = std::min(lo, x);
+    hi = std::max(hi, x);
+    lines[label.empty() ? "test_acc" : label].emplace_back(x, m["test_acc"].get<double>());
+  }
+  if (lines.empty()) return std::nullopt;
+  FigureSpec s;
+  s.kind = FigureKind::line;
+  s.title = "final test accuracy vs " + best;
+  s.xlabel = best;
+  s.ylabel = "test accuracy";
+  s.logx = lo > 0 && hi / lo >= 8;
+  s.ymin = 0.0;
+  s.ymax = 1.0;
+  s.style = "linespoints";
+  for (auto& [label, pts] : lines) {
+    std::sort(pts.begin(), pts.end());
+    Series ser{label, {}, {}, {}};
+    for (const auto& [x, y] : pts) {
+      ser.x.push_back(x);
+      ser.y.push_back(y);
+    }
+    s.series.push_back(std::move(ser));
+  }
+  return s;
+}
+
+void write_figure_html(std::ostringstream& h, const PageFigure& f) {
+  const std::string src = f.embedded.empty() ? html_escape(f.png) : "data:image/png;base64," + f.embedded;
+  h << "<figure><a href=\"" << html_escape(f.svg) << "\"><img src=\"" << src << "\" alt=\"" << html_escape(f.title)
+    << "\"></a><figcaption>" << html_escape(f.title);
+  if (!f.caption.empty()) h << ". " << html_escape(f.caption);
+  h << " <span class=\"files\">[<a href=\"" << html_escape(f.svg) << "\">SVG</a> · <a href=\"" << html_escape(f.png)
+    << "\">PNG</a> · <a href=\"" << html_escape(f.script) << "\">gnuplot</a> · <a href=\"" << html_escape(f.data)
+    << "\">data</a>]</span></figcaption></figure>\n";
+}
+
+constexpr const char* kCss = R"(
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+.meta { color: #666; } code { background: #f3f3f3; padding: 0 0.25em; border-radius: 3px; }
+table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
+th { background: #f5f5f5; position: sticky; top: 0; } td.text, th.text { text-align: left; }
+tr:nth-child(even) td { background: #fafafa; } td.best { font-weight: bold; color: #1a7f37; }
+.scroll { overflow-x: auto; }
+figure { display: inline-block; margin: 0.5em 1em 1em 0; vertical-align: top; max-width: 100%; }
+figure img { max-width: 100%; border: 1px solid #eee; } figcaption { color: #444; font-size: 13px; }
+.files { color: #888; } .problems { background: #fff4f4; border: 1px solid #f0c0c0; padding: 0.5em 1em; }
+details { margin: 0.5em 0; }
+)";
+
+}  // namespace
+
+std::string html_escape(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+ReportSummary write_report(const fs::path& dir, const ReportOptions& options) {
+  const auto run_dirs = find_run_dirs(dir);
+  if (run_dirs.empty())
+    report_fail("no run folder in '", dir.string(), "' (a run folder holds config.toml or metrics.jsonl; folders up "
+                "to 4 levels down are searched)");
+  find_gnuplot();  // fail before writing anything when the figures cannot be drawn
+  const fs::path out = options.out.empty() ? dir / "report" : options.out;
+  std::error_code ec;
+  fs::create_directories(out / "figures", ec);
+  if (ec) report_fail("cannot create the report folder '", (out / "figures").string(), "': ", ec.message());
+
+  std::vector<RunData> runs;
+  for (const auto& d : run_dirs) runs.push_back(load_run(d, dir));
+  ReportBuilder b(out, options.embed_images);
+  const auto keys = differing_keys(runs);
+
+  // Training curves and the sweep's summary figure.
+  std::vector<PageFigure> curves;
+  auto add = [&](std::optional<FigureSpec> spec, const std::string& stem) {
+    if (!spec) return;
+    if (auto f = b.draw(*spec, "", stem, "figure '" + stem + "'")) curves.push_back(*f);
+  };
+  add(curve_figure(runs, "train_loss", "train", "training loss", "train loss (mean over the logging window)",
+                   /*logy=*/true),
+      "train_loss");
+  if (auto acc = curve_figure(runs, "test_acc", "eval", "test accuracy", "test accuracy", /*logy=*/false)) {
+    acc->ymin = 0.0;
+    acc->ymax = 1.0;
+    add(acc, "test_acc");
+  }
+  if (runs.size() == 1) {  // one run: its test segments one by one
+    std::set<std::string> seg_keys;
+    for (const auto& e : runs[0].eval)
+      for (const auto& [k, v] : e.items())
+        if (k.starts_with("test_acc/")) seg_keys.insert(k);
+    if (seg_keys.size() > 1) {
+      FigureSpec s;
+      s.kind = FigureKind::line;
+      s.title = "test accuracy per test segment";
+      s.xlabel = "step";
+      s.ylabel = "test accuracy";
+      s.ymin = 0.0;
+      s.ymax = 1.0;
+      for (const auto& k : seg_keys) {
+        Series ser{k.substr(9), {}, {}, {}};
+        for (const auto& [x, y] : metric_series(runs[0].eval, k)) {
+          ser.x.push_back(x);
+          ser.y.push_back(y);
+        }
+        s.series.push_back(std::move(ser));
+      }
+      add(s, "test_acc_segments");
+    }
+  } else {
+    add(sweep_figure(runs, keys), "final_test_acc");
+  }
+
+  // Figures that analyses left in the run folders.
+  std::vector<std::pair<std::string, std::vector<PageFigure>>> run_figures;
+  std::set<std::string> used_subs;
+  for (const auto& r : runs) {
+    if (r.figure_files.empty()) continue;
+    std::string sub = "runs/" + slug(r.name);
+    for (int i = 2; used_subs.count(sub); ++i) sub = "runs/" + slug(r.name) + "-" + std::to_string(i);
+    used_subs.insert(sub);
+    std::vector<PageFigure> figs;
+    std::set<fs::path> data_files;  // CSVs that a spec names in "data" are drawn by that spec only
+    std::vector<std::pair<fs::path, json>> specs;
+    for (const auto& f : r.figure_files) {
+      if (f.extension() != ".json") continue;
+      try {
+        json j = json::parse(read_file(f));
+        if (j.is_object() && j.contains("data") && j["data"].is_string())
+          data_files.insert(fs::weakly_canonical(f.parent_path() / j["data"].get<std::string>(), ec));
+        specs.emplace_back(f, std::move(j));
+      } catch (const json::exception& e) {
+        b.problem(f.string() + ": not valid JSON: " + e.what());
+      } catch (const ReportError& e) {
+        b.problem(e.what());
+      }
+    }
+    for (const auto& f : r.figure_files) {
+      std::optional<FigureSpec> spec;
+      try {
+        if (f.extension() == ".json") {
+          const auto it = std::find_if(specs.begin(), specs.end(), [&](const auto& p) { return p.first == f; });
+          if (it == specs.end()) continue;
+          spec = figure_from_json(it->second, f.parent_path(), f.string());
+        } else {
+          if (data_files.count(fs::weakly_canonical(f, ec))) continue;
+          FigureSpec s;  // a bare CSV: a line plot, x = the first column
+          s.kind = FigureKind::line;
+          s.title = f.stem().string();
+          fill_from_csv(s, f);
+          validate(s, f.string());
+          spec = s;
+        }
+      } catch (const ReportError& e) {
+        b.problem(e.what());
+        continue;
+      }
+      if (spec->title.empty()) spec->title = f.stem().string();
+      if (auto pf = b.draw(*spec, sub, slug(f.stem().string()), f.string())) figs.push_back(*pf);
+    }
+    run_figures.emplace_back(r.name, std::move(figs));
+  }
+
+  // The results table: differing config keys, then final metrics.
+  std::vector<json> finals;
+  std::set<std::string> metric_keys;
+  for (const auto& r : runs) {
+    finals.push_back(final_metrics(r));
+    for (const auto& [k, v] : finals.back().items()) metric_keys.insert(k);
+  }
+  std::vector<std::string> metric_cols;
+  for (const char* k : {"steps", "test_acc", "test_loss"})
+    if (metric_keys.count(k)) metric_cols.push_back(k);
+  for (const auto& k : metric_keys)
+    if (k.starts_with("test_acc/")) metric_cols.push_back(k);
+  for (const auto& k : metric_keys)
+    if (std::find(metric_cols.begin(), metric_cols.end(), k) == metric_cols.end()) metric_cols.push_back(k);
+  double best_acc = -INFINITY;
+  for (const auto& m : finals)
+    if (m.contains("test_acc") && m["test_acc"].is_number()) best_acc = std::max(best_acc, m["test_acc"].get<double>());
+
+  std::ostringstream h;
+  const std::string title = runs.size() == 1 ? runs[0].name : fs::weakly_canonical(dir, ec).filename().string();
+  size_t n_done = 0;
+  for (const auto& r : runs) n_done += r.done ? 1 : 0;
+  const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  char when[32];
+  std::strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  h << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+    << "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+    << "<title>ssmlab report: " << html_escape(title) << "</title>\n<style>" << kCss << "</style>\n</head>\n<body>\n"
+    << "<h1>ssmlab report: " << html_escape(title) << "</h1>\n"
+    << "<p class=\"meta\">" << runs.size() << (runs.size() == 1 ? " run" : " runs") << " in <code>"
+    << html_escape(dir.string()) << "</code> (" << n_done << " finished, " << runs.size() - n_done
+    << " unfinished), read " << when << " by <code>ssmlab report</code> from the run folders' files alone. "
+    << "Click a figure for its SVG; each figure's gnuplot script and data sit beside it in <code>figures/</code> "
+    << "(<code>gnuplot NAME.gp</code> there redraws it).</p>\n";
+  if (!b.problems().empty()) {
+    h << "<div class=\"problems\"><b>" << b.problems().size()
+      << " figure(s) could not be drawn:</b><ul>\n";
+    for (const auto& p : b.problems()) h << "<li><code>" << html_escape(p) << "</code></li>\n";
+    h << "</ul></div>\n";
+  }
+
+  h << "<h2>Results</h2>\n<p>Final metrics: <code>results.json</code> of finished runs, the newest evaluation in "
+    << "<code>metrics.jsonl</code> of unfinished ones."
+    << (keys.empty() ? "" : " The config keys whose values differ between the runs come first.") << "</p>\n"
+    << "<div class=\"scroll\"><table>\n<tr><th class=\"text\">run</th>";
+  for (const auto& k : keys) h << "<th class=\"text\">" << html_escape(k) << "</th>";
+  h << "<th class=\"text\">status</th>";
+  for (const auto& k : metric_cols) h << "<th>" << html_escape(k) << "</th>";
+  h << "</tr>\n";
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto& r = runs[i];
+    h << "<tr><td class=\"text\">" << html_escape(r.name) << "</td>";
+    for (const auto& k : keys) {
+      const auto it = r.config.find(k);
+      h << "<td class=\"text\">" << (it == r.config.end() ? "" : html_escape(it->second)) << "</td>";
+    }
+    h << "<td class=\"text\">" << (r.done ? "done" : (r.train.empty() ? "not started" : "unfinished")) << "</td>";
+    for (const auto& k : metric_cols) {
+      const bool best = k == "test_acc" && runs.size() > 1 && finals[i].contains(k) && finals[i][k].is_number() &&
+                        finals[i][k].get<double>() == best_acc;
+      h << (best ? "<td class=\"best\">" : "<td>") << (finals[i].contains(k) ? html_escape(format_value(finals[i][k])) : "")
+        << "</td>";
+    }
+    h << "</tr>\n";
+  }
+  h << "</table></div>\n";
+
+  if (!curves.empty()) {
+    h << "<h2>Training curves</h2>\n<p>From each run's <code>metrics.jsonl</code>"
+      << (runs.size() > 1 ? ", one line per run" : "") << ".</p>\n";
+    for (const auto& f : curves) write_figure_html(h, f);
+  }
+  if (!run_figures.empty()) {
+    h << "<h2>Analysis figures</h2>\n<p>Drawn from the figure specs and CSV files in each run's "
+      << "<code>figures/</code> folder.</p>\n";
+    for (const auto& [name, figs] : run_figures) {
+      h << "<h3>" << html_escape(name) << "</h3>\n";
+      for (const auto& f : figs) write_figure_html(h, f);
+    }
+  }
+
+  // The config the runs share, for reference.
+  std::map<std::string, std::string> shared;
+  if (!runs.empty()) {
+    const std::set<std::string> differing(keys.begin(), keys.end());
+    for (const auto& [k, v] : runs[0].config)
+      if (!differing.count(k)) shared[k] = v;
+  }
+  if (!shared.empty()) {
+    h << "<h2>Configuration</h2>\n<details><summary>" << shared.size()
+      << (runs.size() > 1 ? " keys shared by every run" : " keys (config.toml)") << "</summary>\n<table>\n";
+    for (const auto& [k, v] : shared)
+      h << "<tr><td class=\"text\"><code>" << html_escape(k) << "</code></td><td class=\"text\">" << html_escape(v)
+        << "</td></tr>\n";
+    h << "</table></details>\n";
+  }
+  h << "</body>\n</html>\n";
+
+  ReportSummary summary;
+  summary.html = out / "report.html";
+  summary.runs = runs.size();
+  summary.figures = b.pngs();
+  summary.problems = b.problems();
+  write_file_atomic(summary.html, h.str());
+  return summary;
+}
+
+}  // namespace ssmlab::report

@@ -1,0 +1,217 @@
+// `ssmlab report` on synthetic run folders: a sweep of three runs (one unfinished, with a torn last metrics
+// line) with analysis figures left as specs and CSVs, and a single run. The page references only files that
+// exist, every PNG and SVG is valid, the table has the runs and the differing config keys, a bad spec is listed
+// as a problem, and a missing gnuplot stops the report before anything is written.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "report/report_test_util.h"
+#include "ssmlab/report/io.h"
+#include "ssmlab/report/report.h"
+#include "ssmlab/report/runs.h"
+
+namespace {
+
+using namespace ssmlab::report;
+using namespace ssmlab::report::testing;
+using nlohmann::json;
+
+std::string config_text(int d_model, double lr) {
+  return "[run]\nname = \"sweep\"\nseed = 0\nout_dir = \"runs\"\n\n[model]\nmixer = \"mamba1\"\nd_model = " +
+         std::to_string(d_model) + "\nn_layers = 2\n\n[[task.mqar.test]]\nseq_len = 32\ncount = 100\n\n[[task.mqar.test]]\n"
+         "seq_len = 64\ncount = 100\n\n[train]\nlr = " + std::to_string(lr) + "\n";
+}
+
+// A run with train records every 10 steps and eval records every 50, up to `steps`.
+void make_run(const fs::path& dir, int d_model, double lr, int steps, bool done, bool torn_tail = false) {
+  fs::create_directories(dir);
+  write_file_atomic(dir / "config.toml", config_text(d_model, lr));
+  std::string m;
+  for (int s = 10; s <= steps; s += 10) {
+    m += json{{"kind", "train"}, {"step", s}, {"epoch", 0}, {"train_loss", 4.0 / s * d_model}, {"lr", lr}}.dump() + "\n";
+    if (s % 50 == 0)
+      m += json{{"kind", "eval"}, {"step", s}, {"test_acc", std::min(1.0, s / 200.0 * d_model / 64)},
+                {"test_loss", 1.0 / s}, {"test_acc/L32", 0.9}, {"test_acc/L64", 0.5}}.dump() + "\n";
+  }
+  if (torn_tail) m += "{\"kind\":\"train\",\"st";
+  write_file_atomic(dir / "metrics.jsonl", m);
+  if (done) {
+    write_file_atomic(dir / "results.json", json{{"steps", steps}, {"test_acc", 0.25 * d_model / 32}, {"test_loss", 0.1},
+                                                 {"test_acc/L32", 0.9}, {"test_acc/L64", 0.5}}
+                                                .dump(2));
+    write_file_atomic(dir / "DONE", "");
+  }
+}
+
+// Every src="..." and href="..." of the page (scanned by hand: std::regex recurses per character and overflows
+// the stack on an embedded PNG).
+std::vector<std::string> references(const std::string& html) {
+  std::vector<std::string> out;
+  for (const std::string attr : {" src=\"", " href=\""}) {
+    for (size_t at = html.find(attr); at != std::string::npos; at = html.find(attr, at + 1)) {
+      const size_t start = at + attr.size(), end = html.find('"', start);
+      out.push_back(html.substr(start, end - start));
+    }
+  }
+  return out;
+}
+
+fs::path make_sweep() {
+  const auto root = fresh_dir("sweep");
+  make_run(root / "sweep-a", 32, 0.001, 200, /*done=*/true);
+  make_run(root / "sweep-b", 64, 0.001, 200, /*done=*/true);
+  make_run(root / "sweep-c", 64, 0.003, 120, /*done=*/false, /*torn_tail=*/true);
+  fs::create_directories(root / "sweep-b" / "checkpoints" / "step_00000100");
+  const auto figs = root / "sweep-b" / "figures";
+  fs::create_directories(figs);
+  write_file_atomic(figs / "recall_heatmap.json",
+                    R"({"kind": "heatmap", "title": "recall by length and depth", "xlabel": "length",
+                        "ylabel": "layers", "columns": ["256", "512"], "rows": ["1", "2"],
+                        "z": [[0.5, 0.25], [0.75, null]], "format": "%.3f"})");
+  write_file_atomic(figs / "attack.json", R"({"kind": "bars", "title": "attack success", "data": "attack_table.csv"})");
+  write_file_atomic(figs / "attack_table.csv", "region,mamba,s4\nfirst,0.9,0.5\nlast,0.1,0.2\n");
+  write_file_atomic(figs / "influence.csv", "distance,layer 0,layer 1\n1,1,1\n2,0.5,0.7\n4,0.2,0.6\n");
+  write_file_atomic(figs / "broken.json", R"({"kind": "line", "colour": "red", "series": [{"y": [1]}]})");
+  return root;
+}
+
+TEST(Report, SweepPageReferencesOnlyFilesThatExist) {
+  const auto root = make_sweep();
+  const auto summary = write_report(root, {});
+  EXPECT_EQ(summary.html, root / "report" / "report.html");
+  EXPECT_EQ(summary.runs, 3u);
+  ASSERT_EQ(summary.problems.size(), 1u);
+  EXPECT_NE(summary.problems[0].find("broken.json"), std::string::npos) << summary.problems[0];
+  EXPECT_NE(summary.problems[0].find("unknown key 'colour'"), std::string::npos) << summary.problems[0];
+
+  const std::string html = slurp(summary.html);
+  EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
+  EXPECT_NE(html.find("</html>"), std::string::npos);
+  EXPECT_NE(html.find("<style>"), std::string::npos) << "CSS is inline";
+  const auto refs = references(html);
+  std::set<std::string> pngs, svgs;
+  for (const auto& r : refs) {
+    ASSERT_FALSE(r.starts_with("/")) << "absolute path: " << r;
+    ASSERT_EQ(r.find("://"), std::string::npos) << "external reference: " << r;
+    EXPECT_TRUE(fs::exists(root / "report" / r)) << "the page references a missing file: " << r;
+    if (r.ends_with(".png")) pngs.insert(r);
+    if (r.ends_with(".svg")) svgs.insert(r);
+  }
+  // train loss, test accuracy, final accuracy vs d_model, and the run's heatmap, bars and bare CSV.
+  EXPECT_EQ(pngs.size(), 6u);
+  EXPECT_EQ(svgs.size(), 6u);
+  EXPECT_EQ(summary.figures.size(), 6u);
+  for (const auto& p : pngs) EXPECT_TRUE(is_png(root / "report" / p, 800, 500)) << p;
+  for (const auto& s : svgs) EXPECT_TRUE(is_svg(root / "report" / s)) << s;
+  for (const char* stem : {"figures/train_loss", "figures/test_acc", "figures/final_test_acc",
+                           "figures/runs/sweep-b/recall_heatmap", "figures/runs/sweep-b/attack",
+                           "figures/runs/sweep-b/influence"}) {
+    EXPECT_TRUE(pngs.count(std::string(stem) + ".png")) << stem;
+    EXPECT_TRUE(fs::exists(root / "report" / (std::string(stem) + ".gp"))) << stem;
+    EXPECT_TRUE(fs::exists(root / "report" / (std::string(stem) + ".dat"))) << stem;
+  }
+  EXPECT_FALSE(fs::exists(root / "report/figures/runs/sweep-b/attack_table.png")) << "a spec's data CSV is not a figure";
+  const std::string heat_svg = slurp(root / "report/figures/runs/sweep-b/recall_heatmap.svg");
+  EXPECT_NE(heat_svg.find("0.750"), std::string::npos) << "cell values are printed in the spec's format";
+  EXPECT_EQ(heat_svg.find("NaN"), std::string::npos) << "a missing cell gets no text";
+
+  // The table: one row per run, the differing keys as columns, the shared ones not.
+  for (const char* s : {">sweep-a<", ">sweep-b<", ">sweep-c<", ">model.d_model<", ">train.lr<", ">test_acc/L64<",
+                        ">unfinished<", ">done<"})
+    EXPECT_NE(html.find(s), std::string::npos) << s;
+  EXPECT_EQ(html.find(">model.n_layers</th>"), std::string::npos);
+  EXPECT_EQ(html.find(">run.out_dir</th>"), std::string::npos);
+  EXPECT_NE(html.find("unknown key &#39;colour&#39;"), std::string::npos) << "the problem is on the page";
+
+  // The training curves hold every run; the torn line of the unfinished run is dropped.
+  const std::string loss_data = slurp(root / "report/figures/train_loss.dat");
+  for (const char* s : {"# sweep-a", "# sweep-b", "# sweep-c"}) EXPECT_NE(loss_data.find(s), std::string::npos) << s;
+
+  // Regenerating reads the same files and gives the same figures (no re-run: nothing else changes).
+  const auto again = write_report(root, {});
+  EXPECT_EQ(again.figures.size(), 6u);
+  EXPECT_EQ(slurp(root / "report/figures/train_loss.dat"), loss_data);
+  EXPECT_EQ(references(slurp(again.html)), refs);
+  fs::remove_all(root);
+}
+
+TEST(Report, EmbeddedPageCarriesItsPngs) {
+  const auto root = make_sweep();
+  const auto out = fresh_dir("embedded_out");
+  const auto summary = write_report(root, {out, /*embed_images=*/true});
+  const std::string html = slurp(summary.html);
+  EXPECT_EQ(html.find("<img src=\"figures/"), std::string::npos);
+  const std::string marker = "<img src=\"data:image/png;base64,";
+  size_t n = 0;
+  for (size_t at = html.find(marker); at != std::string::npos; at = html.find(marker, at + 1)) ++n;
+  EXPECT_EQ(n, 6u);
+  const auto start = html.find(marker) + marker.size();
+  EXPECT_EQ(html.substr(start, 16), base64(std::string("\x89PNG\r\n\x1a\n\0\0\0\x0d", 12)));
+  for (const auto& r : references(html)) {
+    if (r.starts_with("data:")) continue;
+    EXPECT_TRUE(fs::exists(out / r)) << r;
+  }
+  fs::remove_all(root);
+  fs::remove_all(out);
+}
+
+TEST(Report, SingleRunShowsItsSegments) {
+  const auto root = fresh_dir("single");
+  make_run(root / "quick", 64, 0.01, 100, /*done=*/true);
+  const auto summary = write_report(root / "quick", {});
+  EXPECT_EQ(summary.runs, 1u);
+  EXPECT_TRUE(summary.problems.empty());
+  EXPECT_EQ(summary.html, root / "quick" / "report" / "report.html");
+  EXPECT_TRUE(is_png(root / "quick/report/figures/test_acc_segments.png"));
+  const std::string data = slurp(root / "quick/report/figures/test_acc_segments.dat");
+  EXPECT_NE(data.find("# L32"), std::string::npos);
+  EXPECT_NE(data.find("# L64"), std::string::npos);
+  // Its own report folder is not taken for a run by the next report of the parent.
+  EXPECT_EQ(find_run_dirs(root), std::vector<fs::path>{root / "quick"});
+  fs::remove_all(root);
+}
+
+TEST(Report, MissingGnuplotStopsTheReport) {
+  const auto root = make_sweep();
+  {
+    ScopedEnv bad("SSMLAB_GNUPLOT", (root / "no-such-gnuplot").string());
+    try {
+      write_report(root, {});
+      ADD_FAILURE() << "a report without gnuplot did not fail";
+    } catch (const ReportError& e) {
+      EXPECT_NE(std::string(e.what()).find("gnuplot"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_FALSE(fs::exists(root / "report" / "report.html"));
+  fs::remove_all(root);
+}
+
+TEST(Report, NoRunsAndBrokenRunFilesAreErrors) {
+  const auto root = fresh_dir("empty");
+  fs::create_directories(root / "not-a-run");
+  EXPECT_THROW(write_report(root, {}), ReportError);
+  make_run(root / "r", 32, 0.001, 100, /*done=*/true);
+  write_file_atomic(root / "r" / "metrics.jsonl", "{\"kind\":\"train\",\"step\":10}\nnot json\n{\"kind\":\"eval\"}\n");
+  try {
+    load_run(root / "r", root);
+    ADD_FAILURE() << "a malformed middle line was accepted";
+  } catch (const ReportError& e) {
+    EXPECT_NE(std::string(e.what()).find("metrics.jsonl:2"), std::string::npos) << e.what();
+  }
+  write_file_atomic(root / "r" / "config.toml", "[model\nd_model = 3\n");
+  EXPECT_THROW(load_run(root / "r", root), ReportError);
+  fs::remove_all(root);
+}
+
+TEST(Report, ConfigFlattensToDottedKeys) {
+  const auto m = flatten_toml(config_text(32, 0.5), "c.toml");
+  EXPECT_EQ(m.at("model.d_model"), "32");
+  EXPECT_EQ(m.at("model.mixer"), "mamba1");
+  EXPECT_EQ(m.at("train.lr"), "0.5");
+  EXPECT_EQ(m.at("task.mqar.test[1].seq_len"), "64");
+}
+
+TEST(Report, HtmlEscape) { EXPECT_EQ(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"); }
+
+}  // namespace
