@@ -142,12 +142,13 @@ Sweep load_sweep(const std::filesystem::path& file, const std::vector<std::strin
 
 Sweep load_sweep_from_string(const std::string& text, const std::string& source,
                              const std::filesystem::path& base_dir, const std::vector<std::string>& overrides) {
-  toml::table root = detail::parse_toml(text, source);
+  const toml::table root = detail::parse_toml(text, source);
   const toml::node* sweep_node = root.get("sweep");
   if (!sweep_node) fail(source, ": no [sweep] table (a sweep file is a config with a [sweep] table of grid/zip lists)");
   if (!sweep_node->is_table()) fail(source, ": sweep must be a table ([sweep])");
-  const toml::table sweep_table = *sweep_node->as_table();
-  root.erase("sweep");
+  const toml::table& sweep_table = *sweep_node->as_table();  // not a copy: copies lose the source positions
+  toml::table rest = root;
+  rest.erase("sweep");
   static const std::vector<std::string> known = {"base", "name", "out_dir", "grid", "zip"};
   for (const auto& [k, node] : sweep_table)
     if (std::find(known.begin(), known.end(), k.str()) == known.end())
@@ -163,7 +164,7 @@ Sweep load_sweep_from_string(const std::string& text, const std::string& source,
     Config check{};
     from_toml(table, check, base_source);  // errors in the base name the base file
   }
-  detail::merge_into(table, root);
+  detail::merge_into(table, rest);
   const std::set<std::string> overridden = detail::apply_overrides(table, overrides);
   Config base_cfg{};
   from_toml(table, base_cfg, source, overridden);
