@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -295,6 +296,66 @@ TEST(Runner, KilledChildAndInterruptedRunnerResume) {
     EXPECT_EQ(last_step(d / "metrics.jsonl"), 400);
     EXPECT_NE(ssmlab::read_file(d / "train.log").find("resumed from"), std::string::npos) << d;
   }
+}
+
+}  // namespace
+
+namespace {
+
+using ssmlab::experiments::plan_slots;
+using ssmlab::experiments::RunnerOptions;
+
+TEST(Runner, SlotsPackRunsOverGpusWithinTheMemoryBudget) {
+  RunnerOptions o;
+  EXPECT_EQ(plan_slots(o), (std::vector<int64_t>{-1}));
+  o.jobs = 3;
+  EXPECT_EQ(plan_slots(o), (std::vector<int64_t>{-1, -1, -1}));
+  o.mem_per_run_gb = 10, o.mem_gb = 25;  // host memory: 2 runs fit
+  EXPECT_EQ(plan_slots(o), (std::vector<int64_t>{-1, -1}));
+  o = RunnerOptions{};
+  o.gpus = {0, 1};
+  o.per_gpu = 2;
+  EXPECT_EQ(plan_slots(o), (std::vector<int64_t>{0, 0, 1, 1}));
+  o.jobs = 3;  // spread first: both GPUs get runs
+  EXPECT_EQ(plan_slots(o), (std::vector<int64_t>{0, 0, 1}));
+  o.jobs = 0;
+  o.per_gpu = 4;
+  o.mem_per_run_gb = 30, o.mem_gb = 80;  // 2 of 30 GB fit in 80 GB
+  EXPECT_EQ(plan_slots(o), (std::vector<int64_t>{0, 0, 1, 1}));
+  o.mem_per_run_gb = 90;
+  ssmlab::test::expect_error([&] { plan_slots(o); }, {"--mem-per-run 90", "does not fit on GPU 0"});
+  o = RunnerOptions{};
+  o.gpus = {1, 1};
+  ssmlab::test::expect_error([&] { plan_slots(o); }, {"--gpus lists GPU 1 twice"});
+}
+
+// The runner with a stand-in for the ssmlab binary that records the GPU it was given: each run sees exactly
+// one GPU of --gpus through CUDA_VISIBLE_DEVICES, and both GPUs are used.
+TEST(Runner, EachRunSeesOneGpu) {
+  ssmlab::test::TempDir tmp;
+  const fs::path fake = tmp.path / "fake-ssmlab";
+  std::ofstream(fake) << "#!/bin/sh\n# args: train CONFIG --out DIR\nsleep 0.3\n"
+                         "echo \"$CUDA_VISIBLE_DEVICES\" > \"$4/gpu\"\necho '{\"test_acc\": 1.0}' > \"$4/results.json\"\n"
+                         "touch \"$4/DONE\"\n";
+  fs::permissions(fake, fs::perms::owner_all);
+  std::ofstream(tmp.path / "s.toml") << "[sweep]\ngrid = { \"run.seed\" = [1, 2, 3, 4] }\n" << tiny_config();
+  auto sweep = ssmlab::experiments::load_sweep(tmp.path / "s.toml");
+  sweep.out_dir = tmp.path / "out";
+  RunnerOptions o;
+  o.gpus = {3, 5};
+  o.exe = fake;
+  o.quiet = true;
+  setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5", 1);  // replaced per run, not appended to
+  const auto report = ssmlab::experiments::run_sweep(sweep, o);
+  unsetenv("CUDA_VISIBLE_DEVICES");
+  EXPECT_EQ(report.count(ssmlab::experiments::RunStatus::done), 4u);
+  std::set<std::string> seen;
+  for (const auto& run : sweep.runs) {
+    const std::string gpu = ssmlab::read_file(sweep.out_dir / run.folder / "gpu");
+    EXPECT_TRUE(gpu == "3\n" || gpu == "5\n") << gpu;
+    seen.insert(gpu);
+  }
+  EXPECT_EQ(seen.size(), 2u);
 }
 
 }  // namespace
