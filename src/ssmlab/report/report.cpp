@@ -200,7 +200,7 @@ std::optional<FigureSpec> sweep_figure(const std::vector<RunData>& runs, const s
   s.title = "final test accuracy vs " + best;
   s.xlabel = best;
   s.ylabel = "test accuracy";
-  s.logx = lo > 0 && hi / lo >= 8;
+  s.logx = lo > 0 && hi / lo >= 4;  // widths, state sizes, learning rates: usually swept geometrically
   s.ymin = 0.0;
   s.ymax = 1.0;
   s.style = "linespoints";

@@ -35,6 +35,7 @@ class TbWriter {
   // Starts the run folder's event file afresh: removes events.out.tfevents.* there, writes (atomically) a new
   // file holding the version event and one event per record of `replay` (what metrics.jsonl keeps after a
   // resume's truncation), so the event file mirrors metrics.jsonl as an uninterrupted run would have it.
+  // Replayed events carry the time of the rebuild: metrics.jsonl holds no wall time.
   TbWriter(const std::filesystem::path& dir, const std::vector<nlohmann::json>& replay);
 
   // Appends one event (one write call: it reaches the OS before this returns). Records without scalars add
