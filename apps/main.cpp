@@ -160,6 +160,7 @@ int cmd_report(const std::string& dir, const std::string& out, bool embed) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines in order with stderr when the output is a file (sweep logs)
   CLI::App app{"ssmlab: train, probe and fix State Space Models (Mamba and peers) in C++"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "ssmlab 0.1.0");

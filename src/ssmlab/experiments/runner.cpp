@@ -353,7 +353,14 @@ class Runner {
       std::string how = st < 0 ? std::string("lost (waitpid failed)")
                         : exited ? str("exit status ", code)
                                  : str("killed by signal ", sig, " (", strsignal(sig), ")");
-      end_failed(a.run, how + "\n" + log_tail(dir / "train.log", a.log_offset, opts_.tail_lines), secs);
+      const std::string tail = log_tail(dir / "train.log", a.log_offset, opts_.tail_lines);
+      // The error line of the log, if any, makes the one-line summary (manifest, results table) useful.
+      const size_t at = tail.rfind("error");
+      if (at != std::string::npos) {
+        const size_t begin = tail.rfind('\n', at) == std::string::npos ? 0 : tail.rfind('\n', at) + 1;
+        how += ": " + tail.substr(begin, tail.find('\n', at) - begin);
+      }
+      end_failed(a.run, how + "\n" + tail, secs);
       return;
     }
     write_manifest();
