@@ -44,6 +44,7 @@ struct Params {
   float* dstates;                               // (B, H, nk, P, N): Ψ, then G
   float *dx, *da, *dw, *dBh, *dCh, *dDp, *dS0;  // dBh, dCh (B, L, H, N); dDp (B, H, nk) or null; dS0 or null
   bool bc_exact, dy_exact;                      // B and C / dy hold bf16 values (exact in tf32)
+  bool tf32_dbc;  // 16-bit inputs: the products that only feed dB and dC run in plain tf32 (one product)
 };
 
 template <typename Op>
@@ -158,6 +159,7 @@ __device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo) {
 // exact (split tf32 only): kExactA / kExactB mark an operand whose values tf32 holds exactly (bf16 data), so
 // its low part and the products with it are skipped.
 inline constexpr int kExactA = 1, kExactB = 2;
+inline constexpr int kPlain = kExactA | kExactB;  // plain tf32: one product, no low parts
 
 template <class LA, class LB, typename Op>
 __device__ void gemm(float* Cm, int ldc, const Op* A, int lda, const Op* B, int ldb, int M, int N, int K,
@@ -532,7 +534,8 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
 
   // A. M = L∘(C Bᵀ), W = L∘(dy X̄ᵀ).
   gemm<wmma::row_major, wmma::col_major>(stq, lay.ldsq, cs, lay.ldn, bs, lay.ldn, kQ, kQ, np, false, xbc | (xbc << 1));
-  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, dys, lay.ldp, xs, lay.ldp, kQ, kQ, pp, false, xdy);
+  gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, dys, lay.ldp, xs, lay.ldp, kQ, kQ, pp, false,
+                                         q.tf32_dbc ? kPlain : xdy);
   __syncthreads();
   for (int e = threadIdx.x; e < kQ * kQ; e += kThreads) {
     const int i = e / kQ, j = e % kQ;
@@ -545,13 +548,15 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
   gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, cs, lay.ldn, rs, lay.ldn, kQ, pp, np, false, xbc);
   // D (first half). dC = diag(exp s) dy S_prev (+ W B below), into the other
   // stage.
-  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, dys, lay.ldp, rs, lay.ldn, kQ, np, pp, false, xdy);
+  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, dys, lay.ldp, rs, lay.ldn, kQ, np, pp, false,
+                                         q.tf32_dbc ? kPlain : xdy);
   __syncthreads();
   scale_rows(stp, lay.ldsp, pp, decay_from_start);
   scale_rows(stq, lay.ldsq, np, decay_from_start);
   __syncthreads();
   gemm<wmma::row_major, wmma::row_major>(stp, lay.ldsp, ms, lay.ldq, xs, lay.ldp, kQ, pp, kQ, true);
-  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, bs, lay.ldn, kQ, np, kQ, true, xbc << 1);
+  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, bs, lay.ldn, kQ, np, kQ, true,
+                                         q.tf32_dbc ? kPlain : xbc << 1);
   __syncthreads();
   row_dots(ds, stp, lay.ldsp, q.dy, nullptr, q, b, h, t0, valid);
   for_cells(valid, N, [&](int i, int n) { q.dCh[((b * q.l + t0 + i) * q.h + h) * N + n] = stq[i * lay.ldsq + n]; });
@@ -561,7 +566,8 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
   // C. dX̄ = diag(e) B Gᵀ + Mᵀ dy;  V_j = e_j X̄_j·(B_j Gᵀ).
   gemm<wmma::row_major, wmma::col_major>(stp, lay.ldsp, bs, lay.ldn, rs, lay.ldn, kQ, pp, np, false, xbc);
   // E (first half). dB = diag(e) X̄ G (+ Wᵀ C below).
-  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, xs, lay.ldp, rs, lay.ldn, kQ, np, pp, false);
+  gemm<wmma::row_major, wmma::row_major>(stq, lay.ldsq, xs, lay.ldp, rs, lay.ldn, kQ, np, pp, false,
+                                         q.tf32_dbc ? kPlain : 0);
   __syncthreads();
   scale_rows(stp, lay.ldsp, pp, decay_to_end);
   scale_rows(stq, lay.ldsq, np, decay_to_end);
@@ -569,7 +575,8 @@ __global__ void __launch_bounds__(kThreads) chunk_grad_kernel(Params q) {
   row_dots(sv, stp, lay.ldsp, q.x, q.w, q, b, h, t0, valid);
   __syncthreads();
   gemm<wmma::col_major, wmma::row_major>(stp, lay.ldsp, ms, lay.ldq, dys, lay.ldp, kQ, pp, kQ, true, xdy << 1);
-  gemm<wmma::col_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, cs, lay.ldn, kQ, np, kQ, true, xbc << 1);
+  gemm<wmma::col_major, wmma::row_major>(stq, lay.ldsq, ws, lay.ldq, cs, lay.ldn, kQ, np, kQ, true,
+                                         q.tf32_dbc ? kPlain : xbc << 1);
   __syncthreads();
   for_cells(valid, N, [&](int i, int n) { q.dBh[((b * q.l + t0 + i) * q.h + h) * N + n] = stq[i * lay.ldsq + n]; });
   // Per row: dx, dw, ds -= w dw, dD.
