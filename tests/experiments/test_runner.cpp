@@ -82,12 +82,16 @@ fs::file_time_type mtime(const fs::path& p) { return fs::last_write_time(p); }
 std::vector<std::map<std::string, std::string>> read_csv(const fs::path& file) {
   std::istringstream in(ssmlab::read_file(file));
   std::string line;
-  auto split = [](const std::string& l) {  // the test's own reader: no quoted commas in these tables
-    std::vector<std::string> out;
-    std::string cell;
-    std::istringstream s(l);
-    while (std::getline(s, cell, ',')) out.push_back(cell);
-    if (!l.empty() && l.back() == ',') out.push_back("");
+  auto split = [](const std::string& l) {  // the test's own RFC 4180 reader (quoted cells, "" for a quote)
+    std::vector<std::string> out(1);
+    bool quoted = false;
+    for (size_t i = 0; i < l.size(); ++i) {
+      const char ch = l[i];
+      if (quoted && ch == '"' && i + 1 < l.size() && l[i + 1] == '"') out.back() += '"', ++i;
+      else if (ch == '"') quoted = !quoted;
+      else if (ch == ',' && !quoted) out.emplace_back();
+      else out.back() += ch;
+    }
     return out;
   };
   std::getline(in, line);
@@ -186,7 +190,8 @@ TEST(Runner, FailureHaltAndRerunFinishEverythingOnce) {
     } else {
       EXPECT_EQ(row.at("status"), "failed");
       EXPECT_EQ(row.at("test_acc"), "");
-      EXPECT_NE(row.at("error").find("exit status 2"), std::string::npos);
+      EXPECT_NE(row.at("error").find("exit status 2: ssmlab: error: unknown device 'bogus'"), std::string::npos)
+          << row.at("error");
     }
   }
   EXPECT_EQ(rows[1].at("steps"), "30");
