@@ -127,7 +127,8 @@ RunData load_run(const fs::path& dir, const fs::path& root) {
         report_fail((dir / "metrics.jsonl").string(), ":", lines[i].first, ": not a JSON object: ",
                     lines[i].second.substr(0, 120));
       }
-      const std::string kind = j.value("kind", "");
+      const auto k = j.find("kind");
+      const std::string kind = k != j.end() && k->is_string() ? k->get<std::string>() : "";
       if (kind == "train") r.train.push_back(std::move(j));
       else if (kind == "eval") r.eval.push_back(std::move(j));
     }
