@@ -1,7 +1,7 @@
 // Long-sequence evaluation (models/long_eval.h, LanguageModel::forward_stateful): the segmented path equals
-// the one-shot forward (uneven segments, segment 1, L = 1, a mamba2 with its own state-norm periods), its
-// states continue into step(), next_token_losses is forward's cross-entropy, mixers without a stateful
-// forward are named in the error, and the working memory of a long run does not grow with L.
+// the one-shot forward (uneven segments, segment 1, L = 1, conv width 1, a mamba2 with its own state-norm
+// periods), its states continue into step(), next_token_losses is forward's cross-entropy, mixers without a
+// stateful forward are named in the error, and the working memory of a long run does not grow with L.
 #include <atomic>
 #include <string>
 #include <vector>
@@ -28,6 +28,7 @@ struct Case {
   std::string name;
   std::string mixer;
   bool state_norm = false;  // mamba2 with state normalisation every 4 tokens (absolute positions)
+  int64_t d_conv = 3;       // conv width W (W = 1: an empty conv state)
 };
 
 ModelOptions options(const Case& c) {
@@ -37,7 +38,8 @@ ModelOptions options(const Case& c) {
   o.n_layers = 2;
   o.mlp_expand = 2;  // the block's MLP sits on the segmented path too
   o.mixers.mamba1.d_state = 5;
-  o.mixers.mamba1.d_conv = 3;
+  o.mixers.mamba1.d_conv = c.d_conv;
+  o.mixers.mamba2.d_conv = c.d_conv;
   o.mixers.mamba2.d_state = 6;
   o.mixers.mamba2.head_dim = 8;  // E 32 -> H 4
   o.mixers.mamba2.n_groups = 2;
@@ -138,7 +140,9 @@ TEST_P(LongEval, NextTokenLossesAreForwardsCrossEntropy) {
 
 INSTANTIATE_TEST_SUITE_P(Mixers, LongEval,
                          ::testing::Values(Case{"mamba1", "mamba1"}, Case{"mamba2", "mamba2"},
-                                           Case{"mamba2_state_norm", "mamba2", /*state_norm=*/true}),
+                                           Case{"mamba2_state_norm", "mamba2", /*state_norm=*/true},
+                                           Case{"mamba1_W1", "mamba1", false, /*d_conv=*/1},
+                                           Case{"mamba2_W1", "mamba2", false, /*d_conv=*/1}),
                          [](const ::testing::TestParamInfo<Case>& i) { return i.param.name; });
 
 TEST(LongEvalErrors, MixersWithoutStatefulForwardAreNamed) {
