@@ -126,7 +126,9 @@ TEST(Report, SweepPageReferencesOnlyFilesThatExist) {
 
   // The training curves hold every run; the torn line of the unfinished run is dropped.
   const std::string loss_data = slurp(root / "report/figures/train_loss.dat");
-  for (const char* s : {"# sweep-a", "# sweep-b", "# sweep-c"}) EXPECT_NE(loss_data.find(s), std::string::npos) << s;
+  // Lines are named by the differing keys' values.
+  for (const char* s : {"# d_model=32, lr=0.001\n", "# d_model=64, lr=0.001\n", "# d_model=64, lr=0.003\n"})
+    EXPECT_NE(loss_data.find(s), std::string::npos) << s;
 
   // Regenerating reads the same files and gives the same figures (no re-run: nothing else changes).
   const auto again = write_report(root, {});

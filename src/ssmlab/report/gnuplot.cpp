@@ -280,7 +280,14 @@ std::string gnuplot_script(const FigureSpec& s, const std::string& stem, const s
   if (s.logx) g << "set logscale x 10\n";
   if (s.logy) g << "set logscale y 10\n";
   const size_t n_series = s.series.size();
-  g << (n_series > 1 ? "set key outside right top noautotitle\n" : "set key top right opaque noautotitle\n");
+  size_t longest_name = 0;
+  for (const auto& ser : s.series) longest_name = std::max(longest_name, ser.name.size());
+  if (n_series <= 1) g << "set key top right opaque noautotitle\n";
+  else if (longest_name > 24 || n_series > 12) g << "set key below noautotitle\n";  // a right-hand key would squeeze the plot
+  else g << "set key outside right top noautotitle\n";
+  // A log x axis autoscales to whole decades, which can leave most of the plot empty: fit the data instead.
+  if (s.logx && !s.xmin && !s.xmax && s.kind != FigureKind::heatmap && s.kind != FigureKind::bars)
+    g << "set autoscale xfix\nset offsets graph 0.03, graph 0.03, 0, 0\n";
   std::string yr = range(s.ymin, s.ymax);
   std::ostringstream plot;
   switch (s.kind) {

@@ -145,10 +145,10 @@ ReportSummary write_report(const fs::path& dir, const ReportOptions& options) {
     if (!spec) return;
     if (auto f = b.draw(*spec, "", stem, "figure '" + stem + "'")) curves.push_back(*f);
   };
-  add(curve_figure(runs, "train_loss", "train", "training loss", "train loss (mean over the logging window)",
+  add(curve_figure(runs, keys, "train_loss", "train", "training loss", "train loss (mean over the logging window)",
                    /*logy=*/true),
       "train_loss");
-  if (auto acc = curve_figure(runs, "test_acc", "eval", "test accuracy", "test accuracy", /*logy=*/false)) {
+  if (auto acc = curve_figure(runs, keys, "test_acc", "eval", "test accuracy", "test accuracy", /*logy=*/false)) {
     acc->ymin = 0.0;
     acc->ymax = 1.0;
     add(acc, "test_acc");

@@ -19,9 +19,14 @@ std::vector<std::string> differing_keys(const std::vector<RunData>& runs);
 // The final metrics of a run: results.json, else the newest eval record (an unfinished run), "step" as "steps".
 nlohmann::json final_metrics(const RunData& r);
 
-// `key` of the `kind` ("train" or "eval") records against the step, one line per run that has it.
-std::optional<FigureSpec> curve_figure(const std::vector<RunData>& runs, const std::string& key, const std::string& kind,
-                                       const std::string& title, const std::string& ylabel, bool logy);
+// "d_model=64, lr=0.01": the run's values of `keys` (short names; run.name, run.seed and run.out_dir left out).
+std::string run_label(const RunData& r, const std::vector<std::string>& keys);
+
+// `key` of the `kind` ("train" or "eval") records against the step, one line per run that has it, named by
+// run_label over `keys` (the differing keys), or by folder where that names nothing or twice.
+std::optional<FigureSpec> curve_figure(const std::vector<RunData>& runs, const std::vector<std::string>& keys,
+                                       const std::string& key, const std::string& kind, const std::string& title,
+                                       const std::string& ylabel, bool logy);
 
 // Final test accuracy against the numeric key of `keys` with the most distinct values, one line per combination
 // of the other keys (run.name and run.seed aside): the shape of the papers' sweep figures (accuracy vs width, a
