@@ -38,7 +38,14 @@ status=0
 # runs (for machines where one call has a time limit); the default runs both.
 PART="${PART:-all}"
 if [ "$PART" != bench ]; then
-  (cd "$BUILD" && ctest --output-on-failure -j 8 --timeout 600) || status=1
+  # The report tests need gnuplot (scripts/setup.sh installs it); a GPU machine without it and without network
+  # cannot run them: say so, and run everything else.
+  exclude=()
+  if ! command -v gnuplot >/dev/null; then
+    echo "gpu-check: gnuplot is not installed on this machine: the Report* tests are NOT run here (CI runs them)"
+    exclude=(-E '^Report')
+  fi
+  (cd "$BUILD" && ctest --output-on-failure -j 8 --timeout 600 "${exclude[@]}") || status=1
   python3 python/example.py "$BUILD/src/libssmlab_ops.so" cuda || status=1
 fi
 [ "$PART" = tests ] && exit $status
