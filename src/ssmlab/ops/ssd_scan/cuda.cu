@@ -36,9 +36,9 @@ T* mptr(Tensor& t) {
   return t.defined() ? t.mutable_data_ptr<T>() : nullptr;
 }
 
-template <typename T>
-k::Params<T> params_of(const ssd_scan_cpu::Inputs& in) {
-  k::Params<T> q{};
+// The sizes both kernel families' Params share.
+template <typename Q>
+void fill_sizes(Q& q, const ssd_scan_cpu::Inputs& in) {
   q.b = in.x.size(0);
   q.l = in.x.size(1);
   q.h = in.x.size(2);
@@ -46,6 +46,12 @@ k::Params<T> params_of(const ssd_scan_cpu::Inputs& in) {
   q.g = in.B.size(2);
   q.n = in.B.size(3);
   q.hg = q.h / q.g;
+}
+
+template <typename T>
+k::Params<T> params_of(const ssd_scan_cpu::Inputs& in) {
+  k::Params<T> q{};
+  fill_sizes(q, in);
   q.k = (q.l + k::kChunk - 1) / k::kChunk;
   q.x = in.x.const_data_ptr<T>();
   q.a = in.a.const_data_ptr<T>();
@@ -108,13 +114,7 @@ bool chunked_applies(const ssd_scan_cpu::Inputs& in) {
 
 ck::Params chunked_params(const ssd_scan_cpu::Inputs& in) {
   ck::Params q{};
-  q.b = in.x.size(0);
-  q.l = in.x.size(1);
-  q.h = in.x.size(2);
-  q.p = in.x.size(3);
-  q.g = in.B.size(2);
-  q.n = in.B.size(3);
-  q.hg = q.h / q.g;
+  fill_sizes(q, in);
   q.nk = (q.l + ck::kQ - 1) / ck::kQ;
   q.pp = static_cast<int>((q.p + 15) / 16 * 16);
   q.np = static_cast<int>((q.n + 15) / 16 * 16);
