@@ -8,10 +8,8 @@
 #pragma once
 #include <string>
 
-#include <torch/nn/modules/linear.h>
-
 #include "ssmlab/core/fields.h"
-#include "ssmlab/mixers/mixer.h"
+#include "ssmlab/mixers/rwkv_heads.h"
 
 namespace ssmlab::mixers {
 
@@ -26,27 +24,17 @@ struct Rwkv5Options {
   }
 };
 
-class Rwkv5Impl : public MixerImpl {
+class Rwkv5Impl : public RwkvHeadsImpl {
  public:
   Rwkv5Impl(const Rwkv5Options& opts, int64_t d_model, int64_t layer_idx, int64_t n_layers, at::Generator& gen);
 
-  at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) override;
-  at::Tensor step(const at::Tensor& x_t, State& state) override;
-  State init_state(int64_t batch, c10::Device device) const override;
-  // The previous token (D) + one K x K matrix per head (H K^2 = D K).
-  int64_t state_size() const override { return d_model_ + d_model_ * opts_.head_size; }
   std::string kind() const override { return "rwkv5"; }
 
-  torch::nn::Linear receptance{nullptr}, key{nullptr}, value{nullptr}, gate{nullptr}, output{nullptr};
   at::Tensor time_mix_k, time_mix_v, time_mix_r, time_mix_g;  // (D)
-  at::Tensor time_decay, time_faaaa;                          // (H, K)
-  at::Tensor ln_weight, ln_bias;                              // (D) GroupNorm affine
+  at::Tensor time_decay;                                      // (H, K)
 
  private:
-  at::Tensor run(const at::Tensor& x, const at::Tensor& xx, at::Tensor* wkv_state, Trace* trace);
-
-  Rwkv5Options opts_;
-  int64_t d_model_, heads_;
+  Mixed mix(const at::Tensor& x, const at::Tensor& prev, Trace* trace) override;
 };
 
 }  // namespace ssmlab::mixers

@@ -8,10 +8,8 @@
 #pragma once
 #include <string>
 
-#include <torch/nn/modules/linear.h>
-
 #include "ssmlab/core/fields.h"
-#include "ssmlab/mixers/mixer.h"
+#include "ssmlab/mixers/rwkv_heads.h"
 
 namespace ssmlab::mixers {
 
@@ -30,31 +28,23 @@ struct Rwkv6Options {
   }
 };
 
-class Rwkv6Impl : public MixerImpl {
+class Rwkv6Impl : public RwkvHeadsImpl {
  public:
   Rwkv6Impl(const Rwkv6Options& opts, int64_t d_model, int64_t layer_idx, int64_t n_layers, at::Generator& gen);
 
-  at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) override;
-  at::Tensor step(const at::Tensor& x_t, State& state) override;
-  State init_state(int64_t batch, c10::Device device) const override;
-  int64_t state_size() const override { return d_model_ + d_model_ * opts_.head_size; }
   std::string kind() const override { return "rwkv6"; }
 
-  torch::nn::Linear receptance{nullptr}, key{nullptr}, value{nullptr}, gate{nullptr}, output{nullptr};
   at::Tensor time_maa_x, time_maa_w, time_maa_k, time_maa_v, time_maa_r, time_maa_g;  // (D)
   at::Tensor time_maa_w1;    // (D, 5 R)
   at::Tensor time_maa_w2;    // (5, R, D)
   at::Tensor time_decay;     // (D)
   at::Tensor time_decay_w1;  // (D, R_w)
   at::Tensor time_decay_w2;  // (R_w, D)
-  at::Tensor time_faaaa;     // (H, K)
-  at::Tensor ln_weight, ln_bias;
 
  private:
-  at::Tensor run(const at::Tensor& x, const at::Tensor& prev, at::Tensor* wkv_state, Trace* trace);
+  Mixed mix(const at::Tensor& x, const at::Tensor& prev, Trace* trace) override;
 
-  Rwkv6Options opts_;
-  int64_t d_model_, heads_;
+  int64_t mix_rank_;
 };
 
 }  // namespace ssmlab::mixers
