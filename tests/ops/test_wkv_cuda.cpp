@@ -1,4 +1,4 @@
-// The CUDA WKV (ops/wkv/cuda.cu, kernel_wkv.cuh, autograd_cuda.cpp) against the reference run on CPU float64
+// The CUDA WKV (ops/wkv/cuda.cu, kernel_wkv.cuh, autograd.cpp) against the reference run on CPU float64
 // copies of the same inputs: output, final state and every gradient (w, u, k, v, initial state), on odd sizes
 // (L = 1, 63, 1025, 2049; B x C across thread blocks), float64 / float32 / bfloat16, with the caching
 // allocator handing back NaN-filled blocks before each CUDA run; backend selection. Without a usable CUDA

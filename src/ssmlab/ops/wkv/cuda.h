@@ -1,4 +1,4 @@
-// Host launchers of the CUDA WKV (cuda.cu, kernels in kernel_wkv.cuh); no autograd here (autograd_cuda.cpp
+// Host launchers of the CUDA WKV (cuda.cu, kernels in kernel_wkv.cuh); no autograd here (autograd.cpp
 // wraps them). Defined only where the CUDA kernels are linked (SSMLAB_WITH_CUDA). Tensors as in cpu.h, on one
 // CUDA device, contiguous, in the compute dtype (float32 or float64).
 #pragma once

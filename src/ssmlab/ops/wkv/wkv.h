@@ -40,7 +40,7 @@ WkvOut wkv_fused(const at::Tensor& w, const at::Tensor& u, const at::Tensor& k, 
                  const std::optional<at::Tensor>& initial_state);
 bool wkv_cpu_supports(const at::Tensor& k);
 
-// The CUDA kernels (cuda.cu, kernel_wkv.cuh, autograd_cuda.cpp); same contract as wkv_fused. Throws unless
+// The CUDA kernels (cuda.cu, kernel_wkv.cuh, autograd.cpp); same contract as wkv_fused. Throws unless
 // wkv_cuda_supports (the build links them, k on CUDA, float32/float64/bfloat16/float16).
 WkvOut wkv_cuda(const at::Tensor& w, const at::Tensor& u, const at::Tensor& k, const at::Tensor& v,
                 const std::optional<at::Tensor>& initial_state);
