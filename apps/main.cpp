@@ -2,7 +2,8 @@
 //   ssmlab train CONFIG [--set key=value]... [--out DIR]
 //   ssmlab eval RUN_DIR [--device DEV]
 //   ssmlab config CONFIG [--set key=value]...   (print the resolved config)
-//   ssmlab list [mixers|tasks|ops|transitions|keys]
+//   ssmlab list [mixers|tasks|analyses|ops|transitions|keys]
+//   ssmlab analyze NAME[,NAME...] RUN_DIR|CONFIG [--set key=value]... [--out DIR] [--device DEV]
 //   ssmlab report DIR [--out DIR] [--embed]     (figures + report.html from run folders; report::)
 //   ssmlab sweep FILE [--jobs N] [--gpus 0,1] [--per-gpu K] [--mem-per-run GB] [--out DIR] [--set k=v]...
 //   ssmlab results DIR [--filter key=value]... [--csv FILE] [--sqlite FILE] [--all-keys]
@@ -12,7 +13,10 @@
 #include <CLI/CLI.hpp>
 
 #include "ssmlab/core/error.h"
+#include "ssmlab/core/io.h"
 #include "ssmlab/core/log.h"
+#include "ssmlab/analysis/registry.h"
+#include "ssmlab/experiments/analyze.h"
 #include "ssmlab/experiments/config.h"
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/results.h"
@@ -20,6 +24,7 @@
 #include "ssmlab/experiments/runner.h"
 #include "ssmlab/experiments/sweep.h"
 #include "ssmlab/mixers/registry.h"
+#include "ssmlab/tasks/registry.h"
 #include "ssmlab/ops/backend.h"
 #include "ssmlab/report/io.h"
 #include "ssmlab/report/report.h"
@@ -53,6 +58,62 @@ int cmd_train(const std::string& file, const std::vector<std::string>& sets, con
               static_cast<long long>(outcome.fit.steps), outcome.fit.early_stopped ? " (early stop)" : "");
   print_eval(outcome.fit.last_eval);
   std::printf("results: %s (metrics.jsonl, results.json, config.toml, checkpoints/)\n", dir.string().c_str());
+  for (const auto& a : outcome.analyses)
+    std::printf("analysis %s: %s/analysis/%s.json, figures/%s*\n", a.c_str(), dir.string().c_str(), a.c_str(),
+                a.c_str());
+  return 0;
+}
+
+// `ssmlab analyze NAMES TARGET`: TARGET is a run folder (its newest checkpoint) or a config file (the model as
+// initialised, written to <run folder>-init unless --out says otherwise).
+int cmd_analyze(const std::string& names_text, const std::string& target, const std::vector<std::string>& sets,
+                const std::string& out, const std::string& device) {
+  const auto names = analysis::parse_analysis_list(names_text);
+  SSMLAB_CHECK(!names.empty(), "ssmlab analyze: name at least one analysis (", [] {
+    std::string known;
+    for (const auto& n : analysis::analysis_names()) known += (known.empty() ? "" : ", ") + n;
+    return known;
+  }(), ")");
+  const std::filesystem::path t(target);
+  experiments::Config cfg;
+  std::filesystem::path dir;
+  bool trained = false;
+  if (std::filesystem::is_directory(t)) {
+    SSMLAB_CHECK(std::filesystem::exists(t / "config.toml"), target, " is not a run folder: it has no config.toml");
+    cfg = experiments::load_config(t / "config.toml", sets);
+    dir = out.empty() ? t : std::filesystem::path(out);
+    trained = true;
+  } else {
+    cfg = experiments::load_config(t, sets);
+    if (out.empty()) {
+      dir = experiments::run_dir_for(cfg, std::nullopt);
+      dir += "-init";
+    } else {
+      dir = out;
+    }
+    std::filesystem::create_directories(dir);
+    write_file_atomic(dir / "config.toml", experiments::run_config_text(cfg));
+  }
+  if (trained && dir != t) {  // analysing a run into another folder: it needs the run's config and checkpoints
+    std::filesystem::create_directories(dir);
+    write_file_atomic(dir / "config.toml", experiments::run_config_text(cfg));
+  }
+  const auto runs = experiments::analyze(names, cfg, dir, trained ? t : std::filesystem::path(), device);
+  for (const auto& r : runs) {
+    std::printf("analysis %s -> %s\n", r.name.c_str(), r.summary_file.string().c_str());
+    if (r.result.summary.contains("slope"))
+      std::printf("  fitted slope %.4g per position (decay per token %.4g)\n", r.result.summary["slope"].get<double>(),
+                  r.result.summary["decay_per_token"].get<double>());
+    if (r.result.summary.contains("block_out")) {
+      std::printf("  layer  mixer_out  block_out  (normalised: mixer_out  block_out)\n");
+      const auto& s = r.result.summary;
+      for (size_t i = 0; i < s["block_out"].size(); ++i)
+        std::printf("  %5zu  %9.4g  %9.4g  %21.4g  %9.4g\n", i, s["mixer_out"][i].get<double>(),
+                    s["block_out"][i].get<double>(), s["mixer_out_normalised"][i].get<double>(),
+                    s["block_out_normalised"][i].get<double>());
+    }
+    for (const auto& f : r.result.files) std::printf("  wrote %s\n", f.string().c_str());
+  }
   return 0;
 }
 
@@ -67,7 +128,12 @@ int cmd_list(const std::string& what) {
     for (const auto& t : mixers::transition_table()) std::printf("  %-14s %s\n", t.name.c_str(), t.summary.c_str());
   }
   if (all || what == "tasks") {
-    std::printf("tasks:\n  %-14s %s\n", "mqar", "multi-query associative recall, zoology's generator (spec §2.8)");
+    std::printf("tasks (task.name):\n");
+    for (const auto& t : tasks::task_table()) std::printf("  %-14s %s\n", t.name.c_str(), t.summary.c_str());
+  }
+  if (all || what == "analyses") {
+    std::printf("analyses (ssmlab analyze NAME RUN_DIR|CONFIG; analysis.after_training):\n");
+    for (const auto& a : analysis::analysis_table()) std::printf("  %-14s %s\n", a.name.c_str(), a.summary.c_str());
   }
   if (all || what == "ops") {
     std::printf("ops (torch.ops.ssmlab.<op>; <op>_ref is the reference):\n");
@@ -185,9 +251,26 @@ int main(int argc, char** argv) {
   config->add_option("config", config_file, "TOML config file")->required()->check(CLI::ExistingFile);
   config->add_option("--set", sets, "override a config key (repeatable)");
 
-  auto* list = app.add_subcommand("list", "list mixers, transitions, tasks, ops and their devices, or config keys");
-  list->add_option("what", list_what, "mixers | transitions | tasks | ops | keys (default: all but keys)")
-      ->check(CLI::IsMember({"mixers", "transitions", "tasks", "ops", "keys"}));
+  auto* list = app.add_subcommand("list", "list mixers, transitions, tasks, analyses, ops and their devices, or config "
+                                          "keys");
+  list->add_option("what", list_what, "mixers | transitions | tasks | analyses | ops | keys (default: all but keys)")
+      ->check(CLI::IsMember({"mixers", "transitions", "tasks", "analyses", "ops", "keys"}));
+
+  std::string analyze_names, analyze_target;
+  auto* analyze = app.add_subcommand("analyze", "run analyses on a trained run folder (its newest checkpoint) or on "
+                                                "the initialised model of a config; writes analysis/ and figures/");
+  analyze->add_option("names", analyze_names, "analysis name(s), comma-separated: influence, smoothing (ssmlab list "
+                                              "analyses)")
+      ->required();
+  analyze->add_option("target", analyze_target, "run folder, or config file (a freshly initialised model)")
+      ->required()
+      ->check(CLI::ExistingPath);
+  analyze->add_option("--set", sets, "override a config key, e.g. --set analysis.influence.samples=16 (repeatable)");
+  analyze->add_option("--out", out_dir, "folder for the outputs (default: the run folder; for a config "
+                                        "<run folder>-init)");
+  analyze->add_option("--device", device, "override train.device (cpu, cuda, auto)");
+  analyze->footer("Then `ssmlab report DIR` draws the figures; several runs in one folder share one figure per "
+                  "analysis.");
 
   std::string sweep_gpus;
   bool sweep_dry_run = false;
@@ -254,6 +337,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*list) return cmd_list(list_what);
+    if (*analyze) return cmd_analyze(analyze_names, analyze_target, sets, out_dir, device);
     if (*report_cmd) return cmd_report(report_dir, report_out, report_embed);
     if (*sweep) return cmd_sweep(config_file, sets, out_dir, sweep_gpus, sweep_opts, sweep_dry_run);
     if (*results) return cmd_results(run_dir, results_opts, results_csv, results_sqlite);

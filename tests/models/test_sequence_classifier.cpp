@@ -42,7 +42,7 @@ TEST(SequenceClassifier, ShapesClassTokenAndInit) {
   const at::Tensor x = at::rand({4, 17, 3});
   const at::Tensor y = m->forward(x);
   EXPECT_EQ(y.sizes(), (at::IntArrayRef{4, 10}));
-  EXPECT_FALSE(m->head->bias.defined());
+  EXPECT_FALSE(m->classifier->bias.defined());
   EXPECT_TRUE(at::all(m->embedding->bias == 0).item<bool>());        // zoology: Linear biases 0
   EXPECT_NEAR(m->embedding->weight.std().item<double>(), 0.02, 0.015);  // N(0, 0.02) (24 draws)
   // The head reads the last position (the class token) after every pixel: changing the last pixel, which

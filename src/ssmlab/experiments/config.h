@@ -4,8 +4,9 @@
 #include <string>
 
 #include "ssmlab/core/fields.h"
-#include "ssmlab/models/language_model.h"
-#include "ssmlab/tasks/mqar.h"
+#include "ssmlab/analysis/registry.h"
+#include "ssmlab/models/options.h"
+#include "ssmlab/tasks/registry.h"
 #include "ssmlab/train/options.h"
 
 namespace ssmlab::experiments {
@@ -23,18 +24,18 @@ struct RunOptions {
   }
 };
 
-struct TaskOptions {
+// The [task] section: which task, batch sizes, and (inherited) one sub-table per registered task, [task.<name>].
+struct TaskOptions : tasks::TaskConfigs {
   std::string name = "mqar";
   int64_t batch_size = 128;
   int64_t test_batch_size = 16;
-  tasks::MqarConfig mqar;
 
   template <class V>
   void visit(V& v) {
-    v("name", name, "task (ssmlab list)", Check::one_of({"mqar"}));
+    v("name", name, "task (ssmlab list tasks)", Check::one_of(tasks::task_names()));
     v("batch_size", batch_size, "training batch size", Check::at_least(1));
     v("test_batch_size", test_batch_size, "evaluation batch size", Check::at_least(1));
-    v("mqar", mqar, "multi-query associative recall (spec §2.8)");
+    tasks::TaskConfigs::visit(v);  // the sub-tables sit directly under [task]
   }
 };
 
@@ -54,14 +55,16 @@ struct Config {
   TaskOptions task;
   train::TrainOptions train;
   OpsOptions ops;
+  analysis::AnalysisOptions analysis;
 
   template <class V>
   void visit(V& v) {
     v("run", run, "run naming and seed");
-    v("model", model, "the language model");
+    v("model", model, "the model backbone (its input embedding and head follow the task)");
     v("task", task, "the data");
     v("train", train, "optimisation and evaluation");
     v("ops", ops, "kernel selection");
+    v("analysis", analysis, "analyses (ssmlab analyze; after_training runs them when training ends)");
   }
 };
 

@@ -7,32 +7,35 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/core/io.h"
 #include "ssmlab/core/log.h"
+#include "ssmlab/experiments/analyze.h"
+#include "ssmlab/experiments/identity.h"
 #include "ssmlab/experiments/options_io.h"
+#include "ssmlab/models/language_model.h"
+#include "ssmlab/models/sequence_classifier.h"
 #include "ssmlab/train/checkpoint.h"
 
 namespace ssmlab::experiments {
 namespace {
 
-// halt_after_steps is a per-process testing aid, not part of what a run is: it is left out of the
-// run's identity (config.toml, hash) so an interrupted run resumes under the plain config.
-Config identity(Config cfg) {
+// halt_after_steps is a per-process testing aid, not part of what a run is: it is left out of config.toml so
+// an interrupted run resumes under the plain config.
+Config without_halt(Config cfg) {
   cfg.train.halt_after_steps = 0;
   return cfg;
-}
-
-models::LanguageModel build_model(const Config& cfg) {
-  return models::LanguageModel(cfg.model, cfg.task.mqar.vocab_size, cfg.ops.backend,
-                               static_cast<uint64_t>(cfg.run.seed));
 }
 
 }  // namespace
 
 void check_config(const Config& cfg, const std::string& source) {
   try {
-    for (const auto& seg : cfg.task.mqar.train) tasks::check_mqar_segment(cfg.task.mqar, seg);
-    for (const auto& seg : cfg.task.mqar.test) tasks::check_mqar_segment(cfg.task.mqar, seg);
+    tasks::task_info(cfg.task.name).check(cfg.task);
   } catch (const Error& e) {
-    fail(source, ": task.mqar: ", e.what());
+    fail(source, ": task.", cfg.task.name, ": ", e.what());
+  }
+  try {
+    analysis::parse_analysis_list(cfg.analysis.after_training);
+  } catch (const Error& e) {
+    fail(source, ": analysis.after_training: ", e.what());
   }
 }
 
@@ -42,18 +45,34 @@ Config load_config(const std::filesystem::path& file, const std::vector<std::str
   return cfg;
 }
 
-std::string run_config_text(const Config& cfg) { return to_toml_string(identity(cfg)); }
+std::string run_config_text(const Config& cfg) { return to_toml_string(without_halt(cfg)); }
 
-std::string run_id(const Config& cfg) { return config_hash(identity(cfg)); }
+std::string run_id(const Config& cfg) { return identity_hash(cfg); }
 
 std::filesystem::path run_dir_for(Config& cfg, const std::optional<std::filesystem::path>& out) {
   if (out) return *out;
   return std::filesystem::path(cfg.run.out_dir) / (cfg.run.name + "-" + run_id(cfg).substr(0, 8));
 }
 
-train::TrainData build_data(const Config& cfg) {
+tasks::TaskPtr build_task(const Config& cfg) { return tasks::make_task(cfg.task.name, cfg.task); }
+
+models::ModelPtr build_model(const Config& cfg, const tasks::Task& task) {
+  const tasks::TaskShape s = task.shape();
+  const auto seed = static_cast<uint64_t>(cfg.run.seed);
+  if (s.input == tasks::InputKind::tokens && s.target == tasks::TargetKind::per_position)
+    return std::make_shared<models::LanguageModelImpl>(cfg.model, s.vocab_size, cfg.ops.backend, seed);
+  if (s.input == tasks::InputKind::features && s.target == tasks::TargetKind::per_sequence)
+    return std::make_shared<models::SequenceClassifierImpl>(cfg.model, s.in_channels, s.num_outputs,
+                                                            cfg.ops.backend, seed);
+  fail("task '", task.name(), "' asks for ", s.input == tasks::InputKind::tokens ? "token" : "feature",
+       " inputs with ", s.target == tasks::TargetKind::per_position ? "per-position" : "per-sequence",
+       " targets; no model takes that pair (language model: tokens + per-position; sequence classifier: "
+       "features + per-sequence)");
+}
+
+train::TrainData build_data(const Config& cfg, const tasks::Task& task) {
   train::TrainData data;
-  auto splits = tasks::make_mqar_splits(cfg.task.mqar);
+  auto splits = task.make_splits();
   data.train = std::move(splits.train);
   data.test = std::move(splits.test);
   data.batch_size = cfg.task.batch_size;
@@ -65,27 +84,39 @@ RunOutcome train_run(Config cfg, const std::filesystem::path& dir) {
   RunOutcome out;
   out.dir = dir;
   std::filesystem::create_directories(dir);
-  Config id = identity(cfg);
-  const std::string resolved = to_toml_string(id);
+  const std::string resolved = run_config_text(cfg);
   const auto cfg_file = dir / "config.toml";
   if (std::filesystem::exists(cfg_file)) {
-    const std::string existing = read_file(cfg_file);
-    SSMLAB_CHECK(existing == resolved, "run folder ", dir.string(),
-                 " holds a run of a different config (its config.toml differs from this one); "
-                 "choose another --out, or delete the folder to start over");
+    Config existing;
+    try {
+      existing = load_options_from_string<Config>(read_file(cfg_file), cfg_file.string());
+    } catch (const Error& e) {
+      fail("run folder ", dir.string(), " holds a config.toml this version cannot read (", e.what(),
+           "); choose another --out, or delete the folder to start over");
+    }
+    const std::string diff = identity_diff(cfg, existing);
+    SSMLAB_CHECK(diff.empty(), "run folder ", dir.string(), " holds a run of a different config (", diff,
+                 "); choose another --out, or delete the folder to start over");
+    // Same run: the folder's config.toml gains options added since it was written (and their defaults).
+    if (read_file(cfg_file) != resolved) write_file_atomic(cfg_file, resolved);
   } else {
     write_file_atomic(cfg_file, resolved);
   }
+  const auto analyses = analysis::parse_analysis_list(cfg.analysis.after_training);
   if (std::filesystem::exists(dir / "DONE")) {
     out.already_done = true;
+    out.analyses = missing_analyses(dir, analyses);
+    if (!out.analyses.empty()) analyze(out.analyses, cfg, dir, /*weights_from=*/dir);
     return out;
   }
-  const train::TrainData data = build_data(cfg);
+  const tasks::TaskPtr task = build_task(cfg);
+  const train::TrainData data = build_data(cfg, *task);
   at::manual_seed(static_cast<uint64_t>(cfg.run.seed));  // dropout and any other torch-side randomness
-  auto model = build_model(cfg);
-  log::info(str("model: ", cfg.model.mixer, " x ", cfg.model.n_layers, ", d_model ", cfg.model.d_model, ", ",
-                model->num_parameters(), " parameters, state ", model->state_size(), " numbers per sequence"));
-  out.fit = train::fit(model, data, cfg.train, dir);
+  const models::ModelPtr model = build_model(cfg, *task);
+  log::info(str("model: ", model->kind(), ", ", cfg.model.mixer, " x ", cfg.model.n_layers, ", d_model ",
+                cfg.model.d_model, ", ", model->num_parameters(), " parameters, state ", model->state_size(),
+                " numbers per sequence"));
+  out.fit = train::fit(*model, *task, data, cfg.train, dir);
   if (out.fit.halted) return out;
   nlohmann::json results = {{"steps", out.fit.steps},
                             {"test_acc", out.fit.last_eval.accuracy},
@@ -93,9 +124,12 @@ RunOutcome train_run(Config cfg, const std::filesystem::path& dir) {
                             {"early_stopped", out.fit.early_stopped},
                             {"num_parameters", model->num_parameters()},
                             {"state_size", model->state_size()}};
+  if (task->reports_perplexity()) results["test_ppl"] = out.fit.last_eval.perplexity;
   for (const auto& [name, acc] : out.fit.last_eval.per_segment) results["test_acc/" + name] = acc;
   write_file_atomic(dir / "results.json", results.dump(2) + "\n");
   write_file_atomic(dir / "DONE", "");
+  out.analyses = analyses;
+  if (!analyses.empty()) analyze(analyses, cfg, dir, /*weights_from=*/dir);
   return out;
 }
 
@@ -106,13 +140,15 @@ train::EvalResult eval_run(const std::filesystem::path& dir, const std::string& 
   if (!device.empty()) cfg.train.device = device;
   const auto latest = train::latest_checkpoint(dir / "checkpoints");
   SSMLAB_CHECK(!latest.empty(), "run folder ", dir.string(), " has no checkpoint yet (checkpoints/ is empty)");
-  auto model = build_model(cfg);
+  const tasks::TaskPtr task = build_task(cfg);
+  const models::ModelPtr model = build_model(cfg, *task);
   train::load_model_weights(latest / "model.safetensors", *model);
   const c10::Device dev = parse_device(cfg.train.device);
   model->to(dev);
-  const auto data = build_data(cfg);
-  const auto r = train::evaluate(model, data.test, cfg.task.test_batch_size, dev, cfg.train.precision);
+  const auto test = task->make_test();
+  const auto r = train::evaluate(*model, *task, test, cfg.task.test_batch_size, dev, cfg.train.precision);
   nlohmann::json j = {{"checkpoint", latest.filename().string()}, {"test_acc", r.accuracy}, {"test_loss", r.loss}};
+  if (task->reports_perplexity()) j["test_ppl"] = r.perplexity;
   for (const auto& [name, acc] : r.per_segment) j["test_acc/" + name] = acc;
   write_file_atomic(dir / "eval.json", j.dump(2) + "\n");
   return r;

@@ -19,15 +19,7 @@ LanguageModelImpl::LanguageModelImpl(const ModelOptions& opts, int64_t vocab_siz
   if (opts.max_position_embeddings > 0)
     position_embedding = register_module(
         "position_embedding", torch::nn::Embedding(opts.max_position_embeddings, opts.d_model));
-  for (int64_t i = 0; i < opts.n_layers; ++i) {
-    mixers::MixerArgs args{opts.d_model, i, opts.n_layers, backend};
-    auto mixer = mixers::make_mixer(opts.mixer, opts.mixers, args, gen);
-    blocks.push_back(
-        Block(mixer, opts.norm, opts.norm_eps, opts.d_model, opts.mlp_expand, opts.mlp, opts.resid_dropout));
-    block_list->push_back(blocks.back());
-  }
-  register_module("blocks", block_list);
-  final_norm = register_module("final_norm", nn::Norm(opts.final_norm, opts.d_model, opts.norm_eps));
+  build_backbone(opts, backend, gen);
   init_weights(gen);
 }
 
@@ -38,12 +30,11 @@ void LanguageModelImpl::init_weights(at::Generator& gen) {
   init_linears(*this, opts_.init, opts_.n_layers, gen);
 }
 
-at::Tensor LanguageModelImpl::head(const at::Tensor& h) {
-  const at::Tensor normed = final_norm(h);                                    // (..., D)
-  return at::matmul(normed, embedding->weight.to(normed.scalar_type()).t());  // (..., V), tied head
+at::Tensor LanguageModelImpl::head(const at::Tensor& features) {
+  return at::matmul(features, embedding->weight.to(features.scalar_type()).t());  // (..., V), tied head
 }
 
-at::Tensor LanguageModelImpl::embed(const at::Tensor& tokens, int64_t offset) {
+at::Tensor LanguageModelImpl::embed_at(const at::Tensor& tokens, int64_t offset) {
   at::Tensor h = embedding(tokens);  // (B, L, D)
   if (!position_embedding) return h;
   const int64_t L = tokens.size(1), max_pos = opts_.max_position_embeddings;
@@ -52,18 +43,13 @@ at::Tensor LanguageModelImpl::embed(const at::Tensor& tokens, int64_t offset) {
   return h + position_embedding(at::arange(offset, offset + L, tokens.options().dtype(at::kLong)));  // (B, L, D)
 }
 
-at::Tensor LanguageModelImpl::forward(const at::Tensor& tokens, Trace* trace) {
+at::Tensor LanguageModelImpl::embed(const at::Tensor& tokens) {
   SSMLAB_CHECK(tokens.dim() == 2 && tokens.scalar_type() == at::kLong,
                "LanguageModel: tokens must be (B, L) int64; got ", shape_str(tokens.sizes()), " ",
                c10::toString(tokens.scalar_type()));
-  at::Tensor h = embed(tokens, 0);  // (B, L, D)
+  at::Tensor h = embed_at(tokens, 0);  // (B, L, D)
   if (opts_.embed_dropout > 0) h = at::dropout(h, opts_.embed_dropout, is_training());
-  h = h.to(at::promote_types(h.scalar_type(), at::kFloat));  // the residual stream is fp32 at least
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    if (trace) trace->layer = static_cast<int64_t>(i);
-    h = blocks[i]->forward(h, trace);
-  }
-  return head(h);
+  return h.to(at::promote_types(h.scalar_type(), at::kFloat));  // the residual stream is fp32 at least
 }
 
 at::Tensor LanguageModelImpl::forward_stateful(const at::Tensor& tokens, std::vector<mixers::State>& states,
@@ -82,14 +68,14 @@ at::Tensor LanguageModelImpl::forward_stateful(const at::Tensor& tokens, std::ve
     offset = pos.item<int64_t>();
     pos = pos + tokens.size(1);
   }
-  at::Tensor h = embed(tokens, offset);  // (B, l, D)
+  at::Tensor h = embed_at(tokens, offset);  // (B, l, D)
   if (opts_.embed_dropout > 0) h = at::dropout(h, opts_.embed_dropout, is_training());
   h = h.to(at::promote_types(h.scalar_type(), at::kFloat));
   for (size_t i = 0; i < blocks.size(); ++i) {
     if (trace) trace->layer = static_cast<int64_t>(i);
     h = blocks[i]->forward_stateful(h, states[i], trace);
   }
-  return head(h);
+  return head(final_norm(h));
 }
 
 bool LanguageModelImpl::supports_stateful() const {
@@ -108,28 +94,16 @@ at::Tensor LanguageModelImpl::step(const at::Tensor& token_t, std::vector<mixers
     offset = pos.item<int64_t>();
     pos = pos + 1;
   }
-  at::Tensor h = embed(token_t.unsqueeze(1), offset).squeeze(1);  // (B, D)
+  at::Tensor h = embed_at(token_t.unsqueeze(1), offset).squeeze(1);  // (B, D)
   h = h.to(at::promote_types(h.scalar_type(), at::kFloat));
   for (size_t i = 0; i < blocks.size(); ++i) h = blocks[i]->step(h, states[i]);
-  return head(h);
+  return head(final_norm(h));
 }
 
 std::vector<mixers::State> LanguageModelImpl::init_state(int64_t batch, c10::Device device) const {
   std::vector<mixers::State> states;
   for (const auto& b : blocks) states.push_back(b->mixer->init_state(batch, device));
   return states;
-}
-
-int64_t LanguageModelImpl::state_size() const {
-  int64_t total = 0;
-  for (const auto& b : blocks) total += b->mixer->state_size();
-  return total;
-}
-
-int64_t LanguageModelImpl::num_parameters() const {
-  int64_t n = 0;
-  for (const auto& p : parameters()) n += p.numel();
-  return n;
 }
 
 }  // namespace ssmlab::models

@@ -25,23 +25,16 @@ SequenceClassifierImpl::SequenceClassifierImpl(const ModelOptions& opts, int64_t
   if (opts.max_position_embeddings > 0)
     position_embedding = register_module(
         "position_embedding", torch::nn::Embedding(opts.max_position_embeddings, opts.d_model));
-  for (int64_t i = 0; i < opts.n_layers; ++i) {
-    mixers::MixerArgs args{opts.d_model, i, opts.n_layers, backend};
-    auto mixer = mixers::make_mixer(opts.mixer, opts.mixers, args, gen);
-    blocks.push_back(
-        Block(mixer, opts.norm, opts.norm_eps, opts.d_model, opts.mlp_expand, opts.mlp, opts.resid_dropout));
-    block_list->push_back(blocks.back());
-  }
-  register_module("blocks", block_list);
-  final_norm = register_module("final_norm", nn::Norm(opts.final_norm, opts.d_model, opts.norm_eps));
-  head = register_module("head", torch::nn::Linear(torch::nn::LinearOptions(opts.d_model, num_classes).bias(false)));
+  build_backbone(opts, backend, gen);
+  classifier =
+      register_module("head", torch::nn::Linear(torch::nn::LinearOptions(opts.d_model, num_classes).bias(false)));
   at::NoGradGuard no_grad;
   cls_token.normal_(0.0, 1.0, gen);  // spec §2.4: N(0, 1)
   if (position_embedding) position_embedding->weight.normal_(0.0, 0.02, gen);
   init_linears(*this, opts.init, opts.n_layers, gen);  // also the pixel embedding and the head (zoology)
 }
 
-at::Tensor SequenceClassifierImpl::forward(const at::Tensor& x, Trace* trace) {
+at::Tensor SequenceClassifierImpl::embed(const at::Tensor& x) {
   SSMLAB_CHECK(x.dim() == 3 && x.size(2) == in_channels_ && at::isFloatingType(x.scalar_type()),
                "SequenceClassifier: input must be (B, L, C_in) floating with C_in = ", in_channels_, "; got ",
                shape_str(x.sizes()), " ", c10::toString(x.scalar_type()));
@@ -54,19 +47,12 @@ at::Tensor SequenceClassifierImpl::forward(const at::Tensor& x, Trace* trace) {
     h = h + position_embedding(at::arange(L + 1, x.options().dtype(at::kLong).device(h.device())));
   }
   if (opts_.embed_dropout > 0) h = at::dropout(h, opts_.embed_dropout, is_training());
-  h = h.to(at::promote_types(h.scalar_type(), at::kFloat));
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    if (trace) trace->layer = static_cast<int64_t>(i);
-    h = blocks[i]->forward(h, trace);
-  }
-  const at::Tensor last = final_norm(h.select(1, L));  // (B, D): the class token's position
-  return head(last.to(head->weight.scalar_type()));    // (B, classes)
+  return h.to(at::promote_types(h.scalar_type(), at::kFloat));
 }
 
-int64_t SequenceClassifierImpl::num_parameters() const {
-  int64_t n = 0;
-  for (const auto& p : parameters()) n += p.numel();
-  return n;
+at::Tensor SequenceClassifierImpl::head(const at::Tensor& features) {
+  const at::Tensor last = features.select(1, features.size(1) - 1);  // (B, D): the class token's position
+  return classifier(last.to(classifier->weight.scalar_type()));     // (B, classes)
 }
 
 }  // namespace ssmlab::models

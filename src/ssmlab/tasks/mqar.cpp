@@ -184,29 +184,61 @@ Segment make_mqar_segment(const MqarConfig& cfg, const MqarSegmentSpec& spec, ui
   seg.inputs = inputs;
   seg.targets = targets;
   seg.seq_len = L;
-  seg.num_kv_pairs = K;
   return seg;
 }
+
+namespace {
+
+// Draws one seed per segment from the split Rng (train segments first, then test ones) and generates the
+// segments of `specs` whose `wanted` flag is set; names repeated within a split get "_2", "_3", ...
+std::vector<Segment> build_split(const MqarConfig& cfg, const std::vector<MqarSegmentSpec>& specs, Rng& split_rng,
+                                 bool wanted) {
+  std::vector<Segment> out;
+  std::map<std::string, int> seen;
+  for (const auto& spec : specs) {
+    const uint64_t seed = split_rng.fork_seed();
+    if (!wanted) continue;
+    Segment seg = make_mqar_segment(cfg, spec, seed);
+    const int n = ++seen[seg.name];
+    if (n > 1) seg.name += str("_", n);
+    out.push_back(std::move(seg));
+  }
+  return out;
+}
+
+}  // namespace
 
 MqarSplits make_mqar_splits(const MqarConfig& cfg) {
   for (const auto& s : cfg.train) check_mqar_segment(cfg, s);  // fail before generating anything
   for (const auto& s : cfg.test) check_mqar_segment(cfg, s);
   Rng split_rng(static_cast<uint64_t>(cfg.seed));
-  auto build = [&](const std::vector<MqarSegmentSpec>& specs) {
-    std::vector<Segment> out;
-    std::map<std::string, int> seen;
-    for (const auto& spec : specs) {
-      Segment seg = make_mqar_segment(cfg, spec, split_rng.fork_seed());
-      const int n = ++seen[seg.name];
-      if (n > 1) seg.name += str("_", n);
-      out.push_back(std::move(seg));
-    }
-    return out;
-  };
   MqarSplits splits;
-  splits.train = build(cfg.train);  // train seeds are drawn first, then test seeds
-  splits.test = build(cfg.test);
+  splits.train = build_split(cfg, cfg.train, split_rng, /*wanted=*/true);  // train seeds are drawn first
+  splits.test = build_split(cfg, cfg.test, split_rng, /*wanted=*/true);
   return splits;
+}
+
+std::string MqarTask::name() const { return "mqar"; }
+
+TaskShape MqarTask::shape() const {
+  TaskShape s;
+  s.input = InputKind::tokens;
+  s.vocab_size = cfg_.vocab_size;
+  s.target = TargetKind::per_position;
+  s.num_outputs = cfg_.vocab_size;
+  return s;
+}
+
+Splits MqarTask::make_splits() const {
+  MqarSplits m = make_mqar_splits(cfg_);
+  return Splits{std::move(m.train), std::move(m.test)};
+}
+
+std::vector<Segment> MqarTask::make_test() const {
+  for (const auto& s : cfg_.test) check_mqar_segment(cfg_, s);
+  Rng split_rng(static_cast<uint64_t>(cfg_.seed));
+  build_split(cfg_, cfg_.train, split_rng, /*wanted=*/false);  // the train seeds come first
+  return build_split(cfg_, cfg_.test, split_rng, /*wanted=*/true);
 }
 
 }  // namespace ssmlab::tasks

@@ -25,6 +25,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ssmlab/core/fields.h"
@@ -90,5 +91,19 @@ struct MqarSplits {
   std::vector<Segment> train, test;
 };
 MqarSplits make_mqar_splits(const MqarConfig& cfg);
+
+// MQAR behind the Task interface: token inputs, per-position targets, the tied LM head over vocab_size.
+class MqarTask : public Task {
+ public:
+  explicit MqarTask(MqarConfig cfg) : cfg_(std::move(cfg)) {}
+  std::string name() const override;
+  TaskShape shape() const override;
+  Splits make_splits() const override;
+  std::vector<Segment> make_test() const override;  // generates no training data
+  const MqarConfig& config() const { return cfg_; }
+
+ private:
+  MqarConfig cfg_;
+};
 
 }  // namespace ssmlab::tasks

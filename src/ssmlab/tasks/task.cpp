@@ -11,18 +11,21 @@
 namespace ssmlab::tasks {
 
 Batch slice_batch(const Segment& seg, int64_t segment_index, int64_t begin, int64_t end) {
-  SSMLAB_CHECK(seg.inputs.defined() && seg.targets.defined() && seg.inputs.dim() == 2 &&
-                   seg.inputs.sizes() == seg.targets.sizes(),
-               "slice_batch: segment '", seg.name, "' needs inputs and targets of one shape (M, L); got inputs ",
+  const bool shapes_ok = seg.inputs.defined() && seg.targets.defined() && seg.inputs.dim() >= 2 &&
+                         seg.inputs.dim() <= 3 && seg.targets.dim() >= 1 && seg.targets.dim() <= 2 &&
+                         seg.inputs.size(0) == seg.targets.size(0) &&
+                         (seg.targets.dim() == 1 || seg.inputs.size(1) == seg.targets.size(1));
+  SSMLAB_CHECK(shapes_ok, "slice_batch: segment '", seg.name,
+               "' needs inputs (M, L) or (M, L, C) and targets (M, L) or (M); got inputs ",
                seg.inputs.defined() ? shape_str(seg.inputs.sizes()) : "undefined", " and targets ",
                seg.targets.defined() ? shape_str(seg.targets.sizes()) : "undefined");
   const int64_t M = seg.inputs.size(0);
   SSMLAB_CHECK(begin >= 0 && begin < end && end <= M, "slice_batch: segment '", seg.name,
                "' needs rows 0 <= begin < end <= ", M, "; got [", begin, ", ", end, ")");
   Batch b;
-  b.inputs = seg.inputs.slice(/*dim=*/0, begin, end);    // (B, L)
-  b.targets = seg.targets.slice(/*dim=*/0, begin, end);  // (B, L)
-  b.loss_mask = b.targets.ne(kIgnoreIndex);              // (B, L) bool
+  b.inputs = seg.inputs.slice(/*dim=*/0, begin, end);    // (B, L) or (B, L, C)
+  b.targets = seg.targets.slice(/*dim=*/0, begin, end);  // (B, L) or (B)
+  b.loss_mask = b.targets.ne(kIgnoreIndex);              // bool, the targets' shape
   b.segment = segment_index;
   return b;
 }
@@ -72,6 +75,36 @@ at::Tensor per_example_accuracy(const at::Tensor& logits, const at::Tensor& targ
   const at::Tensor hits = pred.eq(tgt).logical_and(mask);         // (M, L) bool
   // 0 / 0 = NaN for rows without a counted position, as documented in task.h.
   return hits.sum(/*dim=*/1).to(at::kDouble) / mask.sum(/*dim=*/1).to(at::kDouble);  // (M) float64
+}
+
+at::Tensor classification_accuracy(const at::Tensor& logits, const at::Tensor& labels) {
+  SSMLAB_CHECK(logits.defined() && labels.defined() && logits.dim() == 2 && labels.dim() == 1 &&
+                   logits.size(0) == labels.size(0),
+               "classification_accuracy: expected logits (M, classes) and labels (M); got logits ",
+               logits.defined() ? shape_str(logits.sizes()) : "undefined", " and labels ",
+               labels.defined() ? shape_str(labels.sizes()) : "undefined");
+  const at::Tensor lab = labels.to(logits.device(), at::kLong);               // (M)
+  return logits.argmax(/*dim=*/-1).eq(lab).to(at::kDouble);                 // (M) float64
+}
+
+at::Tensor mean_cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
+  SSMLAB_CHECK(logits.defined() && targets.defined() && logits.dim() == targets.dim() + 1,
+               "mean_cross_entropy: expected logits (..., V) with targets (...); got logits ",
+               logits.defined() ? shape_str(logits.sizes()) : "undefined", " and targets ",
+               targets.defined() ? shape_str(targets.sizes()) : "undefined");
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets.reshape({-1}), {},
+                                at::Reduction::Mean, kIgnoreIndex);
+}
+
+at::Tensor Task::loss(const at::Tensor& outputs, const at::Tensor& targets) const {
+  return mean_cross_entropy(outputs, targets);
+}
+
+int64_t Task::loss_count(const at::Tensor& targets) const { return targets.ne(kIgnoreIndex).sum().item<int64_t>(); }
+
+at::Tensor Task::accuracy(const at::Tensor& outputs, const at::Tensor& targets) const {
+  if (shape().target == TargetKind::per_sequence) return classification_accuracy(outputs, targets);
+  return per_example_accuracy(outputs, targets);
 }
 
 }  // namespace ssmlab::tasks

@@ -44,14 +44,9 @@ class AutocastGuard {
   bool enabled_ = false;
 };
 
-at::Tensor masked_loss(const at::Tensor& logits, const at::Tensor& targets) {
-  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets.reshape({-1}), {},
-                                at::Reduction::Mean, tasks::kIgnoreIndex);
-}
-
-std::vector<torch::optim::OptimizerParamGroup> param_groups(models::LanguageModel& model, const TrainOptions& o) {
+std::vector<torch::optim::OptimizerParamGroup> param_groups(models::ModelImpl& model, const TrainOptions& o) {
   std::vector<at::Tensor> decay, no_decay;
-  for (const auto& p : model->named_parameters()) {
+  for (const auto& p : model.named_parameters()) {
     const std::string& name = p.key();
     const bool exempt = o.decay == "matrices" && (p.value().dim() < 2 || name.ends_with("A_log") ||
                                                   name.ends_with(".D") || name.find("norm") != std::string::npos);
@@ -101,14 +96,14 @@ std::vector<json> read_metrics(const std::filesystem::path& file) {
 
 }  // namespace
 
-EvalResult evaluate(models::LanguageModel& model, const std::vector<tasks::Segment>& segments, int64_t batch_size,
-                    c10::Device device, const std::string& precision) {
+EvalResult evaluate(models::ModelImpl& model, const tasks::Task& task, const std::vector<tasks::Segment>& segments,
+                    int64_t batch_size, c10::Device device, const std::string& precision) {
   at::NoGradGuard no_grad;
-  const bool was_training = model->is_training();
-  model->eval();
+  const bool was_training = model.is_training();
+  model.eval();
   EvalResult r;
   double acc_sum = 0.0, loss_sum = 0.0;
-  int64_t n_examples = 0, n_tokens = 0;
+  int64_t n_examples = 0, n_targets = 0;
   for (size_t s = 0; s < segments.size(); ++s) {
     const auto& seg = segments[s];
     const int64_t m = seg.inputs.size(0);
@@ -117,17 +112,17 @@ EvalResult evaluate(models::LanguageModel& model, const std::vector<tasks::Segme
     for (int64_t b0 = 0; b0 < m; b0 += batch_size) {
       const auto batch = tasks::slice_batch(seg, static_cast<int64_t>(s), b0, std::min(m, b0 + batch_size));
       const at::Tensor inputs = batch.inputs.to(device), targets = batch.targets.to(device);
-      at::Tensor logits;
+      at::Tensor outputs;
       {
         AutocastGuard autocast(precision, device);
-        logits = model->forward(inputs);  // (B, L, V)
+        outputs = model.forward(inputs);  // (B, L, V) or (B, classes)
       }
-      const int64_t counted = batch.loss_mask.sum().item<int64_t>();
+      const int64_t counted = task.loss_count(batch.targets);
       if (counted > 0) {
-        loss_sum += masked_loss(logits, targets).item<double>() * static_cast<double>(counted);
-        n_tokens += counted;
+        loss_sum += task.loss(outputs, targets).item<double>() * static_cast<double>(counted);
+        n_targets += counted;
       }
-      const at::Tensor acc = tasks::per_example_accuracy(logits, targets).cpu();  // (B) fp64, NaN: no query
+      const at::Tensor acc = task.accuracy(outputs, targets).cpu();  // (B) fp64, NaN: nothing counted
       const at::Tensor valid = acc.isnan().logical_not();
       seg_acc += acc.masked_select(valid).sum().item<double>();
       seg_n += valid.sum().item<int64_t>();
@@ -137,18 +132,19 @@ EvalResult evaluate(models::LanguageModel& model, const std::vector<tasks::Segme
     n_examples += seg_n;
   }
   r.accuracy = n_examples > 0 ? acc_sum / static_cast<double>(n_examples) : NAN;
-  r.loss = n_tokens > 0 ? loss_sum / static_cast<double>(n_tokens) : NAN;
-  if (was_training) model->train();
+  r.loss = n_targets > 0 ? loss_sum / static_cast<double>(n_targets) : NAN;
+  r.perplexity = std::exp(r.loss);
+  if (was_training) model.train();
   return r;
 }
 
-FitResult fit(models::LanguageModel& model, const TrainData& data, const TrainOptions& o,
+FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData& data, const TrainOptions& o,
               const std::filesystem::path& run_dir) {
   SSMLAB_CHECK(!data.train.empty(), "fit: no training segments");
   const c10::Device device = parse_device(o.device);
   if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
-  model->to(device);
-  model->train();
+  model.to(device);
+  model.train();
   torch::optim::AdamW opt(param_groups(model, o));
 
   const int64_t per_epoch = tasks::count_batches(data.train, data.batch_size);
@@ -161,7 +157,7 @@ FitResult fit(models::LanguageModel& model, const TrainData& data, const TrainOp
   int64_t step = 0;
   double best_acc = NAN;
   if (auto latest = latest_checkpoint(ckpt_root); !latest.empty()) {
-    TrainState st = load_checkpoint(latest, *model, opt);
+    TrainState st = load_checkpoint(latest, model, opt);
     step = st.step;
     best_acc = st.extra.value("last_acc", NAN);
     result.resumed = true;
@@ -195,7 +191,7 @@ FitResult fit(models::LanguageModel& model, const TrainData& data, const TrainOp
     st.extra = {{"last_acc", last_acc}};
     char name[32];
     std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step));
-    save_checkpoint(ckpt_root / name, *model, opt, st);
+    save_checkpoint(ckpt_root / name, model, opt, st);
     prune_checkpoints(ckpt_root, o.keep_checkpoints);
   };
 
@@ -208,7 +204,7 @@ FitResult fit(models::LanguageModel& model, const TrainData& data, const TrainOp
     at::Tensor loss;
     {
       AutocastGuard autocast(o.precision, device);
-      loss = masked_loss(model->forward(inputs), targets);
+      loss = task.loss(model.forward(inputs), targets);
     }
     const double loss_v = loss.item<double>();
     SSMLAB_CHECK(std::isfinite(loss_v), "training diverged: the loss is ", loss_v, " at step ", step + 1, " (epoch ",
@@ -216,11 +212,11 @@ FitResult fit(models::LanguageModel& model, const TrainData& data, const TrainOp
                  " are untouched. Lower train.lr or set train.grad_clip.");
     opt.zero_grad();
     loss.backward();
-    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.grad_clip);
+    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), o.grad_clip);
     opt.step();
     ++step;
 
-    tokens_window += inputs.numel();
+    tokens_window += inputs.size(0) * inputs.size(1);  // positions (feature inputs are (B, L, C))
     loss_window += loss_v;
     ++steps_window;
     const bool epoch_end = step % per_epoch == 0;
@@ -245,10 +241,11 @@ FitResult fit(models::LanguageModel& model, const TrainData& data, const TrainOp
       steps_window = 0;
     }
     if (eval_due || step == total) {
-      result.last_eval = evaluate(model, data.test, data.test_batch_size, device, o.precision);
+      result.last_eval = evaluate(model, task, data.test, data.test_batch_size, device, o.precision);
       best_acc = result.last_eval.accuracy;
       json rec = {{"kind", "eval"}, {"step", step}, {"epoch", step / per_epoch},
                   {"test_acc", result.last_eval.accuracy}, {"test_loss", result.last_eval.loss}};
+      if (task.reports_perplexity()) rec["test_ppl"] = result.last_eval.perplexity;
       for (const auto& [name, acc] : result.last_eval.per_segment) rec["test_acc/" + name] = acc;
       log_record(rec);
       progress.update(step, loss_v, tok_per_s, best_acc, lr, /*force=*/true);

@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "ssmlab/models/language_model.h"
+#include "ssmlab/models/model.h"
 #include "ssmlab/tasks/task.h"
 #include "ssmlab/train/options.h"
 
@@ -20,12 +20,14 @@ struct TrainData {
 
 struct EvalResult {
   double accuracy = 0.0;  // mean of per-example accuracies over all test examples (spec §2.8.1)
-  double loss = 0.0;      // mean token cross-entropy over counted positions
+  double loss = 0.0;      // mean cross-entropy over counted targets (tokens, or sequences)
+  double perplexity = 0.0;  // exp(loss), reported when the task says so (Task::reports_perplexity)
   std::vector<std::pair<std::string, double>> per_segment;  // (segment name, accuracy)
 };
 
-EvalResult evaluate(models::LanguageModel& model, const std::vector<tasks::Segment>& segments, int64_t batch_size,
-                    c10::Device device, const std::string& precision);
+// Evaluates `model` on `segments` with the task's loss and accuracy, segment by segment, in eval mode.
+EvalResult evaluate(models::ModelImpl& model, const tasks::Task& task, const std::vector<tasks::Segment>& segments,
+                    int64_t batch_size, c10::Device device, const std::string& precision);
 
 struct FitResult {
   int64_t steps = 0;           // global optimiser steps done
@@ -36,9 +38,10 @@ struct FitResult {
   double seconds = 0.0;        // wall time of this process's training
 };
 
-// Trains `model` on `data` inside `run_dir` (checkpoints/, metrics.jsonl). Resumes from the newest
-// checkpoint there if any. Throws ssmlab::Error if the loss stops being finite.
-FitResult fit(models::LanguageModel& model, const TrainData& data, const TrainOptions& opts,
+// Trains `model` (any Model: language model or classifier) on `data` with `task`'s loss and metrics inside
+// `run_dir` (checkpoints/, metrics.jsonl). Resumes from the newest checkpoint there if any. Throws
+// ssmlab::Error if the loss stops being finite.
+FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData& data, const TrainOptions& opts,
               const std::filesystem::path& run_dir);
 
 }  // namespace ssmlab::train

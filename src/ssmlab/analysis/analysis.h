@@ -1,0 +1,41 @@
+// Analyses: what a researcher asks of a trained (or freshly initialised) model. Each is one file behind this
+// interface plus one line in registry.cpp; `ssmlab analyze NAME RUN_DIR|CONFIG` runs one, and [analysis]
+// after_training runs them when training ends. Layer rule (docs/ARCHITECTURE.md): an analysis sees the Model
+// interface (models/model.h), Block/Mixer and the Trace names of docs/GLOSSARY.md, never a concrete mixer.
+//
+// Outputs go to the run folder: figures/<name>*.csv + figures/<name>*.json (figure specs that `ssmlab report`
+// draws) and analysis/<name>.json (the numbers: fitted slopes, per-layer values, the options used).
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ssmlab/models/model.h"
+#include "ssmlab/tasks/task.h"
+
+namespace ssmlab::analysis {
+
+struct Context {
+  models::ModelImpl& model;                 // on `device`, in eval mode
+  const tasks::Task& task;                  // its shape says what inputs look like
+  const std::vector<tasks::Segment>& data;  // the task's test segments: where inputs are drawn from
+  c10::Device device = c10::Device(c10::kCPU);
+  std::filesystem::path run_dir;            // figures/ and analysis/ are written under it
+  std::string label;                        // this model's legend name (run name, or "<mixer>")
+  uint64_t seed = 0;                        // every random draw of the analysis (probe directions ...)
+};
+
+struct Result {
+  nlohmann::json summary;                     // written to analysis/<name>.json; printed by `ssmlab analyze`
+  std::vector<std::filesystem::path> files;  // what was written, for the CLI to list
+};
+
+// Draws the first `count` examples of the test segments (in order, across segments) as model inputs on the
+// context's device: (n, L) tokens or (n, L, C) features; only examples of the first segment's length are
+// taken, so the batch is rectangular. Errors name the task when it has no test data.
+at::Tensor sample_inputs(const Context& ctx, int64_t count);
+
+}  // namespace ssmlab::analysis

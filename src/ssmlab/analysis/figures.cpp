@@ -1,0 +1,53 @@
+#include "ssmlab/analysis/figures.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "ssmlab/core/error.h"
+#include "ssmlab/core/io.h"
+
+namespace ssmlab::analysis {
+namespace {
+
+std::string cell(double v) {
+  if (!std::isfinite(v)) return "NaN";
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+}  // namespace
+
+std::filesystem::path write_csv(const std::filesystem::path& run_dir, const std::string& stem,
+                                const std::vector<std::string>& header, const std::vector<std::vector<double>>& rows) {
+  std::string text;
+  for (size_t i = 0; i < header.size(); ++i) text += (i ? "," : "") + csv_field(header[i]);
+  text += "\n";
+  for (const auto& row : rows) {
+    SSMLAB_CHECK(row.size() == header.size(), "write_csv ", stem, ": a row of ", row.size(), " values for ",
+                 header.size(), " columns");
+    for (size_t i = 0; i < row.size(); ++i) text += (i ? "," : "") + cell(row[i]);
+    text += "\n";
+  }
+  const auto path = run_dir / "figures" / (stem + ".csv");
+  std::filesystem::create_directories(path.parent_path());
+  write_file_atomic(path, text);
+  return path;
+}
+
+std::filesystem::path write_spec(const std::filesystem::path& run_dir, const std::string& stem, nlohmann::json spec) {
+  spec["data"] = stem + ".csv";
+  const auto path = run_dir / "figures" / (stem + ".json");
+  std::filesystem::create_directories(path.parent_path());
+  write_file_atomic(path, spec.dump(2) + "\n");
+  return path;
+}
+
+}  // namespace ssmlab::analysis

@@ -1,0 +1,20 @@
+// Small writers shared by analyses: a CSV table and a figure spec beside it in the run folder's figures/
+// (docs/ARCHITECTURE.md, "Reports and figure specs").
+#pragma once
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ssmlab::analysis {
+
+// figures/<stem>.csv: the header, then one row per x (values printed with 17 significant digits; NaN and
+// infinities as "NaN"). Returns the path.
+std::filesystem::path write_csv(const std::filesystem::path& run_dir, const std::string& stem,
+                                const std::vector<std::string>& header, const std::vector<std::vector<double>>& rows);
+
+// figures/<stem>.json: `spec` with "data": "<stem>.csv". Returns the path.
+std::filesystem::path write_spec(const std::filesystem::path& run_dir, const std::string& stem, nlohmann::json spec);
+
+}  // namespace ssmlab::analysis

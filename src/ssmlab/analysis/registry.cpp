@@ -1,0 +1,52 @@
+#include "ssmlab/analysis/registry.h"
+
+#include "ssmlab/core/error.h"
+
+namespace ssmlab::analysis {
+
+const std::vector<AnalysisInfo>& analysis_table() {
+  static const std::vector<AnalysisInfo> table = {
+      {"influence", "influence of a token vs distance: mean ln ||dy_t/dx_s|| by t - s, fitted slope (spec §2.2)",
+       [](const Context& c, const AnalysisOptions& o) { return run_influence(c, o.influence); }},
+      {"smoothing", "over-smoothing: mean pairwise token distance of mixer and block outputs per layer (spec §2.7)",
+       [](const Context& c, const AnalysisOptions& o) { return run_smoothing(c, o.smoothing); }},
+  };
+  return table;
+}
+
+std::vector<std::string> analysis_names() {
+  std::vector<std::string> names;
+  for (const auto& a : analysis_table()) names.push_back(a.name);
+  return names;
+}
+
+const AnalysisInfo& analysis_info(const std::string& name) {
+  for (const auto& a : analysis_table())
+    if (a.name == name) return a;
+  std::string known;
+  for (const auto& a : analysis_table()) known += (known.empty() ? "" : ", ") + a.name;
+  fail("unknown analysis '", name, "'; known analyses: ", known);
+}
+
+std::vector<std::string> parse_analysis_list(const std::string& text) {
+  std::vector<std::string> names;
+  std::string item;
+  auto flush = [&] {
+    const auto b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    const std::string name = b == std::string::npos ? "" : item.substr(b, e - b + 1);
+    if (!name.empty()) {
+      analysis_info(name);
+      for (const auto& n : names) SSMLAB_CHECK(n != name, "analysis '", name, "' is listed twice");
+      names.push_back(name);
+    }
+    item.clear();
+  };
+  for (char ch : text) {
+    if (ch == ',') flush();
+    else item += ch;
+  }
+  flush();
+  return names;
+}
+
+}  // namespace ssmlab::analysis

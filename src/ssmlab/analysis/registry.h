@@ -1,0 +1,41 @@
+// The one visible list of analyses (registry.cpp): a new analysis adds its options struct to AnalysisOptions
+// (its own sub-table, [analysis.<name>]) and one entry to the table.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "ssmlab/analysis/analysis.h"
+#include "ssmlab/analysis/influence.h"
+#include "ssmlab/analysis/smoothing.h"
+#include "ssmlab/core/fields.h"
+
+namespace ssmlab::analysis {
+
+struct AnalysisOptions {
+  std::string after_training;  // comma-separated names
+  InfluenceOptions influence;
+  SmoothingOptions smoothing;
+
+  template <class V>
+  void visit(V& v) {
+    v("after_training", after_training,
+      "analyses run when training ends, comma-separated (e.g. \"influence,smoothing\"; ssmlab list analyses)");
+    v("influence", influence, "influence of a token vs distance (spec §2.2)");
+    v("smoothing", smoothing, "over-smoothing across layers (spec §2.7)");
+  }
+};
+
+struct AnalysisInfo {
+  std::string name;
+  std::string summary;
+  std::function<Result(const Context&, const AnalysisOptions&)> run;
+};
+
+const std::vector<AnalysisInfo>& analysis_table();
+std::vector<std::string> analysis_names();
+const AnalysisInfo& analysis_info(const std::string& name);  // throws naming the known analyses
+// "influence, smoothing" -> {"influence", "smoothing"}; unknown names throw naming the known ones.
+std::vector<std::string> parse_analysis_list(const std::string& text);
+
+}  // namespace ssmlab::analysis

@@ -1,0 +1,43 @@
+#include "ssmlab/tasks/registry.h"
+
+#include "ssmlab/core/error.h"
+
+namespace ssmlab::tasks {
+
+const std::vector<TaskInfo>& task_table() {
+  static const std::vector<TaskInfo> table = {
+      {"mqar", "multi-query associative recall, zoology's generator (spec §2.8); tokens, per-position targets",
+       [](const TaskConfigs& c) {
+         for (const auto& seg : c.mqar.train) check_mqar_segment(c.mqar, seg);
+         for (const auto& seg : c.mqar.test) check_mqar_segment(c.mqar, seg);
+       },
+       [](const TaskConfigs& c) -> TaskPtr { return std::make_shared<MqarTask>(c.mqar); }},
+  };
+  return table;
+}
+
+std::vector<std::string> task_names() {
+  std::vector<std::string> names;
+  for (const auto& t : task_table()) names.push_back(t.name);
+  return names;
+}
+
+const TaskInfo& task_info(const std::string& name) {
+  for (const auto& t : task_table())
+    if (t.name == name) return t;
+  std::string known;
+  for (const auto& t : task_table()) known += (known.empty() ? "" : ", ") + t.name;
+  fail("unknown task '", name, "'; known tasks: ", known);
+}
+
+TaskPtr make_task(const std::string& name, const TaskConfigs& cfgs) {
+  const TaskInfo& info = task_info(name);
+  try {
+    info.check(cfgs);
+    return info.make(cfgs);
+  } catch (const Error& e) {
+    fail("task.", name, ": ", e.what());
+  }
+}
+
+}  // namespace ssmlab::tasks
