@@ -15,8 +15,10 @@ build: setup
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
 
+# The quickstart Mamba-1 and attention side by side, their influence and over-smoothing analyses, one report.
 demo: build
-	@./$(BUILD)/ssmlab train configs/quickstart.toml
+	@./$(BUILD)/ssmlab sweep configs/demo.toml --jobs 2
+	@./$(BUILD)/ssmlab report runs/demo
 
 bench: build
 	@BUILD=$(BUILD) bash scripts/bench.sh

@@ -40,9 +40,9 @@ TEST(Smoothing, AttentionKeepsIdenticalTokensIdentical) {
   const at::Tensor tokens = at::full({2, 24}, 5, at::TensorOptions().dtype(at::kLong));
   const auto s = ssmlab::analysis::smoothing_layers(*model, tokens);
   ASSERT_EQ(s.block_out.size(), 4u);  // embeddings + 3 layers
-  for (size_t l = 0; l < s.block_out.size(); ++l) {
-    EXPECT_LT(s.block_out[l], 1e-5) << "layer " << l;
-    EXPECT_LT(s.mixer_out[l], 1e-5) << "layer " << l;
+  for (size_t l = 0; l < s.block_out.size(); ++l) {  // float32 rounding of equal sums only
+    EXPECT_LT(s.block_out_normalised[l], 1e-5) << "layer " << l;
+    EXPECT_LT(s.mixer_out_normalised[l], 1e-5) << "layer " << l;
   }
 }
 
@@ -52,8 +52,9 @@ TEST(Smoothing, RecurrenceSeparatesIdenticalTokens) {
   const at::Tensor tokens = at::full({2, 24}, 5, at::TensorOptions().dtype(at::kLong));
   const auto s = ssmlab::analysis::smoothing_layers(*model, tokens);
   EXPECT_EQ(s.block_out[0], 0.0);  // the embeddings of one token
-  EXPECT_GT(s.block_out[1], 1e-4);
-  EXPECT_GT(s.mixer_out[1], 1e-4);
+  // The recurrence's state fills up along the sequence: far above attention's float32 rounding level.
+  EXPECT_GT(s.block_out_normalised[1], 1e-4) << s.block_out_normalised[1];
+  EXPECT_GT(s.mixer_out_normalised[1], 1e-4) << s.mixer_out_normalised[1];
 }
 
 TEST(Smoothing, ConstructedModelMatchesDirectComputation) {

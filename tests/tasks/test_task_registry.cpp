@@ -15,7 +15,7 @@ using namespace ssmlab::tasks;
 
 MqarConfig small() {
   MqarConfig c;
-  c.vocab_size = 32;
+  c.vocab_size = 64;
   c.train = {{16, 2, 40}, {32, 4, 20}};
   c.test = {{16, 2, 10}, {32, 4, 12}};
   return c;
@@ -38,8 +38,8 @@ TEST(TaskRegistry, MqarTaskIsTheGenerator) {
   const TaskShape s = task->shape();
   EXPECT_EQ(s.input, InputKind::tokens);
   EXPECT_EQ(s.target, TargetKind::per_position);
-  EXPECT_EQ(s.vocab_size, 32);
-  EXPECT_EQ(s.num_outputs, 32);
+  EXPECT_EQ(s.vocab_size, 64);
+  EXPECT_EQ(s.num_outputs, 64);
   const Splits a = task->make_splits();
   const MqarSplits b = make_mqar_splits(small());
   ASSERT_EQ(a.train.size(), b.train.size());

@@ -70,7 +70,7 @@ TEST(TrainerModels, ClassifierLearnsThroughTheSameTrainer) {
 
 TEST(TrainerModels, TheTaskShapePicksTheModel) {
   experiments::Config c;
-  c.task.mqar.vocab_size = 48;
+  c.task.mqar.vocab_size = 2048;
   const auto task = experiments::build_task(c);
   const auto model = experiments::build_model(c, *task);
   EXPECT_EQ(model->kind(), "language_model");

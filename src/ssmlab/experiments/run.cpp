@@ -5,11 +5,13 @@
 
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
+#include "ssmlab/core/fault.h"
 #include "ssmlab/core/io.h"
 #include "ssmlab/core/log.h"
 #include "ssmlab/experiments/analyze.h"
 #include "ssmlab/experiments/identity.h"
 #include "ssmlab/experiments/options_io.h"
+#include "ssmlab/experiments/run_lock.h"
 #include "ssmlab/models/language_model.h"
 #include "ssmlab/models/sequence_classifier.h"
 #include "ssmlab/train/checkpoint.h"
@@ -84,6 +86,7 @@ RunOutcome train_run(Config cfg, const std::filesystem::path& dir) {
   RunOutcome out;
   out.dir = dir;
   std::filesystem::create_directories(dir);
+  const RunLock lock(dir);  // one writer per run folder, until this returns
   const std::string resolved = run_config_text(cfg);
   const auto cfg_file = dir / "config.toml";
   if (std::filesystem::exists(cfg_file)) {
@@ -127,6 +130,7 @@ RunOutcome train_run(Config cfg, const std::filesystem::path& dir) {
   if (task->reports_perplexity()) results["test_ppl"] = out.fit.last_eval.perplexity;
   for (const auto& [name, acc] : out.fit.last_eval.per_segment) results["test_acc/" + name] = acc;
   write_file_atomic(dir / "results.json", results.dump(2) + "\n");
+  fault_point("after_results");
   write_file_atomic(dir / "DONE", "");
   out.analyses = analyses;
   if (!analyses.empty()) analyze(analyses, cfg, dir, /*weights_from=*/dir);

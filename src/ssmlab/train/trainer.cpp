@@ -12,6 +12,7 @@
 
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
+#include "ssmlab/core/fault.h"
 #include "ssmlab/core/io.h"
 #include "ssmlab/core/log.h"
 #include "ssmlab/train/checkpoint.h"
@@ -80,6 +81,36 @@ void truncate_metrics(const std::filesystem::path& file, int64_t step) {
     if (j.value("step", int64_t{0}) <= step) kept += line + "\n";
   }
   write_file_atomic(file, kept);
+}
+
+// The last evaluation as checkpoint state (NaN is written as null by nlohmann and read back as NaN).
+json eval_to_json(const EvalResult& r) {
+  json per = json::array();
+  for (const auto& [name, acc] : r.per_segment) per.push_back({name, acc});
+  return {{"accuracy", r.accuracy}, {"loss", r.loss}, {"perplexity", r.perplexity}, {"per_segment", per}};
+}
+
+double number_or_nan(const json& j, const char* key) {
+  const auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : NAN;
+}
+
+// Reads what eval_to_json wrote; a malformed record is an error naming the checkpoint.
+EvalResult eval_from_json(const json& j, const std::filesystem::path& ckpt) {
+  EvalResult r;
+  SSMLAB_CHECK(j.is_object(), "checkpoint ", ckpt.string(), ": state.json 'last_eval' must be an object");
+  r.accuracy = number_or_nan(j, "accuracy");
+  r.loss = number_or_nan(j, "loss");
+  r.perplexity = number_or_nan(j, "perplexity");
+  if (const auto it = j.find("per_segment"); it != j.end()) {
+    SSMLAB_CHECK(it->is_array(), "checkpoint ", ckpt.string(), ": state.json 'last_eval.per_segment' must be an array");
+    for (const auto& e : *it) {
+      SSMLAB_CHECK(e.is_array() && e.size() == 2 && e[0].is_string(), "checkpoint ", ckpt.string(),
+                   ": state.json 'last_eval.per_segment' holds [name, accuracy] pairs");
+      r.per_segment.emplace_back(e[0].get<std::string>(), e[1].is_number() ? e[1].get<double>() : NAN);
+    }
+  }
+  return r;
 }
 
 std::vector<json> read_metrics(const std::filesystem::path& file) {
@@ -156,10 +187,19 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
   FitResult result;
   int64_t step = 0;
   double best_acc = NAN;
+  bool stop = false;
   if (auto latest = latest_checkpoint(ckpt_root); !latest.empty()) {
     TrainState st = load_checkpoint(latest, model, opt);
     step = st.step;
-    best_acc = st.extra.value("last_acc", NAN);
+    // A checkpoint taken before the first evaluation has no accuracy yet (null): that is NaN, not an error.
+    best_acc = number_or_nan(st.extra, "last_acc");
+    if (const auto it = st.extra.find("last_eval"); it != st.extra.end() && !it->is_null())
+      result.last_eval = eval_from_json(*it, latest);
+    // An early stop is part of the saved state: a resumed run does not train past it.
+    if (const auto it = st.extra.find("early_stopped"); it != st.extra.end() && it->is_boolean() && it->get<bool>()) {
+      result.early_stopped = true;
+      stop = true;
+    }
     result.resumed = true;
     truncate_metrics(metrics_file, step);
     log::info(str("resumed from ", latest.string(), " at step ", step));
@@ -182,13 +222,18 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
   double loss_window = 0.0;
   int64_t steps_window = 0;
   double tok_per_s = 0.0;
-  bool stop = false;
+  bool evaluated = result.last_eval.per_segment.size() > 0;
 
+  // The checkpoint carries the last evaluation and the early stop, so that a run killed after its final
+  // checkpoint resumes to the same results without training or evaluating again (experiments/run.cpp writes
+  // results.json and DONE from them).
   auto save = [&](double last_acc) {
     TrainState st;
     st.step = step;
     st.epoch = step / per_epoch;
-    st.extra = {{"last_acc", last_acc}};
+    st.extra = {{"last_acc", last_acc},
+                {"last_eval", evaluated ? eval_to_json(result.last_eval) : json(nullptr)},
+                {"early_stopped", result.early_stopped}};
     char name[32];
     std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step));
     save_checkpoint(ckpt_root / name, model, opt, st);
@@ -242,6 +287,7 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     }
     if (eval_due || step == total) {
       result.last_eval = evaluate(model, task, data.test, data.test_batch_size, device, o.precision);
+      evaluated = true;
       best_acc = result.last_eval.accuracy;
       json rec = {{"kind", "eval"}, {"step", step}, {"epoch", step / per_epoch},
                   {"test_acc", result.last_eval.accuracy}, {"test_loss", result.last_eval.loss}};
@@ -254,11 +300,24 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
         stop = true;
       }
     }
-    if (ckpt_due || stop) save(best_acc);
+    if (step == total || stop) fault_point("before_final_checkpoint");
+    if (ckpt_due || stop || step == total) save(best_acc);  // the last step is always saved
+    if (step == total || stop) fault_point("after_final_checkpoint");
     if (o.halt_after_steps > 0 && step >= o.halt_after_steps && !stop && step < total) {
       result.halted = true;
       break;
     }
+  }
+  if (step >= total && !evaluated && !result.halted) {
+    // Resumed at the end from a checkpoint that holds no evaluation (written before checkpoints carried one).
+    result.last_eval = evaluate(model, task, data.test, data.test_batch_size, device, o.precision);
+    evaluated = true;
+    json rec = {{"kind", "eval"}, {"step", step}, {"epoch", step / per_epoch},
+                {"test_acc", result.last_eval.accuracy}, {"test_loss", result.last_eval.loss}};
+    if (task.reports_perplexity()) rec["test_ppl"] = result.last_eval.perplexity;
+    for (const auto& [name, acc] : result.last_eval.per_segment) rec["test_acc/" + name] = acc;
+    log_record(rec);
+    save(result.last_eval.accuracy);
   }
   progress.finish();
   result.steps = step;
