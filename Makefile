@@ -17,7 +17,7 @@ test: build
 
 # The quickstart Mamba-1 and attention side by side, their influence and over-smoothing analyses, one report.
 demo: build
-	@./$(BUILD)/ssmlab sweep configs/demo.toml --jobs 2
+	@./$(BUILD)/ssmlab sweep configs/sweeps/demo.toml --jobs 2
 	@./$(BUILD)/ssmlab report runs/demo
 
 bench: build

@@ -236,9 +236,12 @@ bool has_checkpoint(const fs::path& run) {
 
 bool alive(pid_t pid) { return kill(pid, 0) == 0; }
 
+// The run's process from its lock text, "pid <n> on <host> since ... (ssmlab sweep pid <m>)" (run_lock.h).
 pid_t read_pid(const fs::path& lock) {
   try {
-    return static_cast<pid_t>(std::stol(ssmlab::read_file(lock)));
+    const std::string text = ssmlab::read_file(lock);
+    if (text.rfind("pid ", 0) != 0) return -1;
+    return static_cast<pid_t>(std::stol(text.substr(4)));
   } catch (const std::exception&) {
     return -1;
   }

@@ -5,6 +5,7 @@
 
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/run.h"
+#include "ssmlab/experiments/identity.h"
 #include "ssmlab/experiments/sweep.h"
 #include "test_util.h"
 
@@ -169,8 +170,9 @@ TEST(RunId, StableAndSensitiveToValuesNotToKeyOrder) {
   // A sweep's run and the same config written out by hand share the id (so `ssmlab train` finds the folder).
   const Sweep s = expand("[sweep]\ngrid = { \"model.d_model\" = [32] }\n[model]\nn_layers = 2\n[train]\nlr = 0.001\n");
   EXPECT_EQ(s.runs[0].id, run_id(ca));
-  // The id is a pinned function of the resolved text: a change in the hash or the printing shows up here.
-  EXPECT_EQ(run_id(ca), ssmlab::experiments::config_hash(load_options_from_string<Config>(
+  // The id is a pinned function of the run's identity (experiments/identity.h), the same whether the config comes
+  // from a file or from a run folder's config.toml.
+  EXPECT_EQ(run_id(ca), ssmlab::experiments::identity_hash(load_options_from_string<Config>(
                             ssmlab::experiments::run_config_text(ca), "text")));
 }
 

@@ -21,8 +21,10 @@
 
 #include "ssmlab/core/error.h"
 #include "ssmlab/core/io.h"
+#include "ssmlab/experiments/identity.h"
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/run.h"
+#include "ssmlab/experiments/run_lock.h"
 #include "ssmlab/train/progress.h"
 
 extern char** environ;
@@ -225,9 +227,13 @@ class Runner {
       fs::create_directories(dir);
       const std::string text = run_config_text(run.config);
       const fs::path cfg = dir / "config.toml";
-      if (!fs::exists(cfg)) write_file_atomic(cfg, text);
-      else if (read_file(cfg) != text)
-        fail(cfg.string(), " holds a different config than this run (delete the folder to start it over)");
+      if (!fs::exists(cfg)) {
+        write_file_atomic(cfg, text);
+      } else if (read_file(cfg) != text) {  // the same run may predate options added since (identity.h)
+        const Config there = load_options_from_string<Config>(read_file(cfg), cfg.string());
+        const std::string diff = identity_diff(run.config, there);
+        if (!diff.empty()) fail(cfg.string(), " holds a different config than this run (", diff, "); delete the folder to start it over");
+      }
     } catch (const std::exception& e) {
       end_failed(i, e.what(), 0.0);
       return;
@@ -257,6 +263,8 @@ class Runner {
     for (char** e = environ; *e; ++e)
       if (std::strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) != 0 || slots_[slot] < 0) env.emplace_back(*e);
     if (slots_[slot] >= 0) env.push_back(str("CUDA_VISIBLE_DEVICES=", slots_[slot]));
+    // The child `ssmlab train` inherits the locked descriptor and adopts it (run_lock.h): one writer, two processes.
+    env.push_back(str(kRunLockEnv, "=", lock_fd));
     std::vector<char*> argv, envp;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -281,6 +289,7 @@ class Runner {
 #endif
       dup2(log_fd, STDOUT_FILENO);
       dup2(log_fd, STDERR_FILENO);
+      fcntl(lock_fd, F_SETFD, 0);  // keep the run lock's descriptor across execve (it was opened O_CLOEXEC)
       if (null_fd >= 0) dup2(null_fd, STDIN_FILENO);
       execve(argv[0], argv.data(), envp.data());
       const char msg[] = "ssmlab sweep: execve of the ssmlab binary failed\n";
@@ -295,7 +304,9 @@ class Runner {
       return;
     }
     setpgid(pid, pid);
-    const std::string pid_text = str(pid, "\n");
+    char host[256] = "unknown-host";
+    gethostname(host, sizeof host - 1);
+    const std::string pid_text = str("pid ", pid, " on ", host, " since ", now_text(), " (ssmlab sweep pid ", parent, ")\n");
     if (ftruncate(lock_fd, 0) == 0 && pwrite(lock_fd, pid_text.data(), pid_text.size(), 0) < 0) { /* informative */ }
     slot_busy_[slot] = true;
     active_.push_back({i, pid, slot, lock_fd, offset, Clock::now()});
