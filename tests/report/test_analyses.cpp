@@ -25,7 +25,7 @@ void make_run(const fs::path& dir, int d_model, bool with_figures) {
   write_file_atomic(dir / "figures/smoothing.csv", "layer,mixer_out,block_out\n0,0.1,0.2\n1,0.3,0.4\n");
   write_file_atomic(dir / "figures/attack.json", R"({"kind": "bars", "categories": ["first", "last"],
                                                      "series": [{"name": "success", "y": [0.9, 0.1]}]})");
-  write_file_atomic(dir / "figures/only_" + std::to_string(d_model) + ".csv", "x,y\n1,2\n2,3\n");
+  write_file_atomic(dir / ("figures/only_" + std::to_string(d_model) + ".csv"), "x,y\n1,2\n2,3\n");
 }
 
 RunFigure line(const std::string& name, std::vector<std::string> series) {
@@ -60,7 +60,8 @@ TEST(ReportAnalyses, SameNameInTwoRunsCombines) {
 TEST(ReportAnalyses, DifferentNamesAndOtherKindsDoNotCombine) {
   RunFigure bars = line("attack", {"success"});
   bars.spec.kind = FigureKind::bars;
-  const std::vector<std::vector<RunFigure>> figures = {{line("influence", {"a"}), bars}, {line("smoothing", {"b"}), bars}};
+  const std::vector<std::vector<RunFigure>> figures = {{line("influence", {"a"}), bars},
+                                                       {line("smoothing", {"b"}), bars}};
   EXPECT_TRUE(combine_run_figures({"x", "y"}, figures).empty());
 }
 
