@@ -29,6 +29,7 @@
 #include "ssmlab/report/io.h"
 #include "ssmlab/report/report.h"
 #include "ssmlab/train/progress.h"
+#include "ssmlab/runfolder/layout.h"
 
 namespace {
 
@@ -79,8 +80,8 @@ int cmd_analyze(const std::string& names_text, const std::string& target, const 
   std::filesystem::path dir;
   bool trained = false;
   if (std::filesystem::is_directory(t)) {
-    SSMLAB_CHECK(std::filesystem::exists(t / "config.toml"), target, " is not a run folder: it has no config.toml");
-    cfg = experiments::load_config(t / "config.toml", sets);
+    SSMLAB_CHECK(std::filesystem::exists(runfolder::config_file(t)), target, " is not a run folder: it has no config.toml");
+    cfg = experiments::load_config(runfolder::config_file(t), sets);
     dir = out.empty() ? t : std::filesystem::path(out);
     trained = true;
   } else {
@@ -92,11 +93,11 @@ int cmd_analyze(const std::string& names_text, const std::string& target, const 
       dir = out;
     }
     std::filesystem::create_directories(dir);
-    write_file_atomic(dir / "config.toml", experiments::run_config_text(cfg));
+    write_file_atomic(runfolder::config_file(dir), experiments::run_config_text(cfg));
   }
   if (trained && dir != t) {  // analysing a run into another folder: it needs the run's config and checkpoints
     std::filesystem::create_directories(dir);
-    write_file_atomic(dir / "config.toml", experiments::run_config_text(cfg));
+    write_file_atomic(runfolder::config_file(dir), experiments::run_config_text(cfg));
   }
   const auto runs = experiments::analyze(names, cfg, dir, trained ? t : std::filesystem::path(), device);
   for (const auto& r : runs) {
@@ -185,7 +186,7 @@ int cmd_sweep(const std::string& file, const std::vector<std::string>& sets, con
   if (dry_run) {
     std::printf("%s: %zu runs -> %s\n", file.c_str(), sweep.runs.size(), sweep.out_dir.string().c_str());
     for (const auto& run : sweep.runs) {
-      const bool done = std::filesystem::exists(sweep.out_dir / run.folder / "DONE");
+      const bool done = std::filesystem::exists(runfolder::done_marker(sweep.out_dir / run.folder));
       std::printf("  %3zu  %s  %s%s\n", run.index + 1, run.folder.c_str(), run.label().c_str(), done ? "  (done)" : "");
     }
     return 0;
@@ -195,8 +196,8 @@ int cmd_sweep(const std::string& file, const std::vector<std::string>& sets, con
   if (!report.interrupted) {
     const auto table = experiments::collect_results(sweep.out_dir);
     std::printf("\n");
-    write_results(sweep.out_dir, table, (sweep.out_dir / "results.csv").string(),
-                  (sweep.out_dir / "results.sqlite").string());
+    write_results(sweep.out_dir, table, runfolder::results_csv(sweep.out_dir).string(),
+                  runfolder::results_sqlite(sweep.out_dir).string());
   }
   if (report.interrupted) return 130;
   return report.count(experiments::RunStatus::failed) > 0 ? 1 : 0;
@@ -205,8 +206,8 @@ int cmd_sweep(const std::string& file, const std::vector<std::string>& sets, con
 int cmd_results(const std::string& dir, const experiments::ResultsOptions& opts, std::string csv, std::string sqlite) {
   const auto table = experiments::collect_results(dir, opts);
   if (opts.filters.empty() && csv.empty() && sqlite.empty()) {  // a filtered view never replaces the full table
-    csv = (std::filesystem::path(dir) / "results.csv").string();
-    sqlite = (std::filesystem::path(dir) / "results.sqlite").string();
+    csv = runfolder::results_csv(dir).string();
+    sqlite = runfolder::results_sqlite(dir).string();
   }
   write_results(dir, table, csv, sqlite);
   return 0;

@@ -9,13 +9,16 @@
 #include "report/report_test_util.h"
 #include "ssmlab/report/io.h"
 #include "ssmlab/report/report.h"
-#include "ssmlab/report/runs.h"
+#include "ssmlab/runfolder/run_folder.h"
 
 namespace {
 
 using namespace ssmlab::report;
 using namespace ssmlab::report::testing;
 using nlohmann::json;
+using ssmlab::runfolder::find_run_folders;
+using ssmlab::runfolder::read_run_folder;
+using ssmlab::runfolder::RunFolderError;
 
 std::string config_text(int d_model, double lr) {
   return "[run]\nname = \"sweep\"\nseed = 0\nout_dir = \"runs\"\n\n[model]\nmixer = \"mamba1\"\nd_model = " +
@@ -170,7 +173,7 @@ TEST(Report, SingleRunShowsItsSegments) {
   EXPECT_NE(data.find("# L32"), std::string::npos);
   EXPECT_NE(data.find("# L64"), std::string::npos);
   // Its own report folder is not taken for a run by the next report of the parent.
-  EXPECT_EQ(find_run_dirs(root), std::vector<fs::path>{root / "quick"});
+  EXPECT_EQ(find_run_folders(root), std::vector<fs::path>{root / "quick"});
   fs::remove_all(root);
 }
 
@@ -196,22 +199,15 @@ TEST(Report, NoRunsAndBrokenRunFilesAreErrors) {
   make_run(root / "r", 32, 0.001, 100, /*done=*/true);
   write_file_atomic(root / "r" / "metrics.jsonl", "{\"kind\":\"train\",\"step\":10}\nnot json\n{\"kind\":\"eval\"}\n");
   try {
-    load_run(root / "r", root);
+    read_run_folder(root / "r", root);
     ADD_FAILURE() << "a malformed middle line was accepted";
-  } catch (const ReportError& e) {
+  } catch (const RunFolderError& e) {
     EXPECT_NE(std::string(e.what()).find("metrics.jsonl:2"), std::string::npos) << e.what();
   }
   write_file_atomic(root / "r" / "config.toml", "[model\nd_model = 3\n");
-  EXPECT_THROW(load_run(root / "r", root), ReportError);
+  EXPECT_THROW(read_run_folder(root / "r", root), RunFolderError);
+  EXPECT_THROW(write_report(root, {}), ReportError);
   fs::remove_all(root);
-}
-
-TEST(Report, ConfigFlattensToDottedKeys) {
-  const auto m = flatten_toml(config_text(32, 0.5), "c.toml");
-  EXPECT_EQ(m.at("model.d_model"), "32");
-  EXPECT_EQ(m.at("model.mixer"), "mamba1");
-  EXPECT_EQ(m.at("train.lr"), "0.5");
-  EXPECT_EQ(m.at("task.mqar.test[1].seq_len"), "64");
 }
 
 TEST(Report, HtmlEscape) { EXPECT_EQ(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"); }

@@ -8,20 +8,24 @@ namespace {
 
 using namespace ssmlab::report;
 using nlohmann::json;
+using ssmlab::runfolder::differing_keys;
+using ssmlab::runfolder::final_metrics;
 
-RunData run(const std::string& name, std::map<std::string, std::string> config, double acc) {
-  RunData r;
+RunFolder run(const std::string& name, std::map<std::string, std::string> config, double acc) {
+  RunFolder r;
   r.name = name;
-  r.config = std::move(config);
-  r.config["run.out_dir"] = "runs/" + name;  // never a differing key
+  config["run.out_dir"] = "runs/" + name;  // never a differing key
+  std::vector<ssmlab::runfolder::ConfigEntry> entries;
+  for (const auto& [k, v] : config) entries.push_back({k, v, ssmlab::runfolder::ValueKind::string});
+  r.set_config(std::move(entries));
   r.results = json{{"steps", 100}, {"test_acc", acc}};
-  r.done = true;
+  r.status = ssmlab::runfolder::RunStatus::done;
   return r;
 }
 
 TEST(ReportSummary, ZippedKeyIsNotTheXAxis) {
   // model.mixer zipped with model.max_position_embeddings, crossed with train.lr (configs/sweeps/mqar-cpu.toml).
-  const std::vector<RunData> runs = {
+  const std::vector<RunFolder> runs = {
       run("a", {{"model.mixer", "mamba1"}, {"model.max_position_embeddings", "0"}, {"train.lr", "0.001"}}, 0.3),
       run("b", {{"model.mixer", "mamba1"}, {"model.max_position_embeddings", "0"}, {"train.lr", "0.01"}}, 0.9),
       run("c", {{"model.mixer", "attention"}, {"model.max_position_embeddings", "64"}, {"train.lr", "0.001"}}, 1.0),
@@ -40,18 +44,18 @@ TEST(ReportSummary, ZippedKeyIsNotTheXAxis) {
 }
 
 TEST(ReportSummary, NoNumericKeyNoSweepFigure) {
-  const std::vector<RunData> runs = {run("a", {{"model.mixer", "mamba1"}}, 0.3),
+  const std::vector<RunFolder> runs = {run("a", {{"model.mixer", "mamba1"}}, 0.3),
                                      run("b", {{"model.mixer", "s4d"}}, 0.5)};
   EXPECT_FALSE(sweep_figure(runs, differing_keys(runs)).has_value());
 }
 
 TEST(ReportSummary, FinalMetricsOfAnUnfinishedRunAreItsNewestEval) {
-  RunData r;
+  RunFolder r;
   r.eval = {json{{"kind", "eval"}, {"step", 50}, {"epoch", 0}, {"test_acc", 0.25}},
             json{{"kind", "eval"}, {"step", 100}, {"epoch", 0}, {"test_acc", 0.5}}};
   const json m = final_metrics(r);
   EXPECT_EQ(m, (json{{"steps", 100}, {"test_acc", 0.5}}));
-  RunData done = run("x", {}, 0.75);
+  RunFolder done = run("x", {}, 0.75);
   EXPECT_EQ(final_metrics(done)["test_acc"], 0.75);
 }
 

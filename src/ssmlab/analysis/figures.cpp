@@ -5,6 +5,7 @@
 
 #include "ssmlab/core/error.h"
 #include "ssmlab/core/io.h"
+#include "ssmlab/runfolder/layout.h"
 
 namespace ssmlab::analysis {
 namespace {
@@ -36,7 +37,7 @@ std::filesystem::path write_csv(const std::filesystem::path& run_dir, const std:
     for (size_t i = 0; i < row.size(); ++i) text += (i ? "," : "") + cell(row[i]);
     text += "\n";
   }
-  const auto path = run_dir / "figures" / (stem + ".csv");
+  const auto path = runfolder::figure_table_file(run_dir, stem);
   std::filesystem::create_directories(path.parent_path());
   write_file_atomic(path, text);
   return path;
@@ -44,7 +45,7 @@ std::filesystem::path write_csv(const std::filesystem::path& run_dir, const std:
 
 std::filesystem::path write_spec(const std::filesystem::path& run_dir, const std::string& stem, nlohmann::json spec) {
   spec["data"] = stem + ".csv";
-  const auto path = run_dir / "figures" / (stem + ".json");
+  const auto path = runfolder::figure_spec_file(run_dir, stem);
   std::filesystem::create_directories(path.parent_path());
   write_file_atomic(path, spec.dump(2) + "\n");
   return path;

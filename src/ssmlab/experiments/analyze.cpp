@@ -11,6 +11,7 @@
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/run.h"
 #include "ssmlab/train/checkpoint.h"
+#include "ssmlab/runfolder/layout.h"
 
 namespace ssmlab::experiments {
 
@@ -22,11 +23,11 @@ std::vector<AnalysisRun> analyze(const std::vector<std::string>& names, const Co
   const models::ModelPtr model = build_model(cfg, *task);
   std::string source = "init (run.seed " + std::to_string(cfg.run.seed) + ")";
   if (!weights_from.empty()) {
-    const auto latest = train::latest_checkpoint(weights_from / "checkpoints");
+    const auto latest = train::latest_checkpoint(runfolder::checkpoints_dir(weights_from));
     SSMLAB_CHECK(!latest.empty(), "run folder ", weights_from.string(),
                  " has no checkpoint to analyse (checkpoints/ is empty); train it first, or analyse its config "
                  "for the initialised model");
-    train::load_model_weights(latest / "model.safetensors", *model);
+    train::load_model_weights(latest / runfolder::kCheckpointModel, *model);
     source = "checkpoint " + latest.filename().string();
   }
   const c10::Device dev = parse_device(device.empty() ? cfg.train.device : device);
@@ -37,7 +38,7 @@ std::vector<AnalysisRun> analyze(const std::vector<std::string>& names, const Co
   std::vector<AnalysisRun> runs;
   for (const auto& name : names) {
     log::info(str("analysis ", name, " on ", dir.string(), " (", source, ")"));
-    AnalysisRun r{name, analysis::analysis_info(name).run(ctx, cfg.analysis), dir / "analysis" / (name + ".json")};
+    AnalysisRun r{name, analysis::analysis_info(name).run(ctx, cfg.analysis), runfolder::analysis_file(dir, name)};
     nlohmann::json j = {{"analysis", name}, {"model", source}, {"label", ctx.label}, {"result", r.result.summary}};
     std::filesystem::create_directories(r.summary_file.parent_path());
     write_file_atomic(r.summary_file, j.dump(2) + "\n");
@@ -49,7 +50,7 @@ std::vector<AnalysisRun> analyze(const std::vector<std::string>& names, const Co
 std::vector<std::string> missing_analyses(const std::filesystem::path& dir, const std::vector<std::string>& names) {
   std::vector<std::string> out;
   for (const auto& n : names)
-    if (!std::filesystem::exists(dir / "analysis" / (n + ".json"))) out.push_back(n);
+    if (!std::filesystem::exists(runfolder::analysis_file(dir, n))) out.push_back(n);
   return out;
 }
 

@@ -15,6 +15,7 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/core/io.h"
 #include "ssmlab/experiments/options_io.h"
+#include "ssmlab/runfolder/run_folder.h"
 
 namespace ssmlab::experiments {
 namespace {
@@ -22,14 +23,15 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-struct Run {
-  std::string name;                                        // folder relative to the scanned dir
-  std::vector<std::pair<std::string, Cell>> config;        // flattened config.toml, file order
-  std::map<std::string, Cell> config_by_key;
-  std::vector<std::pair<std::string, Cell>> metrics;
-  std::string status, error;
-  size_t order = SIZE_MAX;                                 // position in sweep.json
-};
+// A config value as a typed cell, so that SQLite columns and filters see numbers as numbers.
+Cell cell_of(const runfolder::ConfigEntry& e) {
+  switch (e.kind) {
+    case runfolder::ValueKind::integer: return static_cast<int64_t>(std::stoll(e.text));
+    case runfolder::ValueKind::real: return std::strtod(e.text.c_str(), nullptr);
+    case runfolder::ValueKind::boolean: return e.text == "true";
+    default: return e.text;
+  }
+}
 
 Cell cell_of(const toml::node& node) {
   if (auto* v = node.as_boolean()) return v->get();
@@ -48,88 +50,12 @@ Cell cell_of(const json& j) {
   return j.dump();
 }
 
-struct Flat {
-  std::string key;
-  Cell value;
-  toml::source_position at;
-};
-
-void flatten(const toml::table& t, const std::string& prefix, std::vector<Flat>& out) {
-  for (const auto& [k, node] : t) {
-    const std::string key = detail::join_key(prefix, k.str());
-    if (const toml::table* inner = node.as_table()) {
-      flatten(*inner, key, out);
-    } else if (const toml::array* a = node.as_array(); a && !a->empty() && a->is_array_of_tables()) {
-      for (size_t i = 0; i < a->size(); ++i) flatten(*a->get(i)->as_table(), detail::item_key(key, i), out);
-    } else {
-      out.push_back({key, cell_of(node), node.source().begin});
-    }
-  }
-}
-
-std::vector<std::pair<std::string, Cell>> read_config(const fs::path& file) {
-  const toml::table t = detail::parse_toml(read_file(file), file.string());
-  std::vector<Flat> flat;
-  flatten(t, "", flat);
-  std::stable_sort(flat.begin(), flat.end(), [](const Flat& a, const Flat& b) {
-    return a.at.line != b.at.line ? a.at.line < b.at.line : a.at.column < b.at.column;
-  });
-  std::vector<std::pair<std::string, Cell>> out;
-  for (auto& f : flat) out.emplace_back(std::move(f.key), std::move(f.value));
-  return out;
-}
-
-// Final metrics: results.json of a finished run, else the last eval record of metrics.jsonl.
-std::vector<std::pair<std::string, Cell>> read_metrics(const fs::path& dir) {
-  std::vector<std::pair<std::string, Cell>> out;
-  json j;
-  if (fs::exists(dir / "results.json")) {
-    try {
-      j = json::parse(read_file(dir / "results.json"));
-    } catch (const json::exception& e) {
-      fail((dir / "results.json").string(), ": not valid JSON (", e.what(), ")");
-    }
-  } else if (fs::exists(dir / "metrics.jsonl")) {
-    std::istringstream lines(read_file(dir / "metrics.jsonl"));
-    std::string line;
-    while (std::getline(lines, line)) {
-      if (line.empty()) continue;
-      json rec = json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (rec.is_object() && rec.value("kind", "") == "eval") j = rec;
-    }
-    if (j.is_object()) {
-      j["steps"] = j["step"];
-      for (const char* k : {"kind", "step", "epoch"}) j.erase(k);
-    }
-  }
-  if (!j.is_object()) return out;
-  for (const char* first : {"steps", "test_acc", "test_loss"})
-    if (j.contains(first)) out.emplace_back(first, cell_of(j[first]));
-  for (const auto& [k, v] : j.items())
-    if (k.rfind("test_acc/", 0) == 0) out.emplace_back(k, cell_of(v));
-  for (const auto& [k, v] : j.items())
-    if (k != "steps" && k != "test_acc" && k != "test_loss" && k.rfind("test_acc/", 0) != 0)
-      out.emplace_back(k, cell_of(v));
-  return out;
-}
-
-std::vector<fs::path> find_run_folders(const fs::path& dir) {
-  std::vector<fs::path> found;
-  if (fs::exists(dir / "config.toml")) return {dir};
-  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied);
-       it != fs::recursive_directory_iterator(); ++it) {
-    if (!it->is_directory()) continue;
-    const std::string name = it->path().filename().string();
-    if (name == "checkpoints" || name.rfind('.', 0) == 0) {
-      it.disable_recursion_pending();
-      continue;
-    }
-    if (fs::exists(it->path() / "config.toml")) {
-      found.push_back(it->path());
-      it.disable_recursion_pending();
-    }
-  }
-  return found;
+// The table's status column: the run folder's own state, or what the sweep's manifest says of a run that has
+// not finished (running, stopped, pending, failed).
+std::string status_text(const runfolder::RunFolder& r) {
+  if (r.done()) return "done";
+  if (!r.sweep_status.empty() && r.sweep_status != "done-before") return r.sweep_status;
+  return runfolder::status_name(r.status);
 }
 
 bool is_number(const Cell& c) {
@@ -188,8 +114,6 @@ bool holds(const Cell& cell, const Filter& f) {
   return cmp >= 0;
 }
 
-bool same(const Cell& a, const Cell& b) { return a.index() == b.index() && cell_text(a) == cell_text(b); }
-
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
   std::string out = "\"";
@@ -215,64 +139,26 @@ std::string cell_text(const Cell& c) {
 
 ResultsTable collect_results(const fs::path& dir, const ResultsOptions& opts) {
   SSMLAB_CHECK(fs::is_directory(dir), "results: ", dir.string(), " is not a directory");
-  std::map<std::string, json> manifest;  // folder -> its sweep.json record
-  if (fs::exists(dir / "sweep.json")) {
-    try {
-      const json m = json::parse(read_file(dir / "sweep.json"));
-      for (const auto& r : m.at("runs")) manifest[r.at("folder").get<std::string>()] = r;
-    } catch (const json::exception& e) {
-      fail((dir / "sweep.json").string(), ": not a sweep manifest (", e.what(), ")");
-    }
+  std::vector<runfolder::RunFolder> runs;
+  try {
+    runs = runfolder::read_run_folders(dir);
+  } catch (const runfolder::RunFolderError& e) {
+    fail("results: ", e.what());
   }
-  std::vector<Run> runs;
-  for (const auto& folder : find_run_folders(dir)) {
-    Run run;
-    run.name = folder == dir ? folder.filename().string() : fs::relative(folder, dir).string();
-    run.config = read_config(folder / "config.toml");
-    for (const auto& [k, v] : run.config) run.config_by_key[k] = v;
-    run.metrics = read_metrics(folder);
-    const auto m = manifest.find(run.name);
-    if (m != manifest.end()) run.order = m->second.value("index", SIZE_MAX);
-    if (fs::exists(folder / "DONE")) {
-      run.status = "done";
-    } else if (m != manifest.end() && m->second.value("status", "") != "done-before") {
-      run.status = m->second.value("status", "pending");
-      const std::string err = m->second.value("error", "");
-      run.error = err.substr(0, err.find('\n'));
-    } else {
-      run.status = fs::exists(folder / "metrics.jsonl") ? "unfinished" : "new";
-    }
-    runs.push_back(std::move(run));
-  }
-  SSMLAB_CHECK(!runs.empty(), "results: no run folder (a folder with config.toml) under ", dir.string());
-  std::stable_sort(runs.begin(), runs.end(), [](const Run& a, const Run& b) {
-    return a.order != b.order ? a.order < b.order : a.name < b.name;
+  SSMLAB_CHECK(!runs.empty(), "results: no run folder (a folder with config.toml or metrics.jsonl, up to 4 levels ",
+               "down) under ", dir.string());
+  std::stable_sort(runs.begin(), runs.end(), [](const runfolder::RunFolder& a, const runfolder::RunFolder& b) {
+    return a.sweep_index != b.sweep_index ? a.sweep_index < b.sweep_index : a.name < b.name;
   });
 
   // Config columns: keys in file order of first appearance; only those that differ unless all_keys.
-  std::vector<std::string> keys;
-  std::set<std::string> seen;
-  for (const auto& r : runs)
-    for (const auto& [k, v] : r.config)
-      if (seen.insert(k).second) keys.push_back(k);
-  std::vector<std::string> config_cols;
-  for (const auto& k : keys) {
-    bool differs = false;
-    for (const auto& r : runs) {
-      const auto& first_run = runs[0].config_by_key;
-      const auto it = r.config_by_key.find(k);
-      const auto first = first_run.find(k);
-      const bool has = it != r.config_by_key.end(), has0 = first != first_run.end();
-      if (has != has0 || (has && !same(it->second, first->second))) differs = true;
-    }
-    if (differs || opts.all_keys) config_cols.push_back(k);
-  }
-  std::vector<std::string> metric_cols;
-  std::set<std::string> seen_metric;
-  for (const auto& r : runs)
-    for (const auto& [k, v] : r.metrics)
-      if (seen_metric.insert(k).second) metric_cols.push_back(k);
-  const bool any_error = std::any_of(runs.begin(), runs.end(), [](const Run& r) { return !r.error.empty(); });
+  const std::vector<std::string> keys = runfolder::config_keys(runs);
+  const std::set<std::string> seen(keys.begin(), keys.end());
+  const std::vector<std::string> config_cols = opts.all_keys ? keys : runfolder::differing_keys(runs);
+  std::vector<json> finals;
+  for (const auto& r : runs) finals.push_back(runfolder::final_metrics(r));
+  const std::vector<std::string> metric_cols = runfolder::metric_order(finals);
+  const bool any_error = std::any_of(runs.begin(), runs.end(), [](const auto& r) { return !r.error.empty(); });
 
   ResultsTable table;
   table.columns = {"run", "status"};
@@ -295,11 +181,13 @@ ResultsTable collect_results(const fs::path& dir, const ResultsOptions& opts) {
     filters.push_back(std::move(parsed));
   }
 
-  for (const auto& r : runs) {
-    std::map<std::string, Cell> row_by_col(r.config_by_key.begin(), r.config_by_key.end());
-    for (const auto& [k, v] : r.metrics) row_by_col[k] = v;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const auto& r = runs[i];
+    std::map<std::string, Cell> row_by_col;
+    for (const auto& e : r.config_entries) row_by_col[e.key] = cell_of(e);
+    for (const auto& [k, v] : finals[i].items()) row_by_col[k] = cell_of(v);
     row_by_col["run"] = r.name;
-    row_by_col["status"] = r.status;
+    row_by_col["status"] = status_text(r);
     if (any_error) row_by_col["error"] = r.error.empty() ? Cell{} : Cell{r.error};
     bool keep = true;
     for (const auto& f : filters) {

@@ -1,5 +1,5 @@
 // Result tables: every run folder under a directory (config.toml + results.json, or the last eval record
-// of metrics.jsonl for an unfinished run) as one table whose columns are the run, its status, the config
+// of metrics.jsonl for an unfinished run; read by runfolder/run_folder.h) as one table whose columns are the run, its status, the config
 // keys whose values differ between the runs, and the final metrics. Written as CSV and as a SQLite file
 // (table `runs`), each replaced atomically, so several processes may read and rewrite them.
 #pragma once
@@ -28,10 +28,11 @@ struct ResultsOptions {
   bool all_keys = false;  // every config key, not only those that differ between the runs
 };
 
-// Scans `dir` (itself a run folder, or a tree of them, e.g. a sweep folder). A run's status is done (DONE),
-// failed (the sweep.json of `dir` says so), running / stopped / pending from that manifest, else
+// Scans `dir` (itself a run folder, or a tree of them, e.g. a sweep folder) with runfolder::read_run_folders. A
+// run's status is done (DONE), else running / stopped / pending / failed as its sweep's sweep.json says, else
 // "unfinished" (metrics but no DONE) or "new". Rows follow sweep.json's order, then folder names.
-// Throws when `dir` is missing, holds no run folder, or a filter is malformed or names no column.
+// Throws when `dir` is missing, holds no run folder, a run file is malformed, or a filter is malformed or names no
+// column.
 ResultsTable collect_results(const std::filesystem::path& dir, const ResultsOptions& opts = {});
 
 std::string to_csv(const ResultsTable& table);  // RFC 4180: quoted when needed, "\n" line ends

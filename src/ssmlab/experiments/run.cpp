@@ -15,6 +15,7 @@
 #include "ssmlab/models/language_model.h"
 #include "ssmlab/models/sequence_classifier.h"
 #include "ssmlab/train/checkpoint.h"
+#include "ssmlab/runfolder/layout.h"
 
 namespace ssmlab::experiments {
 namespace {
@@ -88,7 +89,7 @@ RunOutcome train_run(Config cfg, const std::filesystem::path& dir) {
   std::filesystem::create_directories(dir);
   const RunLock lock(dir);  // one writer per run folder, until this returns
   const std::string resolved = run_config_text(cfg);
-  const auto cfg_file = dir / "config.toml";
+  const auto cfg_file = runfolder::config_file(dir);
   if (std::filesystem::exists(cfg_file)) {
     Config existing;
     try {
@@ -106,7 +107,7 @@ RunOutcome train_run(Config cfg, const std::filesystem::path& dir) {
     write_file_atomic(cfg_file, resolved);
   }
   const auto analyses = analysis::parse_analysis_list(cfg.analysis.after_training);
-  if (std::filesystem::exists(dir / "DONE")) {
+  if (std::filesystem::exists(runfolder::done_marker(dir))) {
     out.already_done = true;
     out.analyses = missing_analyses(dir, analyses);
     if (!out.analyses.empty()) analyze(out.analyses, cfg, dir, /*weights_from=*/dir);
@@ -129,24 +130,24 @@ RunOutcome train_run(Config cfg, const std::filesystem::path& dir) {
                             {"state_size", model->state_size()}};
   if (task->reports_perplexity()) results["test_ppl"] = out.fit.last_eval.perplexity;
   for (const auto& [name, acc] : out.fit.last_eval.per_segment) results["test_acc/" + name] = acc;
-  write_file_atomic(dir / "results.json", results.dump(2) + "\n");
+  write_file_atomic(runfolder::results_file(dir), results.dump(2) + "\n");
   fault_point("after_results");
-  write_file_atomic(dir / "DONE", "");
+  write_file_atomic(runfolder::done_marker(dir), "");
   out.analyses = analyses;
   if (!analyses.empty()) analyze(analyses, cfg, dir, /*weights_from=*/dir);
   return out;
 }
 
 train::EvalResult eval_run(const std::filesystem::path& dir, const std::string& device) {
-  const auto cfg_file = dir / "config.toml";
+  const auto cfg_file = runfolder::config_file(dir);
   SSMLAB_CHECK(std::filesystem::exists(cfg_file), dir.string(), " is not a run folder: it has no config.toml");
   Config cfg = load_config(cfg_file);
   if (!device.empty()) cfg.train.device = device;
-  const auto latest = train::latest_checkpoint(dir / "checkpoints");
+  const auto latest = train::latest_checkpoint(runfolder::checkpoints_dir(dir));
   SSMLAB_CHECK(!latest.empty(), "run folder ", dir.string(), " has no checkpoint yet (checkpoints/ is empty)");
   const tasks::TaskPtr task = build_task(cfg);
   const models::ModelPtr model = build_model(cfg, *task);
-  train::load_model_weights(latest / "model.safetensors", *model);
+  train::load_model_weights(latest / runfolder::kCheckpointModel, *model);
   const c10::Device dev = parse_device(cfg.train.device);
   model->to(dev);
   const auto test = task->make_test();
@@ -154,7 +155,7 @@ train::EvalResult eval_run(const std::filesystem::path& dir, const std::string& 
   nlohmann::json j = {{"checkpoint", latest.filename().string()}, {"test_acc", r.accuracy}, {"test_loss", r.loss}};
   if (task->reports_perplexity()) j["test_ppl"] = r.perplexity;
   for (const auto& [name, acc] : r.per_segment) j["test_acc/" + name] = acc;
-  write_file_atomic(dir / "eval.json", j.dump(2) + "\n");
+  write_file_atomic(runfolder::eval_file(dir), j.dump(2) + "\n");
   return r;
 }
 

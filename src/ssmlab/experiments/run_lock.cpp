@@ -11,6 +11,7 @@
 #include <ctime>
 
 #include "ssmlab/core/error.h"
+#include "ssmlab/runfolder/layout.h"
 
 namespace ssmlab::experiments {
 namespace {
@@ -40,7 +41,7 @@ std::string lock_holder_text() {
 }
 
 RunLock::RunLock(const std::filesystem::path& dir) {
-  const auto file = dir / ".lock";
+  const auto file = runfolder::lock_file(dir);
   if (const char* env = std::getenv(kRunLockEnv); env != nullptr && *env != '\0') {
     char* end = nullptr;
     const long fd = std::strtol(env, &end, 10);
@@ -71,7 +72,7 @@ RunLock::~RunLock() {
 }
 
 std::optional<std::string> run_lock_holder(const std::filesystem::path& dir) {
-  const auto file = dir / ".lock";
+  const auto file = runfolder::lock_file(dir);
   const int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return std::nullopt;
   std::optional<std::string> holder;

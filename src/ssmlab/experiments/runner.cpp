@@ -25,6 +25,7 @@
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/run.h"
 #include "ssmlab/experiments/run_lock.h"
+#include "ssmlab/runfolder/layout.h"
 #include "ssmlab/train/progress.h"
 
 extern char** environ;
@@ -146,7 +147,7 @@ class Runner {
     report_.dir = sweep_.out_dir;
     for (const auto& r : sweep_.runs) {
       RunRecord rec{r.id, r.folder, r.label()};
-      if (fs::exists(sweep_.out_dir / r.folder / "DONE")) rec.status = RunStatus::skipped;
+      if (fs::exists(runfolder::done_marker(sweep_.out_dir / r.folder))) rec.status = RunStatus::skipped;
       report_.runs.push_back(rec);
     }
     write_manifest();
@@ -226,27 +227,29 @@ class Runner {
     try {
       fs::create_directories(dir);
       const std::string text = run_config_text(run.config);
-      const fs::path cfg = dir / "config.toml";
+      const fs::path cfg = runfolder::config_file(dir);
       if (!fs::exists(cfg)) {
         write_file_atomic(cfg, text);
       } else if (read_file(cfg) != text) {  // the same run may predate options added since (identity.h)
         const Config there = load_options_from_string<Config>(read_file(cfg), cfg.string());
         const std::string diff = identity_diff(run.config, there);
-        if (!diff.empty()) fail(cfg.string(), " holds a different config than this run (", diff, "); delete the folder to start it over");
+        if (!diff.empty())
+          fail(cfg.string(), " holds a different config than this run (", diff, "); delete the folder to start it over");
       }
     } catch (const std::exception& e) {
       end_failed(i, e.what(), 0.0);
       return;
     }
-    const int lock_fd = open((dir / ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    const int lock_fd = open(runfolder::lock_file(dir).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
       if (lock_fd >= 0) close(lock_fd);
       rec.status = RunStatus::busy;
-      event(str("[sweep] busy   ", run.folder, ": another runner is training it (", (dir / ".lock").string(), ")"));
+      event(str("[sweep] busy   ", run.folder, ": another runner is training it (", runfolder::lock_file(dir).string(),
+                ")"));
       write_manifest();
       return;
     }
-    const fs::path log_path = dir / "train.log";
+    const fs::path log_path = runfolder::train_log(dir);
     const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (log_fd < 0) {
       close(lock_fd);
@@ -256,7 +259,8 @@ class Runner {
     const std::streamoff offset = lseek(log_fd, 0, SEEK_END);
 
     // Everything the child needs is built before fork: between fork and exec only async-signal-safe calls.
-    std::vector<std::string> args = {exe_.string(), "train", (dir / "config.toml").string(), "--out", dir.string()};
+    std::vector<std::string> args = {exe_.string(), "train", runfolder::config_file(dir).string(), "--out",
+                                     dir.string()};
     if (run.config.train.halt_after_steps > 0)  // not part of config.toml (run.h): pass it on
       args.insert(args.end(), {"--set", str("train.halt_after_steps=", run.config.train.halt_after_steps)});
     std::vector<std::string> env;
@@ -312,7 +316,8 @@ class Runner {
     active_.push_back({i, pid, slot, lock_fd, offset, Clock::now()});
     rec.status = RunStatus::running;
     ++rec.attempts;
-    const bool resumes = fs::exists(dir / "checkpoints") && !fs::is_empty(dir / "checkpoints");
+    const fs::path ckpts = runfolder::checkpoints_dir(dir);
+    const bool resumes = fs::exists(ckpts) && !fs::is_empty(ckpts);
     event(str("[sweep] start  ", run.folder, "  ", rec.label, resumes ? "  (resumes)" : "",
               slots_[slot] >= 0 ? str("  [gpu ", slots_[slot], "]") : std::string()));
     write_manifest();
@@ -344,13 +349,13 @@ class Runner {
     const bool exited = st >= 0 && WIFEXITED(st);
     const int code = exited ? WEXITSTATUS(st) : -1;
     const int sig = st >= 0 && WIFSIGNALED(st) ? WTERMSIG(st) : 0;
-    if (exited && code == 0 && fs::exists(dir / "DONE")) {
+    if (exited && code == 0 && fs::exists(runfolder::done_marker(dir))) {
       rec.status = RunStatus::done;
       rec.error.clear();
       durations_.push_back(secs);
       std::string acc;
       try {
-        const auto j = nlohmann::json::parse(read_file(dir / "results.json"));
+        const auto j = nlohmann::json::parse(read_file(runfolder::results_file(dir)));
         if (j.contains("test_acc")) acc = str("  test_acc ", j["test_acc"].get<double>());
       } catch (const std::exception&) {
       }
@@ -364,7 +369,7 @@ class Runner {
       std::string how = st < 0 ? std::string("lost (waitpid failed)")
                         : exited ? str("exit status ", code)
                                  : str("killed by signal ", sig, " (", strsignal(sig), ")");
-      const std::string tail = log_tail(dir / "train.log", a.log_offset, opts_.tail_lines);
+      const std::string tail = log_tail(runfolder::train_log(dir), a.log_offset, opts_.tail_lines);
       // The error line of the log, if any, makes the one-line summary (manifest, results table) useful.
       const size_t at = tail.rfind("error");
       if (at != std::string::npos) {
@@ -384,7 +389,7 @@ class Runner {
     rec.seconds = secs;
     const std::string first = error.substr(0, error.find('\n'));
     event(str("[sweep] FAILED ", rec.folder, ": ", first, "; log: ",
-              (sweep_.out_dir / rec.folder / "train.log").string()));
+              runfolder::train_log(sweep_.out_dir / rec.folder).string()));
     write_manifest();
   }
 
@@ -458,7 +463,7 @@ class Runner {
     const nlohmann::json m = {{"sweep", sweep_.name}, {"file", sweep_.source}, {"keys", sweep_.keys},
                               {"updated", now_text()}, {"runs", runs}};
     try {
-      write_file_atomic(sweep_.out_dir / "sweep.json", m.dump(2) + "\n");
+      write_file_atomic(runfolder::sweep_manifest(sweep_.out_dir), m.dump(2) + "\n");
     } catch (const Error& e) {
       say(str("[sweep] warning: ", e.what()));
     }

@@ -246,7 +246,8 @@ FigureSpec figure_from_json(const json& j, const std::filesystem::path& base_dir
         else if (k == "x") ser.x = numbers(v, where, "series.x");
         else if (k == "y") ser.y = numbers(v, where, "series.y");
         else if (k == "values") ser.values = numbers(v, where, "series.values");
-        else report_fail(where, ": unknown key '", k, "' in a series (expected name, x, y, values)");
+        else if (k == "group") ser.group = typed<int>(v, where, "series.group", "an integer");
+        else report_fail(where, ": unknown key '", k, "' in a series (expected name, x, y, values, group)");
       }
       s.series.push_back(std::move(ser));
     }
@@ -276,6 +277,7 @@ json figure_to_json(const FigureSpec& s) {
       if (!ser.x.empty()) js["x"] = nullable(ser.x);
       if (!ser.y.empty()) js["y"] = nullable(ser.y);
       if (!ser.values.empty()) js["values"] = nullable(ser.values);
+      if (ser.group >= 0) js["group"] = ser.group;
       j["series"].push_back(js);
     }
   }

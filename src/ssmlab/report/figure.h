@@ -26,6 +26,9 @@ struct Series {
   std::vector<double> x;       // line, layers: x values (empty: 0, 1, 2, ...)
   std::vector<double> y;       // line, layers: y values; bars: one value per category
   std::vector<double> values;  // histogram, cdf: the samples
+  // line, layers: series of one group share a colour and differ in dash (a run's series in a figure combined
+  // across runs); -1: a colour of its own (layers: along the sequential palette).
+  int group = -1;
 };
 
 struct FigureSpec {

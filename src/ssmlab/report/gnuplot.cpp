@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <sstream>
 #include <system_error>
 
@@ -79,12 +80,15 @@ struct Block {
   std::string name;
   std::vector<std::pair<double, double>> xy;
   std::vector<double> extra;  // histogram: the bins' right edges (xy holds (left edge, count))
+  int group = -1;             // line, layers: the series' group (its colour) and its place in it (its dash)
+  int member = 0;
 };
 
 std::vector<Block> line_blocks(const FigureSpec& s) {
   std::vector<Block> out;
+  std::map<int, int> members;  // group -> series seen so far
   for (const auto& ser : s.series) {
-    Block b{ser.name, {}, {}};
+    Block b{ser.name, {}, {}, ser.group, ser.group >= 0 ? members[ser.group]++ : 0};
     for (size_t i = 0; i < ser.y.size(); ++i) {
       const double x = ser.x.empty() ? static_cast<double>(i) : ser.x[i];
       if (usable(x, s.logx) && usable(ser.y[i], s.logy)) b.xy.emplace_back(x, ser.y[i]);
@@ -303,7 +307,10 @@ std::string gnuplot_script(const FigureSpec& s, const std::string& stem, const s
       plot << "plot ";
       for (size_t k = 0; k < blocks.size(); ++k) {
         plot << (k ? ", \\\n     '' " : "data ") << "index " << k << " using 1:2 with " << style;
-        if (s.kind == FigureKind::layers)
+        if (blocks[k].group >= 0)
+          plot << " lc rgb '" << kLineColors[static_cast<size_t>(blocks[k].group) % std::size(kLineColors)] << "' dt "
+               << blocks[k].member % 5 + 1;
+        else if (s.kind == FigureKind::layers)
           plot << " lc rgb '" << viridis(blocks.size() > 1 ? static_cast<double>(k) / (blocks.size() - 1) : 0.0) << "'";
         plot << " title " << quote(blocks[k].name);
       }

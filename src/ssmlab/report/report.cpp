@@ -9,11 +9,12 @@
 #include <set>
 #include <sstream>
 
+#include "ssmlab/report/analyses.h"
 #include "ssmlab/report/figure.h"
 #include "ssmlab/report/gnuplot.h"
 #include "ssmlab/report/io.h"
-#include "ssmlab/report/runs.h"
 #include "ssmlab/report/summary.h"
+#include "ssmlab/runfolder/layout.h"
 
 namespace ssmlab::report {
 namespace {
@@ -55,7 +56,7 @@ class ReportBuilder {
   std::optional<PageFigure> draw(const FigureSpec& spec, const std::string& sub, const std::string& stem,
                                  const std::string& source) {
     try {
-      const fs::path dir = sub.empty() ? out_ / "figures" : out_ / "figures" / sub;
+      const fs::path dir = sub.empty() ? runfolder::figures_dir(out_) : runfolder::figures_dir(out_) / sub;
       const auto r = render_figure(spec, dir, stem);
       PageFigure f{spec.title, spec.caption, rel(r.png), rel(r.svg), rel(r.script), rel(r.data), ""};
       if (embed_) f.embedded = base64(read_file(r.png));
@@ -124,20 +125,18 @@ std::string html_escape(const std::string& text) {
 }
 
 ReportSummary write_report(const fs::path& dir, const ReportOptions& options) {
-  const auto run_dirs = find_run_dirs(dir);
-  if (run_dirs.empty())
+  std::vector<RunFolder> runs = load_runs(dir);
+  if (runs.empty())
     report_fail("no run folder in '", dir.string(), "' (a run folder holds config.toml or metrics.jsonl; folders up "
                 "to 4 levels down are searched)");
   find_gnuplot();  // fail before writing anything when the figures cannot be drawn
-  const fs::path out = options.out.empty() ? dir / "report" : options.out;
+  const fs::path out = options.out.empty() ? runfolder::report_dir(dir) : options.out;
   std::error_code ec;
-  fs::create_directories(out / "figures", ec);
-  if (ec) report_fail("cannot create the report folder '", (out / "figures").string(), "': ", ec.message());
+  fs::create_directories(runfolder::figures_dir(out), ec);
+  if (ec) report_fail("cannot create the report folder '", runfolder::figures_dir(out).string(), "': ", ec.message());
 
-  std::vector<RunData> runs;
-  for (const auto& d : run_dirs) runs.push_back(load_run(d, dir));
   ReportBuilder b(out, options.embed_images);
-  const auto keys = differing_keys(runs);
+  const auto keys = runfolder::differing_keys(runs);
 
   // Training curves and the sweep's summary figure.
   std::vector<PageFigure> curves;
@@ -180,70 +179,33 @@ ReportSummary write_report(const fs::path& dir, const ReportOptions& options) {
     add(sweep_figure(runs, keys), "final_test_acc");
   }
 
-  // Figures that analyses left in the run folders.
+  // Figures that analyses left in the run folders, each run's own, and those that several runs share combined.
+  std::vector<std::vector<RunFigure>> figures;
+  std::vector<std::string> problems;
+  for (const auto& r : runs) figures.push_back(read_run_figures(r, problems));
+  for (const auto& p : problems) b.problem(p);
+  std::vector<const RunFolder*> run_ptrs;
+  for (const auto& r : runs) run_ptrs.push_back(&r);
+  std::vector<PageFigure> combined;
+  for (const auto& f : combine_run_figures(run_labels(run_ptrs, keys), figures))
+    if (auto pf = b.draw(f.spec, "analyses", slug(f.name), f.source)) combined.push_back(*pf);
   std::vector<std::pair<std::string, std::vector<PageFigure>>> run_figures;
   std::set<std::string> used_subs;
-  for (const auto& r : runs) {
-    if (r.figure_files.empty()) continue;
-    std::string sub = "runs/" + slug(r.name);
-    for (int i = 2; used_subs.count(sub); ++i) sub = "runs/" + slug(r.name) + "-" + std::to_string(i);
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if (figures[i].empty()) continue;
+    std::string sub = "runs/" + slug(runs[i].name);
+    for (int k = 2; used_subs.count(sub); ++k) sub = "runs/" + slug(runs[i].name) + "-" + std::to_string(k);
     used_subs.insert(sub);
     std::vector<PageFigure> figs;
-    std::set<fs::path> data_files;  // CSVs that a spec names in "data" are drawn by that spec only
-    std::vector<std::pair<fs::path, json>> specs;
-    for (const auto& f : r.figure_files) {
-      if (f.extension() != ".json") continue;
-      try {
-        json j = json::parse(read_file(f));
-        if (j.is_object() && j.contains("data") && j["data"].is_string())
-          data_files.insert(fs::weakly_canonical(f.parent_path() / j["data"].get<std::string>(), ec));
-        specs.emplace_back(f, std::move(j));
-      } catch (const json::exception& e) {
-        b.problem(f.string() + ": not valid JSON: " + e.what());
-      } catch (const ReportError& e) {
-        b.problem(e.what());
-      }
-    }
-    for (const auto& f : r.figure_files) {
-      std::optional<FigureSpec> spec;
-      try {
-        if (f.extension() == ".json") {
-          const auto it = std::find_if(specs.begin(), specs.end(), [&](const auto& p) { return p.first == f; });
-          if (it == specs.end()) continue;
-          spec = figure_from_json(it->second, f.parent_path(), f.string());
-        } else {
-          if (data_files.count(fs::weakly_canonical(f, ec))) continue;
-          FigureSpec s;  // a bare CSV: a line plot, x = the first column
-          s.kind = FigureKind::line;
-          s.title = f.stem().string();
-          fill_from_csv(s, f);
-          validate(s, f.string());
-          spec = s;
-        }
-      } catch (const ReportError& e) {
-        b.problem(e.what());
-        continue;
-      }
-      if (spec->title.empty()) spec->title = f.stem().string();
-      if (auto pf = b.draw(*spec, sub, slug(f.stem().string()), f.string())) figs.push_back(*pf);
-    }
-    run_figures.emplace_back(r.name, std::move(figs));
+    for (const auto& f : figures[i])
+      if (auto pf = b.draw(f.spec, sub, slug(f.name), f.source)) figs.push_back(*pf);
+    run_figures.emplace_back(runs[i].name, std::move(figs));
   }
 
   // The results table: differing config keys, then final metrics.
   std::vector<json> finals;
-  std::set<std::string> metric_keys;
-  for (const auto& r : runs) {
-    finals.push_back(final_metrics(r));
-    for (const auto& [k, v] : finals.back().items()) metric_keys.insert(k);
-  }
-  std::vector<std::string> metric_cols;
-  for (const char* k : {"steps", "test_acc", "test_loss"})
-    if (metric_keys.count(k)) metric_cols.push_back(k);
-  for (const auto& k : metric_keys)
-    if (k.starts_with("test_acc/")) metric_cols.push_back(k);
-  for (const auto& k : metric_keys)
-    if (std::find(metric_cols.begin(), metric_cols.end(), k) == metric_cols.end()) metric_cols.push_back(k);
+  for (const auto& r : runs) finals.push_back(runfolder::final_metrics(r));
+  const std::vector<std::string> metric_cols = runfolder::metric_order(finals);
   double best_acc = -INFINITY;
   for (const auto& m : finals)
     if (m.contains("test_acc") && m["test_acc"].is_number()) best_acc = std::max(best_acc, m["test_acc"].get<double>());
@@ -251,7 +213,7 @@ ReportSummary write_report(const fs::path& dir, const ReportOptions& options) {
   std::ostringstream h;
   const std::string title = runs.size() == 1 ? runs[0].name : fs::weakly_canonical(dir, ec).filename().string();
   size_t n_done = 0;
-  for (const auto& r : runs) n_done += r.done ? 1 : 0;
+  for (const auto& r : runs) n_done += r.done() ? 1 : 0;
   const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   char when[32];
   std::strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
@@ -286,7 +248,7 @@ ReportSummary write_report(const fs::path& dir, const ReportOptions& options) {
       const auto it = r.config.find(k);
       h << "<td class=\"text\">" << (it == r.config.end() ? "" : html_escape(it->second)) << "</td>";
     }
-    h << "<td class=\"text\">" << (r.done ? "done" : (r.train.empty() ? "not started" : "unfinished")) << "</td>";
+    h << "<td class=\"text\">" << runfolder::status_name(r.status) << "</td>";
     for (const auto& k : metric_cols) {
       const bool best = k == "test_acc" && runs.size() > 1 && finals[i].contains(k) && finals[i][k].is_number() &&
                         finals[i][k].get<double>() == best_acc;
@@ -301,6 +263,11 @@ ReportSummary write_report(const fs::path& dir, const ReportOptions& options) {
     h << "<h2>Training curves</h2>\n<p>From each run's <code>metrics.jsonl</code>"
       << (runs.size() > 1 ? ", one line per run" : "") << ".</p>\n";
     for (const auto& f : curves) write_figure_html(h, f);
+  }
+  if (!combined.empty()) {
+    h << "<h2>Analyses (all runs)</h2>\n<p>Figures of the same name in several runs' <code>figures/</code>, drawn "
+      << "together: one colour per run, each line named by the run's differing config values.</p>\n";
+    for (const auto& f : combined) write_figure_html(h, f);
   }
   if (!run_figures.empty()) {
     h << "<h2>Analysis figures</h2>\n<p>Drawn from the figure specs and CSV files in each run's "
@@ -329,7 +296,7 @@ ReportSummary write_report(const fs::path& dir, const ReportOptions& options) {
   h << "</body>\n</html>\n";
 
   ReportSummary summary;
-  summary.html = out / "report.html";
+  summary.html = runfolder::report_page(out);
   summary.runs = runs.size();
   summary.figures = b.pngs();
   summary.problems = b.problems();

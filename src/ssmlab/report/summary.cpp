@@ -6,13 +6,12 @@
 #include <map>
 #include <set>
 
+#include "ssmlab/report/io.h"
+
 namespace ssmlab::report {
 namespace {
 
 using nlohmann::json;
-
-// Config keys that never make a column or a legend: where the run was written is not what the run is.
-const std::set<std::string> kIgnoredKeys = {"run.out_dir"};
 
 bool parse_number(const std::string& s, double* out) {
   if (s.empty()) return false;
@@ -23,7 +22,15 @@ bool parse_number(const std::string& s, double* out) {
 
 }  // namespace
 
-std::string run_label(const RunData& r, const std::vector<std::string>& keys) {
+std::vector<RunFolder> load_runs(const std::filesystem::path& root) {
+  try {
+    return runfolder::read_run_folders(root);
+  } catch (const runfolder::RunFolderError& e) {
+    throw ReportError(e.what());
+  }
+}
+
+std::string run_label(const RunFolder& r, const std::vector<std::string>& keys) {
   std::string label;
   for (const auto& k : keys) {
     if (k == "run.name" || k == "run.seed" || k == "run.out_dir") continue;
@@ -33,41 +40,32 @@ std::string run_label(const RunData& r, const std::vector<std::string>& keys) {
   return label;
 }
 
-std::vector<std::string> differing_keys(const std::vector<RunData>& runs) {
-  std::set<std::string> all;
-  for (const auto& r : runs)
-    for (const auto& [k, v] : r.config) all.insert(k);
+std::vector<std::string> run_labels(const std::vector<const RunFolder*>& runs, const std::vector<std::string>& keys) {
   std::vector<std::string> out;
-  for (const auto& k : all) {
-    if (kIgnoredKeys.count(k)) continue;
-    std::set<std::string> values;
-    for (const auto& r : runs) {
-      const auto it = r.config.find(k);
-      values.insert(it == r.config.end() ? std::string("\x01missing") : it->second);
-    }
-    if (values.size() > 1) out.push_back(k);
+  std::set<std::string> names;
+  bool clash = false;
+  for (const RunFolder* r : runs) {
+    out.push_back(run_label(*r, keys));
+    clash = clash || out.back().empty() || !names.insert(out.back()).second;
+  }
+  if (clash)
+    for (size_t i = 0; i < runs.size(); ++i) out[i] = runs[i]->name;
+  return out;
+}
+
+std::vector<std::pair<double, double>> metric_series(const std::vector<json>& records, const std::string& key) {
+  std::vector<std::pair<double, double>> out;
+  for (const auto& r : records) {
+    const auto it = r.find(key);
+    const auto st = r.find("step");
+    if (it == r.end() || st == r.end() || !it->is_number() || !st->is_number()) continue;
+    const double v = it->get<double>();
+    if (std::isfinite(v)) out.emplace_back(st->get<double>(), v);
   }
   return out;
 }
 
-json final_metrics(const RunData& r) {
-  if (r.results) return *r.results;
-  json j = json::object();
-  if (!r.eval.empty()) {
-    j = r.eval.back();
-    j.erase("kind");
-    j.erase("epoch");
-  } else if (!r.train.empty()) {
-    j["steps"] = r.train.back().value("step", json());
-  }
-  if (j.contains("step")) {
-    j["steps"] = j["step"];
-    j.erase("step");
-  }
-  return j;
-}
-
-std::optional<FigureSpec> curve_figure(const std::vector<RunData>& runs, const std::vector<std::string>& keys,
+std::optional<FigureSpec> curve_figure(const std::vector<RunFolder>& runs, const std::vector<std::string>& keys,
                                        const std::string& key, const std::string& kind, const std::string& title,
                                        const std::string& ylabel, bool logy) {
   FigureSpec s;
@@ -77,11 +75,12 @@ std::optional<FigureSpec> curve_figure(const std::vector<RunData>& runs, const s
   s.ylabel = ylabel;
   s.logy = logy;
   s.style = "lines";
+  std::vector<const RunFolder*> with;
   for (const auto& r : runs) {
     const auto pts = metric_series(kind == "train" ? r.train : r.eval, key);
     if (pts.empty()) continue;
-    const std::string label = run_label(r, keys);
-    Series ser{label.empty() ? r.name : label, {}, {}, {}};
+    with.push_back(&r);
+    Series ser;
     for (const auto& [x, y] : pts) {
       ser.x.push_back(x);
       ser.y.push_back(y);
@@ -89,29 +88,23 @@ std::optional<FigureSpec> curve_figure(const std::vector<RunData>& runs, const s
     s.series.push_back(std::move(ser));
   }
   if (s.series.empty()) return std::nullopt;
+  const auto labels = run_labels(with, keys);
+  for (size_t i = 0; i < s.series.size(); ++i) s.series[i].name = labels[i];
   if (s.series.size() == 1 && runs.size() == 1) s.series[0].name = key;
-  std::set<std::string> names;  // runs that differ only in run.name or run.seed: their folder names tell them apart
-  bool clash = false;
-  for (const auto& ser : s.series) clash = clash || !names.insert(ser.name).second;
-  if (clash) {
-    size_t i = 0;
-    for (const auto& r : runs)
-      if (!metric_series(kind == "train" ? r.train : r.eval, key).empty()) s.series[i++].name = r.name;
-  }
   size_t most = 0;
   for (const auto& ser : s.series) most = std::max(most, ser.x.size());
   if (most <= 40) s.style = "linespoints";
   return s;
 }
 
-std::optional<FigureSpec> sweep_figure(const std::vector<RunData>& runs, const std::vector<std::string>& keys) {
+std::optional<FigureSpec> sweep_figure(const std::vector<RunFolder>& runs, const std::vector<std::string>& keys) {
   std::vector<std::string> keys_used;
   for (const auto& k : keys)
     if (k != "run.name" && k != "run.seed") keys_used.push_back(k);
   // The x key: numeric in every run with 2+ values. Among those, the one that leaves the fewest lines (the other
   // keys' combinations), so a key zipped with another (determined by it) does not become x with one point per
   // line; then the one with the most values; then the first by name.
-  auto value_of = [](const RunData& r, const std::string& k) {
+  auto value_of = [](const RunFolder& r, const std::string& k) {
     const auto it = r.config.find(k);
     return it == r.config.end() ? std::string("-") : it->second;
   };
@@ -144,7 +137,7 @@ std::optional<FigureSpec> sweep_figure(const std::vector<RunData>& runs, const s
   std::map<std::string, std::vector<std::pair<double, double>>> lines;
   double lo = INFINITY, hi = -INFINITY;
   for (const auto& r : runs) {
-    const json m = final_metrics(r);
+    const json m = runfolder::final_metrics(r);
     if (!m.contains("test_acc") || !m["test_acc"].is_number()) continue;
     std::vector<std::string> others;
     for (const auto& k : keys_used)

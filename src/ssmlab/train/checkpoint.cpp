@@ -16,6 +16,7 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/core/io.h"
 #include "ssmlab/models/safetensors.h"
+#include "ssmlab/runfolder/layout.h"
 
 namespace ssmlab::train {
 namespace fs = std::filesystem;
@@ -24,9 +25,10 @@ using TensorMap = std::map<std::string, at::Tensor>;
 
 namespace {
 
-constexpr const char* kModelFile = "model.safetensors";
-constexpr const char* kOptimizerFile = "optimizer.safetensors";
-constexpr const char* kStateFile = "state.json";
+const std::string kModelFile(runfolder::kCheckpointModel);
+const std::string kOptimizerFile(runfolder::kCheckpointOptimizer);
+const std::string kStateFile(runfolder::kCheckpointState);
+const std::string kPrefix(runfolder::kCheckpointPrefix);  // step_
 
 TensorMap model_tensors(const torch::nn::Module& model) {
   TensorMap out;
@@ -289,12 +291,14 @@ std::vector<Found> scan(const fs::path& root) {
       suffix = name.substr(name.size() - 4);
       name.resize(name.size() - 4);
     }
-    if (!name.starts_with("step_") || name.size() == 5 || name.size() > 5 + 18) continue;
-    if (!std::all_of(name.begin() + 5, name.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
+    if (!name.starts_with(kPrefix)) continue;
+    const size_t digits = name.size() - kPrefix.size();
+    if (digits == 0 || digits > 18) continue;
+    if (!std::all_of(name.begin() + kPrefix.size(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
     if (suffix.empty())
-      for (const char* f : {kModelFile, kOptimizerFile, kStateFile})
-        if (!fs::is_regular_file(entry.path() / f, ec)) suffix = ".incomplete";
-    out.push_back({std::stoll(name.substr(5)), entry.path(), suffix});
+      for (const std::string* f : {&kModelFile, &kOptimizerFile, &kStateFile})
+        if (!fs::is_regular_file(entry.path() / *f, ec)) suffix = ".incomplete";
+    out.push_back({std::stoll(name.substr(kPrefix.size())), entry.path(), suffix});
   }
   std::sort(out.begin(), out.end(), [](const Found& a, const Found& b) { return a.step < b.step; });
   return out;
@@ -305,8 +309,8 @@ std::vector<Found> scan(const fs::path& root) {
 fs::path checkpoint_dir(const fs::path& root, int64_t step) {
   SSMLAB_CHECK(step >= 0, "checkpoint_dir: step must be >= 0, got ", step);
   char buf[32];
-  std::snprintf(buf, sizeof(buf), "step_%08lld", static_cast<long long>(step));
-  return root / buf;
+  std::snprintf(buf, sizeof(buf), "%08lld", static_cast<long long>(step));
+  return root / (kPrefix + buf);
 }
 
 void save_checkpoint(const fs::path& dir, const torch::nn::Module& model, const torch::optim::AdamW& opt,

@@ -13,13 +13,14 @@
 
 #include "ssmlab/core/error.h"
 #include "ssmlab/core/io.h"
+#include "ssmlab/runfolder/layout.h"
 
 namespace ssmlab::train {
 namespace {
 
 namespace fs = std::filesystem;
 
-constexpr std::string_view kPrefix = "events.out.tfevents.";
+constexpr std::string_view kPrefix = runfolder::kEventsPrefix;
 
 std::array<uint32_t, 256> make_crc_table() {
   std::array<uint32_t, 256> t{};

@@ -19,6 +19,7 @@
 #include "ssmlab/train/progress.h"
 #include "ssmlab/train/schedule.h"
 #include "ssmlab/train/tb_writer.h"
+#include "ssmlab/runfolder/layout.h"
 
 namespace ssmlab::train {
 namespace {
@@ -181,8 +182,8 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
   const int64_t per_epoch = tasks::count_batches(data.train, data.batch_size);
   int64_t total = per_epoch * o.epochs;
   if (o.max_steps > 0) total = std::min(total, o.max_steps);
-  const auto ckpt_root = run_dir / "checkpoints";
-  const auto metrics_file = run_dir / "metrics.jsonl";
+  const auto ckpt_root = runfolder::checkpoints_dir(run_dir);
+  const auto metrics_file = runfolder::metrics_file(run_dir);
 
   FitResult result;
   int64_t step = 0;

@@ -1,0 +1,31 @@
+// The figures analyses leave in run folders (figures/NAME.json specs and figures/NAME.csv tables, docs/ARCHITECTURE.md
+// "Reports and figure specs"), read per run, and the figures combined across runs: a line or layers figure of the
+// same NAME in two or more runs becomes one figure holding every run's series, a colour per run.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "ssmlab/report/figure.h"
+#include "ssmlab/runfolder/run_folder.h"
+
+namespace ssmlab::report {
+
+struct RunFigure {
+  std::string name;    // NAME of figures/NAME.json or figures/NAME.csv
+  std::string source;  // the file it came from, for messages
+  FigureSpec spec;
+};
+
+// Every figure of one run, in file order: each NAME.json spec, and each NAME.csv that no spec names as its "data"
+// (a line plot titled NAME, x = the first column). A file that cannot be read or is not a valid figure is skipped
+// and described in `problems`.
+std::vector<RunFigure> read_run_figures(const runfolder::RunFolder& run, std::vector<std::string>& problems);
+
+// For each NAME that two or more runs have as a line or layers figure: one figure with the kind, title and axes of
+// the first, holding every such run's series named "<run label> <series>" ("<run label>" alone for a run with
+// one series), one colour (Series::group) per run. `labels[i]` is run i's short label, `figures[i]` its figures.
+// Sorted by NAME.
+std::vector<RunFigure> combine_run_figures(const std::vector<std::string>& labels,
+                                           const std::vector<std::vector<RunFigure>>& figures);
+
+}  // namespace ssmlab::report
