@@ -98,9 +98,9 @@ TEST(Hgrn2, ForgetGateLowerBoundFollowsTheLayer) {
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
     ssmlab::mixers::Hgrn2Impl m(o, 8, layer, 4, gen);
     EXPECT_DOUBLE_EQ(m.lower_bound(), layer / 4.0);
-    ssmlab::Trace trace({"forget"});
+    ssmlab::Trace trace({"decay"});  // HGRN-2's decay is its forget gate
     m.forward(at::randn({2, 11, 8}) * 5.0, &trace);
-    const at::Tensor f = trace.get("forget", 0);
+    const at::Tensor f = trace.get("decay", 0);
     EXPECT_GE(f.min().item<double>(), layer / 4.0);
     EXPECT_LT(f.max().item<double>(), 1.0);
   }

@@ -6,10 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 
 #include "ssmlab/core/error.h"
 #include "ssmlab/mixers/registry.h"
+#include "mixers/small_mixers.h"
 #include "tolerances.h"
 
 namespace {
@@ -17,34 +17,10 @@ namespace {
 using ssmlab::mixers::MixerOptions;
 using ssmlab::mixers::MixerPtr;
 
-// 32: every registered mixer's defaults that depend on the width fit it (e.g. mamba2's head_dim 64 with E = 2D).
-constexpr int64_t kDim = 32;
+constexpr int64_t kDim = ssmlab::test::kMixerDim;
 
-// Small but non-trivial settings so the suite runs in seconds; every mixer keeps its defaults otherwise.
-MixerOptions small_options() {
-  MixerOptions o;
-  o.mamba1.d_state = 5;
-  o.mamba2.d_state = 5;
-  o.mamba2.head_dim = 4;
-  o.mamba2.chunk_size = 4;
-  o.attention.n_heads = 4;
-  o.s4d.d_state = 6;
-  o.h3.d_state = 6;
-  o.h3.head_dim = 2;
-  o.rwkv5.head_size = 8;
-  o.rwkv6.head_size = 8;
-  o.rwkv6.mix_rank = 3;
-  o.rwkv6.decay_rank = 5;
-  o.hgrn2.n_heads = 4;
-  o.hgrn2.expand_ratio = 5;
-  return o;
-}
-
-MixerPtr make(const std::string& name, uint64_t seed, const MixerOptions& opts = small_options()) {
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  auto m = ssmlab::mixers::make_mixer(name, opts, {kDim, /*layer_idx=*/1, /*n_layers=*/3, "reference"}, gen);
-  m->eval();  // no dropout in the comparisons
-  return m;
+MixerPtr make(const std::string& name, uint64_t seed, const MixerOptions& opts = ssmlab::test::small_mixer_options()) {
+  return ssmlab::test::make_small_mixer(name, seed, opts);
 }
 
 ssmlab::mixers::State state_in(const MixerPtr& m, int64_t batch, at::ScalarType dtype) {

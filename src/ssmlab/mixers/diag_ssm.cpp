@@ -57,6 +57,12 @@ at::Tensor DiagSsmImpl::kernel(int64_t T, at::ScalarType dtype) const {
   return 2.0 * at::real(at::einsum("hm,hmt->th", {CB, pow}));  // (T, H)
 }
 
+at::Tensor DiagSsmImpl::decay(at::ScalarType dtype) const {
+  at::Tensor dA, dB;
+  discretize(dtype, dA, dB);
+  return at::view_as_real(dA);  // (H, N/2, 2)
+}
+
 at::Tensor DiagSsmImpl::step(const at::Tensor& x_t, at::Tensor& h, at::Tensor& hist, int64_t window) const {
   const auto dtype = x_t.scalar_type();
   at::Tensor dA, dB;

@@ -25,6 +25,10 @@ class DiagSsmImpl : public torch::nn::Module {
   // hist (B, window, H, ...) holds the last `window` inputs (oldest first), updated in place.
   at::Tensor step(const at::Tensor& x_t, at::Tensor& h, at::Tensor& hist, int64_t window) const;
 
+  // The per-step multiplier of the state, dA (H, N/2, 2) (complex as real pairs, the layout of step()'s h),
+  // in `dtype` (float32 or float64).
+  at::Tensor decay(at::ScalarType dtype) const;
+
   int64_t modes() const { return modes_; }
 
   at::Tensor log_dt;      // (H)

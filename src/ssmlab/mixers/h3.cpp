@@ -65,6 +65,7 @@ at::Tensor H3Impl::forward(const at::Tensor& x, Trace* trace) {
   const int64_t T = opts_.l_max > 0 ? std::min(L, opts_.l_max) : L;
   const at::Tensor kern = ssm->kernel(T, ct);                                           // (T, H)
   trace_record(trace, "kernel", kern);
+  if (trace != nullptr && trace->wants("decay")) trace_record(trace, "decay", ssm->decay(ct));  // (H, N/2, 2)
   const at::Tensor s = fft_causal_conv(kv, kern.view({T, H, 1, 1})) + kv * D.to(ct).view({H, 1, 1});
   const at::Tensor out = finish(q.view({B, L, H, P}), s, B, L).to(x.scalar_type());
   trace_record(trace, "mixer_out", out);

@@ -45,10 +45,13 @@ State Hgrn2Impl::init_state(int64_t batch, c10::Device device) const {
 
 at::Tensor Hgrn2Impl::run(const at::Tensor& x, at::Tensor* state, Trace* trace) {
   const int64_t B = x.size(0), L = x.size(1), H = opts_.n_heads, K = opts_.expand_ratio, V = head_v_;
-  const at::Tensor q = q_proj(x).view({B, L, H, K});
-  const at::Tensor f = gamma_ + (1.0 - gamma_) * at::sigmoid(f_proj(x).view({B, L, H, K}));  // forget gate
-  const at::Tensor i = i_proj(x).view({B, L, H, V});
-  trace_record(trace, "forget", f);
+  const at::Tensor q = q_proj(x).view({B, L, H, K});                                         // (B, L, H, K)
+  const at::Tensor f = gamma_ + (1.0 - gamma_) * at::sigmoid(f_proj(x).view({B, L, H, K}));  // (B, L, H, K) forget
+  const at::Tensor i = i_proj(x).view({B, L, H, V});                                         // (B, L, H, V)
+  // The forget gate is the per-step decay; 1 - f writes the state (B) and q reads it (C).
+  trace_record(trace, "decay", f);     // (B, L, H, K)
+  trace_record(trace, "B", 1.0 - f);   // (B, L, H, K)
+  trace_record(trace, "C", q);         // (B, L, H, K)
   std::optional<at::Tensor> s0;
   if (state) s0 = *state;
   auto la = linear_attention(q, 1.0 - f, i, at::log(f), /*u=*/std::nullopt, s0);  // o (B, L, H, V)

@@ -92,8 +92,14 @@ at::Tensor Mamba1Impl::run(const at::Tensor& x, at::Tensor* conv_state, at::Tens
   std::optional<at::Tensor> h0;
   if (ssm_state) h0 = *ssm_state;
   auto scan = ops::selective_scan(xc, dt, A, Bm, Cm, D, z, dt_proj->bias, /*delta_softplus=*/true, h0, backend_);
-  if (trace != nullptr && trace->wants("dt"))
-    trace_record(trace, "dt", at::softplus(dt.to(state_dtype(dt.scalar_type())) + dt_proj->bias));  // (B, L, E)
+  if (trace != nullptr && (trace->wants("dt") || trace->wants_explicitly("decay"))) {
+    const at::Tensor dt_full = at::softplus(dt.to(state_dtype(dt.scalar_type())) + dt_proj->bias);  // (B, L, E)
+    trace_record(trace, "dt", dt_full);
+    // The per-step multiplier exp(dt ⊗ A) is (B, L, E, N), N times the input: only when named explicitly.
+    if (trace->wants_explicitly("decay"))
+      trace->record("decay", trace->layer,
+                    at::exp(dt_full.unsqueeze(-1) * A.to(dt_full.scalar_type())));  // (B, L, E, N)
+  }
   trace_record(trace, "B", Bm);
   trace_record(trace, "C", Cm);
   trace_record(trace, "state", scan.final_state);

@@ -239,15 +239,25 @@ at::Tensor Mamba2Impl::forward_stateful(const at::Tensor& x, State& state, Trace
   const int64_t piece = iv.segmented() ? iv.segment : iv.eval_segment;
   const int64_t l = x.size(1);
   std::vector<at::Tensor> outs;
+  // Each piece records into its own Trace; merged, the records cover the whole call as one sequence's.
+  std::vector<Trace> piece_traces;
+  std::vector<int64_t> lengths;
   int64_t t0 = 0;
   while (t0 < l) {
     // Pieces end on multiples of `piece` in absolute position, so state norm and snapshots fall on the
     // same tokens whether the sequence comes at once, in pieces, or one step at a time.
     const int64_t pos = iv.segmented() ? state.at("pos")[0].item<int64_t>() : 0;
     const int64_t len = std::min(l - t0, piece - pos % piece);
-    outs.push_back(run_piece(x.narrow(1, t0, len), state, /*decode=*/false, trace));
+    Trace* piece_trace = nullptr;
+    if (trace != nullptr) {
+      piece_traces.push_back(trace->segment());
+      lengths.push_back(len);
+      piece_trace = &piece_traces.back();
+    }
+    outs.push_back(run_piece(x.narrow(1, t0, len), state, /*decode=*/false, piece_trace));
     t0 += len;
   }
+  if (trace != nullptr) trace->merge_segments(piece_traces, lengths);
   if (outs.empty()) return out_proj(at::zeros({x.size(0), 0, d_inner_}, x.options()));
   return outs.size() == 1 ? outs[0] : at::cat(outs, 1);
 }

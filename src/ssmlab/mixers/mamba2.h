@@ -103,7 +103,8 @@ class Mamba2Impl : public MixerImpl {
   at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) override;
   // x (B, L, D) continuing from `state` (init_state or a previous call), which is updated: the long-sequence
   // path. Runs pieces of `interventions.segment` tokens (with state norm or a window) or `eval_segment` tokens,
-  // so working memory does not grow with L. Trace records are per piece: the last piece's values remain.
+  // so working memory does not grow with L. Trace records cover the whole call (per-position names are
+  // concatenated over the pieces, `state` is the final state).
   at::Tensor forward_stateful(const at::Tensor& x, State& state, Trace* trace = nullptr) override;
   bool supports_stateful() const override { return true; }
   at::Tensor step(const at::Tensor& x_t, State& state) override;

@@ -22,14 +22,16 @@ struct State {
 class MixerImpl : public torch::nn::Module {
  public:
   ~MixerImpl() override = default;
-  // x: (B, L, D) -> (B, L, D). Records named intermediates into `trace` when it is not null.
+  // x: (B, L, D) -> (B, L, D). Records named intermediates into `trace` when it is not null: exactly the names
+  // docs/GLOSSARY.md "Trace names" lists for the mixer (tests/mixers/test_trace_names.cpp parses its tables).
   virtual at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) = 0;
   // One recurrent step: x_t (B, D) -> (B, D); updates `state` in place.
   virtual at::Tensor step(const at::Tensor& x_t, State& state) = 0;
   // x (B, L, D) continuing from `state` (init_state, a previous call, or step()s: the same State), which is
   // updated: the state-carrying path of long-sequence evaluation, where the caller cuts a long input into
   // segments and memory stays that of one segment. Mixers that return supports_stateful() false throw here
-  // (the default); step() remains their only state-carrying path.
+  // (the default); step() remains their only state-carrying path. Its Trace records are per position besides
+  // `state` (Trace::merge_segments relies on it for Block's state snapshots).
   virtual at::Tensor forward_stateful(const at::Tensor& x, State& state, Trace* trace = nullptr);
   virtual bool supports_stateful() const { return false; }
   virtual State init_state(int64_t batch, c10::Device device) const = 0;

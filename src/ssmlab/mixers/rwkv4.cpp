@@ -64,7 +64,8 @@ at::Tensor Rwkv4Impl::run(const at::Tensor& x, const at::Tensor& xx, at::Tensor*
     return x * m + xx * (1 - m);  // (B, L, D)
   };
   const at::Tensor k = key(mix(time_mix_k)), v = value(mix(time_mix_v)), r = receptance(mix(time_mix_r));
-  const at::Tensor w = -at::exp(time_decay);
+  const at::Tensor w = -at::exp(time_decay);  // (D) log of the per-step decay
+  trace_record(trace, "decay", at::exp(w));   // (D): time-invariant
   std::optional<at::Tensor> s0;
   if (wkv_state) s0 = *wkv_state;
   auto wkv = ops::wkv(w, time_first, k, v, s0, backend_);  // (B, L, D)

@@ -26,7 +26,7 @@ Rwkv5Impl::Rwkv5Impl(const Rwkv5Options& opts, int64_t d_model, int64_t layer_id
   init_shared(s, gen);
 }
 
-RwkvHeadsImpl::Mixed Rwkv5Impl::mix(const at::Tensor& x, const at::Tensor& xx, Trace* /*trace*/) {
+RwkvHeadsImpl::Mixed Rwkv5Impl::mix(const at::Tensor& x, const at::Tensor& xx, Trace* trace) {
   const int64_t B = x.size(0), L = x.size(1), H = heads_, K = head_size_;
   auto lerp = [&](const at::Tensor& mu) {
     const at::Tensor m = mu.to(x.scalar_type());
@@ -38,6 +38,7 @@ RwkvHeadsImpl::Mixed Rwkv5Impl::mix(const at::Tensor& x, const at::Tensor& xx, T
   out.v = value(lerp(time_mix_v)).view({B, L, H, K});
   out.g = at::silu(gate(lerp(time_mix_g)));                 // (B, L, D)
   out.log_w = (-at::exp(time_decay)).expand({B, L, H, K});  // static decay
+  trace_record(trace, "decay", at::exp(-at::exp(time_decay)));  // (H, K): time-invariant
   return out;
 }
 

@@ -53,7 +53,7 @@ RwkvHeadsImpl::Mixed Rwkv6Impl::mix(const at::Tensor& x, const at::Tensor& prev,
   const at::Tensor ww = time_decay.to(dt) + at::matmul(at::tanh(at::matmul(xw, time_decay_w1.to(dt))),
                                                        time_decay_w2.to(dt));  // (B, L, D)
   out.log_w = -at::exp(ww).view({B, L, H, K});                                 // data-dependent decay
-  trace_record(trace, "decay", at::exp(out.log_w));
+  trace_record(trace, "decay", at::exp(out.log_w));                            // (B, L, H, K)
   return out;
 }
 

@@ -66,6 +66,9 @@ State RwkvHeadsImpl::init_state(int64_t batch, c10::Device device) const {
 at::Tensor RwkvHeadsImpl::run(const at::Tensor& x, const at::Tensor& prev, at::Tensor* wkv_state, Trace* trace) {
   const int64_t B = x.size(0), L = x.size(1), C = d_model_, H = heads_;
   const Mixed m = mix(x, prev, trace);
+  // In the SSM reading of S_t = diag(w_t) S_{t-1} + k_t^T v_t, o_t = r_t (...): k writes the state (B), r reads it (C).
+  trace_record(trace, "B", m.k);  // (B, L, H, K)
+  trace_record(trace, "C", m.r);  // (B, L, H, K)
   std::optional<at::Tensor> s0;
   if (wkv_state) s0 = *wkv_state;
   auto la = linear_attention(m.r, m.k, m.v, m.log_w, time_faaaa, s0);  // o (B, L, H, K)

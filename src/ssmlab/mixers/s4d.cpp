@@ -32,6 +32,7 @@ at::Tensor S4dImpl::forward(const at::Tensor& x, Trace* trace) {
   const auto ct = state_dtype(x.scalar_type());
   const at::Tensor k = ssm->kernel(T, ct);                                  // (T, D)
   trace_record(trace, "kernel", k);
+  if (trace != nullptr && trace->wants("decay")) trace_record(trace, "decay", ssm->decay(ct));  // (D, N/2, 2)
   const at::Tensor y = fft_causal_conv(x.to(ct), k) + x.to(ct) * D.to(ct);  // (B, L, D)
   const at::Tensor out = finish(y.to(x.scalar_type()));                     // (B, L, D)
   trace_record(trace, "mixer_out", out);
