@@ -36,7 +36,7 @@ ImageSet read_cifar10_batch(const std::filesystem::path& file) {
       at::from_blob(const_cast<uint8_t*>(bytes.data()), {n, kCifarRecordBytes}, at::kByte);  // (N, 3073)
   ImageSet set;
   set.images = records.narrow(1, 1, kCifarRecordBytes - 1)
-                   .clone()
+                   .clone(at::MemoryFormat::Contiguous)  // dense, so view() applies
                    .view({n, kCifarChannels, kCifarSide, kCifarSide});  // (N, 3, 32, 32): R, G, B planes
   set.labels = records.select(1, 0).to(at::kLong);                      // (N)
   set.source = file.string();
