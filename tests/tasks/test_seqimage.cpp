@@ -97,7 +97,7 @@ TEST(SeqImage, SegmentsAreTheFirstCountOfASeededPermutation) {
   EXPECT_EQ(seeds.train[0], train_seed);
   EXPECT_EQ(seeds.test[0], test_seed);
   const at::Tensor perm = tasks::seeded_permutation(40, train_seed);
-  EXPECT_TRUE(perm.sort().values.equal(at::arange(40, at::kLong))) << "a permutation";
+  EXPECT_TRUE(std::get<0>(perm.sort()).equal(at::arange(40, at::kLong))) << "a permutation";
   EXPECT_FALSE(perm.equal(at::arange(40, at::kLong)));
   const std::vector<int64_t> want(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + 12);
   EXPECT_EQ(image_ids(a.train[0]), want);
