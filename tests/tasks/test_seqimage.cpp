@@ -103,7 +103,8 @@ TEST(SeqImage, SegmentsAreTheFirstCountOfASeededPermutation) {
   EXPECT_EQ(image_ids(a.train[0]), want);
   for (int64_t i = 0; i < 12; ++i) EXPECT_EQ(a.train[0].targets[i].item<int64_t>(), want[i] % 10);
   const at::Tensor test_perm = tasks::seeded_permutation(20, test_seed);
-  EXPECT_EQ(image_ids(a.test[0]), std::vector<int64_t>(test_perm.data_ptr<int64_t>(), test_perm.data_ptr<int64_t>() + 5));
+  const int64_t* tp = test_perm.data_ptr<int64_t>();
+  EXPECT_EQ(image_ids(a.test[0]), std::vector<int64_t>(tp, tp + 5));
 
   const auto test_only = task->make_test();
   ASSERT_EQ(test_only.size(), 3u);
