@@ -10,6 +10,11 @@ if [ $# -lt 1 ] || [ ! -f "$1/to_binary.py" ]; then
   exit 2
 fi
 out="${2:-$here/../.data/cifar10}"
-python3 -c 'import PIL' 2>/dev/null || { echo "[cifar10] needs Pillow: apt-get install python3-pil" >&2; exit 1; }
-python3 "$1/to_binary.py" "$out"
+# Debian's python3-pil serves /usr/bin/python3, which need not be the python3 first on PATH (pyenv, conda).
+py=""
+for cand in python3 /usr/bin/python3; do
+  if command -v "$cand" >/dev/null && "$cand" -c 'import PIL' 2>/dev/null; then py="$cand"; break; fi
+done
+[ -n "$py" ] || { echo "[cifar10] needs Pillow: apt-get install python3-pil (or pip install Pillow)" >&2; exit 1; }
+"$py" "$1/to_binary.py" "$out"
 echo "[cifar10] binary batches in $(cd "$out" && pwd)"
