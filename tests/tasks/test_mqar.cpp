@@ -47,7 +47,6 @@ TEST(Mqar, SegmentHasSpecShapesAndName) {
   const Segment seg = ssmlab::tasks::make_mqar_segment(small_config(128), {64, 4, 37}, /*seed=*/1);
   EXPECT_EQ(seg.name, "L64_K4");
   EXPECT_EQ(seg.seq_len, 64);
-  EXPECT_EQ(seg.num_kv_pairs, 4);
   EXPECT_EQ(seg.inputs.sizes(), at::IntArrayRef({37, 64}));
   EXPECT_EQ(seg.targets.sizes(), at::IntArrayRef({37, 64}));
   EXPECT_EQ(seg.inputs.scalar_type(), at::kLong);
