@@ -12,6 +12,9 @@ const std::vector<TaskInfo>& task_table() {
          for (const auto& seg : c.mqar.test) check_mqar_segment(c.mqar, seg);
        },
        [](const TaskConfigs& c) -> TaskPtr { return std::make_shared<MqarTask>(c.mqar); }},
+      {"seqimage", "sequential image classification (spec §2.4): CIFAR-10 / IDX images as pixel sequences",
+       [](const TaskConfigs& c) { check_seqimage_config(c.seqimage); },
+       [](const TaskConfigs& c) -> TaskPtr { return std::make_shared<SeqImageTask>(c.seqimage); }},
   };
   return table;
 }

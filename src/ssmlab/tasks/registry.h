@@ -7,6 +7,7 @@
 
 #include "ssmlab/core/fields.h"
 #include "ssmlab/tasks/mqar.h"
+#include "ssmlab/tasks/seqimage.h"
 #include "ssmlab/tasks/task.h"
 
 namespace ssmlab::tasks {
@@ -14,10 +15,12 @@ namespace ssmlab::tasks {
 // Per-task option sub-tables: [task.mqar] ... (visited inline by experiments::TaskOptions).
 struct TaskConfigs {
   MqarConfig mqar;
+  SeqImageConfig seqimage;
 
   template <class V>
   void visit(V& v) {
     v("mqar", mqar, "multi-query associative recall (spec §2.8)");
+    v("seqimage", seqimage, "sequential image classification: CIFAR-10 or IDX images as pixel sequences (spec §2.4)");
   }
 };
 
