@@ -13,7 +13,9 @@
 #include <sstream>
 
 #include "ssmlab/core/error.h"
+#include "ssmlab/core/error_kinds.h"
 #include "ssmlab/core/io.h"
+#include "ssmlab/core/jsonl.h"
 #include "ssmlab/experiments/options_io.h"
 
 namespace ssmlab::experiments {
@@ -45,7 +47,7 @@ Cell cell_of(const json& j) {
   if (j.is_number()) return j.get<double>();
   if (j.is_string()) return j.get<std::string>();
   if (j.is_null()) return std::monostate{};
-  return j.dump();
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 struct Flat {
@@ -79,6 +81,32 @@ std::vector<std::pair<std::string, Cell>> read_config(const fs::path& file) {
   return out;
 }
 
+}  // namespace
+
+std::vector<std::pair<std::string, Cell>> metrics_from_jsonl(std::string_view text, const std::string& file) {
+  json j;
+  for (auto& rec : jsonl::parse<DataError>(text, file)) {
+    if (jsonl::kind<DataError>(rec, file) != "eval") continue;
+    if (!jsonl::number<DataError>(rec, "step", file))
+      jsonl::fail_at<DataError>(file, rec.line, "an eval record needs a numeric \"step\"");
+    j = std::move(rec.value);
+  }
+  std::vector<std::pair<std::string, Cell>> out;
+  if (!j.is_object()) return out;
+  j["steps"] = j["step"];
+  for (const char* k : {"kind", "step", "epoch"}) j.erase(k);
+  for (const char* first : {"steps", "test_acc", "test_loss"})
+    if (j.contains(first)) out.emplace_back(first, cell_of(j[first]));
+  for (const auto& [k, v] : j.items())
+    if (k.rfind("test_acc/", 0) == 0) out.emplace_back(k, cell_of(v));
+  for (const auto& [k, v] : j.items())
+    if (k != "steps" && k != "test_acc" && k != "test_loss" && k.rfind("test_acc/", 0) != 0)
+      out.emplace_back(k, cell_of(v));
+  return out;
+}
+
+namespace {
+
 // Final metrics: results.json of a finished run, else the last eval record of metrics.jsonl.
 std::vector<std::pair<std::string, Cell>> read_metrics(const fs::path& dir) {
   std::vector<std::pair<std::string, Cell>> out;
@@ -90,17 +118,7 @@ std::vector<std::pair<std::string, Cell>> read_metrics(const fs::path& dir) {
       fail((dir / "results.json").string(), ": not valid JSON (", e.what(), ")");
     }
   } else if (fs::exists(dir / "metrics.jsonl")) {
-    std::istringstream lines(read_file(dir / "metrics.jsonl"));
-    std::string line;
-    while (std::getline(lines, line)) {
-      if (line.empty()) continue;
-      json rec = json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (rec.is_object() && rec.value("kind", "") == "eval") j = rec;
-    }
-    if (j.is_object()) {
-      j["steps"] = j["step"];
-      for (const char* k : {"kind", "step", "epoch"}) j.erase(k);
-    }
+    return metrics_from_jsonl(read_file(dir / "metrics.jsonl"), (dir / "metrics.jsonl").string());
   }
   if (!j.is_object()) return out;
   for (const char* first : {"steps", "test_acc", "test_loss"})
@@ -156,7 +174,7 @@ Filter parse_filter(const std::string& f) {
     if (p != std::string::npos && (p < best || (p == best && std::string(o).size() > op.size()))) best = p, op = o;
   }
   if (best == std::string::npos || best == 0)
-    fail("--filter '", f, "': expected key=value (or !=, <, <=, >, >=), e.g. --filter model.mixer=mamba1");
+    fail_config("--filter '", f, "': expected key=value (or !=, <, <=, >, >=), e.g. --filter model.mixer=mamba1");
   Filter out{f.substr(0, best), op, f.substr(best + op.size()), {}};
   while (!out.key.empty() && out.key.back() == ' ') out.key.pop_back();
   while (!out.text.empty() && out.text.front() == ' ') out.text.erase(0, 1);
@@ -289,12 +307,13 @@ ResultsTable collect_results(const fs::path& dir, const ResultsOptions& opts) {
     if (!known) {
       std::string cols;
       for (const auto& c : table.columns) cols += (cols.empty() ? "" : ", ") + c;
-      fail("--filter '", f, "': no run has a key or column '", parsed.key, "' (columns: ", cols,
+      fail_config("--filter '", f, "': no run has a key or column '", parsed.key, "' (columns: ", cols,
            "; any config key from `ssmlab list keys` works too)");
     }
     filters.push_back(std::move(parsed));
   }
 
+  std::map<std::string, std::set<std::string>> existing;  // filter key -> values the runs hold
   for (const auto& r : runs) {
     std::map<std::string, Cell> row_by_col(r.config_by_key.begin(), r.config_by_key.end());
     for (const auto& [k, v] : r.metrics) row_by_col[k] = v;
@@ -305,6 +324,7 @@ ResultsTable collect_results(const fs::path& dir, const ResultsOptions& opts) {
     for (const auto& f : filters) {
       const auto it = row_by_col.find(f.key);
       keep = keep && holds(it == row_by_col.end() ? Cell{} : it->second, f);
+      existing[f.key].insert(it == row_by_col.end() ? "(none)" : cell_text(it->second));
     }
     if (!keep) continue;
     std::vector<Cell> row;
@@ -313,6 +333,26 @@ ResultsTable collect_results(const fs::path& dir, const ResultsOptions& opts) {
       row.push_back(it == row_by_col.end() ? Cell{} : it->second);
     }
     table.rows.push_back(std::move(row));
+  }
+  // A filter that keeps nothing is almost always a typo in the value; say what there is instead.
+  if (!filters.empty() && table.rows.empty()) {
+    std::string what;
+    for (const auto& [key, values] : existing) {
+      std::string list;
+      size_t shown = 0;
+      for (const auto& v : values) {
+        if (++shown > 12) {
+          list += ", ...";
+          break;
+        }
+        list += (list.empty() ? "" : ", ") + v;
+      }
+      what += str("; ", key, " has ", list);
+    }
+    std::string filter_text;
+    for (const auto& f : opts.filters) filter_text += (filter_text.empty() ? "" : " ") + ("--filter '" + f + "'");
+    fail_config(filter_text, ": no run matches (", runs.size(), " run", runs.size() == 1 ? "" : "s", " under ",
+                dir.string(), what, ")");
   }
   return table;
 }

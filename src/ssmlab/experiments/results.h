@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -33,6 +35,11 @@ struct ResultsOptions {
 // "unfinished" (metrics but no DONE) or "new". Rows follow sweep.json's order, then folder names.
 // Throws when `dir` is missing, holds no run folder, or a filter is malformed or names no column.
 ResultsTable collect_results(const std::filesystem::path& dir, const ResultsOptions& opts = {});
+
+// The final metrics of an unfinished run: its last eval record ("step" becomes "steps"). Lines follow
+// core/jsonl.h (limits, a half-written last line dropped); a record of the wrong types is a DataError
+// naming `file` and the line.
+std::vector<std::pair<std::string, Cell>> metrics_from_jsonl(std::string_view text, const std::string& file);
 
 std::string to_csv(const ResultsTable& table);  // RFC 4180: quoted when needed, "\n" line ends
 void write_csv(const ResultsTable& table, const std::filesystem::path& file);     // atomic

@@ -8,6 +8,7 @@
 
 #include <toml++/toml.h>
 
+#include "ssmlab/core/jsonl.h"
 #include "ssmlab/report/io.h"
 
 namespace ssmlab::report {
@@ -104,6 +105,14 @@ std::vector<std::pair<double, double>> metric_series(const std::vector<json>& re
   return out;
 }
 
+void read_metrics_jsonl(std::string_view text, const std::string& file, RunData& r) {
+  for (auto& rec : jsonl::parse<ReportError>(text, file)) {
+    const std::string kind = jsonl::kind<ReportError>(rec, file);
+    if (kind == "train") r.train.push_back(std::move(rec.value));
+    else if (kind == "eval") r.eval.push_back(std::move(rec.value));
+  }
+}
+
 RunData load_run(const fs::path& dir, const fs::path& root) {
   RunData r;
   r.dir = dir;
@@ -113,26 +122,8 @@ RunData load_run(const fs::path& dir, const fs::path& root) {
   if (r.name == ".") r.name = fs::weakly_canonical(dir, ec).filename().string();
   if (fs::is_regular_file(dir / "config.toml", ec))
     r.config = flatten_toml(read_file(dir / "config.toml"), (dir / "config.toml").string());
-  if (fs::is_regular_file(dir / "metrics.jsonl", ec)) {
-    std::istringstream in(read_file(dir / "metrics.jsonl"));
-    std::string line;
-    size_t line_no = 0;
-    std::vector<std::pair<size_t, std::string>> lines;
-    while (std::getline(in, line))
-      if (++line_no, !line.empty()) lines.emplace_back(line_no, line);
-    for (size_t i = 0; i < lines.size(); ++i) {
-      json j = json::parse(lines[i].second, nullptr, /*allow_exceptions=*/false);
-      if (j.is_discarded() || !j.is_object()) {
-        if (i + 1 == lines.size()) break;  // a half-written last line from a kill
-        report_fail((dir / "metrics.jsonl").string(), ":", lines[i].first, ": not a JSON object: ",
-                    lines[i].second.substr(0, 120));
-      }
-      const auto k = j.find("kind");
-      const std::string kind = k != j.end() && k->is_string() ? k->get<std::string>() : "";
-      if (kind == "train") r.train.push_back(std::move(j));
-      else if (kind == "eval") r.eval.push_back(std::move(j));
-    }
-  }
+  if (fs::is_regular_file(dir / "metrics.jsonl", ec))
+    read_metrics_jsonl(read_file(dir / "metrics.jsonl"), (dir / "metrics.jsonl").string(), r);
   if (fs::is_regular_file(dir / "results.json", ec)) {
     const fs::path f = dir / "results.json";
     json j = json::parse(read_file(f), nullptr, /*allow_exceptions=*/false);

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -32,6 +33,10 @@ std::vector<std::filesystem::path> find_run_dirs(const std::filesystem::path& ro
 // Reads one run folder. Malformed files are errors naming the file and line, except a half-written last line
 // of metrics.jsonl (a run killed mid-write), which is dropped.
 RunData load_run(const std::filesystem::path& dir, const std::filesystem::path& root);
+
+// The train and eval records of a metrics.jsonl text into `r` (core/jsonl.h: line limits, a half-written last
+// line dropped, a "kind" that is not a string an error naming `file` and the line).
+void read_metrics_jsonl(std::string_view text, const std::string& file, RunData& r);
 
 // A TOML document flattened to dotted keys; values as text (strings unquoted, floats in %g form).
 std::map<std::string, std::string> flatten_toml(const std::string& text, const std::string& where);
