@@ -32,8 +32,8 @@ inline std::string excerpt(std::string_view s) {
   return s.size() > 80 ? std::string(s.substr(0, 77)) + "..." : std::string(s);
 }
 
-inline std::string excerpt(const nlohmann::json& v) {
-  return excerpt(v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+inline std::string excerpt_json(const nlohmann::json& v) {
+  return excerpt(std::string_view(v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
 }
 
 // Every non-empty line of `text` as a JSON object. A last line that is not one is dropped (a run killed
@@ -55,7 +55,7 @@ std::vector<Record> parse(std::string_view text, const std::string& file) {
       fail_at<E>(file, line_no, "line of ", line.size(), " bytes is above the limit of ", json_limits::kMaxLineBytes);
     if (json_limits::depth(line) > json_limits::kMaxDepth)
       fail_at<E>(file, line_no, "JSON nested deeper than the limit of ", json_limits::kMaxDepth, " levels");
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    nlohmann::json j = nlohmann::json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object()) {
       if (last) break;
       fail_at<E>(file, line_no, "not a JSON object: ", excerpt(line));
@@ -70,7 +70,7 @@ template <class E>
 std::string kind(const Record& r, const std::string& file) {
   const auto it = r.value.find("kind");
   if (it == r.value.end()) return "";
-  if (!it->is_string()) fail_at<E>(file, r.line, "\"kind\" must be a string, found ", excerpt(*it));
+  if (!it->is_string()) fail_at<E>(file, r.line, "\"kind\" must be a string, found ", excerpt_json(*it));
   return it->template get<std::string>();
 }
 
@@ -79,7 +79,7 @@ template <class E>
 std::optional<double> number(const Record& r, const char* key, const std::string& file) {
   const auto it = r.value.find(key);
   if (it == r.value.end() || it->is_null()) return std::nullopt;
-  if (!it->is_number()) fail_at<E>(file, r.line, "\"", key, "\" must be a number, found ", excerpt(*it));
+  if (!it->is_number()) fail_at<E>(file, r.line, "\"", key, "\" must be a number, found ", excerpt_json(*it));
   return it->template get<double>();
 }
 
