@@ -121,9 +121,9 @@ void write_results(const std::filesystem::path& dir, const experiments::ResultsT
 
 int cmd_sweep(const std::string& file, const std::vector<std::string>& sets, const std::string& out,
               const std::string& gpus, experiments::RunnerOptions opts, bool dry_run) {
+  if (!gpus.empty()) opts.gpus = parse_gpus(gpus);
   experiments::Sweep sweep = ssmlab::app::as_config_error([&] { return experiments::load_sweep(file, sets); });
   if (!out.empty()) sweep.out_dir = out;
-  if (!gpus.empty()) opts.gpus = parse_gpus(gpus);
   if (dry_run) {
     std::printf("%s: %zu runs -> %s\n", file.c_str(), sweep.runs.size(), sweep.out_dir.string().c_str());
     for (const auto& run : sweep.runs) {

@@ -34,13 +34,20 @@ Result run(const std::string& args, const fs::path& dir) {
   return r;
 }
 
-size_t lines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'); }
+// The error line: stderr's last line; log lines (warnings) may come before it, but no other error line.
+std::string error_line(const std::string& err) {
+  size_t count = 0, pos = 0;
+  for (size_t at; (at = err.find(": error: ", pos)) != std::string::npos; pos = at + 1) ++count;
+  if (count != 1 || err.empty() || err.back() != '\n') return "NOT ONE ERROR LINE: " + err;
+  const size_t start = err.rfind('\n', err.size() - 2);
+  return err.substr(start == std::string::npos ? 0 : start + 1);
+}
 
-// The run's exit code is `code` and stderr holds one line containing each of `parts`.
+// The run's exit code is `code` and its one error line contains each of `parts`.
 void expect_exit(const Result& r, int code, std::initializer_list<std::string> parts) {
   EXPECT_EQ(r.status, code) << "stderr: " << r.err;
-  EXPECT_EQ(lines(r.err), 1u) << "stderr: " << r.err;
-  for (const auto& p : parts) EXPECT_NE(r.err.find(p), std::string::npos) << "stderr: " << r.err << "\nlacks: " << p;
+  const std::string line = error_line(r.err);
+  for (const auto& p : parts) EXPECT_NE(line.find(p), std::string::npos) << "error line: " << line << "\nlacks: " << p;
 }
 
 std::string write(const fs::path& file, const std::string& text) {

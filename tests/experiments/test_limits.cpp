@@ -63,8 +63,8 @@ TEST(Limits, TomlNesting) {
   std::string text = "[" + repeat("a.", 20) + "b]\nc = " + repeat("{d.e.f.g.h=", 4) + "1" + repeat("}", 4) + "\n";
   EXPECT_TRUE(has(config_error(text), "nested deeper than the limit of 32")) << config_error(text);
   // Strings and comments do not count.
-  EXPECT_TRUE(has(config_error("[run]\nname = \"" + repeat("[a.", 100) + "\" # " + repeat("{.", 99) + "\n"),
-                  "run.name may hold only"));
+  EXPECT_TRUE(has(config_error("[train]\nschedule = \"" + repeat("[a.", 100) + "\" # " + repeat("{.", 99) + "\n"),
+                  "train.schedule must be one of"));
 }
 
 TEST(Limits, TomlKeyLengthAndFileSize) {

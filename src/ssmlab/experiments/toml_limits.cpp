@@ -93,10 +93,10 @@ void check_tree(const toml::table& table, const std::string& source) { walk(tabl
 
 // The readers of options_io.h that the limits guard.
 namespace ssmlab::experiments::detail {
-using namespace toml_limits;
+using toml_limits::kMaxFileBytes;
 
 toml::table parse_toml(const std::string& text, const std::string& source) {
-  check_text(text, source);
+  toml_limits::check_text(text, source);
   toml::table table;
   try {
     table = toml::parse(text, source);
@@ -104,7 +104,7 @@ toml::table parse_toml(const std::string& text, const std::string& source) {
     fail_config(source, ":", e.source().begin.line, ":", e.source().begin.column,
                 ": TOML syntax error: ", e.description());
   }
-  check_tree(table, source);
+  toml_limits::check_tree(table, source);
   return table;
 }
 

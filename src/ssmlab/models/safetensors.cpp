@@ -185,7 +185,7 @@ TensorFile parse_safetensors(std::string_view bytes, const std::string& name) {
       if (!v.is_object()) fail(where(name), "\"", kMetadataKey, "\" must be an object of strings");
       for (const auto& [mk, mv] : v.items()) {
         if (!mv.is_string())
-          fail(where(name), "metadata value of '", mk, "' must be a string, found ", mbrief(v));
+          fail(where(name), "metadata value of '", mk, "' must be a string, found ", brief(mv));
         out.metadata[mk] = mv.get<std::string>();
       }
       continue;

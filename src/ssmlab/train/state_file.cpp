@@ -56,7 +56,6 @@ TrainState read_state_file(const fs::path& file) {
       SSMLAB_CHECK(j[key].is_number_unsigned() && j[key].get<uint64_t>() <= uint64_t(INT64_MAX), "checkpoint file '",
                    f, "': \"", key, "\" must be an integer >= 0", found(key));
   }
-  SSMLAB_CHECK(!j["rng_state"].get<std::string>().empty(), "checkpoint file '", f, "': \"rng_state\" is empty");
   SSMLAB_CHECK(!j.contains("extra") || j["extra"].is_object() || j["extra"].is_null(), "checkpoint file '", f,
                "': \"extra\" must be an object", found("extra"));
   const int64_t folder_step = step_of_folder(file.parent_path());
