@@ -16,7 +16,7 @@ void run_safetensors(std::string_view input) {
 
 std::vector<std::string> seeds_safetensors() {
   const auto f = at::arange(6, at::kFloat).reshape({2, 3});
-  const auto b = at::tensor({1, 0, 1}, at::kBool);
+  const auto b = at::arange(3, at::kLong).remainder(2).to(at::kBool);
   const auto l = at::tensor({7}, at::kLong);
   return {models::serialize_safetensors({{"w", f}}, {}, "seed"),
           models::serialize_safetensors({{"a", f}, {"b", b}, {"c", l}}, {{"format", "pt"}}, "seed"),
