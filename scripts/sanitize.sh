@@ -26,7 +26,9 @@ if [ "${SANITIZE_ALL:-0}" = 1 ]; then
   "$BUILD/tests/ssmlab_tests" --gtest_filter="${FILTER:-*}" --gtest_brief=1 || status=$?
 else
   BUILD="${BUILD:-build-asan}"
-  bash "$here/build.sh"  # the libraries the instrumented code links against (and the ssmlab binary)
+  # The libraries the instrumented code links against, and the ssmlab binary (not the CUDA check or benches).
+  [ -f build/CMakeCache.txt ] || BUILD=build JOBS="$JOBS" bash "$here/build.sh"
+  cmake --build build -j "$JOBS" --target ssmlab ssmlab_report ssmlab_cli
   if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     gen=()
     command -v ninja >/dev/null && gen=(-G Ninja)
