@@ -12,10 +12,14 @@
 
 #include <CLI/CLI.hpp>
 
+#include "exit_handler.h"
+#include "ssmlab/analysis/registry.h"
 #include "ssmlab/core/error.h"
+#include "ssmlab/core/error_kinds.h"
+#include "ssmlab/core/exit_codes.h"
 #include "ssmlab/core/io.h"
 #include "ssmlab/core/log.h"
-#include "ssmlab/analysis/registry.h"
+#include "ssmlab/core/parse.h"
 #include "ssmlab/experiments/analyze.h"
 #include "ssmlab/experiments/config.h"
 #include "ssmlab/experiments/options_io.h"
@@ -23,6 +27,7 @@
 #include "ssmlab/experiments/run.h"
 #include "ssmlab/experiments/runner.h"
 #include "ssmlab/experiments/sweep.h"
+#include "ssmlab/experiments/validate.h"
 #include "ssmlab/mixers/registry.h"
 #include "ssmlab/tasks/registry.h"
 #include "ssmlab/ops/backend.h"
@@ -41,7 +46,11 @@ void print_eval(const train::EvalResult& r) {
 }
 
 int cmd_train(const std::string& file, const std::vector<std::string>& sets, const std::string& out) {
-  experiments::Config cfg = experiments::load_config(file, sets);
+  experiments::Config cfg = ssmlab::app::as_config_error([&] {
+    auto c = experiments::load_config(file, sets);
+    experiments::validate_config(c, file);  // until load_config calls it itself
+    return c;
+  });
   const auto dir = experiments::run_dir_for(cfg, out.empty() ? std::nullopt : std::optional<std::filesystem::path>(out));
   std::printf("ssmlab train: %s -> %s\n", file.c_str(), dir.string().c_str());
   auto outcome = experiments::train_run(cfg, dir);
@@ -81,11 +90,11 @@ int cmd_analyze(const std::string& names_text, const std::string& target, const 
   bool trained = false;
   if (std::filesystem::is_directory(t)) {
     SSMLAB_CHECK(std::filesystem::exists(runfolder::config_file(t)), target, " is not a run folder: it has no config.toml");
-    cfg = experiments::load_config(runfolder::config_file(t), sets);
+    cfg = ssmlab::app::as_config_error([&] { return experiments::load_config(runfolder::config_file(t), sets); });
     dir = out.empty() ? t : std::filesystem::path(out);
     trained = true;
   } else {
-    cfg = experiments::load_config(t, sets);
+    cfg = ssmlab::app::as_config_error([&] { return experiments::load_config(t, sets); });
     if (out.empty()) {
       dir = experiments::run_dir_for(cfg, std::nullopt);
       dir += "-init";
@@ -160,9 +169,9 @@ std::vector<int64_t> parse_gpus(const std::string& text) {
       item += text[i];
       continue;
     }
-    SSMLAB_CHECK(!item.empty() && item.find_first_not_of("0123456789") == std::string::npos,
-                 "--gpus: expected GPU numbers separated by commas (e.g. --gpus 0,1), got '", text, "'");
-    gpus.push_back(std::stoll(item));
+    if (item.empty() || item.find_first_not_of("0123456789") != std::string::npos)
+      fail_config("--gpus: expected GPU numbers separated by commas (e.g. --gpus 0,1), got '", text, "'");
+    gpus.push_back(parse_count(item, /*max=*/1023, "--gpus"));
     item.clear();
   }
   return gpus;
@@ -180,9 +189,9 @@ void write_results(const std::filesystem::path& dir, const experiments::ResultsT
 
 int cmd_sweep(const std::string& file, const std::vector<std::string>& sets, const std::string& out,
               const std::string& gpus, experiments::RunnerOptions opts, bool dry_run) {
-  experiments::Sweep sweep = experiments::load_sweep(file, sets);
-  if (!out.empty()) sweep.out_dir = out;
   if (!gpus.empty()) opts.gpus = parse_gpus(gpus);
+  experiments::Sweep sweep = ssmlab::app::as_config_error([&] { return experiments::load_sweep(file, sets); });
+  if (!out.empty()) sweep.out_dir = out;
   if (dry_run) {
     std::printf("%s: %zu runs -> %s\n", file.c_str(), sweep.runs.size(), sweep.out_dir.string().c_str());
     for (const auto& run : sweep.runs) {
@@ -199,8 +208,8 @@ int cmd_sweep(const std::string& file, const std::vector<std::string>& sets, con
     write_results(sweep.out_dir, table, runfolder::results_csv(sweep.out_dir).string(),
                   runfolder::results_sqlite(sweep.out_dir).string());
   }
-  if (report.interrupted) return 130;
-  return report.count(experiments::RunStatus::failed) > 0 ? 1 : 0;
+  if (report.interrupted) return kExitInterrupted;
+  return report.count(experiments::RunStatus::failed) > 0 ? kExitPartial : kExitOk;
 }
 
 int cmd_results(const std::string& dir, const experiments::ResultsOptions& opts, std::string csv, std::string sqlite) {
@@ -221,12 +230,20 @@ int cmd_report(const std::string& dir, const std::string& out, bool embed) {
   std::printf("ssmlab report: %zu run%s, %zu figure%s -> %s\n", summary.runs, summary.runs == 1 ? "" : "s",
               summary.figures.size(), summary.figures.size() == 1 ? "" : "s", summary.html.string().c_str());
   for (const auto& p : summary.problems) std::fprintf(stderr, "ssmlab report: figure not drawn: %s\n", p.c_str());
-  return summary.problems.empty() ? 0 : 1;
+  return summary.problems.empty() ? kExitOk : kExitPartial;
 }
 
-}  // namespace
+// The command's input, for the one-line error: "train configs/x.toml".
+std::string context_of(const CLI::App& app, const std::vector<std::string>& inputs) {
+  const auto subs = app.get_subcommands();
+  if (subs.empty()) return "";
+  std::string ctx = subs.front()->get_name();
+  for (const auto& in : inputs)
+    if (!in.empty()) ctx += " " + in;
+  return ctx;
+}
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines in order with stderr when the output is a file (sweep logs)
   CLI::App app{"ssmlab: train, probe and fix State Space Models (Mamba and peers) in C++"};
   app.require_subcommand(1);
@@ -240,7 +257,7 @@ int main(int argc, char** argv) {
   train->add_option("config", config_file, "TOML config file (e.g. configs/quickstart.toml)")
       ->required()
       ->check(CLI::ExistingFile);
-  train->add_option("--set", sets, "override a config key: --set model.d_state=32 (repeatable)");
+  train->add_option("--set", sets, "override a config key: --set model.mixers.mamba1.d_state=32 (repeatable)");
   train->add_option("--out", out_dir, "run folder (default: <run.out_dir>/<run.name>-<config hash>)");
   train->footer("Config keys: `ssmlab list keys`.");
 
@@ -322,7 +339,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "ssmlab: error: %s (ssmlab --help, or ssmlab COMMAND --help)\n", e.what());
+    return kExitConfig;
   }
 
   try {
@@ -333,7 +352,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*config) {
-      auto cfg = experiments::load_config(config_file, sets);
+      auto cfg = ssmlab::app::as_config_error([&] { return experiments::load_config(config_file, sets); });
       std::cout << experiments::to_toml_string(cfg);
       return 0;
     }
@@ -342,15 +361,21 @@ int main(int argc, char** argv) {
     if (*report_cmd) return cmd_report(report_dir, report_out, report_embed);
     if (*sweep) return cmd_sweep(config_file, sets, out_dir, sweep_gpus, sweep_opts, sweep_dry_run);
     if (*results) return cmd_results(run_dir, results_opts, results_csv, results_sqlite);
-  } catch (const ssmlab::Error& e) {
-    std::fprintf(stderr, "ssmlab: error: %s\n", e.what());
-    return 2;
-  } catch (const ssmlab::report::ReportError& e) {
-    std::fprintf(stderr, "ssmlab report: error: %s\n", e.what());
-    return 2;
-  } catch (const c10::Error& e) {
-    std::fprintf(stderr, "ssmlab: error (torch): %s\n", e.what_without_backtrace());
-    return 2;
+  } catch (...) {
+    return ssmlab::app::report_current_exception(context_of(app, {config_file, run_dir, report_dir, analyze_target}));
   }
-  return 0;
+  return kExitOk;
+}
+
+}  // namespace
+
+// Every exception becomes one line on stderr and the exit code of its category (core/exit_codes.h), including
+// those thrown before a command runs (CLI set-up, out of memory).
+int main(int argc, char** argv) {
+  ssmlab::app::install_terminate_handler();
+  try {
+    return run(argc, argv);
+  } catch (...) {
+    return ssmlab::app::report_current_exception("");
+  }
 }

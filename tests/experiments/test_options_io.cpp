@@ -174,7 +174,7 @@ TEST(OptionsIo, ChecksNameBoundAndValue) {
   EXPECT_EQ(load_error("[model]\ndt_min = 0\n"), "config.toml: model.dt_min must be > 0, got 0.0");
   EXPECT_EQ(load_error("[model]\ndropout = 1.5\n"), "config.toml: model.dropout must be in [0, 1], got 1.5");
   EXPECT_EQ(load_error("[train]\nwarmup_frac = 1\n"), "config.toml: train.warmup_frac must be in [0, 1), got 1.0");
-  EXPECT_EQ(load_error("[model]\ndt_min = nan\n"), "config.toml: model.dt_min must be > 0, got nan");
+  EXPECT_EQ(load_error("[model]\ndt_min = nan\n"), "config.toml: model.dt_min must be a finite number, got nan");
   EXPECT_EQ(load_error("[[model.layers]]\n[[model.layers]]\nd_state = -2\n"),
             "config.toml: model.layers[1].d_state must be >= 1, got -2");
 }

@@ -190,8 +190,8 @@ TEST(Runner, FailureHaltAndRerunFinishEverythingOnce) {
     } else {
       EXPECT_EQ(row.at("status"), "failed");
       EXPECT_EQ(row.at("test_acc"), "");
-      EXPECT_NE(row.at("error").find("exit status 2: ssmlab: error: unknown device 'bogus'"), std::string::npos)
-          << row.at("error");
+      EXPECT_NE(row.at("error").find("exit status 2: ssmlab train "), std::string::npos) << row.at("error");
+      EXPECT_NE(row.at("error").find("error: unknown device 'bogus'"), std::string::npos) << row.at("error");
     }
   }
   EXPECT_EQ(rows[1].at("steps"), "30");

@@ -176,6 +176,7 @@ TEST(Checkpoint, CorruptStateJsonNamesTheFile) {
   Net a;
   auto opt = make_adamw(a, false);
   save_checkpoint(tmp.path / "ck", *a, *opt, {});
+  fs::remove(tmp.path / "ck" / "checksums.json");  // as an old checkpoint: the parser, not the checksum, must catch these
   const fs::path state = tmp.path / "ck" / "state.json";
   ssmlab::write_file_atomic(state, "{\"step\": ");
   expect_error([&] { load_checkpoint(tmp.path / "ck", *a, *opt); }, {state.string(), "bad JSON"});
@@ -203,13 +204,14 @@ TEST(Checkpoint, SavingOverAnExistingFolderReplacesIt) {
   Net a;
   auto opt = make_adamw(a, false);
   const fs::path dir = checkpoint_dir(tmp.path, 7);
-  TrainState st;
-  st.step = 1;
+  TrainState st;  // the step must match the folder's name (train/state_file.h); the epoch tells the saves apart
+  st.step = 7;
+  st.epoch = 1;
   save_checkpoint(dir, *a, *opt, st);
   ssmlab::write_file_atomic(dir / "stray.txt", "old");
-  st.step = 2;
+  st.epoch = 2;
   save_checkpoint(dir, *a, *opt, st);
-  EXPECT_EQ(load_checkpoint(dir, *a, *opt).step, 2);
+  EXPECT_EQ(load_checkpoint(dir, *a, *opt).epoch, 2);
   EXPECT_FALSE(fs::exists(dir / "stray.txt"));
   EXPECT_EQ(std::distance(fs::directory_iterator(tmp.path), fs::directory_iterator()), 1);
 }

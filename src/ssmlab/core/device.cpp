@@ -2,7 +2,7 @@
 
 #include <ATen/Context.h>
 
-#include "ssmlab/core/error.h"
+#include "ssmlab/core/error_kinds.h"
 
 namespace ssmlab {
 
@@ -15,7 +15,7 @@ c10::Device parse_device(const std::string& name) {
     if (d.is_cuda()) SSMLAB_CHECK(cuda_available(), "device '", name, "' asked for, but no CUDA device is usable here");
     return d;
   } catch (const c10::Error&) {
-    fail("unknown device '", name, "': expected cpu, cuda, cuda:N or auto");
+    fail_config("unknown device '", name, "': expected cpu, cuda, cuda:N or auto");  // a config value (exit code 2)
   }
 }
 

@@ -72,7 +72,11 @@ void enforce(const Check& check, double value, const std::string& source, const 
 void enforce(const Check& check, const std::string& value, const std::string& source,
              const std::string& key);
 
+// toml++ behind the limits of experiments/toml_limits.h; every error is a ConfigError naming `source`.
 toml::table parse_toml(const std::string& text, const std::string& source);
+// An empty or comment-only file, or one of empty tables, is refused with a pointer to the examples: it
+// would silently run the full default.
+void check_has_options(const toml::table& table, const std::string& source);
 // Deep merge: tables merge key by key; any other node of `over` (arrays included) replaces.
 void merge_into(toml::table& base, const toml::table& over);
 std::string read_config_file(const std::filesystem::path& file);
@@ -342,10 +346,13 @@ T load_options_from_string(const std::string& text, const std::string& source,
   return opts;
 }
 
-// Parses a TOML file, applies `--set` overrides, reads and validates.
+// Parses a TOML file, applies `--set` overrides, reads and validates. A file that sets no option is
+// refused (detail::check_has_options).
 template <class T>
 T load_options(const std::filesystem::path& file, const std::vector<std::string>& overrides = {}) {
-  return load_options_from_string<T>(detail::read_config_file(file), file.string(), overrides);
+  const std::string text = detail::read_config_file(file);
+  detail::check_has_options(detail::parse_toml(text, file.string()), file.string());
+  return load_options_from_string<T>(text, file.string(), overrides);
 }
 
 // One line per field, "  model.d_state  (int, default 16)  SSM state size N  [>= 1]"; the fields

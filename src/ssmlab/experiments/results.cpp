@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "ssmlab/core/error.h"
+#include "ssmlab/core/error_kinds.h"
 #include "ssmlab/core/io.h"
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/runfolder/run_folder.h"
@@ -82,7 +83,7 @@ Filter parse_filter(const std::string& f) {
     if (p != std::string::npos && (p < best || (p == best && std::string(o).size() > op.size()))) best = p, op = o;
   }
   if (best == std::string::npos || best == 0)
-    fail("--filter '", f, "': expected key=value (or !=, <, <=, >, >=), e.g. --filter model.mixer=mamba1");
+    fail_config("--filter '", f, "': expected key=value (or !=, <, <=, >, >=), e.g. --filter model.mixer=mamba1");
   Filter out{f.substr(0, best), op, f.substr(best + op.size()), {}};
   while (!out.key.empty() && out.key.back() == ' ') out.key.pop_back();
   while (!out.text.empty() && out.text.front() == ' ') out.text.erase(0, 1);
@@ -143,7 +144,7 @@ ResultsTable collect_results(const fs::path& dir, const ResultsOptions& opts) {
   try {
     runs = runfolder::read_run_folders(dir);
   } catch (const runfolder::RunFolderError& e) {
-    fail("results: ", e.what());
+    fail_data("results: ", e.what());
   }
   SSMLAB_CHECK(!runs.empty(), "results: no run folder (a folder with config.toml or metrics.jsonl, up to 4 levels ",
                "down) under ", dir.string());
@@ -175,12 +176,13 @@ ResultsTable collect_results(const fs::path& dir, const ResultsOptions& opts) {
     if (!known) {
       std::string cols;
       for (const auto& c : table.columns) cols += (cols.empty() ? "" : ", ") + c;
-      fail("--filter '", f, "': no run has a key or column '", parsed.key, "' (columns: ", cols,
+      fail_config("--filter '", f, "': no run has a key or column '", parsed.key, "' (columns: ", cols,
            "; any config key from `ssmlab list keys` works too)");
     }
     filters.push_back(std::move(parsed));
   }
 
+  std::map<std::string, std::set<std::string>> existing;  // filter key -> the values the runs hold
   for (size_t i = 0; i < runs.size(); ++i) {
     const auto& r = runs[i];
     std::map<std::string, Cell> row_by_col;
@@ -193,6 +195,7 @@ ResultsTable collect_results(const fs::path& dir, const ResultsOptions& opts) {
     for (const auto& f : filters) {
       const auto it = row_by_col.find(f.key);
       keep = keep && holds(it == row_by_col.end() ? Cell{} : it->second, f);
+      existing[f.key].insert(it == row_by_col.end() ? "(none)" : cell_text(it->second));
     }
     if (!keep) continue;
     std::vector<Cell> row;
@@ -201,6 +204,26 @@ ResultsTable collect_results(const fs::path& dir, const ResultsOptions& opts) {
       row.push_back(it == row_by_col.end() ? Cell{} : it->second);
     }
     table.rows.push_back(std::move(row));
+  }
+  // A filter that keeps nothing is almost always a typo in the value: say what there is instead.
+  if (!filters.empty() && table.rows.empty()) {
+    std::string what;
+    for (const auto& [key, values] : existing) {
+      std::string list;
+      size_t shown = 0;
+      for (const auto& v : values) {
+        if (++shown > 12) {
+          list += ", ...";
+          break;
+        }
+        list += (list.empty() ? "" : ", ") + v;
+      }
+      what += str("; ", key, " has ", list);
+    }
+    std::string filter_text;
+    for (const auto& f : opts.filters) filter_text += (filter_text.empty() ? "" : " ") + ("--filter '" + f + "'");
+    fail_config(filter_text, ": no run matches (", runs.size(), " run", runs.size() == 1 ? "" : "s", " under ",
+                dir.string(), what, ")");
   }
   return table;
 }

@@ -12,6 +12,7 @@
 #include "ssmlab/experiments/identity.h"
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/run_lock.h"
+#include "ssmlab/experiments/validate.h"
 #include "ssmlab/models/language_model.h"
 #include "ssmlab/models/sequence_classifier.h"
 #include "ssmlab/train/checkpoint.h"
@@ -45,6 +46,7 @@ void check_config(const Config& cfg, const std::string& source) {
 Config load_config(const std::filesystem::path& file, const std::vector<std::string>& overrides) {
   Config cfg = load_options<Config>(file, overrides);
   check_config(cfg, file.string());
+  validate_config(cfg, file.string());
   return cfg;
 }
 

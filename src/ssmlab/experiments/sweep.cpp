@@ -7,6 +7,7 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/run.h"
+#include "ssmlab/experiments/validate.h"
 
 namespace ssmlab::experiments {
 namespace {
@@ -170,6 +171,7 @@ Sweep load_sweep_from_string(const std::string& text, const std::string& source,
   from_toml(table, base_cfg, source, overridden);
   validate(base_cfg, source);
   check_config(base_cfg, source);
+  validate_config(base_cfg, source);
 
   Sweep out;
   out.source = source;
@@ -213,6 +215,7 @@ Sweep load_sweep_from_string(const std::string& text, const std::string& source,
     from_toml(t, run.config, where);
     validate(run.config, where);
     check_config(run.config, where);
+    validate_config(run.config, where);
     run.id = run_id(run.config);
     run.folder = run.config.run.name + "-" + run.id.substr(0, 8);
     if (auto [it, fresh] = by_id.emplace(run.id, n); !fresh)

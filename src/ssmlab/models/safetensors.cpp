@@ -10,7 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "ssmlab/core/error.h"
+#include "ssmlab/core/error_kinds.h"
 #include "ssmlab/core/io.h"
+#include "ssmlab/core/json_limits.h"
 
 namespace ssmlab::models {
 namespace {
@@ -19,6 +21,13 @@ namespace {
 static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
 
 using json = nlohmann::json;
+
+// Every problem of a safetensors file is in the data (exit code of core/exit_codes.h); this shadows
+// ssmlab::fail for the calls below.
+template <class... Args>
+[[noreturn]] void fail(const Args&... args) {
+  throw DataError(str(args...));
+}
 
 constexpr const char* kMetadataKey = "__metadata__";
 // The reference implementation refuses headers above 100 MB; so do we (a corrupt length is more likely).
@@ -53,12 +62,21 @@ struct Entry {
   uint64_t begin = 0, end = 0;
 };
 
+// A JSON value for a message: at most 80 characters, invalid UTF-8 replaced (a corrupt header may hold either).
+std::string brief(const json& v) {
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
+}
+
+// Tensors of ours have at most 5 dimensions; more is a corrupt header (and at::empty would accept thousands).
+constexpr size_t kMaxRank = 64;
+
 std::string where(const std::string& name) { return str("safetensors file '", name, "': "); }
 
 // Reads one tensor entry of the header, checking types and that the byte count matches the shape.
 Entry parse_entry(const std::string& file, const std::string& key, const json& v) {
   auto bad = [&](const auto&... what) { fail(where(file), "tensor '", key, "': ", what...); };
-  if (!v.is_object()) bad("header entry is not a JSON object: ", v.dump());
+  if (!v.is_object()) bad("header entry is not a JSON object: ", brief(v));
   for (const auto& [k, _] : v.items())
     if (k != "dtype" && k != "shape" && k != "data_offsets") bad("unexpected key '", k, "' in header entry");
   Entry e;
@@ -72,26 +90,27 @@ Entry parse_entry(const std::string& file, const std::string& key, const json& v
   e.type = found->type;
 
   if (!v.contains("shape") || !v["shape"].is_array()) bad("missing or non-array \"shape\"");
+  if (v["shape"].size() > kMaxRank) bad("shape has ", v["shape"].size(), " dimensions, above the limit of ", kMaxRank);
   unsigned __int128 numel = 1;
   for (const auto& d : v["shape"]) {
     if (!d.is_number_unsigned() || d.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
-      bad("shape must hold non-negative integers, found ", v["shape"].dump());
+      bad("shape must hold non-negative integers, found ", brief(v["shape"]));
     e.shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
     numel *= d.get<uint64_t>();
-    if (numel > std::numeric_limits<uint64_t>::max()) bad("shape ", v["shape"].dump(), " is too large");
+    if (numel > std::numeric_limits<uint64_t>::max()) bad("shape ", brief(v["shape"]), " is too large");
   }
 
   const json* off = v.contains("data_offsets") ? &v["data_offsets"] : nullptr;
   if (!off || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
       !(*off)[1].is_number_unsigned())
-    bad("\"data_offsets\" must be two non-negative integers [begin, end], found ", off ? off->dump() : "nothing");
+    bad("\"data_offsets\" must be two non-negative integers [begin, end], found ", off ? brief(*off) : "nothing");
   e.begin = (*off)[0].get<uint64_t>();
   e.end = (*off)[1].get<uint64_t>();
-  if (e.end < e.begin) bad("data_offsets ", off->dump(), " end before begin");
+  if (e.end < e.begin) bad("data_offsets ", brief(*off), " end before begin");
   const unsigned __int128 want = numel * at::elementSize(e.type);
   if (want != e.end - e.begin)
     bad("shape/offset size mismatch: ", dt, " shape ", shape_str(e.shape), " needs ", uint64_t(want),
-        " bytes but data_offsets ", off->dump(), " span ", e.end - e.begin);
+        " bytes but data_offsets ", brief(*off), " span ", e.end - e.begin);
   return e;
 }
 
@@ -146,6 +165,9 @@ TensorFile parse_safetensors(std::string_view bytes, const std::string& name) {
   if (n > bytes.size() - 8)
     fail(where(name), "header length ", n, " goes beyond the end of the file (", bytes.size(), " bytes)");
   if (n > kMaxHeaderBytes) fail(where(name), "header length ", n, " is above the limit of ", kMaxHeaderBytes);
+  // Our headers nest 3 levels; a deep one would make the printing of entries in messages recurse.
+  if (json_limits::depth(bytes.substr(8, n)) > json_limits::kMaxDepth)
+    fail(where(name), "JSON header nested deeper than the limit of ", json_limits::kMaxDepth, " levels");
 
   json header;
   try {
@@ -163,7 +185,7 @@ TensorFile parse_safetensors(std::string_view bytes, const std::string& name) {
       if (!v.is_object()) fail(where(name), "\"", kMetadataKey, "\" must be an object of strings");
       for (const auto& [mk, mv] : v.items()) {
         if (!mv.is_string())
-          fail(where(name), "metadata value of '", mk, "' must be a string, found ", mv.dump());
+          fail(where(name), "metadata value of '", mk, "' must be a string, found ", brief(mv));
         out.metadata[mk] = mv.get<std::string>();
       }
       continue;

@@ -1,5 +1,7 @@
 #include "ssmlab/runfolder/run_folder.h"
 
+#include "ssmlab/core/jsonl.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -127,24 +129,7 @@ void find_runs(const fs::path& dir, int depth, std::vector<fs::path>& out) {
   }
 }
 
-void read_metrics(const fs::path& file, RunFolder& r) {
-  std::istringstream in(read_text(file));
-  std::vector<std::pair<size_t, std::string>> lines;
-  std::string line;
-  for (size_t no = 1; std::getline(in, line); ++no)
-    if (!line.empty()) lines.emplace_back(no, line);
-  for (size_t i = 0; i < lines.size(); ++i) {
-    json j = json::parse(lines[i].second, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object()) {
-      if (i + 1 == lines.size()) break;  // a half-written last line from a kill
-      fail(file.string(), ":", lines[i].first, ": not a JSON object: ", lines[i].second.substr(0, 120));
-    }
-    const auto k = j.find("kind");
-    const std::string kind = k != j.end() && k->is_string() ? k->get<std::string>() : "";
-    if (kind == "train") r.train.push_back(std::move(j));
-    else if (kind == "eval") r.eval.push_back(std::move(j));
-  }
-}
+void read_metrics(const fs::path& file, RunFolder& r) { parse_metrics(read_text(file), file.string(), r); }
 
 std::vector<fs::path> files_in(const fs::path& dir, std::initializer_list<std::string_view> extensions) {
   std::vector<fs::path> out;
@@ -337,6 +322,17 @@ std::vector<std::string> metric_order(const std::vector<json>& finals) {
   for (const auto& k : keys)
     if (std::find(out.begin(), out.end(), k) == out.end()) out.push_back(k);
   return out;
+}
+
+void parse_metrics(std::string_view text, const std::string& file, RunFolder& r) {
+  // Limits, torn last line and wrong field types as everywhere metrics.jsonl is read (core/jsonl.h).
+  for (auto& rec : jsonl::parse<RunFolderError>(text, file)) {
+    const std::string kind = jsonl::kind<RunFolderError>(rec, file);
+    if (kind != "train" && kind != "eval") continue;
+    if (!jsonl::number<RunFolderError>(rec, "step", file))
+      jsonl::fail_at<RunFolderError>(file, rec.line, "a ", kind, " record needs a numeric \"step\"");
+    (kind == "train" ? r.train : r.eval).push_back(std::move(rec.value));
+  }
 }
 
 }  // namespace ssmlab::runfolder

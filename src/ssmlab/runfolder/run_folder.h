@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -89,6 +90,11 @@ std::vector<std::string> config_keys(const std::vector<RunFolder>& runs);
 // The keys whose values differ between runs (a key that some runs lack differs too), in the same order;
 // run.out_dir never counts (where a run was written is not what the run is).
 std::vector<std::string> differing_keys(const std::vector<RunFolder>& runs);
+
+// metrics.jsonl text into r.train / r.eval: lines above the size or nesting limits, records of the wrong type
+// ("kind" not a string, "step" not a number) and malformed lines other than a half-written last one are
+// RunFolderErrors naming the file and line.
+void parse_metrics(std::string_view text, const std::string& file, RunFolder& r);
 
 // The final metrics of a run: results.json; else its newest eval record without kind and epoch, "step" as "steps";
 // else {"steps": the last train step}; else {}.

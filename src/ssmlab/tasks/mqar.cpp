@@ -122,8 +122,11 @@ void check_mqar_segment(const MqarConfig& cfg, const MqarSegmentSpec& spec) {
   SSMLAB_CHECK(V > L, where, "vocab_size must exceed seq_len (zoology asserts vocab_size > input_seq_len); got "
                "vocab_size = ", V, " <= seq_len = ", L);
   SSMLAB_CHECK(K >= 1, where, "num_kv_pairs must be >= 1; got ", K);
-  SSMLAB_CHECK(4 * K <= L, where, "needs 4 * num_kv_pairs <= seq_len (2K kv tokens plus K query gaps of 2 "
-               "tokens); got 4 * ", K, " = ", 4 * K, " > seq_len = ", L);
+  // K <= L / 4 is 4K <= L without the product, which overflows for K near INT64_MAX.
+  SSMLAB_CHECK(K <= L / 4, where, "needs 4 * num_kv_pairs <= seq_len (2K kv tokens plus K query gaps of 2 "
+               "tokens); got 4 * ", K, " = ",
+               K <= INT64_MAX / 4 ? std::to_string(4 * K) : std::string("more than 2^63"),
+               " > seq_len = ", L);
   // Implied by V > L >= 4K; kept so the samplers' pool sizes are checked where they are defined.
   SSMLAB_CHECK(K <= V / 2 - 1, where, "num_kv_pairs must be <= the ", V / 2 - 1, " keys in 1..vocab_size/2-1; got ",
                K);

@@ -14,8 +14,12 @@
 #include <c10/core/GradMode.h>
 
 #include "ssmlab/core/error.h"
+#include "ssmlab/core/error_kinds.h"
 #include "ssmlab/core/io.h"
+#include "ssmlab/core/json_limits.h"
 #include "ssmlab/models/safetensors.h"
+#include "ssmlab/train/checksums.h"
+#include "ssmlab/train/state_file.h"
 #include "ssmlab/runfolder/layout.h"
 
 namespace ssmlab::train {
@@ -145,12 +149,15 @@ torch::optim::AdamWOptions parse_group_options(const json& g, const std::string&
 OptimizerRestore prepare_optimizer(const fs::path& file, const torch::nn::Module& model,
                                    const torch::optim::AdamW& opt) {
   const std::string f = file.string();
-  models::TensorFile tf = models::load_safetensors(file);
+  models::TensorFile tf = models::parse_safetensors(read_verified(file), f);
   const auto names = group_names(opt, model);
 
   json groups;
   try {
-    groups = json::parse(tf.metadata.at("param_groups"));
+    const std::string& text = tf.metadata.at("param_groups");
+    if (json_limits::depth(text) > json_limits::kMaxDepth)
+      fail("JSON nested deeper than the limit of ", json_limits::kMaxDepth, " levels");
+    groups = json::parse(text);
   } catch (const std::exception& e) {
     fail("checkpoint file '", f, "': missing or bad \"param_groups\" metadata: ", e.what());
   }
@@ -248,28 +255,17 @@ at::Tensor prepare_torch_rng(const std::string& b64, const std::string& file) {
   return t;
 }
 
-TrainState parse_state(const fs::path& file) {
-  const std::string f = file.string();
-  json j;
+// Every problem found while checking a checkpoint is about its files, so it leaves `ssmlab` with the data
+// exit code (core/exit_codes.h) whichever helper raised it.
+template <class F>
+auto as_data_error(F&& f) {
   try {
-    j = json::parse(read_file(file));
-  } catch (const json::exception& e) {
-    fail("checkpoint file '", f, "': bad JSON: ", e.what());
+    return f();
+  } catch (const DataError&) {
+    throw;
+  } catch (const Error& e) {
+    throw DataError(e.what());
   }
-  SSMLAB_CHECK(j.is_object(), "checkpoint file '", f, "': expected a JSON object");
-  for (const auto& [key, integer] : {std::pair{"step", true}, std::pair{"epoch", true},
-                                     std::pair{"rng_state", false}, std::pair{"torch_rng_state_b64", false}}) {
-    const bool ok = j.contains(key) && (integer ? j[key].is_number_integer() : j[key].is_string());
-    SSMLAB_CHECK(ok, "checkpoint file '", f, "': \"", key, "\" must be ", integer ? "an integer" : "a string",
-                 j.contains(key) ? ", found " + j[key].dump() : std::string(", it is missing"));
-  }
-  TrainState s;
-  s.step = j["step"].get<int64_t>();
-  s.epoch = j["epoch"].get<int64_t>();
-  s.rng_state = j["rng_state"].get<std::string>();
-  s.torch_rng_state_b64 = j["torch_rng_state_b64"].get<std::string>();
-  s.extra = j.value("extra", json());
-  return s;
 }
 
 struct Found {
@@ -333,6 +329,7 @@ void save_checkpoint(const fs::path& dir, const torch::nn::Module& model, const 
               {"torch_rng_state_b64", base64_encode(torch_rng_state())},
               {"extra", state.extra}};
     write_file_atomic(tmp / kStateFile, j.dump(2) + "\n");
+    write_checksums(tmp, {kModelFile, kOptimizerFile, kStateFile});
     rename_directory_into_place(tmp, dir);
   } catch (...) {
     fs::remove_all(tmp, ec);
@@ -346,13 +343,18 @@ TrainState load_checkpoint(const fs::path& dir, torch::nn::Module& model, torch:
   // Check everything first; change model, optimizer and generator only when all of it is good.
   const TensorMap targets = model_tensors(model);
   const fs::path model_file = dir / kModelFile;
-  models::TensorFile weights = models::load_safetensors(model_file);
-  check_same_tensors(targets, weights.tensors, model_file.string());
-  OptimizerRestore restore = prepare_optimizer(dir / kOptimizerFile, model, opt);
-  TrainState state = parse_state(dir / kStateFile);
+  models::TensorFile weights;
+  OptimizerRestore restore;
+  TrainState state;
   at::Tensor rng;
-  if (!state.torch_rng_state_b64.empty())
-    rng = prepare_torch_rng(state.torch_rng_state_b64, (dir / kStateFile).string());
+  as_data_error([&] {
+    weights = models::parse_safetensors(read_verified(model_file), model_file.string());
+    check_same_tensors(targets, weights.tensors, model_file.string());
+    restore = prepare_optimizer(dir / kOptimizerFile, model, opt);
+    state = read_state_file(dir / kStateFile);
+    if (!state.torch_rng_state_b64.empty())
+      rng = prepare_torch_rng(state.torch_rng_state_b64, (dir / kStateFile).string());
+  });
 
   copy_into(targets, weights.tensors);
   commit_optimizer(std::move(restore), opt);
@@ -366,8 +368,11 @@ TrainState load_checkpoint(const fs::path& dir, torch::nn::Module& model, torch:
 
 void load_model_weights(const fs::path& file, torch::nn::Module& model) {
   const TensorMap targets = model_tensors(model);
-  models::TensorFile weights = models::load_safetensors(file);
-  check_same_tensors(targets, weights.tensors, file.string());
+  models::TensorFile weights;
+  as_data_error([&] {
+    weights = models::parse_safetensors(read_verified(file), file.string());
+    check_same_tensors(targets, weights.tensors, file.string());
+  });
   copy_into(targets, weights.tensors);
 }
 

@@ -1,6 +1,7 @@
 // [train] options: optimiser, schedule, precision, evaluation, checkpoints (spec §2.8.2 defaults).
 #pragma once
 #include <string>
+#include <thread>
 
 #include "ssmlab/core/fields.h"
 
@@ -61,7 +62,10 @@ struct TrainOptions {
     v("tensorboard", tensorboard,
       "also write every metrics.jsonl record to a TensorBoard event file (events.out.tfevents.*) in the run folder");
     v("device", device, "cpu, cuda, cuda:N or auto");
-    v("threads", threads, "CPU threads for ATen; 0 = ATen's default", Check::at_least(0));
+    // More threads than cores only slows ATen down (100000 hangs the machine); 0 when the count is unknown.
+    const double cores = std::thread::hardware_concurrency();
+    v("threads", threads, "CPU threads for ATen; 0 = ATen's default; at most this machine's cores",
+      cores > 0 ? Check::range(0, cores) : Check::at_least(0));
     v("halt_after_steps", halt_after_steps,
       "testing aid: leave the process after this global step without finishing, as if killed; 0 = off",
       Check::at_least(0));
