@@ -1,7 +1,8 @@
 // Kill -9 soak (issue 13): a run is SIGKILLed at random moments and started again with the same command, many
 // times, until it finishes; it must end equal to the uninterrupted run (metrics, results, final weights). The
 // kills are timed, so where they land varies between runs of the test; the seed fixes the delays, and the
-// assertion holds wherever they land. SSMLAB_SOAK_KILLS sets how many kills (default 6, the CI size).
+// assertion holds wherever they land. SSMLAB_SOAK_KILLS sets how many kills (default 6, the CI size) and
+// SSMLAB_SOAK_STEPS the run length (default 600).
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -68,7 +69,8 @@ TEST(Soak, KilledAtRandomAndResumedEqualsUninterrupted) {
   c.task.mqar.train = {{16, 2, 512}};
   c.task.mqar.test = {{16, 2, 32}};
   c.train.lr = 1e-2;
-  c.train.max_steps = 600;
+  const char* steps_env = std::getenv("SSMLAB_SOAK_STEPS");  // a longer run takes more kills
+  c.train.max_steps = steps_env ? std::atoi(steps_env) : 600;
   c.train.eval_every = 25;
   c.train.checkpoint_every = 6;  // not a multiple of eval_every: checkpoints before, between and after evals
   c.train.log_every = 4;
