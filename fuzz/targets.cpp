@@ -1,4 +1,4 @@
-// The list of fuzz targets: a new reader (CIFAR, IDX...) adds its target_<name>.cpp and one line here.
+// The list of fuzz targets: a new reader adds its target_<name>.cpp and one line here.
 #include "targets.h"
 
 namespace ssmlab::fuzz {
@@ -8,6 +8,8 @@ const std::vector<Target>& targets() {
       {"safetensors", run_safetensors, seeds_safetensors},
       {"toml_config", run_toml_config, seeds_toml_config},
       {"metrics_jsonl", run_metrics_jsonl, seeds_metrics_jsonl},
+      {"cifar10", run_cifar10, seeds_cifar10},
+      {"idx", run_idx, seeds_idx},
   };
   return all;
 }

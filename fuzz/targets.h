@@ -26,5 +26,9 @@ void run_toml_config(std::string_view input);
 std::vector<std::string> seeds_toml_config();
 void run_metrics_jsonl(std::string_view input);
 std::vector<std::string> seeds_metrics_jsonl();
+void run_cifar10(std::string_view input);
+std::vector<std::string> seeds_cifar10();
+void run_idx(std::string_view input);
+std::vector<std::string> seeds_idx();
 
 }  // namespace ssmlab::fuzz

@@ -9,6 +9,7 @@
 #include "ssmlab/experiments/identity.h"
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/run.h"
+#include "ssmlab/experiments/validate.h"
 #include "test_util.h"
 
 namespace {
@@ -109,6 +110,22 @@ TEST(Identity, ResumeCheckNamesTheDifferingKeys) {
   EXPECT_TRUE(out.already_done);
   EXPECT_NE(ssmlab::read_file(dir.path / "config.toml").find("beta1 = 0.9"), std::string::npos)
       << "the folder's config.toml gains the keys added since it was written";
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Bounds, MemoryLowerBoundRefusesImpossibleRuns) {
+  Config c = quickstart();
+  EXPECT_NO_THROW(ssmlab::experiments::check_memory(c, "q.toml", 24e9));
+  c.task.mqar.vocab_size = 1 << 30;  // a billion-token vocabulary at D = 64: ~1 TB of embedding with AdamW
+  ssmlab::test::expect_error([&] { ssmlab::experiments::check_memory(c, "q.toml", 24e9); },
+                             {"q.toml", "needs at least", "vocabulary 1073741824", "this machine has 24 GB"});
+  c = quickstart();
+  c.task.mqar.train[0].count = int64_t{1} << 36;  // 2^36 sequences of 32 tokens
+  ssmlab::test::expect_error([&] { ssmlab::experiments::check_memory(c, "q.toml", 24e9); }, {"tokens"});
+  EXPECT_GT(ssmlab::experiments::physical_memory_bytes(), 1e9);
 }
 
 }  // namespace

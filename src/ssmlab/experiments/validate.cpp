@@ -1,5 +1,7 @@
 #include "ssmlab/experiments/validate.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "ssmlab/core/error.h"
@@ -25,6 +27,40 @@ void check_run_name(const std::string& name, const std::string& source) {
     fail_config(source, ": run.name may not contain \"..\", got \"", shown, "\"");
 }
 
-void validate_config(const Config& cfg, const std::string& source) { check_run_name(cfg.run.name, source); }
+double physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+}
+
+// A lower bound of what a run holds in host memory at once, from the sizes alone (no allocation): the embedding
+// and head (vocabulary x width), the blocks (>= 3 D^2 a layer: every mixer projects in and out) with AdamW's two
+// moments and the gradient (16 bytes a parameter in fp32), and the MQAR token tensors (inputs and targets, 8 bytes
+// a token each). A config whose bound is past the machine's memory can only fail later, after a long wait or an
+// OOM kill; it is refused now with the numbers.
+void check_memory(const Config& cfg, const std::string& source, double available_bytes) {
+  if (available_bytes <= 0) return;
+  const double D = static_cast<double>(cfg.model.d_model), layers = static_cast<double>(cfg.model.n_layers);
+  double vocab = 0, tokens = 0;
+  if (cfg.task.name == "mqar") {
+    vocab = static_cast<double>(cfg.task.mqar.vocab_size);
+    for (const auto* split : {&cfg.task.mqar.train, &cfg.task.mqar.test})
+      for (const auto& seg : *split) tokens += static_cast<double>(seg.count) * static_cast<double>(seg.seq_len);
+  }
+  const double params = vocab * D + layers * 3.0 * D * D;
+  const double bytes = params * 16.0 + tokens * 16.0;
+  if (bytes > available_bytes) {
+    auto gb = [](double b) { return str(static_cast<double>(static_cast<int64_t>(b / 1e8)) / 10.0, " GB"); };
+    fail_config(source, ": this run needs at least ", gb(bytes), " of memory (", gb(params * 16.0),
+                " for ~", static_cast<int64_t>(params), " parameters with AdamW state: model.d_model ", cfg.model.d_model,
+                ", model.n_layers ", cfg.model.n_layers, ", vocabulary ", static_cast<int64_t>(vocab), "; ",
+                gb(tokens * 16.0), " for the task's ", static_cast<int64_t>(tokens),
+                " tokens); this machine has ", gb(available_bytes));
+  }
+}
+
+void validate_config(const Config& cfg, const std::string& source) {
+  check_run_name(cfg.run.name, source);
+  check_memory(cfg, source, physical_memory_bytes());
+}
 
 }  // namespace ssmlab::experiments

@@ -11,7 +11,14 @@ namespace ssmlab::experiments {
 // never leaves out_dir. Throws ConfigError naming `source`, the key and what came.
 void check_run_name(const std::string& name, const std::string& source);
 
-// Everything above on `cfg`; load_config and the sweep call it after reading.
+// Refuses a config whose lower bound of host memory (parameters with AdamW state, the task's token tensors)
+// exceeds `available_bytes` (<= 0: no check), with the numbers and the keys that set them.
+void check_memory(const Config& cfg, const std::string& source, double available_bytes);
+
+// The machine's physical memory in bytes (0 when unknown).
+double physical_memory_bytes();
+
+// Everything above on `cfg` (memory against this machine's); load_config and the sweep call it after reading.
 void validate_config(const Config& cfg, const std::string& source);
 
 }  // namespace ssmlab::experiments
