@@ -205,3 +205,26 @@ TEST(RunFolder, DifferingKeysInFileOrder) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(RunFolderKeys, UnusedMixersAndTasksOptionsDoNotDiffer) {
+  using ssmlab::runfolder::RunFolder;
+  auto run = [](const std::string& toml) {
+    RunFolder r;
+    r.set_config(ssmlab::runfolder::flatten_config(toml, "test"));
+    return r;
+  };
+  const RunFolder a = run("[model]\nmixer = \"mamba1\"\n[model.mixers.mamba1]\nd_state = 16\n[model.mixers.mamba2]\n"
+                          "d_state = 128\n[task]\nname = \"mqar\"\n[task.seqimage]\ndownsample = 1\n");
+  const RunFolder b = run("[model]\nmixer = \"attention\"\n[model.mixers.mamba1]\nd_state = 16\n[model.mixers.mamba2]\n"
+                          "d_state = 16\n[task]\nname = \"mqar\"\n[task.seqimage]\ndownsample = 4\n");
+  const RunFolder c = run("[model]\nmixer = \"mamba1\"\n[model.mixers.mamba1]\nd_state = 32\n[model.mixers.mamba2]\n"
+                          "d_state = 128\n[task]\nname = \"mqar\"\n[task.seqimage]\ndownsample = 1\n");
+  EXPECT_EQ(ssmlab::runfolder::differing_keys({a, b}), (std::vector<std::string>{"model.mixer"}));
+  // Two runs of the same mixer with different options: that option differs; unused sub-tables still do not.
+  EXPECT_EQ(ssmlab::runfolder::differing_keys({a, b, c}),
+            (std::vector<std::string>{"model.mixer", "model.mixers.mamba1.d_state"}));
+}
+
+}  // namespace

@@ -279,12 +279,38 @@ std::vector<std::string> config_keys(const std::vector<RunFolder>& runs) {
   return keys;
 }
 
+namespace {
+
+std::string unquoted(std::string v) {
+  if (v.size() >= 2 && (v.front() == '"' || v.front() == '\'') && v.back() == v.front()) v = v.substr(1, v.size() - 2);
+  return v;
+}
+
+// Whether key k means anything for run r: the options of a mixer other than its model.mixer, or of a task other
+// than its task.name, do not (they are in every config.toml, with whatever values, and change nothing).
+bool used_by(const std::string& k, const RunFolder& r) {
+  auto chosen = [&](const std::string& prefix, const std::string& selector) {
+    if (k.rfind(prefix, 0) != 0) return true;
+    const auto it = r.config.find(selector);
+    if (it == r.config.end()) return true;
+    const std::string rest = k.substr(prefix.size());
+    const auto cut = rest.find_first_of(".[");
+    if (cut == std::string::npos) return true;  // a plain field of the section (task.name), not a sub-table's
+    const std::string name = rest.substr(0, cut);
+    return name == unquoted(it->second);
+  };
+  return chosen("model.mixers.", "model.mixer") && chosen("task.", "task.name");
+}
+
+}  // namespace
+
 std::vector<std::string> differing_keys(const std::vector<RunFolder>& runs) {
   std::vector<std::string> out;
   for (const auto& k : config_keys(runs)) {
     if (k == "run.out_dir") continue;
     std::set<std::string> values;
     for (const auto& r : runs) {
+      if (!used_by(k, r)) continue;
       const auto it = r.config.find(k);
       values.insert(it == r.config.end() ? std::string("\x01missing") : it->second);
     }
