@@ -11,6 +11,11 @@
 #include "fuzz/mutator.h"
 #include "fuzz/targets.h"
 
+namespace ssmlab::fuzz {
+// Short names in ctest's list (gtest prints an unprintable parameter as its bytes).
+inline void PrintTo(const Target& t, std::ostream* os) { *os << t.name; }
+}  // namespace ssmlab::fuzz
+
 namespace {
 
 using Clock = std::chrono::steady_clock;

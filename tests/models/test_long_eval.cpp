@@ -30,6 +30,8 @@ struct Case {
   bool state_norm = false;  // mamba2 with state normalisation every 4 tokens (absolute positions)
   int64_t d_conv = 3;       // conv width W (W = 1: an empty conv state)
 };
+// Short names in ctest's list (gtest prints an unprintable parameter as its bytes).
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 ModelOptions options(const Case& c) {
   ModelOptions o;

@@ -102,6 +102,8 @@ TEST(SsdScanReference, HandComputedInterventions) {
 struct ChunkCase {
   int64_t l, g;
 };
+// Short names in ctest's list (gtest prints an unprintable parameter as its bytes).
+void PrintTo(const ChunkCase& c, std::ostream* os) { *os << "L" << c.l << "_G" << c.g; }
 
 class SsdScanChunkedVsReference : public ::testing::TestWithParam<ChunkCase> {};
 

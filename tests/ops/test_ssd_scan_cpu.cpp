@@ -75,6 +75,8 @@ void compare(const SsdInputs& in, ssmlab::test::Tol ftol, ssmlab::test::Tol gtol
 struct CpuCase {
   int64_t l, g;
 };
+// Short names in ctest's list (gtest prints an unprintable parameter as its bytes).
+void PrintTo(const CpuCase& c, std::ostream* os) { *os << "L" << c.l << "_G" << c.g; }
 
 class SsdScanCpuVsReference : public ::testing::TestWithParam<CpuCase> {};
 
