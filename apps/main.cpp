@@ -101,10 +101,8 @@ int cmd_analyze(const std::string& names_text, const std::string& target, const 
     } else {
       dir = out;
     }
-    std::filesystem::create_directories(dir);
-    write_file_atomic(runfolder::config_file(dir), experiments::run_config_text(cfg));
   }
-  if (trained && dir != t) {  // analysing a run into another folder: it needs the run's config and checkpoints
+  if (dir != t) {  // an output folder other than the run folder gets the config, so `ssmlab report` can read it
     std::filesystem::create_directories(dir);
     write_file_atomic(runfolder::config_file(dir), experiments::run_config_text(cfg));
   }

@@ -12,6 +12,7 @@
 #include "ssmlab/experiments/run.h"
 #include "ssmlab/experiments/run_lock.h"
 #include "test_util.h"
+#include "train/train_test_util.h"
 
 namespace {
 
@@ -38,19 +39,9 @@ Config tiny() {
   return c;
 }
 
-std::vector<nlohmann::json> metrics(const fs::path& dir) {
-  std::ifstream in(dir / "metrics.jsonl");
-  std::vector<nlohmann::json> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    j.erase("tokens_per_s");
-    out.push_back(j);
-  }
-  return out;
-}
+std::vector<nlohmann::json> metrics(const fs::path& dir) { return ssmlab::test::metrics_without_timing(dir); }
 
-nlohmann::json results(const fs::path& dir) { return nlohmann::json::parse(ssmlab::read_file(dir / "results.json")); }
+nlohmann::json results(const fs::path& dir) { return ssmlab::test::results_json(dir); }
 
 // Trains `c` straight into one folder and, halted after `halt` steps then resumed, into another; both must end equal.
 void expect_resume_equal(const Config& c, int64_t halt, const ssmlab::test::TempDir& tmp) {

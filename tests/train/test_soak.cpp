@@ -21,22 +21,11 @@
 #include "ssmlab/models/safetensors.h"
 #include "ssmlab/train/checkpoint.h"
 #include "test_util.h"
+#include "train/train_test_util.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-
-std::vector<nlohmann::json> metrics_of(const fs::path& dir) {
-  std::ifstream in(dir / "metrics.jsonl");
-  std::vector<nlohmann::json> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    j.erase("tokens_per_s");
-    out.push_back(j);
-  }
-  return out;
-}
 
 pid_t start_train(const fs::path& cfg, const fs::path& out) {
   const pid_t pid = fork();
@@ -99,9 +88,8 @@ TEST(Soak, KilledAtRandomAndResumedEqualsUninterrupted) {
   }
   ASSERT_TRUE(fs::exists(soaked / "DONE")) << starts << " starts";
   std::printf("[soak] %d kills, %d starts\n", killed, starts);
-  EXPECT_EQ(metrics_of(soaked), metrics_of(straight));
-  EXPECT_EQ(nlohmann::json::parse(ssmlab::read_file(soaked / "results.json")),
-            nlohmann::json::parse(ssmlab::read_file(straight / "results.json")));
+  EXPECT_EQ(ssmlab::test::metrics_without_timing(soaked), ssmlab::test::metrics_without_timing(straight));
+  EXPECT_EQ(ssmlab::test::results_json(soaked), ssmlab::test::results_json(straight));
   const auto wa = ssmlab::models::load_safetensors(ssmlab::train::latest_checkpoint(straight / "checkpoints") /
                                                    "model.safetensors");
   const auto wb = ssmlab::models::load_safetensors(ssmlab::train::latest_checkpoint(soaked / "checkpoints") /

@@ -13,6 +13,7 @@
 #include "ssmlab/experiments/run.h"
 #include "ssmlab/train/checkpoint.h"
 #include "ssmlab/train/schedule.h"
+#include "train/train_test_util.h"
 
 namespace {
 
@@ -45,18 +46,7 @@ fs::path fresh_dir(const std::string& name) {
   return d;
 }
 
-// metrics.jsonl records without the wall-clock field.
-std::vector<nlohmann::json> metrics(const fs::path& dir) {
-  std::ifstream in(dir / "metrics.jsonl");
-  std::vector<nlohmann::json> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    j.erase("tokens_per_s");
-    out.push_back(j);
-  }
-  return out;
-}
+std::vector<nlohmann::json> metrics(const fs::path& dir) { return ssmlab::test::metrics_without_timing(dir); }
 
 TEST(Trainer, TinyRunLearns) {
   Config c = tiny();

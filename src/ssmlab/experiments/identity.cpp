@@ -6,6 +6,7 @@
 
 #include "ssmlab/core/rng.h"
 #include "ssmlab/experiments/options_io.h"
+#include "ssmlab/runfolder/run_folder.h"
 
 namespace ssmlab::experiments {
 namespace {
@@ -90,15 +91,6 @@ toml::table identity_table(const Config& cfg) {
   return t;
 }
 
-// "a.b.c" -> text, for every leaf (arrays as one leaf).
-void flatten(const toml::table& t, const std::string& prefix, std::map<std::string, std::string>& out) {
-  for (const auto& [k, node] : t) {
-    const std::string key = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
-    if (const auto* sub = node.as_table()) flatten(*sub, key, out);
-    else out[key] = text_of(node);
-  }
-}
-
 }  // namespace
 
 std::string identity_text(const Config& cfg) {
@@ -110,9 +102,9 @@ std::string identity_text(const Config& cfg) {
 std::string identity_hash(const Config& cfg) { return detail::hex16(fnv1a64(identity_text(cfg))); }
 
 std::string identity_diff(const Config& here, const Config& there) {
-  std::map<std::string, std::string> a, b;
-  flatten(identity_table(here), "", a);
-  flatten(identity_table(there), "", b);
+  std::map<std::string, std::string> a, b;  // dotted key (arrays of tables item by item) -> value text
+  for (auto& e : runfolder::flatten_config(identity_text(here), "identity")) a[e.key] = std::move(e.text);
+  for (auto& e : runfolder::flatten_config(identity_text(there), "identity")) b[e.key] = std::move(e.text);
   std::set<std::string> keys;
   for (const auto& [k, _] : a) keys.insert(k);
   for (const auto& [k, _] : b) keys.insert(k);

@@ -124,14 +124,11 @@ RunOutcome train_run(Config cfg, const std::filesystem::path& dir) {
                 " numbers per sequence"));
   out.fit = train::fit(*model, *task, data, cfg.train, dir);
   if (out.fit.halted) return out;
-  nlohmann::json results = {{"steps", out.fit.steps},
-                            {"test_acc", out.fit.last_eval.accuracy},
-                            {"test_loss", out.fit.last_eval.loss},
-                            {"early_stopped", out.fit.early_stopped},
-                            {"num_parameters", model->num_parameters()},
-                            {"state_size", model->state_size()}};
-  if (task->reports_perplexity()) results["test_ppl"] = out.fit.last_eval.perplexity;
-  for (const auto& [name, acc] : out.fit.last_eval.per_segment) results["test_acc/" + name] = acc;
+  nlohmann::json results = train::eval_fields(out.fit.last_eval, task->reports_perplexity());
+  results.update({{"steps", out.fit.steps},
+                  {"early_stopped", out.fit.early_stopped},
+                  {"num_parameters", model->num_parameters()},
+                  {"state_size", model->state_size()}});
   write_file_atomic(runfolder::results_file(dir), results.dump(2) + "\n");
   fault_point("after_results");
   write_file_atomic(runfolder::done_marker(dir), "");
@@ -154,9 +151,8 @@ train::EvalResult eval_run(const std::filesystem::path& dir, const std::string& 
   model->to(dev);
   const auto test = task->make_test();
   const auto r = train::evaluate(*model, *task, test, cfg.task.test_batch_size, dev, cfg.train.precision);
-  nlohmann::json j = {{"checkpoint", latest.filename().string()}, {"test_acc", r.accuracy}, {"test_loss", r.loss}};
-  if (task->reports_perplexity()) j["test_ppl"] = r.perplexity;
-  for (const auto& [name, acc] : r.per_segment) j["test_acc/" + name] = acc;
+  nlohmann::json j = train::eval_fields(r, task->reports_perplexity());
+  j["checkpoint"] = latest.filename().string();
   write_file_atomic(runfolder::eval_file(dir), j.dump(2) + "\n");
   return r;
 }

@@ -128,6 +128,13 @@ std::vector<json> read_metrics(const std::filesystem::path& file) {
 
 }  // namespace
 
+json eval_fields(const EvalResult& r, bool perplexity) {
+  json j = {{"test_acc", r.accuracy}, {"test_loss", r.loss}};
+  if (perplexity) j["test_ppl"] = r.perplexity;
+  for (const auto& [name, acc] : r.per_segment) j["test_acc/" + name] = acc;
+  return j;
+}
+
 EvalResult evaluate(models::ModelImpl& model, const tasks::Task& task, const std::vector<tasks::Segment>& segments,
                     int64_t batch_size, c10::Device device, const std::string& precision) {
   at::NoGradGuard no_grad;
@@ -216,6 +223,12 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     if (tb) tb->write(rec);
   };
 
+  auto log_eval = [&] {
+    json rec = eval_fields(result.last_eval, task.reports_perplexity());
+    rec.update({{"kind", "eval"}, {"step", step}, {"epoch", step / per_epoch}});
+    log_record(rec);
+  };
+
   Progress progress(total, step);
   const auto t_start = std::chrono::steady_clock::now();
   auto t_window = t_start;
@@ -290,11 +303,7 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
       result.last_eval = evaluate(model, task, data.test, data.test_batch_size, device, o.precision);
       evaluated = true;
       best_acc = result.last_eval.accuracy;
-      json rec = {{"kind", "eval"}, {"step", step}, {"epoch", step / per_epoch},
-                  {"test_acc", result.last_eval.accuracy}, {"test_loss", result.last_eval.loss}};
-      if (task.reports_perplexity()) rec["test_ppl"] = result.last_eval.perplexity;
-      for (const auto& [name, acc] : result.last_eval.per_segment) rec["test_acc/" + name] = acc;
-      log_record(rec);
+      log_eval();
       progress.update(step, loss_v, tok_per_s, best_acc, lr, /*force=*/true);
       if (o.early_stop_acc > 0 && result.last_eval.accuracy >= o.early_stop_acc) {
         result.early_stopped = true;
@@ -313,11 +322,7 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     // Resumed at the end from a checkpoint that holds no evaluation (written before checkpoints carried one).
     result.last_eval = evaluate(model, task, data.test, data.test_batch_size, device, o.precision);
     evaluated = true;
-    json rec = {{"kind", "eval"}, {"step", step}, {"epoch", step / per_epoch},
-                {"test_acc", result.last_eval.accuracy}, {"test_loss", result.last_eval.loss}};
-    if (task.reports_perplexity()) rec["test_ppl"] = result.last_eval.perplexity;
-    for (const auto& [name, acc] : result.last_eval.per_segment) rec["test_acc/" + name] = acc;
-    log_record(rec);
+    log_eval();
     save(result.last_eval.accuracy);
   }
   progress.finish();

@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "ssmlab/models/model.h"
 #include "ssmlab/tasks/task.h"
 #include "ssmlab/train/options.h"
@@ -24,6 +26,10 @@ struct EvalResult {
   double perplexity = 0.0;  // exp(loss), reported when the task says so (Task::reports_perplexity)
   std::vector<std::pair<std::string, double>> per_segment;  // (segment name, accuracy)
 };
+
+// The metric fields of an evaluation, as every record of it spells them (metrics.jsonl eval records, results.json,
+// eval.json): test_acc, test_loss, test_ppl when `perplexity`, and test_acc/<segment> for each segment.
+nlohmann::json eval_fields(const EvalResult& r, bool perplexity);
 
 // Evaluates `model` on `segments` with the task's loss and accuracy, segment by segment, in eval mode.
 EvalResult evaluate(models::ModelImpl& model, const tasks::Task& task, const std::vector<tasks::Segment>& segments,
