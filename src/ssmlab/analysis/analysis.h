@@ -38,4 +38,16 @@ struct Result {
 // taken, so the batch is rectangular. Errors name the task when it has no test data.
 at::Tensor sample_inputs(const Context& ctx, int64_t count);
 
+// Comma-separated option lists ("32, 96"; "leading,trailing"): the items, trimmed, empty items skipped. Bad
+// items (not an integer, not one of `allowed` when given, repeated) throw ConfigError naming `key`.
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& key);
+std::vector<std::string> parse_name_list(const std::string& text, const std::string& key,
+                                         const std::vector<std::string>& allowed = {});
+
+// One line of an analysis' comparison with the paper it reproduces, for summary["paper"] (an array of these;
+// `ssmlab report` prints them as a "paper vs ours" table): what is compared, the paper's value as it states it
+// (a number, or words where the paper gives only a trend), ours, and where the paper's value comes from.
+nlohmann::json paper_row(const std::string& quantity, const nlohmann::json& paper, const nlohmann::json& ours,
+                         const std::string& source);
+
 }  // namespace ssmlab::analysis

@@ -24,6 +24,14 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
+std::filesystem::path write_text(const std::filesystem::path& run_dir, const std::string& stem,
+                                 const std::string& text) {
+  const auto path = runfolder::figure_table_file(run_dir, stem);
+  std::filesystem::create_directories(path.parent_path());
+  write_file_atomic(path, text);
+  return path;
+}
+
 }  // namespace
 
 std::filesystem::path write_csv(const std::filesystem::path& run_dir, const std::string& stem,
@@ -37,10 +45,26 @@ std::filesystem::path write_csv(const std::filesystem::path& run_dir, const std:
     for (size_t i = 0; i < row.size(); ++i) text += (i ? "," : "") + cell(row[i]);
     text += "\n";
   }
-  const auto path = runfolder::figure_table_file(run_dir, stem);
-  std::filesystem::create_directories(path.parent_path());
-  write_file_atomic(path, text);
-  return path;
+  return write_text(run_dir, stem, text);
+}
+
+std::filesystem::path write_labelled_csv(const std::filesystem::path& run_dir, const std::string& stem,
+                                         const std::vector<std::string>& header,
+                                         const std::vector<std::string>& labels,
+                                         const std::vector<std::vector<double>>& rows) {
+  SSMLAB_CHECK(labels.size() == rows.size(), "write_labelled_csv ", stem, ": ", labels.size(), " labels for ",
+               rows.size(), " rows");
+  std::string text;
+  for (size_t i = 0; i < header.size(); ++i) text += (i ? "," : "") + csv_field(header[i]);
+  text += "\n";
+  for (size_t r = 0; r < rows.size(); ++r) {
+    SSMLAB_CHECK(rows[r].size() + 1 == header.size(), "write_labelled_csv ", stem, ": a row of ", rows[r].size(),
+                 " values and its label for ", header.size(), " columns");
+    text += csv_field(labels[r]);
+    for (double v : rows[r]) text += "," + cell(v);
+    text += "\n";
+  }
+  return write_text(run_dir, stem, text);
 }
 
 std::filesystem::path write_spec(const std::filesystem::path& run_dir, const std::string& stem, nlohmann::json spec) {

@@ -14,6 +14,13 @@ namespace ssmlab::analysis {
 std::filesystem::path write_csv(const std::filesystem::path& run_dir, const std::string& stem,
                                 const std::vector<std::string>& header, const std::vector<std::vector<double>>& rows);
 
+// The same with a text label first in every row (bars: the categories; heatmap: the row labels; header[0] is
+// the corner cell).
+std::filesystem::path write_labelled_csv(const std::filesystem::path& run_dir, const std::string& stem,
+                                         const std::vector<std::string>& header,
+                                         const std::vector<std::string>& labels,
+                                         const std::vector<std::vector<double>>& rows);
+
 // figures/<stem>.json: `spec` with "data": "<stem>.csv". Returns the path.
 std::filesystem::path write_spec(const std::filesystem::path& run_dir, const std::string& stem, nlohmann::json spec);
 

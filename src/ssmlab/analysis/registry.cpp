@@ -10,6 +10,11 @@ const std::vector<AnalysisInfo>& analysis_table() {
        [](const Context& c, const AnalysisOptions& o) { return run_influence(c, o.influence); }},
       {"smoothing", "over-smoothing: mean pairwise token distance of mixer and block outputs per layer (spec §2.7)",
        [](const Context& c, const AnalysisOptions& o) { return run_smoothing(c, o.smoothing); }},
+      {"attack", "recency attacks: accuracy with leading / trailing pixels noised, target-attack success by region "
+                 "(spec §2.4-2.5)",
+       [](const Context& c, const AnalysisOptions& o) { return run_attack(c, o.attack); }},
+      {"decay_diversity", "decay diversity: CDF over channels of A_max - A_min of the per-token decay (spec §2.7)",
+       [](const Context& c, const AnalysisOptions& o) { return run_decay_diversity(c, o.decay_diversity); }},
   };
   return table;
 }

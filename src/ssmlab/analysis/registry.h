@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "ssmlab/analysis/analysis.h"
+#include "ssmlab/analysis/attack.h"
+#include "ssmlab/analysis/decay.h"
 #include "ssmlab/analysis/influence.h"
 #include "ssmlab/analysis/smoothing.h"
 #include "ssmlab/core/fields.h"
@@ -16,6 +18,8 @@ struct AnalysisOptions {
   std::string after_training;  // comma-separated names
   InfluenceOptions influence;
   SmoothingOptions smoothing;
+  AttackOptions attack;
+  DecayOptions decay_diversity;
 
   template <class V>
   void visit(V& v) {
@@ -23,6 +27,8 @@ struct AnalysisOptions {
       "analyses run when training ends, comma-separated (e.g. \"influence,smoothing\"; ssmlab list analyses)");
     v("influence", influence, "influence of a token vs distance (spec §2.2)");
     v("smoothing", smoothing, "over-smoothing across layers (spec §2.7)");
+    v("attack", attack, "recency attacks on a sequence classifier: noise and target attacks (spec §2.4-2.5)");
+    v("decay_diversity", decay_diversity, "spread of the per-token decay per channel, its CDF (spec §2.7)");
   }
 };
 
