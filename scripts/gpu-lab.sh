@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Long lab runs on the lent GPU machine (docs/GPU.md): builds the ssmlab binary only (against the machine's
+# PyTorch, as scripts/gpu-check.sh), makes .data/cifar10 from the JPEG archives carried in .gpudata/ when it is
+# missing, then runs the given command for at most LIMIT seconds (default 540) and packs the run folders: PACK
+# (whole, checkpoints included: cut-off runs come back and resume in the next call) into $OUT/runs.tar.gz and
+# PACK_LIGHT (without checkpoints/: results, metrics, figures, analyses) into $OUT/runs-light.tar.gz; $OUT brings
+# back at most 16 MiB a file:
+#   LIMIT=540 bash scripts/gpu-lab.sh build-gpu/ssmlab sweep configs/recency/attack.toml --gpus 0 --per-gpu 4
+# A warm machine keeps build-gpu/, .data/ and runs/ between calls; a fresh one rebuilds (about 3 minutes).
+set -uo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+if [ -d .debs ]; then
+  mkdir -p /tmp/debroot
+  for f in .debs/*.deb; do dpkg -x "$f" /tmp/debroot; done
+  export CMAKE_PREFIX_PATH="/tmp/debroot/usr:${CMAKE_PREFIX_PATH:-}"
+  export CPATH="/tmp/debroot/usr/include:${CPATH:-}"
+  export LIBRARY_PATH="/tmp/debroot/usr/lib/x86_64-linux-gnu:${LIBRARY_PATH:-}"
+  export LD_LIBRARY_PATH="/tmp/debroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+fi
+export Torch_DIR="$(python3 -c 'import torch, os; print(os.path.join(torch.utils.cmake_prefix_path, "Torch"))')"
+BUILD="${BUILD:-build-gpu}"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+if [ ! -f .data/cifar10/test_batch.bin ] && [ -f .gpudata/to_binary.py ]; then
+  python3 .gpudata/to_binary.py .data/cifar10 || echo "gpu-lab: CIFAR-10 conversion failed"
+fi
+if [ ! -x "$BUILD/ssmlab" ] || [ "${REBUILD:-1}" = 1 ]; then
+  [ -f "$BUILD/CMakeCache.txt" ] || cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTorch_DIR="$Torch_DIR" \
+    -DSSMLAB_CUDA=AUTO -DSSMLAB_BUILD_TESTS=OFF -DSSMLAB_BUILD_BENCH=OFF > /tmp/gpu-lab-cmake.log 2>&1 \
+    || { tail -30 /tmp/gpu-lab-cmake.log; exit 1; }
+  cmake --build "$BUILD" -j 16 --target ssmlab_cli 2>&1 | tail -3
+fi
+status=0
+if [ $# -gt 0 ]; then
+  timeout --signal=INT --kill-after=30 "${LIMIT:-540}" "$@"
+  status=$?
+  [ $status = 124 ] && echo "gpu-lab: stopped after ${LIMIT:-540} s (runs resume next call)"
+fi
+if [ -n "${OUT:-}" ]; then
+  [ -n "${PACK:-}" ] && tar czf "$OUT/runs.tar.gz" $PACK
+  [ -n "${PACK_LIGHT:-}" ] && tar czf "$OUT/runs-light.tar.gz" --exclude=checkpoints $PACK_LIGHT
+  ls -la "$OUT"
+fi
+exit $status
