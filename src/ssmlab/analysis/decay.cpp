@@ -6,6 +6,7 @@
 
 #include "ssmlab/analysis/figures.h"
 #include "ssmlab/core/error_kinds.h"
+#include "ssmlab/core/log.h"
 
 namespace ssmlab::analysis {
 
@@ -83,8 +84,14 @@ Result run_decay_diversity(const Context& ctx, const DecayOptions& opts) {
                       {"mean", s.mean().item<double>()},
                       {"max", s.max().item<double>()}});
   }
-  if (columns.empty())
-    fail_config("decay_diversity: no layer of this model records a 'decay' (docs/GLOSSARY.md: attention has none)");
+  Result r;
+  if (columns.empty()) {  // attention: nothing decays; a sweep over mixers runs the analysis on every model
+    log::warn("decay_diversity: no layer of this model records a 'decay' (docs/GLOSSARY.md: attention has none); "
+              "nothing to measure");
+    r.summary = {{"samples", inputs.size(0)}, {"applicable", false},
+                 {"reason", "no layer records a 'decay' (a mixer without a recurrence, e.g. attention)"}};
+    return r;
+  }
   // One CSV column per layer, padded with NaN (missing) to the longest.
   int64_t longest = 0;
   for (const auto& c : columns) longest = std::max(longest, c.numel());
@@ -93,7 +100,6 @@ Result run_decay_diversity(const Context& ctx, const DecayOptions& opts) {
     const auto acc = columns[c].accessor<double, 1>();
     for (int64_t i = 0; i < columns[c].numel(); ++i) rows[static_cast<size_t>(i)][c] = acc[i];
   }
-  Result r;
   r.files.push_back(write_csv(ctx.run_dir, "decay_diversity", header, rows));
   r.files.push_back(write_spec(
       ctx.run_dir, "decay_diversity",
@@ -110,6 +116,7 @@ Result run_decay_diversity(const Context& ctx, const DecayOptions& opts) {
   char cut[32];
   std::snprintf(cut, sizeof cut, "%g", opts.threshold);
   r.summary = {{"samples", inputs.size(0)},
+               {"applicable", true},
                {"threshold", opts.threshold},
                {"channels", total},
                {"fraction_below_threshold", fraction},

@@ -15,6 +15,8 @@ const std::vector<AnalysisInfo>& analysis_table() {
        [](const Context& c, const AnalysisOptions& o) { return run_attack(c, o.attack); }},
       {"decay_diversity", "decay diversity: CDF over channels of A_max - A_min of the per-token decay (spec §2.7)",
        [](const Context& c, const AnalysisOptions& o) { return run_decay_diversity(c, o.decay_diversity); }},
+      {"needle_grid", "needle in a haystack: retrieval accuracy heatmap over context length x needle depth (spec §2.3)",
+       [](const Context& c, const AnalysisOptions& o) { return run_needle_grid(c, o.needle_grid); }},
   };
   return table;
 }

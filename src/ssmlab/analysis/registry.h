@@ -8,6 +8,7 @@
 #include "ssmlab/analysis/analysis.h"
 #include "ssmlab/analysis/attack.h"
 #include "ssmlab/analysis/decay.h"
+#include "ssmlab/analysis/needle.h"
 #include "ssmlab/analysis/influence.h"
 #include "ssmlab/analysis/smoothing.h"
 #include "ssmlab/core/fields.h"
@@ -20,6 +21,7 @@ struct AnalysisOptions {
   SmoothingOptions smoothing;
   AttackOptions attack;
   DecayOptions decay_diversity;
+  NeedleGridOptions needle_grid;
 
   template <class V>
   void visit(V& v) {
@@ -29,6 +31,7 @@ struct AnalysisOptions {
     v("smoothing", smoothing, "over-smoothing across layers (spec §2.7)");
     v("attack", attack, "recency attacks on a sequence classifier: noise and target attacks (spec §2.4-2.5)");
     v("decay_diversity", decay_diversity, "spread of the per-token decay per channel, its CDF (spec §2.7)");
+    v("needle_grid", needle_grid, "needle retrieval accuracy over length x depth (spec §2.3)");
   }
 };
 

@@ -15,6 +15,10 @@ const std::vector<TaskInfo>& task_table() {
       {"seqimage", "sequential image classification (spec §2.4): CIFAR-10 / IDX images as pixel sequences",
        [](const TaskConfigs& c) { check_seqimage_config(c.seqimage); },
        [](const TaskConfigs& c) -> TaskPtr { return std::make_shared<SeqImageTask>(c.seqimage); }},
+      {"needle", "needle in a haystack (spec §2.3): a key hidden at a chosen depth of filler blocks, recalled at the "
+                 "end; tokens, targets on the key digits",
+       [](const TaskConfigs& c) { check_needle_config(c.needle); },
+       [](const TaskConfigs& c) -> TaskPtr { return std::make_shared<NeedleTask>(c.needle); }},
   };
   return table;
 }

@@ -7,6 +7,7 @@
 
 #include "ssmlab/core/fields.h"
 #include "ssmlab/tasks/mqar.h"
+#include "ssmlab/tasks/needle.h"
 #include "ssmlab/tasks/seqimage.h"
 #include "ssmlab/tasks/task.h"
 
@@ -16,11 +17,13 @@ namespace ssmlab::tasks {
 struct TaskConfigs {
   MqarConfig mqar;
   SeqImageConfig seqimage;
+  NeedleConfig needle;
 
   template <class V>
   void visit(V& v) {
     v("mqar", mqar, "multi-query associative recall (spec §2.8)");
     v("seqimage", seqimage, "sequential image classification: CIFAR-10 or IDX images as pixel sequences (spec §2.4)");
+    v("needle", needle, "needle in a haystack on a synthetic vocabulary: the passkey layout (spec §2.3, §3.4)");
   }
 };
 
