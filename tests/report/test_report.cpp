@@ -177,6 +177,35 @@ TEST(Report, SingleRunShowsItsSegments) {
   fs::remove_all(root);
 }
 
+TEST(Report, PaperValuesArePrintedBesideOurs) {
+  const auto root = fresh_dir("paper");
+  make_run(root / "a", 32, 0.001, 100, /*done=*/true);
+  make_run(root / "b", 64, 0.001, 100, /*done=*/true);
+  fs::create_directories(root / "a" / "analysis");
+  fs::create_directories(root / "b" / "analysis");
+  write_file_atomic(root / "a" / "analysis" / "attack.json",
+                    R"({"clean_accuracy": 0.5, "paper": [{"quantity": "drop, trailing 32 px", "paper": 81.24,
+                        "ours": 63.125, "source": "recency paper"}, {"quantity": "trend", "paper": "SSMs: large",
+                        "ours": 12}]})");
+  write_file_atomic(root / "b" / "analysis" / "attack.json", R"({"paper": "not a list"})");
+  write_file_atomic(root / "b" / "analysis" / "smoothing.json", R"({"block_out": [1, 2]})");  // no paper lines
+  const auto summary = write_report(root, {});
+  const std::string html = slurp(summary.html);
+  EXPECT_NE(html.find("<h2>Paper vs ours</h2>"), std::string::npos);
+  EXPECT_NE(html.find("drop, trailing 32 px"), std::string::npos);
+  EXPECT_NE(html.find("81.24"), std::string::npos);
+  EXPECT_NE(html.find("63.12"), std::string::npos);
+  EXPECT_NE(html.find("SSMs: large"), std::string::npos);
+  EXPECT_NE(html.find("not an array"), std::string::npos);  // the malformed file is named, not fatal
+  // Without paper lines there is no such section.
+  const auto single = write_report(root / "a", {});
+  EXPECT_NE(slurp(single.html).find("Paper vs ours"), std::string::npos);
+  fs::remove_all(root / "a" / "analysis");
+  const auto none = write_report(root / "a", {});
+  EXPECT_EQ(slurp(none.html).find("Paper vs ours"), std::string::npos);
+  fs::remove_all(root);
+}
+
 TEST(Report, MissingGnuplotStopsTheReport) {
   const auto root = make_sweep();
   {

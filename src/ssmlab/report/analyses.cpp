@@ -1,6 +1,7 @@
 #include "ssmlab/report/analyses.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <set>
 
@@ -90,6 +91,43 @@ std::vector<RunFigure> combine_run_figures(const std::vector<std::string>& label
     out.push_back(std::move(combined));
   }
   return out;
+}
+
+std::vector<PaperRow> read_paper_rows(const runfolder::RunFolder& run, std::vector<std::string>& problems) {
+  std::vector<PaperRow> rows;
+  auto text = [](const json& v) -> std::string {
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+    if (v.is_number()) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.4g", v.get<double>());
+      return buf;
+    }
+    return v.is_null() ? "" : v.dump();
+  };
+  for (const auto& f : run.analysis_files) {
+    try {
+      const json j = json::parse(read_file(f));
+      if (!j.is_object() || !j.contains("paper")) continue;
+      if (!j["paper"].is_array()) {
+        problems.push_back(f.string() + ": \"paper\" is not an array");
+        continue;
+      }
+      for (const auto& p : j["paper"]) {
+        if (!p.is_object() || !p.contains("quantity") || !p.contains("paper") || !p.contains("ours")) {
+          problems.push_back(f.string() + ": a \"paper\" entry lacks quantity / paper / ours");
+          continue;
+        }
+        rows.push_back({f.stem().string(), text(p["quantity"]), text(p["paper"]), text(p["ours"]),
+                        p.contains("source") ? text(p["source"]) : ""});
+      }
+    } catch (const json::exception& e) {
+      problems.push_back(f.string() + ": not valid JSON: " + e.what());
+    } catch (const ReportError& e) {
+      problems.push_back(e.what());
+    }
+  }
+  return rows;
 }
 
 }  // namespace ssmlab::report

@@ -28,4 +28,14 @@ std::vector<RunFigure> read_run_figures(const runfolder::RunFolder& run, std::ve
 std::vector<RunFigure> combine_run_figures(const std::vector<std::string>& labels,
                                            const std::vector<std::vector<RunFigure>>& figures);
 
+// One line of an analysis' comparison with its paper (analysis/NAME.json, "paper": [{"quantity", "paper", "ours",
+// "source"}], analysis/analysis.h paper_row): printed by the report as "paper vs ours".
+struct PaperRow {
+  std::string analysis;  // NAME of analysis/NAME.json
+  std::string quantity, paper, ours, source;
+};
+
+// Every such line of one run, in file order; a malformed file is skipped and described in `problems`.
+std::vector<PaperRow> read_paper_rows(const runfolder::RunFolder& run, std::vector<std::string>& problems);
+
 }  // namespace ssmlab::report

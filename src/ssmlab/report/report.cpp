@@ -259,6 +259,28 @@ ReportSummary write_report(const fs::path& dir, const ReportOptions& options) {
   }
   h << "</table></div>\n";
 
+  // The papers' values beside ours, from the analyses' "paper" lines.
+  {
+    std::vector<std::string> paper_problems;
+    const auto labels = run_labels(run_ptrs, keys);
+    std::ostringstream t;
+    size_t n_rows = 0;
+    for (size_t i = 0; i < runs.size(); ++i)
+      for (const auto& p : read_paper_rows(runs[i], paper_problems)) {
+        ++n_rows;
+        t << "<tr><td class=\"text\">" << html_escape(labels[i]) << "</td><td class=\"text\">" << html_escape(p.analysis)
+          << "</td><td class=\"text\">" << html_escape(p.quantity) << "</td><td class=\"text\">" << html_escape(p.paper)
+          << "</td><td>" << html_escape(p.ours) << "</td><td class=\"text\">" << html_escape(p.source) << "</td></tr>\n";
+      }
+    for (const auto& p : paper_problems) h << "<p class=\"problems\"><code>" << html_escape(p) << "</code></p>\n";
+    if (n_rows > 0)
+      h << "<h2>Paper vs ours</h2>\n<p>What each analysis compares with the paper it reproduces "
+        << "(<code>analysis/*.json</code>, \"paper\"): the paper's value as it states it, ours from this run.</p>\n"
+        << "<div class=\"scroll\"><table>\n<tr><th class=\"text\">run</th><th class=\"text\">analysis</th>"
+        << "<th class=\"text\">quantity</th><th class=\"text\">paper</th><th>ours</th><th class=\"text\">source</th></tr>\n"
+        << t.str() << "</table></div>\n";
+  }
+
   if (!curves.empty()) {
     h << "<h2>Training curves</h2>\n<p>From each run's <code>metrics.jsonl</code>"
       << (runs.size() > 1 ? ", one line per run" : "") << ".</p>\n";
