@@ -33,7 +33,9 @@ TEST(Configs, EveryShippedConfigLoads) {
   int n = 0;
   for (const auto& entry : fs::recursive_directory_iterator(fs::path(SSMLAB_SOURCE_DIR) / "configs")) {
     if (entry.path().extension() != ".toml") continue;
-    if (entry.path().parent_path().filename() == "sweeps")  // sweep files: a config plus [sweep]
+    std::ifstream in(entry.path());
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.find("\n[sweep]") != std::string::npos || text.starts_with("[sweep]"))  // a config plus [sweep]
       EXPECT_NO_THROW(ssmlab::experiments::load_sweep(entry.path())) << entry.path();
     else
       EXPECT_NO_THROW(ssmlab::experiments::load_config(entry.path())) << entry.path();

@@ -184,10 +184,10 @@ TEST(Report, PaperValuesArePrintedBesideOurs) {
   fs::create_directories(root / "a" / "analysis");
   fs::create_directories(root / "b" / "analysis");
   write_file_atomic(root / "a" / "analysis" / "attack.json",
-                    R"({"clean_accuracy": 0.5, "paper": [{"quantity": "drop, trailing 32 px", "paper": 81.24,
-                        "ours": 63.125, "source": "recency paper"}, {"quantity": "trend", "paper": "SSMs: large",
-                        "ours": 12}]})");
-  write_file_atomic(root / "b" / "analysis" / "attack.json", R"({"paper": "not a list"})");
+                    R"({"analysis": "attack", "result": {"clean_accuracy": 0.5, "paper": [{"quantity": "drop, trailing 32 px",
+                        "paper": 81.24, "ours": 63.125, "source": "recency paper"}, {"quantity": "trend",
+                        "paper": "SSMs: large", "ours": 12}]}})");
+  write_file_atomic(root / "b" / "analysis" / "attack.json", R"({"analysis": "attack", "result": {"paper": "not a list"}})");
   write_file_atomic(root / "b" / "analysis" / "smoothing.json", R"({"block_out": [1, 2]})");  // no paper lines
   const auto summary = write_report(root, {});
   const std::string html = slurp(summary.html);

@@ -107,7 +107,9 @@ std::vector<PaperRow> read_paper_rows(const runfolder::RunFolder& run, std::vect
   };
   for (const auto& f : run.analysis_files) {
     try {
-      const json j = json::parse(read_file(f));
+      const json file = json::parse(read_file(f));
+      // analysis/NAME.json is {"analysis", "model", "label", "result": <the analysis' summary>}.
+      const json& j = file.is_object() && file.contains("result") ? file["result"] : file;
       if (!j.is_object() || !j.contains("paper")) continue;
       if (!j["paper"].is_array()) {
         problems.push_back(f.string() + ": \"paper\" is not an array");

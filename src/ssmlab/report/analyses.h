@@ -28,8 +28,8 @@ std::vector<RunFigure> read_run_figures(const runfolder::RunFolder& run, std::ve
 std::vector<RunFigure> combine_run_figures(const std::vector<std::string>& labels,
                                            const std::vector<std::vector<RunFigure>>& figures);
 
-// One line of an analysis' comparison with its paper (analysis/NAME.json, "paper": [{"quantity", "paper", "ours",
-// "source"}], analysis/analysis.h paper_row): printed by the report as "paper vs ours".
+// One line of an analysis' comparison with its paper (analysis/NAME.json, its "result" holding "paper":
+// [{"quantity", "paper", "ours", "source"}], analysis/analysis.h paper_row): printed by the report as "paper vs ours".
 struct PaperRow {
   std::string analysis;  // NAME of analysis/NAME.json
   std::string quantity, paper, ours, source;
