@@ -1,6 +1,6 @@
 #include "ssmlab/tasks/registry.h"
 
-#include "ssmlab/core/error.h"
+#include "ssmlab/core/error_kinds.h"
 
 namespace ssmlab::tasks {
 
@@ -15,6 +15,9 @@ const std::vector<TaskInfo>& task_table() {
       {"seqimage", "sequential image classification (spec §2.4): CIFAR-10 / IDX images as pixel sequences",
        [](const TaskConfigs& c) { check_seqimage_config(c.seqimage); },
        [](const TaskConfigs& c) -> TaskPtr { return std::make_shared<SeqImageTask>(c.seqimage); }},
+      {"text", "language modelling on a tokenised corpus (Brown, Linux docs, text files; gpt2 BPE or bytes)",
+       [](const TaskConfigs& c) { check_text_config(c.text); },
+       [](const TaskConfigs& c) -> TaskPtr { return std::make_shared<TextTask>(c.text); }},
   };
   return table;
 }
@@ -38,6 +41,10 @@ TaskPtr make_task(const std::string& name, const TaskConfigs& cfgs) {
   try {
     info.check(cfgs);
     return info.make(cfgs);
+  } catch (const DataError& e) {  // keeps its category (exit code 3): a bad data file, not a bad task
+    fail_data("task.", name, ": ", e.what());
+  } catch (const ConfigError& e) {
+    fail_config("task.", name, ": ", e.what());
   } catch (const Error& e) {
     fail("task.", name, ": ", e.what());
   }

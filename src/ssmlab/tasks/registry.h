@@ -9,6 +9,7 @@
 #include "ssmlab/tasks/mqar.h"
 #include "ssmlab/tasks/seqimage.h"
 #include "ssmlab/tasks/task.h"
+#include "ssmlab/tasks/text.h"
 
 namespace ssmlab::tasks {
 
@@ -16,11 +17,13 @@ namespace ssmlab::tasks {
 struct TaskConfigs {
   MqarConfig mqar;
   SeqImageConfig seqimage;
+  TextConfig text;
 
   template <class V>
   void visit(V& v) {
     v("mqar", mqar, "multi-query associative recall (spec §2.8)");
     v("seqimage", seqimage, "sequential image classification: CIFAR-10 or IDX images as pixel sequences (spec §2.4)");
+    v("text", text, "language modelling on a tokenised corpus: Brown, Linux kernel docs or text files (spec §3)");
   }
 };
 
