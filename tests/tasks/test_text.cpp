@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 
+#include "ssmlab/core/rng.h"
 #include "ssmlab/experiments/run.h"
 #include "ssmlab/tasks/registry.h"
 #include "ssmlab/tasks/text.h"
@@ -20,11 +21,12 @@ namespace {
 namespace fs = std::filesystem;
 using namespace ssmlab;
 
-// Eight documents of 20 + 13 d bytes each, read with the byte tokenizer.
+// Eight documents of 20 + 13 d random letters each (so no two windows are equal), read with the byte tokenizer.
 tasks::TextConfig byte_config(const fs::path& dir) {
+  Rng rng(9);
   for (int d = 0; d < 8; ++d) {
     std::string t;
-    for (int i = 0; i < 20 + 13 * d; ++i) t.push_back(static_cast<char>('a' + (i * 7 + d) % 26));
+    for (int i = 0; i < 20 + 13 * d; ++i) t.push_back(static_cast<char>('a' + rng.randint(0, 26)));
     char name[32];
     std::snprintf(name, sizeof name, "doc%02d.txt", d);
     test::write_text(dir / "corpus" / name, t);

@@ -92,6 +92,9 @@ TEST(TextTokenFile, DocumentsAreWholeTrainFirstEachEndedByEndOfText) {
   }
   EXPECT_EQ(tf.size(), total);
   EXPECT_EQ(tf.validation_begin(), tf.offset(6));
+  ASSERT_NE(tf.data16(), nullptr);
+  EXPECT_EQ(tf.data32(), nullptr);
+  for (int64_t i = 0; i < total; ++i) ASSERT_EQ(tf.data16()[i], tf[i]);
   // The manifest records what produced the file.
   const auto m = nlohmann::json::parse(ssmlab::test::read_text(manifest));
   EXPECT_EQ(m["tokenizer"]["kind"], "gpt2");
@@ -186,6 +189,9 @@ TEST(TextTokenFile, LargeVocabulariesUseUint32) {
   const WideTokenizer tok;
   const TokenFile tf(ssmlab::text::ensure_token_file(options(dir.path), tok));
   EXPECT_EQ(tf.bytes_per_token(), 4);
+  EXPECT_EQ(tf.data16(), nullptr);
+  ASSERT_NE(tf.data32(), nullptr);
+  EXPECT_EQ(tf.data32()[0], 65536u + 'd') << "the first document starts with \"doc\"";
   std::string all;
   for (int64_t d = 0; d < tf.num_documents(); ++d) {
     const auto s = tf.document(d);

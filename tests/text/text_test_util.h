@@ -1,7 +1,9 @@
 // Shared by the text tests: the real GPT-2 files, small file writers (a ustar archive written by hand, so the
 // tar reader is tested against the format), and an expectation that a call throws a DataError.
 #pragma once
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
@@ -49,22 +51,28 @@ inline std::string read_text(const std::filesystem::path& p) {
 inline std::string tar_archive(const std::vector<std::pair<std::string, std::string>>& files) {
   std::string out;
   for (const auto& [name, body] : files) {
-    std::string h(512, '\0');
-    h.replace(0, name.size(), name);
-    std::snprintf(h.data() + 100, 8, "%07o", 0644);
-    std::snprintf(h.data() + 108, 8, "%07o", 0);
-    std::snprintf(h.data() + 116, 8, "%07o", 0);
-    std::snprintf(h.data() + 124, 12, "%011o", static_cast<unsigned>(body.size()));
-    std::snprintf(h.data() + 136, 12, "%011o", 0u);
+    char h[512] = {};
+    const auto put = [&](size_t at, const std::string& s) { std::memcpy(h + at, s.data(), s.size()); };
+    const auto octal = [](uint64_t v, int digits) {
+      std::string s(static_cast<size_t>(digits), '0');
+      for (int i = digits - 1; i >= 0; --i, v >>= 3) s[static_cast<size_t>(i)] = static_cast<char>('0' + (v & 7));
+      return s;
+    };
+    put(0, name);
+    put(100, octal(0644, 7));
+    put(108, octal(0, 7));
+    put(116, octal(0, 7));
+    put(124, octal(body.size(), 11));
+    put(136, octal(0, 11));
     h[156] = '0';
-    h.replace(257, 6, std::string("ustar\0", 6));
-    h.replace(263, 2, "00");
-    h.replace(148, 8, std::string(8, ' '));
-    unsigned sum = 0;
+    put(257, "ustar");
+    put(263, "00");
+    std::memset(h + 148, ' ', 8);
+    uint64_t sum = 0;
     for (char c : h) sum += static_cast<unsigned char>(c);
-    std::snprintf(h.data() + 148, 8, "%06o", sum);  // six digits, NUL, and the space left from above
-    h[155] = ' ';
-    out += h;
+    put(148, octal(sum, 6));  // six digits, NUL, space
+    h[154] = '\0';
+    out.append(h, sizeof h);
     out += body;
     out.append((512 - body.size() % 512) % 512, '\0');
   }

@@ -57,6 +57,10 @@ class TokenFile {
   // DataError naming the file and the position.
   void read(int64_t begin, int64_t count, int64_t* out) const;
   std::vector<uint32_t> tokens(int64_t begin, int64_t count) const;
+  // The mapped ids themselves (no copy, no check): data16() when bytes_per_token() == 2, else data32(); the other
+  // is nullptr. Spans of any length cost nothing until read.
+  const uint16_t* data16() const { return width_ == 2 ? static_cast<const uint16_t*>(map_) : nullptr; }
+  const uint32_t* data32() const { return width_ == 4 ? static_cast<const uint32_t*>(map_) : nullptr; }
 
   int64_t num_documents() const { return static_cast<int64_t>(names_.size()); }
   DocumentSpan document(int64_t d) const;
