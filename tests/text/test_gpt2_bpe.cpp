@@ -15,6 +15,7 @@
 #include "ssmlab/core/rng.h"
 #include "ssmlab/text/pretokenize.h"
 #include "test_util.h"
+#include "fuzz/targets.h"
 #include "text/text_test_util.h"
 
 namespace {
@@ -299,6 +300,24 @@ TEST(TokenizerGpt2, TruncatedReleasedFilesAreRefused) {
   ssmlab::test::write_text(b, bpe);
   ssmlab::test::write_text(e, enc.substr(0, enc.size() - 100));
   ssmlab::test::expect_data_error([&] { ssmlab::text::Gpt2Bpe(e, b); }, {e.string(), "not valid JSON"});
+}
+
+}  // namespace
+
+namespace {
+
+// The fuzz target's seed (fuzz/target_gpt2_files.cpp) must be files that load, or the target tests errors only.
+TEST(TokenizerGpt2, FuzzSeedFilesLoad) {
+  ssmlab::test::TempDir dir;
+  const std::string seed = ssmlab::fuzz::seeds_gpt2_files().at(0);
+  const size_t nul = seed.find('\0');
+  ASSERT_NE(nul, std::string::npos);
+  ssmlab::test::write_text(dir.path / "encoder.json", seed.substr(0, nul));
+  ssmlab::test::write_text(dir.path / "vocab.bpe", seed.substr(nul + 1));
+  const ssmlab::text::Gpt2Bpe tok(dir.path / "encoder.json", dir.path / "vocab.bpe");
+  EXPECT_EQ(tok.vocab_size(), 259);
+  EXPECT_EQ(tok.encode("abc ab"), (Ids{257, ' ', 256}));
+  EXPECT_EQ(tok.end_of_text(), std::optional<uint32_t>(258));
 }
 
 }  // namespace
