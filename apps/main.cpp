@@ -364,7 +364,9 @@ int run(int argc, char** argv) {
   std::string encode_text;
   auto* tokenize = app.add_subcommand("tokenize", "build (or find) the token file of a text-task config and print its "
                                                   "counts; --encode prints the ids of a string instead");
-  tokenize->add_option("config", config_file, "TOML config with task.name = \"text\"")->required()->check(CLI::ExistingFile);
+  tokenize->add_option("config", config_file, "TOML config with task.name = \"text\"")
+      ->required()
+      ->check(CLI::ExistingFile);
   tokenize->add_option("--set", sets, "override a config key (repeatable)");
   auto* encode_opt = tokenize->add_option("--encode", encode_text, "print the token ids of this text (the config's "
                                                                    "tokenizer)");

@@ -149,7 +149,8 @@ TEST(TokenizerGpt2, FixedStringsMatchAnIndependentBpe) {
       {"The quick brown fox jumps over the lazy dog.",
        {"The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", "."}},
       {"I'm antidisestablishmentarianism's", {"I", "'m", " antidisestablishmentarianism", "'s"}},
-      {"tokenization  of\n\nGPT-2 12345678", {"tokenization", " ", " of", "\n", "\n", "GPT", "-", "2", " 12345678"}},  // "\n\n" gives one back
+      {"tokenization  of\n\nGPT-2 12345678",  // "\n\n" before a word gives one "\n" back
+       {"tokenization", " ", " of", "\n", "\n", "GPT", "-", "2", " 12345678"}},
       {"  indented\tcode(x) { return x+1; }",
        {" ", " indented", "\t", "code", "(", "x", ")", " {", " return", " x", "+", "1", ";", " }"}},
       {"na\xC3\xAFve caf\xC3\xA9 \xE4\xBD\xA0\xE5\xA5\xBD \xF0\x9F\x99\x82!!",

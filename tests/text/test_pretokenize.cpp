@@ -28,7 +28,8 @@ TEST(TextPretokenize, FixedStringsSplitAsGpt2) {
   const std::vector<Case> cases = {
       {"Hello world", {"Hello", " world"}},
       {"don't stop", {"don", "'t", " stop"}},
-      {"I'm here, they'll go; we've 're", {"I", "'m", " here", ",", " they", "'ll", " go", ";", " we", "'ve", " '", "re"}},
+      {"I'm here, they'll go; we've 're",
+       {"I", "'m", " here", ",", " they", "'ll", " go", ";", " we", "'ve", " '", "re"}},
       {"a  b", {"a", " ", " b"}},              // the lookahead gives the last space to the word
       {"x \ny", {"x", " ", "\n", "y"}},        // only U+0020 joins a word; "\n" stands alone
       {"end  ", {"end", "  "}},                // trailing whitespace stays whole

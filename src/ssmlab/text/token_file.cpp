@@ -95,7 +95,8 @@ std::vector<int64_t> validation_documents(int64_t n, double fraction, int64_t se
   std::vector<int64_t> perm(static_cast<size_t>(n));
   std::iota(perm.begin(), perm.end(), int64_t{0});
   Rng rng(static_cast<uint64_t>(seed));
-  for (int64_t i = n - 1; i > 0; --i) std::swap(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(rng.randint(0, i + 1))]);
+  for (int64_t i = n - 1; i > 0; --i)
+    std::swap(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(rng.randint(0, i + 1))]);
   std::vector<int64_t> val(perm.begin(), perm.begin() + n_val);
   std::sort(val.begin(), val.end());
   return val;
@@ -155,7 +156,8 @@ TokenFile::TokenFile(const fs::path& manifest) : manifest_(manifest) {
 
   tokens_ = manifest.parent_path() / field<std::string>(j, "tokens_file", manifest);
   const int fd = ::open(tokens_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail_data(tokens_.string(), ": cannot open the token file named by ", name, " (", std::strerror(errno), ")");
+  if (fd < 0)
+    fail_data(tokens_.string(), ": cannot open the token file named by ", name, " (", std::strerror(errno), ")");
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
