@@ -7,6 +7,7 @@
 //   ssmlab report DIR [--out DIR] [--embed]     (figures + report.html from run folders; report::)
 //   ssmlab sweep FILE [--jobs N] [--gpus 0,1] [--per-gpu K] [--mem-per-run GB] [--out DIR] [--set k=v]...
 //   ssmlab results DIR [--filter key=value]... [--csv FILE] [--sqlite FILE] [--all-keys]
+//   ssmlab tokenize CONFIG [--set key=value]... [--encode TEXT]   (the text task's token file, or TEXT's ids)
 #include <cstdio>
 #include <iostream>
 
@@ -30,6 +31,7 @@
 #include "ssmlab/experiments/validate.h"
 #include "ssmlab/mixers/registry.h"
 #include "ssmlab/tasks/registry.h"
+#include "ssmlab/tasks/text.h"
 #include "ssmlab/ops/backend.h"
 #include "ssmlab/report/io.h"
 #include "ssmlab/report/report.h"
@@ -241,6 +243,31 @@ std::string context_of(const CLI::App& app, const std::vector<std::string>& inpu
   return ctx;
 }
 
+// Builds (or finds) the token file of a text config and prints what it holds; with --encode, prints TEXT's ids.
+int cmd_tokenize(const std::string& file, const std::vector<std::string>& sets, const std::string* encode) {
+  const experiments::Config cfg = ssmlab::app::as_config_error([&] { return experiments::load_config(file, sets); });
+  if (cfg.task.name != "text")
+    fail_config(file, ": task.name is '", cfg.task.name, "'; ssmlab tokenize needs task.name = \"text\"");
+  const tasks::TextTask task(cfg.task.text);
+  if (encode) {
+    for (uint32_t id : task.tokenizer().encode(*encode)) std::printf("%u ", id);
+    std::printf("\n");
+    return 0;
+  }
+  const auto tf = task.token_file();
+  const int64_t L = cfg.task.text.seq_len;
+  const bool within = cfg.task.text.windows == "within";
+  std::printf("token file: %s\n", tf->manifest_path().string().c_str());
+  std::printf("  %lld tokens (%d bytes each), vocabulary %lld, %lld documents: %lld train, %lld validation\n",
+              static_cast<long long>(tf->size()), tf->bytes_per_token(), static_cast<long long>(tf->vocab_size()),
+              static_cast<long long>(tf->num_documents()), static_cast<long long>(tf->num_train_documents()),
+              static_cast<long long>(tf->num_documents() - tf->num_train_documents()));
+  std::printf("  windows of %lld + 1 tokens (%s documents): %zu train, %zu validation\n", static_cast<long long>(L),
+              within ? "within" : "across", tasks::text_window_starts(*tf, 0, L, within).size(),
+              tasks::text_window_starts(*tf, 1, L, within).size());
+  return 0;
+}
+
 int run(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines in order with stderr when the output is a file (sweep logs)
   CLI::App app{"ssmlab: train, probe and fix State Space Models (Mamba and peers) in C++"};
@@ -334,6 +361,16 @@ int run(int argc, char** argv) {
   report_cmd->add_flag("--embed", report_embed, "inline the PNGs into report.html (one file to send)");
   report_cmd->footer("Writes report.html, figures/*.{png,svg,gp,dat}; needs gnuplot. Figure specs: docs/ARCHITECTURE.md.");
 
+  std::string encode_text;
+  auto* tokenize = app.add_subcommand("tokenize", "build (or find) the token file of a text-task config and print its "
+                                                  "counts; --encode prints the ids of a string instead");
+  tokenize->add_option("config", config_file, "TOML config with task.name = \"text\"")
+      ->required()
+      ->check(CLI::ExistingFile);
+  tokenize->add_option("--set", sets, "override a config key (repeatable)");
+  auto* encode_opt = tokenize->add_option("--encode", encode_text, "print the token ids of this text (the config's "
+                                                                   "tokenizer)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -359,6 +396,7 @@ int run(int argc, char** argv) {
     if (*report_cmd) return cmd_report(report_dir, report_out, report_embed);
     if (*sweep) return cmd_sweep(config_file, sets, out_dir, sweep_gpus, sweep_opts, sweep_dry_run);
     if (*results) return cmd_results(run_dir, results_opts, results_csv, results_sqlite);
+    if (*tokenize) return cmd_tokenize(config_file, sets, encode_opt->count() > 0 ? &encode_text : nullptr);
   } catch (...) {
     return ssmlab::app::report_current_exception(context_of(app, {config_file, run_dir, report_dir, analyze_target}));
   }

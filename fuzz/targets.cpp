@@ -10,6 +10,8 @@ const std::vector<Target>& targets() {
       {"metrics_jsonl", run_metrics_jsonl, seeds_metrics_jsonl},
       {"cifar10", run_cifar10, seeds_cifar10},
       {"idx", run_idx, seeds_idx},
+      {"tar", run_tar, seeds_tar},
+      {"gpt2_files", run_gpt2_files, seeds_gpt2_files},
   };
   return all;
 }

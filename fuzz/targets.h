@@ -30,5 +30,9 @@ void run_cifar10(std::string_view input);
 std::vector<std::string> seeds_cifar10();
 void run_idx(std::string_view input);
 std::vector<std::string> seeds_idx();
+void run_tar(std::string_view input);
+std::vector<std::string> seeds_tar();
+void run_gpt2_files(std::string_view input);
+std::vector<std::string> seeds_gpt2_files();
 
 }  // namespace ssmlab::fuzz

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ASan + UBSan run of the CPU tests of the code that reads outside input: parsers (safetensors, TOML, JSONL),
-# checkpoints and checksums, configs and their bounds, results, and the fuzz loop.
+# checkpoints and checksums, configs and their bounds, results, text (tokenizer files, tar, token files), and the
+# fuzz loop.
 #   quick (default): build/ is built as usual (ccache), then sanitize/CMakeLists.txt compiles only that code
 #     and its tests instrumented into build-asan/ and links the rest from build/ (a few minutes on 2 cores).
 #   SANITIZE_ALL=1: every source instrumented (-DSSMLAB_SANITIZE=address,undefined) in build-asan-all/, all CPU

@@ -81,6 +81,8 @@ epochs = 1
 threads = 1
 )";
 
+std::string tiny_path(const fs::path& dir) { return write(dir / "tiny.toml", kTiny); }
+
 class ExitCodes : public ::testing::Test {
  protected:
   ssmlab::test::TempDir tmp;
@@ -131,6 +133,22 @@ TEST_F(ExitCodes, DataErrors) {
   expect_exit(run("results " + tmp.path.string() + " --csv " + (tmp.path / "r.csv").string(), tmp.path),
               ssmlab::kExitData, {"metrics.jsonl:2", "\"kind\" must be a string"});
   expect_exit(run("report " + runf.string(), tmp.path), ssmlab::kExitData, {"metrics.jsonl:2"});
+}
+
+// The text task: a tokenizer file that is missing or cut off is bad data (code 3), named in the one error line.
+TEST_F(ExitCodes, TextTokenizerFiles) {
+  write(tmp.path / "corpus" / "a.txt", "some text\n");
+  const std::string cfg = write(tmp.path / "text.toml", "[task]\nname = \"text\"\n[task.text]\ncorpus = \"files\"\n"
+                                                        "path = \"" + (tmp.path / "corpus").string() + "\"\n");
+  const std::string missing = (tmp.path / "none.bpe").string();
+  expect_exit(run("tokenize " + cfg + " --set task.text.bpe_merges=" + missing + " --encode hi", tmp.path),
+              ssmlab::kExitData, {"ssmlab tokenize", missing, "no such file"});
+  const std::string cut = write(tmp.path / "cut.json", "{\"a\": 0, \"b\"");
+  expect_exit(run("train " + cfg + " --set task.text.bpe_encoder=" + cut + " --out " + (tmp.path / "run").string(),
+                  tmp.path),
+              ssmlab::kExitData,
+              {cut, "not valid JSON"});
+  expect_exit(run("tokenize " + tiny_path(tmp.path), tmp.path), ssmlab::kExitConfig, {"needs task.name"});
 }
 
 TEST_F(ExitCodes, FilterMatchingNothing) {

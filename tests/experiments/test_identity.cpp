@@ -33,6 +33,13 @@ TEST(Identity, WhatDoesNotDefineTheRunKeepsTheId) {
   c.model.mixers.mamba2.d_state = 7;  // not the chosen mixer
   c.model.mixers.attention.n_heads = 4;
   EXPECT_EQ(run_id(c), id);
+  Config text = base;
+  text.task.name = "text";
+  const std::string text_id = run_id(text);
+  text.task.text.cache_dir = "/elsewhere/tokens";  // the token file cache, not its content
+  EXPECT_EQ(run_id(text), text_id);
+  text.task.text.seq_len = 64;
+  EXPECT_NE(run_id(text), text_id);
 }
 
 TEST(Identity, WhatDefinesTheRunChangesTheId) {

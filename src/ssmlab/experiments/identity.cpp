@@ -69,6 +69,7 @@ toml::table identity_table(const Config& cfg) {
   c.run.out_dir = RunOptions{}.out_dir;
   c.train.halt_after_steps = 0;
   c.analysis = analysis::AnalysisOptions{};
+  c.task.text.cache_dir = tasks::TextConfig{}.cache_dir;  // where token files are cached, not what they hold
   toml::table t = to_toml(c);
   const Config defaults{};
   const toml::table d = to_toml(defaults);

@@ -1,6 +1,6 @@
 #include "ssmlab/tasks/registry.h"
 
-#include "ssmlab/core/error.h"
+#include "ssmlab/core/error_kinds.h"
 
 namespace ssmlab::tasks {
 
@@ -19,6 +19,9 @@ const std::vector<TaskInfo>& task_table() {
                  "end; tokens, targets on the key digits",
        [](const TaskConfigs& c) { check_needle_config(c.needle); },
        [](const TaskConfigs& c) -> TaskPtr { return std::make_shared<NeedleTask>(c.needle); }},
+      {"text", "language modelling on a tokenised corpus (Brown, Linux docs, text files; gpt2 BPE or bytes)",
+       [](const TaskConfigs& c) { check_text_config(c.text); },
+       [](const TaskConfigs& c) -> TaskPtr { return std::make_shared<TextTask>(c.text); }},
   };
   return table;
 }
@@ -42,6 +45,10 @@ TaskPtr make_task(const std::string& name, const TaskConfigs& cfgs) {
   try {
     info.check(cfgs);
     return info.make(cfgs);
+  } catch (const DataError& e) {  // keeps its category (exit code 3): a bad data file, not a bad task
+    fail_data("task.", name, ": ", e.what());
+  } catch (const ConfigError& e) {
+    fail_config("task.", name, ": ", e.what());
   } catch (const Error& e) {
     fail("task.", name, ": ", e.what());
   }

@@ -10,6 +10,7 @@
 #include "ssmlab/tasks/needle.h"
 #include "ssmlab/tasks/seqimage.h"
 #include "ssmlab/tasks/task.h"
+#include "ssmlab/tasks/text.h"
 
 namespace ssmlab::tasks {
 
@@ -18,12 +19,14 @@ struct TaskConfigs {
   MqarConfig mqar;
   SeqImageConfig seqimage;
   NeedleConfig needle;
+  TextConfig text;
 
   template <class V>
   void visit(V& v) {
     v("mqar", mqar, "multi-query associative recall (spec §2.8)");
     v("seqimage", seqimage, "sequential image classification: CIFAR-10 or IDX images as pixel sequences (spec §2.4)");
     v("needle", needle, "needle in a haystack on a synthetic vocabulary: the passkey layout (spec §2.3, §3.4)");
+    v("text", text, "language modelling on a tokenised corpus: Brown, Linux kernel docs or text files (spec §3)");
   }
 };
 
