@@ -10,6 +10,11 @@ const std::vector<AnalysisInfo>& analysis_table() {
        [](const Context& c, const AnalysisOptions& o) { return run_influence(c, o.influence); }},
       {"smoothing", "over-smoothing: mean pairwise token distance of mixer and block outputs per layer (spec §2.7)",
        [](const Context& c, const AnalysisOptions& o) { return run_smoothing(c, o.smoothing); }},
+      {"eigen", "eigen-spectrum of S_C^T S_B per layer: min / max eigenvalue, fraction positive (spec §4.2)",
+       [](const Context& c, const AnalysisOptions& o) { return run_eigen(c, o.eigen); }},
+      {"trajectories", "token trajectories: norm per layer by position, pairwise distance, convergence or "
+                       "divergence rate (spec §4.1)",
+       [](const Context& c, const AnalysisOptions& o) { return run_trajectories(c, o.trajectories); }},
   };
   return table;
 }

@@ -6,8 +6,10 @@
 #include <vector>
 
 #include "ssmlab/analysis/analysis.h"
+#include "ssmlab/analysis/eigen.h"
 #include "ssmlab/analysis/influence.h"
 #include "ssmlab/analysis/smoothing.h"
+#include "ssmlab/analysis/trajectories.h"
 #include "ssmlab/core/fields.h"
 
 namespace ssmlab::analysis {
@@ -16,6 +18,8 @@ struct AnalysisOptions {
   std::string after_training;  // comma-separated names
   InfluenceOptions influence;
   SmoothingOptions smoothing;
+  EigenOptions eigen;
+  TrajectoryOptions trajectories;
 
   template <class V>
   void visit(V& v) {
@@ -23,6 +27,8 @@ struct AnalysisOptions {
       "analyses run when training ends, comma-separated (e.g. \"influence,smoothing\"; ssmlab list analyses)");
     v("influence", influence, "influence of a token vs distance (spec §2.2)");
     v("smoothing", smoothing, "over-smoothing across layers (spec §2.7)");
+    v("eigen", eigen, "eigenvalues of the input-output matrix S_C^T S_B per layer (spec §4.1, §4.2)");
+    v("trajectories", trajectories, "token norms and pairwise distances through depth (spec §4.1)");
   }
 };
 
