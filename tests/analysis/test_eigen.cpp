@@ -103,12 +103,12 @@ TEST(Eigen, ScenariosThroughTheAnalysis) {
 TEST(Eigen, AnalysisWritesFiguresAndSummaryAndNeedsTheMatrix) {
   ssmlab::test::TempDir dir;
   ssmlab::tasks::MqarConfig cfg;
-  cfg.vocab_size = 16;
+  cfg.vocab_size = 32;
   cfg.train = {{16, 2, 8}};
   cfg.test = {{16, 2, 8}};
   ssmlab::tasks::MqarTask task(cfg);
   const auto test = task.make_test();
-  auto model = std::make_shared<ssmlab::models::LanguageModelImpl>(options("mamba1", 2, "negative"), 16, "auto", 3);
+  auto model = std::make_shared<ssmlab::models::LanguageModelImpl>(options("mamba1", 2, "negative"), 32, "auto", 3);
   model->eval();
   const ssmlab::analysis::Context ctx{*model, task, test, c10::Device(c10::kCPU), dir.path, "neg", 0};
   ssmlab::analysis::AnalysisOptions opts;

@@ -12,6 +12,7 @@
 #include "ssmlab/mixers/mamba1.h"
 #include "ssmlab/mixers/softsort.h"
 #include "ssmlab/models/sequence_classifier.h"
+#include "cuda_test_util.h"
 #include "test_util.h"
 #include "tolerances.h"
 
@@ -175,6 +176,24 @@ TEST(EigenScenario, FastPathsAndStepAgreeWithTheReference) {
     std::vector<at::Tensor> ys;
     for (int64_t t = 0; t < xd.size(1); ++t) ys.push_back(ref->step(xd.select(1, t), state));
     EXPECT_TRUE(all_close(at::stack(ys, 1), ref->forward(xd), ssmlab::test::kFp64Forward, kind + " step"));
+  }
+}
+
+TEST(EigenScenario, CudaPathAgreesWithTheCpuReference) {
+  SKIP_WITHOUT_CUDA();
+  // Only x_proj's weight changes: the mixer's CUDA scan and conv see it like any other weight.
+  for (const std::string kind : {"positive", "negative", "mixed"}) {
+    auto ref = make(eigen_options(kind, 16), 12), gpu = make(eigen_options(kind, 16), 12, "auto");
+    gpu->to(at::Device(at::kCUDA, 0));
+    at::manual_seed(6);
+    const at::Tensor x = at::randn({2, 65, kD});
+    const at::Tensor y = gpu->forward(x.to(at::Device(at::kCUDA, 0)));
+    EXPECT_TRUE(all_close(y.cpu(), ref->forward(x), ssmlab::test::kFp32Forward, kind + " cuda vs reference"));
+    y.pow(2).sum().backward();
+    const at::Tensor g = gpu->x_proj->weight.grad().cpu();
+    const int64_t R = gpu->dt_rank(), N = 16;
+    EXPECT_GT(at::triu(g.narrow(0, R, N), 1).abs().sum().item<float>(), 0.0f) << kind;
+    EXPECT_TRUE((g.narrow(0, R + N, N).select(1, 0).abs() > 0).all().item<bool>()) << kind;
   }
 }
 

@@ -33,7 +33,9 @@ LayerSpectrum matrix_spectrum(const at::Tensor& M, double zero_tol) {
   }
   const at::Tensor mag = at::sqrt(re * re + im * im);
   const double biggest = mag.numel() ? mag.max().item<double>() : 0.0;
-  const double cut = zero_tol * biggest;
+  // A matrix held in float32 resolves eigenvalues only to ~E·eps_32 of the largest: below that they are zeros.
+  const double resolution = 16.0 * eps * static_cast<double>(m.size(0));
+  const double cut = std::max(zero_tol, resolution) * biggest;
   const auto r = re.accessor<double, 1>(), i = im.accessor<double, 1>(), a = mag.accessor<double, 1>();
   for (int64_t k = 0; k < re.size(0); ++k) {
     if (biggest == 0.0 || a[k] <= cut) {

@@ -2,7 +2,8 @@
 // eigenvalues of S_C^T S_B (E, E), read through Mixer::input_output_matrix() (mixers without one are skipped;
 // a model with none is an error naming its mixers). Their signs decide whether tokens converge to zero (all
 // negative) or diverge (any positive) through depth. The matrix is rank <= N, so the E - N eigenvalues with
-// |λ| <= zero_tol · max|λ| count as zero and are left out of the figures and the min / max / fractions. For a
+// |λ| <= zero_tol · max|λ| count as zero and are left out of the figures and the min / max / fractions (for a
+// matrix held in float32, at least 16 E eps_32 · max|λ|: what float32 can resolve). For a
 // symmetric matrix (the eigenvalue scenarios: U^T diag(d) U) the eigenvalues are real (eigvalsh); otherwise
 // (an unconstrained x_proj) they may be complex: the real parts are reported, with the largest |imaginary part|.
 #pragma once

@@ -80,12 +80,16 @@ Mamba1Impl::Mamba1Impl(const Mamba1Options& opts, int64_t d_model, std::string b
 at::Tensor Mamba1Impl::x_proj_weight() { return eigen_x_proj_weight(x_proj->weight, dt_rank_, d_state_, eigen_); }
 
 std::optional<at::Tensor> Mamba1Impl::input_output_matrix() {
-  const at::Tensor W = x_proj_weight();                      // (R + 2N, E)
+  // In float64, so the E - N zero eigenvalues of the rank-N product stay at float64 rounding (~1e-16 relative).
+  const at::Tensor W = eigen_x_proj_weight(x_proj->weight.to(at::kDouble), dt_rank_, d_state_, eigen_);  // (R + 2N, E)
   const at::Tensor WB = W.narrow(0, dt_rank_, d_state_);     // (N, E): B_t = W_B u_t
   const at::Tensor WC = W.narrow(0, dt_rank_ + d_state_, d_state_);  // (N, E): C_t = W_C u_t
   return at::matmul(WC.t(), WB);                             // (E, E)
 }
 
+// Token reordering (spec §4.3). The seed's quirks are the option defaults (y not un-permuted, z not permuted, soft
+// in training and evaluation). Its third quirk, dt_proj's bias applied twice, belongs to MambaVision's mixer, not
+// to Mamba-1: the score here uses dt_proj(dt_low) with the bias once, and the scan adds it once, as for any tokens.
 at::Tensor Mamba1Impl::reorder_permutation(const at::Tensor& xc) {
   SSMLAB_CHECK(reorders(), "mamba1: reorder_permutation on a layer that does not reorder");
   const int64_t R = dt_rank_;
