@@ -89,7 +89,7 @@ TEST(DynamicsConfigs, TinyReorderRunOnFashionMnist) {
   c.task.seqimage.test[0].count = 32;
   c.analysis.trajectories.samples = 4;
   const auto out = ssmlab::experiments::train_run(c, dir.path);
-  EXPECT_EQ(out.analyses, (std::vector<std::string>{"trajectories"}));
+  EXPECT_EQ(out.analyses, (std::vector<std::string>{"eigen", "trajectories"}));
   EXPECT_TRUE(fs::exists(ssmlab::runfolder::results_file(dir.path)));
 }
 
