@@ -38,6 +38,13 @@ inline constexpr Tol kFp16Grad{1e-2, 1e-2};
 // plus cancellation eps/h ~ 1e-10, so analytic vs numeric gradients agree to ~1e-7.
 inline constexpr Tol kFiniteDiff{1e-6, 1e-7};
 inline constexpr double kFiniteDiffStep = 1e-6;
+// Eigenvalues computed in float64 (eigvalsh / eigvals of an E x E matrix of rank N): an eigenvalue counts as zero
+// when |λ| <= kEigenZeroRel · max|λ|. The exact zeros come out at ~E·eps ~ 1e-14 relative; the scenarios' nonzero
+// eigenvalues are >= ~1e-3 relative on the tests' random weights, so 1e-9 separates them with room on both sides.
+inline constexpr double kEigenZeroRel = 1e-9;
+// SoftSort near its zero-temperature limit: with scores at least 0.1 apart and τ = 1e-3 the off-permutation
+// weights are <= exp(-100); 1e-6 is far above that and far below the τ = 1 weights (~0.1-0.5).
+inline constexpr double kSoftSortNearPermutation = 1e-6;
 
 // Tolerance for a forward result in `dtype` (the dtype of the inputs under test).
 inline Tol forward_tol(at::ScalarType dtype) {

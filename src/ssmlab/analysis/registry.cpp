@@ -17,6 +17,11 @@ const std::vector<AnalysisInfo>& analysis_table() {
        [](const Context& c, const AnalysisOptions& o) { return run_decay_diversity(c, o.decay_diversity); }},
       {"needle_grid", "needle in a haystack: retrieval accuracy heatmap over context length x needle depth (spec §2.3)",
        [](const Context& c, const AnalysisOptions& o) { return run_needle_grid(c, o.needle_grid); }},
+      {"eigen", "eigen-spectrum of S_C^T S_B per layer: min / max eigenvalue, fraction positive (spec §4.2)",
+       [](const Context& c, const AnalysisOptions& o) { return run_eigen(c, o.eigen); }},
+      {"trajectories", "token trajectories: norm per layer by position, pairwise distance, convergence or "
+                       "divergence rate (spec §4.1)",
+       [](const Context& c, const AnalysisOptions& o) { return run_trajectories(c, o.trajectories); }},
   };
   return table;
 }

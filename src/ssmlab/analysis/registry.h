@@ -9,8 +9,10 @@
 #include "ssmlab/analysis/attack.h"
 #include "ssmlab/analysis/decay.h"
 #include "ssmlab/analysis/needle.h"
+#include "ssmlab/analysis/eigen.h"
 #include "ssmlab/analysis/influence.h"
 #include "ssmlab/analysis/smoothing.h"
+#include "ssmlab/analysis/trajectories.h"
 #include "ssmlab/core/fields.h"
 
 namespace ssmlab::analysis {
@@ -22,6 +24,8 @@ struct AnalysisOptions {
   AttackOptions attack;
   DecayOptions decay_diversity;
   NeedleGridOptions needle_grid;
+  EigenOptions eigen;
+  TrajectoryOptions trajectories;
 
   template <class V>
   void visit(V& v) {
@@ -32,6 +36,8 @@ struct AnalysisOptions {
     v("attack", attack, "recency attacks on a sequence classifier: noise and target attacks (spec §2.4-2.5)");
     v("decay_diversity", decay_diversity, "spread of the per-token decay per channel, its CDF (spec §2.7)");
     v("needle_grid", needle_grid, "needle retrieval accuracy over length x depth (spec §2.3)");
+    v("eigen", eigen, "eigenvalues of the input-output matrix S_C^T S_B per layer (spec §4.1, §4.2)");
+    v("trajectories", trajectories, "token norms and pairwise distances through depth (spec §4.1)");
   }
 };
 

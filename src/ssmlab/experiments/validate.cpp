@@ -58,8 +58,30 @@ void check_memory(const Config& cfg, const std::string& source, double available
   }
 }
 
+// Mamba-1's token-dynamics options (spec §4.2, §4.3) against the rest of the config.
+void check_mamba1_dynamics(const Config& cfg, const std::string& source) {
+  if (cfg.model.mixer != "mamba1") return;
+  const auto& m = cfg.model.mixers.mamba1;
+  if (m.eigen != "none") {
+    // The scan's N: d_state plus the polarized transitions' constant channels.
+    const int64_t extra = m.transition == "polarized" ? 2 : m.transition == "standard" ? 0 : 1;
+    const int64_t N = m.d_state + extra, E = m.expand * cfg.model.d_model;
+    if (N > E)
+      fail_config(source, ": model.mixers.mamba1.eigen = \"", m.eigen, "\" needs the state size N = ", N,
+                  " (d_state + polarized channels) <= the inner width E = expand * d_model = ", E);
+    if (m.eigen == "mixed" && N < 2)
+      fail_config(source, ": model.mixers.mamba1.eigen = \"mixed\" needs at least 2 states (one positive, one "
+                  "negative); model.mixers.mamba1.d_state is ", m.d_state);
+  }
+  if (m.reorder != "off" && cfg.task.name != "seqimage")
+    fail_config(source, ": model.mixers.mamba1.reorder = \"", m.reorder, "\" sorts the whole sequence, so the "
+                "mixer is not causal: it is for tasks with one label per sequence (seqimage), not task '",
+                cfg.task.name, "'");
+}
+
 void validate_config(const Config& cfg, const std::string& source) {
   check_run_name(cfg.run.name, source);
+  check_mamba1_dynamics(cfg, source);
   check_memory(cfg, source, physical_memory_bytes());
 }
 

@@ -6,15 +6,23 @@
 
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
+#include "ssmlab/mixers/softsort.h"
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 #include "ssmlab/ops/selective_state_update/selective_state_update.h"
 
 namespace ssmlab::mixers {
 
-Mamba1Impl::Mamba1Impl(const Mamba1Options& opts, int64_t d_model, std::string backend, at::Generator& gen)
+Mamba1Impl::Mamba1Impl(const Mamba1Options& opts, int64_t d_model, std::string backend, at::Generator& gen,
+                       int64_t layer_idx)
     : opts_(opts), d_model_(d_model), backend_(std::move(backend)) {
   SSMLAB_CHECK(opts.dt_min <= opts.dt_max, "mamba1: dt_min (", opts.dt_min, ") must be <= dt_max (", opts.dt_max, ")");
+  SSMLAB_CHECK(opts.reorder == "off" || opts.reorder == "first" || opts.reorder == "all",
+               "mamba1: reorder must be off, first or all; got '", opts.reorder, "'");
+  SSMLAB_CHECK(opts.reorder_tau > 0, "mamba1: reorder_tau must be > 0; got ", opts.reorder_tau);
+  eigen_.kind = opts.eigen;
+  eigen_.margin = opts.eigen_margin;
+  eigen_.mixed_margin = opts.eigen_mixed_margin;
   d_inner_ = opts.expand * d_model;
   dt_rank_ = opts.dt_rank > 0 ? opts.dt_rank : (d_model + 15) / 16;
   // The transition decides the scan's N (polarized ones add constant channels); it is registered below in
@@ -60,6 +68,37 @@ Mamba1Impl::Mamba1Impl(const Mamba1Options& opts, int64_t d_model, std::string b
   transition->reset(gen);
   D.fill_(1.0);
   default_init(out_proj->weight, out_proj->bias, E);
+  // Checks the scenario against N and E now (a bad one fails at construction, naming the scenario).
+  eigen_x_proj_weight(x_proj->weight, R, N, eigen_);
+  // Registered (and drawn) last, so a model without reordering keeps its parameters and init stream.
+  if (opts.reorder == "all" || (opts.reorder == "first" && layer_idx == 0)) {
+    importance = register_module("importance", torch::nn::Linear(torch::nn::LinearOptions(E, 1).bias(false)));
+    default_init(importance->weight, at::Tensor(), E);
+  }
+}
+
+at::Tensor Mamba1Impl::x_proj_weight() { return eigen_x_proj_weight(x_proj->weight, dt_rank_, d_state_, eigen_); }
+
+std::optional<at::Tensor> Mamba1Impl::input_output_matrix() {
+  // In float64, so the E - N zero eigenvalues of the rank-N product stay at float64 rounding (~1e-16 relative).
+  const at::Tensor W = eigen_x_proj_weight(x_proj->weight.to(at::kDouble), dt_rank_, d_state_, eigen_);  // (R + 2N, E)
+  const at::Tensor WB = W.narrow(0, dt_rank_, d_state_);     // (N, E): B_t = W_B u_t
+  const at::Tensor WC = W.narrow(0, dt_rank_ + d_state_, d_state_);  // (N, E): C_t = W_C u_t
+  return at::matmul(WC.t(), WB);                             // (E, E)
+}
+
+// Token reordering (spec §4.3). The seed's quirks are the option defaults (y not un-permuted, z not permuted, soft
+// in training and evaluation). Its third quirk, dt_proj's bias applied twice, belongs to MambaVision's mixer, not
+// to Mamba-1: the score here uses dt_proj(dt_low) with the bias once, and the scan adds it once, as for any tokens.
+at::Tensor Mamba1Impl::reorder_permutation(const at::Tensor& xc) {
+  SSMLAB_CHECK(reorders(), "mamba1: reorder_permutation on a layer that does not reorder");
+  const int64_t R = dt_rank_;
+  const at::Tensor dt_low = at::linear(xc, x_proj_weight().narrow(0, 0, R));   // (B, L, R)
+  const auto dtype = dt_low.scalar_type();
+  const at::Tensor dt_full =
+      at::linear(dt_low, dt_proj->weight.to(dtype), dt_proj->bias.to(dtype));  // (B, L, E), bias included
+  const at::Tensor score = at::linear(dt_full, importance->weight.to(dtype)).squeeze(-1);  // (B, L)
+  return softsort(-score, opts_.reorder_tau, opts_.reorder_hard);              // (B, L, L)
 }
 
 int64_t Mamba1Impl::state_size() const { return d_inner_ * (d_state_ + opts_.d_conv - 1); }
@@ -81,9 +120,19 @@ at::Tensor Mamba1Impl::run(const at::Tensor& x, at::Tensor* conv_state, at::Tens
   if (conv_state) conv_in = conv_state->to(x_in.scalar_type());
   auto conv = ops::causal_conv1d(x_in, conv_weight, conv_bias.defined() ? std::optional(conv_bias) : std::nullopt,
                                  /*silu=*/true, conv_in, backend_);
-  const at::Tensor xc = conv.out;                                            // (B, L, E)
+  at::Tensor xc = conv.out;                                                  // (B, L, E)
+  at::Tensor gate = z;                                                       // (B, L, E)
+  at::Tensor perm;                                                           // (B, L, L) where reordering
+  if (reorders()) {
+    SSMLAB_CHECK(conv_state == nullptr && ssm_state == nullptr,
+                 "mamba1: reorder sorts whole sequences; forward_stateful and step are not defined with it");
+    perm = reorder_permutation(xc);
+    xc = at::matmul(perm.to(xc.scalar_type()), xc);                          // sorted tokens (B, L, E)
+    if (opts_.reorder_permute_z) gate = at::matmul(perm.to(z.scalar_type()), z);
+  }
   trace_record(trace, "x_conv", xc);
-  const at::Tensor x_dbl = x_proj(xc);                                       // (B, L, R + 2N)
+  // The eigen scenarios reparametrise x_proj's weight; "none" keeps the module call (bit-identical).
+  const at::Tensor x_dbl = eigen_.kind == "none" ? x_proj(xc) : at::linear(xc, x_proj_weight());  // (B, L, R + 2N)
   const at::Tensor dt_low = x_dbl.narrow(-1, 0, R);                          // (B, L, R)
   const at::Tensor Bm = x_dbl.narrow(-1, R, N);                              // (B, L, N)
   const at::Tensor Cm = x_dbl.narrow(-1, R + N, N);                          // (B, L, N)
@@ -91,7 +140,7 @@ at::Tensor Mamba1Impl::run(const at::Tensor& x, at::Tensor* conv_state, at::Tens
   const at::Tensor A = transition->A();                                      // (E, N)
   std::optional<at::Tensor> h0;
   if (ssm_state) h0 = *ssm_state;
-  auto scan = ops::selective_scan(xc, dt, A, Bm, Cm, D, z, dt_proj->bias, /*delta_softplus=*/true, h0, backend_);
+  auto scan = ops::selective_scan(xc, dt, A, Bm, Cm, D, gate, dt_proj->bias, /*delta_softplus=*/true, h0, backend_);
   if (trace != nullptr && (trace->wants("dt") || trace->wants_explicitly("decay"))) {
     const at::Tensor dt_full = at::softplus(dt.to(state_dtype(dt.scalar_type())) + dt_proj->bias);  // (B, L, E)
     trace_record(trace, "dt", dt_full);
@@ -105,7 +154,10 @@ at::Tensor Mamba1Impl::run(const at::Tensor& x, at::Tensor* conv_state, at::Tens
   trace_record(trace, "state", scan.final_state);
   if (conv_state) *conv_state = conv.final_state;
   if (ssm_state) *ssm_state = scan.final_state;
-  const at::Tensor out = out_proj(scan.y);                                   // (B, L, D)
+  at::Tensor y = scan.y;                                                     // (B, L, E)
+  // The seed leaves y in sorted order (spec §4.3 quirk); unpermute maps it back with Π^T (exact when hard).
+  if (perm.defined() && opts_.reorder_unpermute) y = at::matmul(perm.transpose(1, 2).to(y.scalar_type()), y);
+  const at::Tensor out = out_proj(y);                                        // (B, L, D)
   trace_record(trace, "mixer_out", out);
   return out;
 }
@@ -119,6 +171,7 @@ at::Tensor Mamba1Impl::forward(const at::Tensor& x, Trace* trace) {
 at::Tensor Mamba1Impl::forward_stateful(const at::Tensor& x, State& state, Trace* trace) {
   SSMLAB_CHECK(x.dim() == 3 && x.size(2) == d_model_, "mamba1: input must be (B, L, D) with D = ", d_model_,
                "; got ", shape_str(x.sizes()));
+  SSMLAB_CHECK(!reorders(), "mamba1.forward_stateful: not defined with reorder (the sort needs the whole sequence)");
   for (const char* k : {"conv", "ssm"})
     SSMLAB_CHECK(state.tensors.count(k) && state.at(k).defined() && state.at(k).size(0) == x.size(0),
                  "mamba1.forward_stateful: state lacks '", k, "' for batch ", x.size(0), "; make it with init_state");
@@ -135,6 +188,7 @@ at::Tensor Mamba1Impl::step(const at::Tensor& x_t, State& state) {
   // One token with the decode ops (mamba_ssm's step): the conv and SSM states are updated in place. The same
   // values as run() on a length-1 sequence: the conv state is taken to x's dtype as forward's final_state is,
   // the SSM state to the scan's state dtype.
+  SSMLAB_CHECK(!reorders(), "mamba1.step: not defined with reorder (the sort needs the whole sequence)");
   const int64_t E = d_inner_, R = dt_rank_;
   const at::Tensor xz = in_proj(x_t);                                        // (B, 2E)
   const at::Tensor x_in = xz.narrow(-1, 0, E);                               // (B, E)
@@ -146,7 +200,7 @@ at::Tensor Mamba1Impl::step(const at::Tensor& x_t, State& state) {
       backend_);                                                             // (B, E)
   const at::Tensor A = transition->A();                                      // (E, N)
   const int64_t N = A.size(1);
-  const at::Tensor x_dbl = x_proj(xc);                                       // (B, R + 2N)
+  const at::Tensor x_dbl = eigen_.kind == "none" ? x_proj(xc) : at::linear(xc, x_proj_weight());  // (B, R + 2N)
   const at::Tensor dt_low = x_dbl.narrow(-1, 0, R);                          // (B, R)
   const at::Tensor Bm = x_dbl.narrow(-1, R, N);                              // (B, N)
   const at::Tensor Cm = x_dbl.narrow(-1, R + N, N);                          // (B, N)

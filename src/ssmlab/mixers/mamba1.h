@@ -1,12 +1,14 @@
 // Mamba-1 selective SSM mixer (S6), faithful to mamba_ssm's Mamba (spec §1.1):
 //   in_proj -> causal conv1d -> SiLU -> x_proj (dt_low, B, C) -> dt_proj -> selective scan -> gate -> out_proj
 #pragma once
+#include <optional>
 #include <string>
 
 #include <torch/nn/modules/linear.h>
 
 #include "ssmlab/core/fields.h"
 #include "ssmlab/mixers/mixer.h"
+#include "ssmlab/mixers/transitions/eigen.h"
 #include "ssmlab/mixers/transitions/transition.h"
 
 namespace ssmlab::mixers {
@@ -26,6 +28,16 @@ struct Mamba1Options {
   std::string transition = "standard";
   double polar_one_value = 0.0;     // A of the one-polarized channel (spec §1.2)
   double polar_zero_value = -100.0;  // A of the zero-polarized channel (spec §1.2: -100, not -inf)
+  // Eigenvalue scenarios (spec §4.2, mixers/transitions/eigen.h): the sign structure of S_C^T S_B.
+  std::string eigen = "none";
+  double eigen_margin = 0.7;
+  bool eigen_mixed_margin = false;
+  // Token reordering (spec §4.3): sort the scan's input by a learned importance score (from dt) with SoftSort.
+  std::string reorder = "off";
+  double reorder_tau = 1.0;
+  bool reorder_hard = false;
+  bool reorder_unpermute = false;
+  bool reorder_permute_z = false;
 
   template <class V>
   void visit(V& v) {
@@ -49,22 +61,53 @@ struct Mamba1Options {
       Check::range(-1.0, 0.0));
     v("polar_zero_value", polar_zero_value, "A of the zero-polarized state channel (polarized transitions)",
       Check::range(-1e6, -1.0));
+    v("eigen", eigen,
+      "eigenvalue scenario of S_C^T S_B (spec §4.2): none (x_proj unconstrained), positive (W_C = U, W_B = "
+      "diag(softplus(c) + margin) U: PSD), negative (diag(-softplus(c) - margin): NSD), mixed (+softplus for the "
+      "first ceil(N/2) states, -softplus for the rest: indefinite)",
+      Check::one_of({"none", "positive", "negative", "mixed"}));
+    v("eigen_margin", eigen_margin, "margin added to |d| in the positive and negative scenarios (the seed's 0.7)",
+      Check::at_least(0.0));
+    v("eigen_mixed_margin", eigen_mixed_margin,
+      "add the margin in the mixed scenario too (the seed's mixed scenario has none: false)");
+    v("reorder", reorder,
+      "token reordering (spec §4.3): off; first (only the first block, as the seed's first block of a stage); all "
+      "(every block). The scan then sees the tokens sorted by a learned importance score (most important last); "
+      "the mixer is no longer causal and has no step()",
+      Check::one_of({"off", "first", "all"}));
+    v("reorder_tau", reorder_tau, "SoftSort temperature (the seed's 1.0)", Check::positive());
+    v("reorder_hard", reorder_hard,
+      "exact permutation in the forward pass with SoftSort's gradient (straight-through); the seed: false (soft)");
+    v("reorder_unpermute", reorder_unpermute,
+      "map the scan output back to the original order with the transposed permutation (the seed does not: false)");
+    v("reorder_permute_z", reorder_permute_z, "permute the gate z like x (the seed does not: false)");
   }
 };
 
 class Mamba1Impl : public MixerImpl {
  public:
   // backend: ops backend ("auto" | "reference"). Init: mamba_ssm's (spec §1.1), drawn from `gen`.
-  Mamba1Impl(const Mamba1Options& opts, int64_t d_model, std::string backend, at::Generator& gen);
+  // layer_idx: the block's index (reorder = "first" reorders in layer 0 only).
+  Mamba1Impl(const Mamba1Options& opts, int64_t d_model, std::string backend, at::Generator& gen,
+             int64_t layer_idx = 0);
 
   at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) override;
   at::Tensor step(const at::Tensor& x_t, State& state) override;
   // x (B, L, D) continuing from `state` ("conv", "ssm": init_state, step()s or a previous call), updated.
   at::Tensor forward_stateful(const at::Tensor& x, State& state, Trace* trace = nullptr) override;
-  bool supports_stateful() const override { return true; }
+  bool supports_stateful() const override { return !reorders(); }
   State init_state(int64_t batch, c10::Device device) const override;
   int64_t state_size() const override;
   std::string kind() const override { return "mamba1"; }
+  // W_C^T W_B (E, E) from the effective x_proj weight: U^T diag(d) U under an eigenvalue scenario.
+  std::optional<at::Tensor> input_output_matrix() override;
+  // x_proj's weight as the scan uses it (R + 2N, E): the raw parameter, or its eigen-scenario reparametrisation.
+  at::Tensor x_proj_weight();
+  bool reorders() const { return static_cast<bool>(importance); }
+  // The soft permutation (B, L, L) of a sequence's scan input xc (B, L, E): SoftSort(-s) with the importance
+  // s = importance(dt_proj(x_proj(xc)[:R])) (dt_proj's bias included), so row k takes the token with the k-th
+  // smallest score and the most important tokens are scanned last (spec §4.3).
+  at::Tensor reorder_permutation(const at::Tensor& xc);
 
   int64_t d_inner() const { return d_inner_; }
   int64_t dt_rank() const { return dt_rank_; }
@@ -75,6 +118,7 @@ class Mamba1Impl : public MixerImpl {
   at::Tensor conv_weight;  // (E, W)
   at::Tensor conv_bias;    // (E) or undefined
   at::Tensor D;            // (E)
+  torch::nn::Linear importance{nullptr};  // E -> 1, no bias: only where this layer reorders
   std::shared_ptr<TransitionImpl> transition;
 
  private:
@@ -82,6 +126,7 @@ class Mamba1Impl : public MixerImpl {
   at::Tensor run(const at::Tensor& x, at::Tensor* conv_state, at::Tensor* ssm_state, Trace* trace);
 
   Mamba1Options opts_;
+  EigenScenario eigen_;
   int64_t d_model_, d_inner_, dt_rank_, d_state_;
   std::string backend_;
 };

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <torch/nn/module.h>
@@ -40,6 +41,11 @@ class MixerImpl : public torch::nn::Module {
   // True when state_size() counts numbers per cached position (attention's KV cache grows with the sequence).
   virtual bool state_per_token() const { return false; }
   virtual std::string kind() const = 0;
+  // The input-output matrix S_C^T S_B (E_in, E_in) of a selective SSM whose B_t = S_B u_t and C_t = S_C u_t are
+  // linear in the scan's input u_t (spec §4.1: C_t^T B_s = u_t^T S_C^T S_B u_s couples positions t and s; the
+  // signs of its eigenvalues decide whether tokens converge or diverge through depth). Built from the current
+  // parameters (differentiable). nullopt for mixers without one (the default); analysis/eigen.* reads it.
+  virtual std::optional<at::Tensor> input_output_matrix() { return std::nullopt; }
 };
 
 using MixerPtr = std::shared_ptr<MixerImpl>;

@@ -8,7 +8,7 @@ const std::vector<MixerInfo>& mixer_table() {
   static const std::vector<MixerInfo> table = {
       {"mamba1", "Mamba-1 selective SSM (S6), spec §1.1",
        [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
-         return std::make_shared<Mamba1Impl>(o.mamba1, a.d_model, a.backend, gen);
+         return std::make_shared<Mamba1Impl>(o.mamba1, a.d_model, a.backend, gen, a.layer_idx);
        }},
       {"mamba2", "Mamba-2 (SSD): scalar decay per head, chunked scan, gated RMSNorm, interventions, spec §1.3",
        [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {

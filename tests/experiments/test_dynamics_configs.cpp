@@ -1,0 +1,125 @@
+// The token-dynamics configs (configs/dynamics/): each loads, the pairs differ in the intended key, a tiny run of
+// an eigenvalue scenario and of reordering completes with its analyses, and the cross-key rules are ConfigErrors
+// naming the key.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "ssmlab/core/error_kinds.h"
+#include "ssmlab/core/io.h"
+#include "ssmlab/experiments/run.h"
+#include "ssmlab/experiments/validate.h"
+#include "ssmlab/runfolder/layout.h"
+#include "ssmlab/tasks/seqimage.h"
+#include "test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using ssmlab::experiments::Config;
+
+fs::path dynamics(const std::string& name) { return fs::path(SSMLAB_SOURCE_DIR) / "configs/dynamics" / name; }
+
+TEST(DynamicsConfigs, EachLoadsWithItsScenario) {
+  int n = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(SSMLAB_SOURCE_DIR) / "configs/dynamics")) {
+    if (entry.path().extension() != ".toml") continue;
+    EXPECT_NO_THROW(ssmlab::experiments::load_config(entry.path())) << entry.path();
+    ++n;
+  }
+  EXPECT_GE(n, 10);
+  for (const std::string sc : {"none", "positive", "negative", "mixed"}) {
+    const Config c = ssmlab::experiments::load_config(dynamics("mqar-" + sc + "-cpu.toml"));
+    EXPECT_EQ(c.model.mixers.mamba1.eigen, sc);
+    EXPECT_EQ(c.model.mixers.mamba1.reorder, "off");
+    EXPECT_EQ(c.analysis.after_training, "eigen,trajectories");
+  }
+  for (const std::string stem : {"fmnist-%-cpu", "cifar10-%", "fmnist-%"}) {
+    auto file = [&](const std::string& tag) {
+      std::string s = stem;
+      return dynamics(s.replace(s.find('%'), 1, tag) + ".toml");
+    };
+    const Config plain = ssmlab::experiments::load_config(file("mamba"));
+    const Config reorder = ssmlab::experiments::load_config(file("reorder"));
+    EXPECT_EQ(plain.model.mixers.mamba1.reorder, "off") << stem;
+    EXPECT_EQ(reorder.model.mixers.mamba1.reorder, "first") << stem;
+    EXPECT_EQ(plain.task.name, "seqimage") << stem;
+    // The pair differs only in the reorder key (and the run name).
+    Config same = reorder;
+    same.model.mixers.mamba1.reorder = "off";
+    same.run.name = plain.run.name;
+    EXPECT_EQ(ssmlab::experiments::run_config_text(same), ssmlab::experiments::run_config_text(plain)) << stem;
+  }
+}
+
+Config tiny(Config c) {
+  c.train.max_steps = 2;
+  c.train.eval_every = 0;
+  c.train.epochs = 1;
+  c.train.tensorboard = false;
+  c.train.threads = 1;
+  return c;
+}
+
+TEST(DynamicsConfigs, TinyScenarioRunWritesEigenAndTrajectories) {
+  ssmlab::test::TempDir dir;
+  Config c = tiny(ssmlab::experiments::load_config(dynamics("mqar-negative-cpu.toml")));
+  c.task.mqar.train[0].count = 128;
+  c.task.mqar.test[0].count = 16;
+  c.analysis.trajectories.samples = 4;
+  const auto out = ssmlab::experiments::train_run(c, dir.path);
+  EXPECT_EQ(out.analyses, (std::vector<std::string>{"eigen", "trajectories"}));
+  EXPECT_TRUE(fs::exists(ssmlab::runfolder::results_file(dir.path)));
+  const auto eigen = nlohmann::json::parse(ssmlab::read_file(ssmlab::runfolder::analysis_file(dir.path, "eigen")));
+  ASSERT_EQ(eigen["result"]["layers"].size(), 4u);
+  for (const auto& l : eigen["result"]["layers"]) EXPECT_EQ(l["fraction_positive"].get<double>(), 0.0);
+  EXPECT_TRUE(fs::exists(ssmlab::runfolder::analysis_file(dir.path, "trajectories")));
+  EXPECT_TRUE(fs::exists(dir.path / "figures" / "trajectories_norm.csv"));
+}
+
+TEST(DynamicsConfigs, TinyReorderRunOnFashionMnist) {
+  Config c = tiny(ssmlab::experiments::load_config(dynamics("fmnist-reorder-cpu.toml")));
+  const std::string data = ssmlab::tasks::seqimage_path(c.task.seqimage);
+  if (!fs::exists(data)) GTEST_SKIP() << "no Fashion-MNIST at " << data;
+  ssmlab::test::TempDir dir;
+  c.task.seqimage.train[0].count = 64;
+  c.task.seqimage.test[0].count = 32;
+  c.analysis.trajectories.samples = 4;
+  const auto out = ssmlab::experiments::train_run(c, dir.path);
+  EXPECT_EQ(out.analyses, (std::vector<std::string>{"eigen", "trajectories"}));
+  EXPECT_TRUE(fs::exists(ssmlab::runfolder::results_file(dir.path)));
+}
+
+TEST(DynamicsConfigs, CrossKeyRulesAreConfigErrorsNamingTheKey) {
+  auto error_of = [](const Config& c) -> std::string {
+    try {
+      ssmlab::experiments::validate_config(c, "test.toml");
+    } catch (const ssmlab::ConfigError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  Config c = ssmlab::experiments::load_config(dynamics("mqar-none-cpu.toml"));
+  EXPECT_EQ(error_of(c), "");
+  Config r = c;
+  r.model.mixers.mamba1.reorder = "first";  // an LM task: the sort would leak the future
+  std::string e = error_of(r);
+  EXPECT_NE(e.find("model.mixers.mamba1.reorder"), std::string::npos) << e;
+  EXPECT_NE(e.find("mqar"), std::string::npos) << e;
+  Config m = c;
+  m.model.mixers.mamba1.eigen = "mixed";
+  m.model.mixers.mamba1.d_state = 1;
+  e = error_of(m);
+  EXPECT_NE(e.find("model.mixers.mamba1.eigen"), std::string::npos) << e;
+  Config big = c;
+  big.model.mixers.mamba1.eigen = "positive";
+  big.model.mixers.mamba1.d_state = 200;  // > E = 128
+  e = error_of(big);
+  EXPECT_NE(e.find("model.mixers.mamba1.eigen"), std::string::npos) << e;
+  EXPECT_NE(e.find("128"), std::string::npos) << e;
+}
+
+}  // namespace
