@@ -52,7 +52,9 @@ TEST(Needle, LayoutPutsTheNeedleAtItsDepthAndTargetsOnlyTheKey) {
     for (int64_t j = 0; j < 3; ++j) {
       EXPECT_LT(in[0][pos + 1 + j], 10);
       EXPECT_EQ(tg[0][L - 3 + j], in[0][pos + 1 + j]);
-      if (j > 0) EXPECT_EQ(in[0][L - 3 + j], in[0][pos + j]);
+      if (j > 0) {
+        EXPECT_EQ(in[0][L - 3 + j], in[0][pos + j]);
+      }
     }
     EXPECT_EQ((s.targets != kIgnoreIndex).sum().item<int64_t>(), 3);
     // The rest of the needle's block and every other block is the fixed filler block.
