@@ -6,7 +6,10 @@
 # PACK_LIGHT (without checkpoints/: results, metrics, figures, analyses) into $OUT/runs-light.tar.gz; $OUT brings
 # back at most 16 MiB a file:
 #   LIMIT=540 bash scripts/gpu-lab.sh build-gpu/ssmlab sweep configs/recency/attack.toml --gpus 0 --per-gpu 4
-# A warm machine keeps build-gpu/, .data/ and runs/ between calls; a fresh one rebuilds (about 3 minutes).
+# A warm machine keeps build-gpu/, .data/ and runs/ between calls (it is given back after 30 s idle); a fresh one
+# rebuilds: 115 s on an H200 machine (2026-12-07). Measured there: the four attack models of
+# configs/recency/attack.toml packed on one H200 train 2 epochs of full sequential CIFAR-10 in about 100 s
+# (about 50 s per epoch each, 826K tokens/s for attention), so the paper's 100 epochs take about 85 minutes.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -30,6 +33,9 @@ if [ ! -x "$BUILD/ssmlab" ] || [ "${REBUILD:-1}" = 1 ]; then
     || { tail -30 /tmp/gpu-lab-cmake.log; exit 1; }
   cmake --build "$BUILD" -j 16 --target ssmlab_cli 2>&1 | tail -3
 fi
+# The carried libraries (ICU, TOML++ ...) are found through LD_LIBRARY_PATH: commands run outside this script
+# must `source build-gpu/env.sh` first (else: "libicuuc.so.72: cannot open shared object file").
+printf 'export LD_LIBRARY_PATH=%q\n' "${LD_LIBRARY_PATH:-}" > "$BUILD/env.sh"
 status=0
 if [ $# -gt 0 ]; then
   timeout --signal=INT --kill-after=30 "${LIMIT:-540}" "$@"
