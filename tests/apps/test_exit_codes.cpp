@@ -140,8 +140,9 @@ TEST_F(ExitCodes, TextTokenizerFiles) {
   write(tmp.path / "corpus" / "a.txt", "some text\n");
   const std::string cfg = write(tmp.path / "text.toml", "[task]\nname = \"text\"\n[task.text]\ncorpus = \"files\"\n"
                                                         "path = \"" + (tmp.path / "corpus").string() + "\"\n");
-  const std::string missing = (tmp.path / "none.bpe").string();
-  expect_exit(run("tokenize " + cfg + " --set task.text.bpe_merges=" + missing + " --encode hi", tmp.path),
+  // The encoder is read first, so a missing encoder.json is named whether or not the default merges file exists.
+  const std::string missing = (tmp.path / "none.json").string();
+  expect_exit(run("tokenize " + cfg + " --set task.text.bpe_encoder=" + missing + " --encode hi", tmp.path),
               ssmlab::kExitData, {"ssmlab tokenize", missing, "no such file"});
   const std::string cut = write(tmp.path / "cut.json", "{\"a\": 0, \"b\"");
   expect_exit(run("train " + cfg + " --set task.text.bpe_encoder=" + cut + " --out " + (tmp.path / "run").string(),
