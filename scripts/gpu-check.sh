@@ -11,15 +11,7 @@ if [ "${1:-}" = "--fetch-debs" ]; then
     libbenchmark-dev libbenchmark1debian libsqlite3-dev libsqlite3-0 zlib1g-dev libssl-dev libicu-dev libicu72 icu-devtools
   exit 0
 fi
-if [ -d .debs ]; then
-  mkdir -p /tmp/debroot
-  for f in .debs/*.deb; do dpkg -x "$f" /tmp/debroot; done
-  export CMAKE_PREFIX_PATH="/tmp/debroot/usr:${CMAKE_PREFIX_PATH:-}"
-  export CPATH="/tmp/debroot/usr/include:${CPATH:-}"
-  export LIBRARY_PATH="/tmp/debroot/usr/lib/x86_64-linux-gnu:${LIBRARY_PATH:-}"
-  export LD_LIBRARY_PATH="/tmp/debroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-fi
-export Torch_DIR="$(python3 -c 'import torch, os; print(os.path.join(torch.utils.cmake_prefix_path, "Torch"))')"
+source "$root/scripts/gpu-env.sh"
 BUILD="${BUILD:-build-gpu}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTorch_DIR="$Torch_DIR" -DSSMLAB_CUDA=AUTO

@@ -13,15 +13,7 @@
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-if [ -d .debs ]; then
-  mkdir -p /tmp/debroot
-  for f in .debs/*.deb; do dpkg -x "$f" /tmp/debroot; done
-  export CMAKE_PREFIX_PATH="/tmp/debroot/usr:${CMAKE_PREFIX_PATH:-}"
-  export CPATH="/tmp/debroot/usr/include:${CPATH:-}"
-  export LIBRARY_PATH="/tmp/debroot/usr/lib/x86_64-linux-gnu:${LIBRARY_PATH:-}"
-  export LD_LIBRARY_PATH="/tmp/debroot/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-fi
-export Torch_DIR="$(python3 -c 'import torch, os; print(os.path.join(torch.utils.cmake_prefix_path, "Torch"))')"
+source "$root/scripts/gpu-env.sh"
 BUILD="${BUILD:-build-gpu}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 if [ ! -f .data/cifar10/test_batch.bin ] && [ -f .gpudata/to_binary.py ]; then
@@ -34,8 +26,7 @@ if [ ! -x "$BUILD/ssmlab" ] || [ "${REBUILD:-1}" = 1 ]; then
   cmake --build "$BUILD" -j 16 --target ssmlab_cli 2>&1 | tail -3
 fi
 # The carried libraries (ICU, TOML++ ...) are found through LD_LIBRARY_PATH: commands run outside this script
-# must `source build-gpu/env.sh` first (else: "libicuuc.so.72: cannot open shared object file").
-printf 'export LD_LIBRARY_PATH=%q\n' "${LD_LIBRARY_PATH:-}" > "$BUILD/env.sh"
+# must `source scripts/gpu-env.sh` first (else: "libicuuc.so.72: cannot open shared object file").
 status=0
 if [ $# -gt 0 ]; then
   timeout --signal=INT --kill-after=30 "${LIMIT:-540}" "$@"

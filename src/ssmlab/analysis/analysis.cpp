@@ -8,26 +8,29 @@
 
 namespace ssmlab::analysis {
 
-at::Tensor sample_inputs(const Context& ctx, int64_t count) {
+Examples sample_examples(const Context& ctx, int64_t count) {
   SSMLAB_CHECK(count >= 1, "sample_inputs: count must be >= 1; got ", count);
   SSMLAB_CHECK(!ctx.data.empty() && ctx.data.front().inputs.defined() && ctx.data.front().inputs.size(0) > 0,
                "task '", ctx.task.name(), "' has no test examples to analyse");
   const int64_t L = ctx.data.front().inputs.size(1);
-  std::vector<at::Tensor> parts;
+  std::vector<at::Tensor> inputs, targets;
   int64_t have = 0;
   for (const auto& seg : ctx.data) {
     if (have >= count) break;
     if (seg.inputs.size(1) != L) continue;  // one length, so the batch is rectangular
     const int64_t take = std::min(count - have, seg.inputs.size(0));
-    parts.push_back(seg.inputs.narrow(0, 0, take));
+    inputs.push_back(seg.inputs.narrow(0, 0, take));
+    targets.push_back(seg.targets.narrow(0, 0, take));
     have += take;
   }
-  return at::cat(parts, 0).to(ctx.device);  // (n, L) or (n, L, C)
+  return {at::cat(inputs, 0), at::cat(targets, 0)};
 }
 
-namespace {
+at::Tensor sample_inputs(const Context& ctx, int64_t count) {
+  return sample_examples(ctx, count).inputs.to(ctx.device);  // (n, L) or (n, L, C)
+}
 
-std::vector<std::string> split_items(const std::string& text) {
+std::vector<std::string> split_list(const std::string& text) {
   std::vector<std::string> items;
   std::string item;
   auto flush = [&] {
@@ -43,11 +46,10 @@ std::vector<std::string> split_items(const std::string& text) {
   return items;
 }
 
-}  // namespace
 
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& key) {
   std::vector<int64_t> out;
-  for (const auto& item : split_items(text)) {
+  for (const auto& item : split_list(text)) {
     size_t used = 0;
     int64_t v = 0;
     try {
@@ -66,7 +68,7 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
 std::vector<std::string> parse_name_list(const std::string& text, const std::string& key,
                                          const std::vector<std::string>& allowed) {
   std::vector<std::string> out;
-  for (const auto& item : split_items(text)) {
+  for (const auto& item : split_list(text)) {
     if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), item) == allowed.end()) {
       std::string known;
       for (const auto& a : allowed) known += (known.empty() ? "" : ", ") + a;

@@ -38,6 +38,15 @@ struct Result {
 // taken, so the batch is rectangular. Errors name the task when it has no test data.
 at::Tensor sample_inputs(const Context& ctx, int64_t count);
 
+// The same examples with their targets, where the task's segments are (on the CPU for in-memory tasks).
+struct Examples {
+  at::Tensor inputs, targets;
+};
+Examples sample_examples(const Context& ctx, int64_t count);
+
+// "a, b,,c " -> {"a", "b", "c"}: the comma-separated items, trimmed of blanks and tabs, empty ones skipped.
+std::vector<std::string> split_list(const std::string& text);
+
 // Comma-separated option lists ("32, 96"; "leading,trailing"): the items, trimmed, empty items skipped. Bad
 // items (not an integer, not one of `allowed` when given, repeated) throw ConfigError naming `key`.
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& key);

@@ -131,18 +131,10 @@ Result run_attack(const Context& ctx, const AttackOptions& opts) {
       fail_config("analysis.attack.target_labels: ", c, " is not a class (0..", shape.num_outputs - 1, ")");
 
   // The test images and labels (every test segment of the first one's length), the first `samples` of them.
-  std::vector<at::Tensor> xs, ys;
-  for (const auto& seg : ctx.data)
-    if (!ctx.data.empty() && seg.inputs.size(1) == ctx.data.front().inputs.size(1)) {
-      xs.push_back(seg.inputs);
-      ys.push_back(seg.targets);
-    }
-  SSMLAB_CHECK(!xs.empty(), "attack: task '", ctx.task.name(), "' has no test images");
-  at::Tensor X = at::cat(xs, 0).to(at::kCPU, at::kFloat), Y = at::cat(ys, 0).to(at::kCPU, at::kLong);
-  if (opts.samples > 0 && opts.samples < X.size(0)) {
-    X = X.narrow(0, 0, opts.samples);
-    Y = Y.narrow(0, 0, opts.samples);
-  }
+  int64_t total = 0;
+  for (const auto& seg : ctx.data) total += seg.inputs.defined() ? seg.inputs.size(0) : 0;
+  const Examples ex = sample_examples(ctx, opts.samples > 0 ? opts.samples : std::max<int64_t>(total, 1));
+  const at::Tensor X = ex.inputs.to(at::kCPU, at::kFloat), Y = ex.targets.to(at::kCPU, at::kLong);
   const int64_t L = X.size(1);
   int64_t W = opts.row_width;
   if (W == 0) {

@@ -42,22 +42,11 @@ const AnalysisInfo& analysis_info(const std::string& name) {
 
 std::vector<std::string> parse_analysis_list(const std::string& text) {
   std::vector<std::string> names;
-  std::string item;
-  auto flush = [&] {
-    const auto b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
-    const std::string name = b == std::string::npos ? "" : item.substr(b, e - b + 1);
-    if (!name.empty()) {
-      analysis_info(name);
-      for (const auto& n : names) SSMLAB_CHECK(n != name, "analysis '", name, "' is listed twice");
-      names.push_back(name);
-    }
-    item.clear();
-  };
-  for (char ch : text) {
-    if (ch == ',') flush();
-    else item += ch;
+  for (const auto& name : split_list(text)) {
+    analysis_info(name);
+    for (const auto& n : names) SSMLAB_CHECK(n != name, "analysis '", name, "' is listed twice");
+    names.push_back(name);
   }
-  flush();
   return names;
 }
 

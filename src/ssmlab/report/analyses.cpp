@@ -93,18 +93,21 @@ std::vector<RunFigure> combine_run_figures(const std::vector<std::string>& label
   return out;
 }
 
+std::string format_value(const nlohmann::json& v) {
+  if (v.is_null()) return "";
+  if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
+  if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+  if (v.is_number()) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.4g", v.get<double>());
+    return buf;
+  }
+  if (v.is_string()) return v.get<std::string>();
+  return v.dump();
+}
+
 std::vector<PaperRow> read_paper_rows(const runfolder::RunFolder& run, std::vector<std::string>& problems) {
   std::vector<PaperRow> rows;
-  auto text = [](const json& v) -> std::string {
-    if (v.is_string()) return v.get<std::string>();
-    if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
-    if (v.is_number()) {
-      char buf[32];
-      std::snprintf(buf, sizeof buf, "%.4g", v.get<double>());
-      return buf;
-    }
-    return v.is_null() ? "" : v.dump();
-  };
   for (const auto& f : run.analysis_files) {
     try {
       const json file = json::parse(read_file(f));
@@ -120,8 +123,8 @@ std::vector<PaperRow> read_paper_rows(const runfolder::RunFolder& run, std::vect
           problems.push_back(f.string() + ": a \"paper\" entry lacks quantity / paper / ours");
           continue;
         }
-        rows.push_back({f.stem().string(), text(p["quantity"]), text(p["paper"]), text(p["ours"]),
-                        p.contains("source") ? text(p["source"]) : ""});
+        rows.push_back({f.stem().string(), format_value(p["quantity"]), format_value(p["paper"]),
+                        format_value(p["ours"]), p.contains("source") ? format_value(p["source"]) : ""});
       }
     } catch (const json::exception& e) {
       problems.push_back(f.string() + ": not valid JSON: " + e.what());

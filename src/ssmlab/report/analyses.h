@@ -28,6 +28,10 @@ std::vector<RunFigure> read_run_figures(const runfolder::RunFolder& run, std::ve
 std::vector<RunFigure> combine_run_figures(const std::vector<std::string>& labels,
                                            const std::vector<std::vector<RunFigure>>& figures);
 
+// A JSON value as a table cell: "" for null, true / false, integers as they are, other numbers with 4 significant
+// digits (%.4g), strings unquoted, anything else as JSON.
+std::string format_value(const nlohmann::json& v);
+
 // One line of an analysis' comparison with its paper (analysis/NAME.json, its "result" holding "paper":
 // [{"quantity", "paper", "ours", "source"}], analysis/analysis.h paper_row): printed by the report as "paper vs ours".
 struct PaperRow {

@@ -29,19 +29,6 @@ std::string slug(const std::string& s) {
   return out.empty() ? "figure" : out;
 }
 
-std::string format_value(const json& v) {
-  if (v.is_null()) return "";
-  if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
-  if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
-  if (v.is_number()) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.4g", v.get<double>());
-    return buf;
-  }
-  if (v.is_string()) return v.get<std::string>();
-  return v.dump();
-}
-
 // A figure drawn for the page: where its files are (relative to the report folder) and what to say under it.
 struct PageFigure {
   std::string title, caption, png, svg, script, data;
