@@ -13,7 +13,7 @@ build: setup
 	@BUILD=$(BUILD) JOBS=$(JOBS) bash scripts/build.sh
 
 test: build
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 600
+	@cd $(BUILD) && ctest --output-on-failure --progress -j $(JOBS) --timeout 600
 
 # The quickstart Mamba-1 and attention side by side, their influence and over-smoothing analyses, one report.
 demo: build

@@ -16,6 +16,8 @@
 #include "ssmlab/runfolder/layout.h"
 #include "test_util.h"
 
+namespace analysis_test_attack {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -177,3 +179,5 @@ TEST(Attack, BadOptionsNameTheKey) {
 }
 
 }  // namespace
+
+}  // namespace analysis_test_attack

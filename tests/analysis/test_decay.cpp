@@ -9,6 +9,8 @@
 #include "ssmlab/models/language_model.h"
 #include "test_util.h"
 
+namespace analysis_test_decay {
+
 namespace {
 
 using namespace ssmlab::analysis;
@@ -68,3 +70,5 @@ TEST(DecayDiversity, TimeInvariantMixersSpreadZeroSelectiveOnesDoNot) {
 }
 
 }  // namespace
+
+}  // namespace analysis_test_decay

@@ -15,6 +15,8 @@
 #include "test_util.h"
 #include "tolerances.h"
 
+namespace analysis_test_eigen {
+
 namespace {
 
 using ssmlab::mixers::Mamba1Impl;
@@ -129,3 +131,5 @@ TEST(Eigen, AnalysisWritesFiguresAndSummaryAndNeedsTheMatrix) {
 }
 
 }  // namespace
+
+}  // namespace analysis_test_eigen

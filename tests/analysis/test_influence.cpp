@@ -15,6 +15,8 @@
 #include "ssmlab/tasks/mqar.h"
 #include "test_util.h"
 
+namespace analysis_test_influence {
+
 namespace {
 
 using ssmlab::analysis::InfluenceOptions;
@@ -111,3 +113,5 @@ TEST(Influence, UnknownAnalysisNamesTheKnownOnes) {
 }
 
 }  // namespace
+
+}  // namespace analysis_test_influence

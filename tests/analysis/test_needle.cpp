@@ -12,6 +12,8 @@
 #include "ssmlab/tasks/registry.h"
 #include "test_util.h"
 
+namespace analysis_test_needle {
+
 namespace {
 
 using namespace ssmlab;
@@ -173,3 +175,5 @@ TEST(NeedleGrid, OracleGridIsTheFractionInsideItsWindow) {
 }
 
 }  // namespace
+
+}  // namespace analysis_test_needle

@@ -9,6 +9,8 @@
 #include "ssmlab/analysis/smoothing.h"
 #include "ssmlab/models/language_model.h"
 
+namespace analysis_test_smoothing {
+
 namespace {
 
 using ssmlab::analysis::pairwise_sharpness;
@@ -74,3 +76,5 @@ TEST(Smoothing, ConstructedModelMatchesDirectComputation) {
 }
 
 }  // namespace
+
+}  // namespace analysis_test_smoothing

@@ -16,6 +16,8 @@
 #include "test_util.h"
 #include "tolerances.h"
 
+namespace analysis_test_trajectories {
+
 namespace {
 
 using ssmlab::analysis::TrajectoryOptions;
@@ -116,3 +118,5 @@ TEST(Trajectories, AnalysisWritesFiguresAndSummary) {
 }
 
 }  // namespace
+
+}  // namespace analysis_test_trajectories

@@ -12,6 +12,8 @@
 #include "ssmlab/core/io.h"
 #include "test_util.h"
 
+namespace apps_test_exit_codes {
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -167,3 +169,5 @@ TEST_F(ExitCodes, RuntimeErrors) {
 }
 
 }  // namespace
+
+}  // namespace apps_test_exit_codes

@@ -3,6 +3,8 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/core/rng.h"
 
+namespace core_test_rng {
+
 TEST(Rng, SameSeedSameStream) {
   ssmlab::Rng a(7), b(7);
   for (int i = 0; i < 100; ++i) EXPECT_EQ(a.next_u64(), b.next_u64());
@@ -39,3 +41,5 @@ TEST(Rng, UniformMeanAndNormalMoments) {
   EXPECT_NEAR(sn / n, 0.0, 0.01);
   EXPECT_NEAR(sn2 / n, 1.0, 0.02);
 }
+
+}  // namespace core_test_rng

@@ -7,6 +7,8 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/core/trace.h"
 
+namespace core_test_trace {
+
 namespace {
 
 TEST(Trace, WantsAndWantsExplicitly) {
@@ -53,3 +55,5 @@ TEST(Trace, MergeSegmentsConcatenatesPositionsAndKeepsTheLastState) {
 }
 
 }  // namespace
+
+}  // namespace core_test_trace

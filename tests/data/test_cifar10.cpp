@@ -8,6 +8,8 @@
 #include "ssmlab/data/cifar10.h"
 #include "test_util.h"
 
+namespace data_test_cifar10 {
+
 namespace {
 
 using namespace ssmlab;
@@ -77,3 +79,5 @@ TEST(Cifar10, FolderSplitsConcatenateBatchesInOrder) {
 }
 
 }  // namespace
+
+}  // namespace data_test_cifar10

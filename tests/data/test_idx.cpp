@@ -9,6 +9,8 @@
 #include "ssmlab/data/idx.h"
 #include "test_util.h"
 
+namespace data_test_idx {
+
 namespace {
 
 using namespace ssmlab;
@@ -93,3 +95,5 @@ TEST(Idx, FolderSplitsCheckCountsAndLabels) {
 }
 
 }  // namespace
+
+}  // namespace data_test_idx

@@ -10,6 +10,8 @@
 #include "ssmlab/experiments/run.h"
 #include "ssmlab/experiments/sweep.h"
 
+namespace experiments_test_configs {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -119,3 +121,5 @@ TEST(Cli, ListHelpAndErrors) {
 }
 
 }  // namespace
+
+}  // namespace experiments_test_configs

@@ -16,6 +16,8 @@
 #include "ssmlab/tasks/seqimage.h"
 #include "test_util.h"
 
+namespace experiments_test_dynamics_configs {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -123,3 +125,5 @@ TEST(DynamicsConfigs, CrossKeyRulesAreConfigErrorsNamingTheKey) {
 }
 
 }  // namespace
+
+}  // namespace experiments_test_dynamics_configs

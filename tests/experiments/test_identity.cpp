@@ -12,6 +12,8 @@
 #include "ssmlab/experiments/validate.h"
 #include "test_util.h"
 
+namespace experiments_test_identity {
+
 namespace {
 
 using ssmlab::experiments::Config;
@@ -136,3 +138,5 @@ TEST(Bounds, MemoryLowerBoundRefusesImpossibleRuns) {
 }
 
 }  // namespace
+
+}  // namespace experiments_test_identity

@@ -14,6 +14,8 @@
 #include "ssmlab/runfolder/layout.h"
 #include "test_util.h"
 
+namespace experiments_test_lab_configs {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -115,3 +117,5 @@ TEST(LabConfigs, NeedleAndMqarSweepsRunToCompletion) {
 }
 
 }  // namespace
+
+}  // namespace experiments_test_lab_configs

@@ -19,6 +19,8 @@
 #include "ssmlab/tasks/mqar.h"
 #include "test_util.h"
 
+namespace experiments_test_limits {
+
 namespace fs = std::filesystem;
 using namespace ssmlab;
 using experiments::Config;
@@ -178,3 +180,5 @@ TEST(Bounds, FilterMatchingNothingListsWhatExists) {
 }
 
 }  // namespace
+
+}  // namespace experiments_test_limits

@@ -11,6 +11,8 @@
 
 #include "ssmlab/experiments/options_io.h"
 
+namespace experiments_test_options_io {
+
 namespace {
 
 using namespace ssmlab::experiments;
@@ -425,3 +427,5 @@ TEST(OptionsIo, GetAndSetSingleFields) {
 }
 
 }  // namespace
+
+}  // namespace experiments_test_options_io

@@ -9,6 +9,8 @@
 #include "ssmlab/experiments/results.h"
 #include "test_util.h"
 
+namespace experiments_test_results {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -123,3 +125,5 @@ TEST(Results, ErrorsNameTheFolder) {
 }
 
 }  // namespace
+
+}  // namespace experiments_test_results

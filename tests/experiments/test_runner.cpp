@@ -21,6 +21,8 @@
 #include "ssmlab/experiments/sweep.h"
 #include "test_util.h"
 
+namespace experiments_test_runner {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -367,3 +369,5 @@ TEST(Runner, EachRunSeesOneGpu) {
 }
 
 }  // namespace
+
+}  // namespace experiments_test_runner

@@ -9,6 +9,8 @@
 #include "ssmlab/experiments/sweep.h"
 #include "test_util.h"
 
+namespace experiments_test_sweep {
+
 namespace {
 
 using ssmlab::experiments::Config;
@@ -177,3 +179,5 @@ TEST(RunId, StableAndSensitiveToValuesNotToKeyOrder) {
 }
 
 }  // namespace
+
+}  // namespace experiments_test_sweep

@@ -12,6 +12,8 @@
 #include "ssmlab/mixers/attention.h"
 #include "tolerances.h"
 
+namespace mixers_test_attention {
+
 namespace {
 
 using ssmlab::mixers::AttentionImpl;
@@ -142,3 +144,5 @@ TEST(Attention, Float32ForwardAndGradientsMatchFloat64) {
 }
 
 }  // namespace
+
+}  // namespace mixers_test_attention

@@ -11,6 +11,8 @@
 #include "ssmlab/mixers/diag_ssm.h"
 #include "tolerances.h"
 
+namespace mixers_test_diag_ssm {
+
 namespace {
 
 using ssmlab::mixers::DiagSsmImpl;
@@ -82,3 +84,5 @@ TEST(DiagSsm, FftConvEqualsDirectConvolution) {
 }
 
 }  // namespace
+
+}  // namespace mixers_test_diag_ssm

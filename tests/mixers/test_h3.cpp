@@ -12,6 +12,8 @@
 #include "ssmlab/mixers/h3.h"
 #include "tolerances.h"
 
+namespace mixers_test_h3 {
+
 namespace {
 
 using ssmlab::mixers::H3Impl;
@@ -127,3 +129,5 @@ TEST(H3, ShapesStateAndErrors) {
 }
 
 }  // namespace
+
+}  // namespace mixers_test_h3

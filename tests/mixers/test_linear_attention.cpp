@@ -15,6 +15,8 @@
 #include "ssmlab/mixers/rwkv6.h"
 #include "tolerances.h"
 
+namespace mixers_test_linear_attention {
+
 namespace {
 
 TEST(LinearAttention, EqualsElementLoops) {
@@ -142,3 +144,5 @@ TEST(Rwkv5, InitFollowsV5) {
 }
 
 }  // namespace
+
+}  // namespace mixers_test_linear_attention

@@ -11,6 +11,8 @@
 #include "ssmlab/mixers/registry.h"
 #include "tolerances.h"
 
+namespace mixers_test_mamba1 {
+
 namespace {
 
 using ssmlab::mixers::Mamba1Impl;
@@ -126,3 +128,5 @@ TEST(Mamba1, RegistryBuildsIt) {
 }
 
 }  // namespace
+
+}  // namespace mixers_test_mamba1

@@ -16,6 +16,8 @@
 #include "test_util.h"
 #include "tolerances.h"
 
+namespace mixers_test_mamba1_dynamics {
+
 namespace {
 
 using ssmlab::mixers::Mamba1Impl;
@@ -356,3 +358,5 @@ TEST(Reorder, FirstBlockOfTheSequenceClassifier) {
 }
 
 }  // namespace
+
+}  // namespace mixers_test_mamba1_dynamics

@@ -17,6 +17,8 @@
 #include "test_util.h"
 #include "tolerances.h"
 
+namespace mixers_test_mamba2 {
+
 namespace {
 
 using ssmlab::mixers::Mamba2Impl;
@@ -348,3 +350,5 @@ TEST(Mamba2, RegistryBuildsIt) {
 }
 
 }  // namespace
+
+}  // namespace mixers_test_mamba2

@@ -12,6 +12,8 @@
 #include "mixers/small_mixers.h"
 #include "tolerances.h"
 
+namespace mixers_test_mixer_suite {
+
 namespace {
 
 using ssmlab::mixers::MixerOptions;
@@ -141,3 +143,5 @@ INSTANTIATE_TEST_SUITE_P(EveryMixer, MixerSuite, ::testing::ValuesIn(ssmlab::mix
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace
+
+}  // namespace mixers_test_mixer_suite

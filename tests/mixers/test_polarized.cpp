@@ -11,6 +11,8 @@
 #include "ssmlab/mixers/transitions/transition.h"
 #include "tolerances.h"
 
+namespace mixers_test_polarized {
+
 namespace {
 
 using ssmlab::mixers::Mamba1Impl;
@@ -139,3 +141,5 @@ TEST(Polarized, GradientsReachThePolarizedBAndC) {
 }
 
 }  // namespace
+
+}  // namespace mixers_test_polarized

@@ -12,6 +12,8 @@
 #include "ssmlab/mixers/rwkv4.h"
 #include "tolerances.h"
 
+namespace mixers_test_rwkv4 {
+
 namespace {
 
 using ssmlab::mixers::Rwkv4Impl;
@@ -94,3 +96,5 @@ TEST(Rwkv4, PaperInitWithTheTwelveLayerQuirk) {
 }
 
 }  // namespace
+
+}  // namespace mixers_test_rwkv4

@@ -10,6 +10,8 @@
 #include "ssmlab/mixers/s4d.h"
 #include "tolerances.h"
 
+namespace mixers_test_s4d {
+
 namespace {
 
 using ssmlab::mixers::S4dImpl;
@@ -78,3 +80,5 @@ TEST(S4d, StepReproducesTruncatedKernel) {
 }
 
 }  // namespace
+
+}  // namespace mixers_test_s4d

@@ -18,6 +18,8 @@
 #include "ssmlab/models/block.h"
 #include "tolerances.h"
 
+namespace mixers_test_trace_names {
+
 namespace {
 
 using ssmlab::test::kMixerDim;
@@ -220,3 +222,5 @@ TEST(TraceOptions, KeepGraphLetsGradientsFlow) {
 }
 
 }  // namespace
+
+}  // namespace mixers_test_trace_names

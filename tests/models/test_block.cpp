@@ -11,6 +11,8 @@
 #include "ssmlab/models/block.h"
 #include "tolerances.h"
 
+namespace models_test_block {
+
 namespace {
 
 ssmlab::mixers::MixerPtr mixer(uint64_t seed, const std::string& kind = "mamba1") {
@@ -117,3 +119,5 @@ TEST(Block, StateSnapshotsNeedAStatefulMixer) {
 }
 
 }  // namespace
+
+}  // namespace models_test_block

@@ -9,6 +9,8 @@
 #include "ssmlab/models/language_model.h"
 #include "tolerances.h"
 
+namespace models_test_language_model {
+
 namespace {
 
 using ssmlab::models::LanguageModel;
@@ -92,3 +94,5 @@ TEST(LanguageModel, TraceRecordsPerLayer) {
 }
 
 }  // namespace
+
+}  // namespace models_test_language_model

@@ -10,6 +10,8 @@
 #include "ssmlab/models/language_model.h"
 #include "tolerances.h"
 
+namespace models_test_language_model_mixers {
+
 namespace {
 
 using ssmlab::models::LanguageModel;
@@ -75,3 +77,5 @@ TEST(LanguageModelMixers, EveryMixerDecodesLikeForward) {
 }
 
 }  // namespace
+
+}  // namespace models_test_language_model_mixers

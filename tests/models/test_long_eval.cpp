@@ -16,6 +16,8 @@
 #include "test_util.h"
 #include "tolerances.h"
 
+namespace models_test_long_eval {
+
 namespace {
 
 using ssmlab::models::LanguageModel;
@@ -253,3 +255,5 @@ TEST(LongEvalMemory, PeakDoesNotGrowWithLength) {
 }
 
 }  // namespace
+
+}  // namespace models_test_long_eval

@@ -15,6 +15,8 @@
 #include "ssmlab/core/io.h"
 #include "ssmlab/models/safetensors.h"
 
+namespace models_test_safetensors {
+
 namespace fs = std::filesystem;
 using ssmlab::models::load_safetensors;
 using ssmlab::models::save_safetensors;
@@ -224,3 +226,5 @@ TEST(Safetensors, EmptyTensorMapIsAValidFile) {
   EXPECT_TRUE(back.tensors.empty());
   EXPECT_TRUE(back.metadata.empty());
 }
+
+}  // namespace models_test_safetensors

@@ -8,6 +8,8 @@
 #include "ssmlab/models/sequence_classifier.h"
 #include "tolerances.h"
 
+namespace models_test_sequence_classifier {
+
 namespace {
 
 using ssmlab::models::ModelOptions;
@@ -88,3 +90,5 @@ TEST(SequenceClassifier, AttentionWithPositionsAndEveryMixerBuilds) {
 }
 
 }  // namespace
+
+}  // namespace models_test_sequence_classifier

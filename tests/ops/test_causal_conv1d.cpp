@@ -13,6 +13,8 @@
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "tolerances.h"
 
+namespace ops_test_causal_conv1d {
+
 namespace {
 
 using ssmlab::test::all_close;
@@ -162,3 +164,5 @@ TEST(CausalConv1dErrors, ShapeErrorsNameTheBadInput) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_causal_conv1d

@@ -17,6 +17,8 @@
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "tolerances.h"
 
+namespace ops_test_causal_conv1d_cpu {
+
 namespace {
 
 using ssmlab::test::all_close;
@@ -281,3 +283,5 @@ TEST(CausalConv1dCpu, UpdateShapeErrors) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_causal_conv1d_cpu

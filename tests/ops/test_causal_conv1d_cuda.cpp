@@ -25,6 +25,8 @@
 #include "cuda_test_util.h"
 #include "tolerances.h"
 
+namespace ops_test_causal_conv1d_cuda {
+
 namespace {
 
 using ssmlab::test::all_close;
@@ -337,3 +339,5 @@ TEST(CausalConv1dCuda, UpdateSupportsAndErrors) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_causal_conv1d_cuda

@@ -16,6 +16,8 @@
 #include "ssmlab/ops/selective_state_update/selective_state_update.h"
 #include "tolerances.h"
 
+namespace ops_test_registration {
+
 namespace {
 
 using OptT = std::optional<at::Tensor>;
@@ -163,3 +165,5 @@ TEST(Registration, SelectiveStateUpdateThroughDispatcherMutatesState) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_registration

@@ -9,6 +9,8 @@
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 #include "tolerances.h"
 
+namespace ops_test_selective_scan {
+
 namespace {
 
 using ssmlab::test::ScanFlags;
@@ -190,3 +192,5 @@ TEST(SelectiveScanLayout, NonContiguousInputsAndGradients) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_selective_scan

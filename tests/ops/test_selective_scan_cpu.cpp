@@ -13,6 +13,8 @@
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 #include "tolerances.h"
 
+namespace ops_test_selective_scan_cpu {
+
 namespace {
 
 using ssmlab::test::ScanFlags;
@@ -196,3 +198,5 @@ TEST(SelectiveScanCpu, BackendSelection) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_selective_scan_cpu

@@ -22,6 +22,8 @@
 #include "cuda_test_util.h"
 #include "tolerances.h"
 
+namespace ops_test_selective_scan_cuda {
+
 namespace {
 
 using ssmlab::test::ScanFlags;
@@ -272,3 +274,5 @@ TEST(SelectiveScanCuda, SupportsIsFalseForCpuTensors) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_selective_scan_cuda

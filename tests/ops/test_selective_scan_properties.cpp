@@ -11,6 +11,8 @@
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 #include "tolerances.h"
 
+namespace ops_test_selective_scan_properties {
+
 namespace {
 
 using ssmlab::test::all_close;
@@ -217,3 +219,5 @@ TEST(SelectiveScanErrors, ShapeErrorsNameTheBadInput) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_selective_scan_properties

@@ -18,6 +18,8 @@
 #include "test_util.h"
 #include "tolerances.h"
 
+namespace ops_test_selective_scan_varlen {
+
 namespace {
 
 using ssmlab::test::opt;
@@ -158,3 +160,5 @@ TEST(SelectiveScanVarlen, RejectsMalformedOffsets) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_selective_scan_varlen

@@ -18,6 +18,8 @@
 #include "test_util.h"
 #include "tolerances.h"
 
+namespace ops_test_selective_state_update {
+
 namespace {
 
 using ssmlab::test::all_close;
@@ -174,3 +176,5 @@ TEST(SelectiveStateUpdate, ErrorsNameTheBadInput) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_selective_state_update

@@ -22,6 +22,8 @@
 #include "cuda_test_util.h"
 #include "tolerances.h"
 
+namespace ops_test_selective_state_update_cuda {
+
 namespace {
 
 using ssmlab::test::all_close;
@@ -168,3 +170,5 @@ TEST(SelectiveStateUpdateCuda, AutoPicksCudaKernelAndChecksDtype) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_selective_state_update_cuda

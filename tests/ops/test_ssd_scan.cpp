@@ -15,6 +15,8 @@
 #include "test_util.h"
 #include "tolerances.h"
 
+namespace ops_test_ssd_scan {
+
 namespace {
 
 using ssmlab::ops::SsdScanOptions;
@@ -267,3 +269,5 @@ TEST(SsdScan, DispatcherSchemasMatchCpp) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_ssd_scan

@@ -12,6 +12,8 @@
 #include "ssmlab/ops/ssd_scan/ssd_scan.h"
 #include "tolerances.h"
 
+namespace ops_test_ssd_scan_cpu {
+
 namespace {
 
 using ssmlab::ops::SsdScanOut;
@@ -141,3 +143,5 @@ TEST(SsdScanCpu, AutoPicksFusedUnlessChunkStates) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_ssd_scan_cpu

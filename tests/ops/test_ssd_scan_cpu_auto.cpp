@@ -17,6 +17,8 @@
 #include "ssmlab/ops/ssd_scan/ssd_scan.h"
 #include "tolerances.h"
 
+namespace ops_test_ssd_scan_cpu_auto {
+
 namespace {
 
 using ssmlab::ops::SsdScanOptions;
@@ -144,3 +146,5 @@ TEST(SsdScanCpuFp16, EveryPathAgainstFp64Reference) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_ssd_scan_cpu_auto

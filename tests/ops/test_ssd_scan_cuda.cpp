@@ -17,6 +17,8 @@
 #include "cuda_test_util.h"
 #include "tolerances.h"
 
+namespace ops_test_ssd_scan_cuda {
+
 namespace {
 
 using ssmlab::ops::SsdScanOut;
@@ -177,3 +179,5 @@ TEST(SsdScanCuda, DecodeStepMatchesScan) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_ssd_scan_cuda

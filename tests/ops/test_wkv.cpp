@@ -16,6 +16,8 @@
 #include "test_util.h"
 #include "tolerances.h"
 
+namespace ops_test_wkv {
+
 namespace {
 
 using ssmlab::test::all_close;
@@ -204,3 +206,5 @@ TEST(Wkv, InputErrorsNameTheProblem) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_wkv

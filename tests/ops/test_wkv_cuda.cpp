@@ -16,6 +16,8 @@
 #include "cuda_test_util.h"
 #include "tolerances.h"
 
+namespace ops_test_wkv_cuda {
+
 namespace {
 
 using ssmlab::test::all_close;
@@ -94,3 +96,5 @@ TEST(WkvCuda, NotSupportedOnCpu) {
 }
 
 }  // namespace
+
+}  // namespace ops_test_wkv_cuda

@@ -9,6 +9,8 @@
 #include "ssmlab/report/report.h"
 #include "ssmlab/runfolder/run_folder.h"
 
+namespace report_test_analyses {
+
 namespace {
 
 using namespace ssmlab::report;
@@ -97,3 +99,5 @@ TEST(ReportAnalyses, ReportDrawsCombinedFiguresBeforeEachRuns) {
 }
 
 }  // namespace
+
+}  // namespace report_test_analyses

@@ -11,6 +11,8 @@
 #include "ssmlab/report/gnuplot.h"
 #include "ssmlab/report/io.h"
 
+namespace report_test_figure {
+
 namespace {
 
 using namespace ssmlab::report;
@@ -269,3 +271,5 @@ TEST(ReportFigure, GnuplotFailureCarriesItsMessage) {
 }
 
 }  // namespace
+
+}  // namespace report_test_figure

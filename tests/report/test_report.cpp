@@ -11,6 +11,8 @@
 #include "ssmlab/report/report.h"
 #include "ssmlab/runfolder/run_folder.h"
 
+namespace report_test_report {
+
 namespace {
 
 using namespace ssmlab::report;
@@ -242,3 +244,5 @@ TEST(Report, NoRunsAndBrokenRunFilesAreErrors) {
 TEST(Report, HtmlEscape) { EXPECT_EQ(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"); }
 
 }  // namespace
+
+}  // namespace report_test_report

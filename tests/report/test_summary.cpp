@@ -4,6 +4,8 @@
 
 #include "ssmlab/report/summary.h"
 
+namespace report_test_summary {
+
 namespace {
 
 using namespace ssmlab::report;
@@ -60,3 +62,5 @@ TEST(ReportSummary, FinalMetricsOfAnUnfinishedRunAreItsNewestEval) {
 }
 
 }  // namespace
+
+}  // namespace report_test_summary

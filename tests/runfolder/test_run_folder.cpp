@@ -8,6 +8,8 @@
 #include "ssmlab/runfolder/run_folder.h"
 #include "test_util.h"
 
+namespace runfolder_test_run_folder {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -228,3 +230,5 @@ TEST(RunFolderKeys, UnusedMixersAndTasksOptionsDoNotDiffer) {
 }
 
 }  // namespace
+
+}  // namespace runfolder_test_run_folder

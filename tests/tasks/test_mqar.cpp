@@ -11,6 +11,8 @@
 #include "ssmlab/core/rng.h"
 #include "ssmlab/tasks/mqar.h"
 
+namespace tasks_test_mqar {
+
 namespace {
 
 using ssmlab::tasks::kIgnoreIndex;
@@ -351,3 +353,5 @@ TEST(Mqar, GeneratesFiftyThousandShortExamplesQuickly) {
 }
 
 }  // namespace
+
+}  // namespace tasks_test_mqar

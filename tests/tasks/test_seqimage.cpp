@@ -16,6 +16,8 @@
 #include "ssmlab/tasks/seqimage.h"
 #include "test_util.h"
 
+namespace tasks_test_seqimage {
+
 namespace {
 
 using namespace ssmlab;
@@ -226,3 +228,5 @@ TEST(SeqImage, TrainRunLearnsASyntheticIdxFolderAboveChance) {
 }
 
 }  // namespace
+
+}  // namespace tasks_test_seqimage

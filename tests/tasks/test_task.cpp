@@ -9,6 +9,8 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/tasks/task.h"
 
+namespace tasks_test_task {
+
 namespace {
 
 using ssmlab::tasks::Batch;
@@ -146,3 +148,5 @@ TEST(TaskAccuracy, RejectsMismatchedShapes) {
 }
 
 }  // namespace
+
+}  // namespace tasks_test_task

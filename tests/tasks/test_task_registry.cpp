@@ -9,6 +9,8 @@
 #include "ssmlab/tasks/registry.h"
 #include "test_util.h"
 
+namespace tasks_test_task_registry {
+
 namespace {
 
 using namespace ssmlab::tasks;
@@ -80,3 +82,5 @@ TEST(TaskBatches, PerSequenceTargetsSliceWithTheirInputs) {
 }
 
 }  // namespace
+
+}  // namespace tasks_test_task_registry

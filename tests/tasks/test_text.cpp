@@ -16,6 +16,8 @@
 #include "text/text_test_util.h"
 #include "train/train_test_util.h"
 
+namespace tasks_test_text {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -184,3 +186,5 @@ TEST(TextTask, BrownCpuConfigLoadsAndTrainsAFewSteps) {
 }
 
 }  // namespace
+
+}  // namespace tasks_test_text

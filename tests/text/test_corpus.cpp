@@ -10,6 +10,8 @@
 #include "test_util.h"
 #include "text/text_test_util.h"
 
+namespace text_test_corpus {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -147,3 +149,5 @@ TEST(TextCorpus, LinuxDocsAreTheDebianRstSources) {
 }
 
 }  // namespace
+
+}  // namespace text_test_corpus

@@ -18,6 +18,8 @@
 #include "fuzz/targets.h"
 #include "text/text_test_util.h"
 
+namespace text_test_gpt2_bpe {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -322,3 +324,5 @@ TEST(TokenizerGpt2, FuzzSeedFilesLoad) {
 }
 
 }  // namespace
+
+}  // namespace text_test_gpt2_bpe

@@ -8,6 +8,8 @@
 #include "ssmlab/core/rng.h"
 #include "ssmlab/text/pretokenize.h"
 
+namespace text_test_pretokenize {
+
 namespace {
 
 using ssmlab::text::pretokenize;
@@ -86,3 +88,5 @@ TEST(TextPretokenize, ClassesFollowUnicode) {
 }
 
 }  // namespace
+
+}  // namespace text_test_pretokenize

@@ -14,6 +14,8 @@
 #include "test_util.h"
 #include "text/text_test_util.h"
 
+namespace text_test_token_file {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -202,3 +204,5 @@ TEST(TextTokenFile, LargeVocabulariesUseUint32) {
 }
 
 }  // namespace
+
+}  // namespace text_test_token_file

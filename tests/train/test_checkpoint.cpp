@@ -19,6 +19,8 @@
 #include "ssmlab/core/io.h"
 #include "ssmlab/train/checkpoint.h"
 
+namespace train_test_checkpoint {
+
 namespace fs = std::filesystem;
 using namespace ssmlab::train;
 
@@ -248,3 +250,5 @@ TEST(Checkpoint, PruneKeepsTheNewestK) {
   EXPECT_TRUE(fs::exists(checkpoint_dir(tmp.path, 10)));
   EXPECT_EQ(latest_checkpoint(tmp.path), checkpoint_dir(tmp.path, 10));
 }
+
+}  // namespace train_test_checkpoint

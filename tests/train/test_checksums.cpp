@@ -16,6 +16,8 @@
 #include "ssmlab/train/checksums.h"
 #include "test_util.h"
 
+namespace train_test_checksums {
+
 namespace fs = std::filesystem;
 using namespace ssmlab::train;
 
@@ -146,3 +148,5 @@ TEST(Checksums, StateJsonFieldsAreValidated) {
 }
 
 }  // namespace
+
+}  // namespace train_test_checksums

@@ -14,6 +14,8 @@
 #include "test_util.h"
 #include "train/train_test_util.h"
 
+namespace train_test_resume {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -149,3 +151,5 @@ TEST(RunLock, ASecondWriterIsRefusedWithTheHoldersName) {
 }
 
 }  // namespace
+
+}  // namespace train_test_resume

@@ -23,6 +23,8 @@
 #include "test_util.h"
 #include "train/train_test_util.h"
 
+namespace train_test_soak {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -98,3 +100,5 @@ TEST(Soak, KilledAtRandomAndResumedEqualsUninterrupted) {
 }
 
 }  // namespace
+
+}  // namespace train_test_soak

@@ -18,6 +18,8 @@
 #include "ssmlab/experiments/run.h"
 #include "ssmlab/train/tb_writer.h"
 
+namespace train_test_tb_writer {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -295,3 +297,5 @@ TEST(TbWriter, OffWritesNoEventFile) {
 }
 
 }  // namespace
+
+}  // namespace train_test_tb_writer

@@ -15,6 +15,8 @@
 #include "ssmlab/train/schedule.h"
 #include "train/train_test_util.h"
 
+namespace train_test_trainer {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -180,3 +182,5 @@ TEST(Schedule, WarmupCosineAndEpochCosine) {
 }
 
 }  // namespace
+
+}  // namespace train_test_trainer

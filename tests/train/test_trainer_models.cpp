@@ -10,6 +10,8 @@
 #include "ssmlab/train/trainer.h"
 #include "test_util.h"
 
+namespace train_test_trainer_models {
+
 namespace {
 
 using namespace ssmlab;
@@ -85,3 +87,5 @@ TEST(TrainerModels, TheTaskShapePicksTheModel) {
 }
 
 }  // namespace
+
+}  // namespace train_test_trainer_models

@@ -1,5 +1,7 @@
 #include "ssmlab/core/error.h"
 
+#include <ATen/core/Tensor.h>
+
 namespace ssmlab {
 
 std::string shape_str(c10::IntArrayRef sizes) {
@@ -8,6 +10,11 @@ std::string shape_str(c10::IntArrayRef sizes) {
   for (size_t i = 0; i < sizes.size(); ++i) os << (i ? ", " : "") << sizes[i];
   os << ")";
   return os.str();
+}
+
+std::string tensor_str(const at::Tensor& t) {
+  return t.defined() ? str(shape_str(t.sizes()), " ", c10::toString(t.scalar_type()), " on ", t.device().str())
+                     : std::string("undefined");
 }
 
 }  // namespace ssmlab

@@ -9,6 +9,10 @@
 #include <c10/core/ScalarType.h>
 #include <c10/util/ArrayRef.h>
 
+namespace at {
+class Tensor;
+}  // namespace at
+
 namespace ssmlab {
 
 // All errors that ssmlab raises for bad input (config, data, checkpoint, shapes) are this type.
@@ -40,6 +44,9 @@ template <class... Args>
 
 // "(2, 3, 4)" for shape messages.
 std::string shape_str(c10::IntArrayRef sizes);
+
+// "(2, 3) Float on cpu" (or "undefined") for messages about a tensor argument.
+std::string tensor_str(const at::Tensor& t);
 
 }  // namespace ssmlab
 

@@ -177,6 +177,7 @@ class Runner {
   Clock::time_point started_ = Clock::now(), last_line_{};
   bool line_open_ = false;
   bool tty_ = isatty(STDOUT_FILENO) != 0;
+  int width_ = train::terminal_width();
 
   std::string slot_text() const {
     if (slots_.empty() || slots_[0] < 0) return "";
@@ -398,19 +399,24 @@ class Runner {
     const size_t total = report_.runs.size();
     const size_t running = active_.size(), failed = report_.count(RunStatus::failed);
     const size_t pending = report_.count(RunStatus::pending) + report_.count(RunStatus::stopped);
-    std::string line = str("[sweep] ", done, "/", total, " done | ", running, " running | ", failed, " failed | ",
-                           pending, " pending | ", train::Progress::format_duration(seconds_since(started_)));
+    std::string eta;
     if (!durations_.empty()) {
       double mean = 0;
       for (double d : durations_) mean += d;
       mean /= static_cast<double>(durations_.size());
       double work = static_cast<double>(pending) * mean;
       for (const auto& a : active_) work += std::max(0.0, mean - seconds_since(a.start));
-      line += " | ETA " + train::Progress::format_duration(work / static_cast<double>(slots_.size()));
+      eta = "ETA " + train::Progress::format_duration(work / static_cast<double>(slots_.size()));
     } else if (running + pending > 0) {
-      line += " | ETA ?";
+      eta = "ETA ?";
     }
-    return line;
+    std::vector<train::LineField> fields = {{str("[sweep] ", done, "/", total, " done"), 0},
+                                            {str(running, " running"), 3},
+                                            {str(failed, " failed"), failed > 0 ? 1 : 5},
+                                            {str(pending, " pending"), 4},
+                                            {train::Progress::format_duration(seconds_since(started_)), 6}};
+    if (!eta.empty()) fields.push_back({eta, 2});
+    return train::fit_line(fields, tty_ ? width_ - 1 : width_);
   }
 
   void clear_line() {

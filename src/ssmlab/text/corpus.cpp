@@ -15,13 +15,13 @@ namespace ssmlab::text {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr int64_t kMaxFileBytes = int64_t{1} << 30;     // one document
+constexpr int64_t kMaxDocumentBytes = int64_t{1} << 30;     // one document
 constexpr int64_t kMaxArchiveBytes = int64_t{4} << 30;  // an inflated archive
 
 std::string read_document(const fs::path& path) {
   std::vector<uint8_t> bytes;
   try {
-    bytes = data::read_all_bytes(path, kMaxFileBytes);
+    bytes = data::read_all_bytes(path, kMaxDocumentBytes);
   } catch (const DataError&) {
     throw;
   } catch (const Error& e) {

@@ -16,13 +16,13 @@
 namespace ssmlab::text {
 namespace {
 
-constexpr int64_t kMaxFileBytes = int64_t{256} << 20;  // the released files are 1.0 MB and 0.46 MB
+constexpr int64_t kMaxBpeFileBytes = int64_t{256} << 20;  // the released files are 1.0 MB and 0.46 MB
 constexpr size_t kMaxCachedPieces = size_t{1} << 20;
 
 std::string read_tokenizer_file(const std::filesystem::path& path) {
   std::vector<uint8_t> bytes;
   try {
-    bytes = data::read_all_bytes(path, kMaxFileBytes);
+    bytes = data::read_all_bytes(path, kMaxBpeFileBytes);
   } catch (const DataError&) {
     throw;
   } catch (const Error& e) {

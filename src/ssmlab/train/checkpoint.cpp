@@ -43,7 +43,7 @@ TensorMap model_tensors(const torch::nn::Module& model) {
   return out;
 }
 
-std::string describe(const at::Tensor& t) { return str(shape_str(t.sizes()), " ", c10::toString(t.scalar_type())); }
+std::string tensor_summary(const at::Tensor& t) { return str(shape_str(t.sizes()), " ", c10::toString(t.scalar_type())); }
 
 // Fails with every difference at once (a changed config usually touches many tensors).
 void fail_if_problems(const std::vector<std::string>& problems, const std::string& file) {
@@ -60,13 +60,13 @@ void check_same_tensors(const TensorMap& expected, const TensorMap& found, const
   for (const auto& [name, want] : expected) {
     auto it = found.find(name);
     if (it == found.end()) {
-      problems.push_back(str("missing tensor '", name, "' (expected ", describe(want), ")"));
+      problems.push_back(str("missing tensor '", name, "' (expected ", tensor_summary(want), ")"));
     } else if (it->second.sizes() != want.sizes() || it->second.scalar_type() != want.scalar_type()) {
-      problems.push_back(str("tensor '", name, "': expected ", describe(want), ", found ", describe(it->second)));
+      problems.push_back(str("tensor '", name, "': expected ", tensor_summary(want), ", found ", tensor_summary(it->second)));
     }
   }
   for (const auto& [name, t] : found)
-    if (!expected.count(name)) problems.push_back(str("unexpected tensor '", name, "' (", describe(t), ")"));
+    if (!expected.count(name)) problems.push_back(str("unexpected tensor '", name, "' (", tensor_summary(t), ")"));
   fail_if_problems(problems, file);
 }
 
@@ -89,7 +89,7 @@ std::vector<std::vector<std::string>> group_names(const torch::optim::AdamW& opt
     for (size_t i = 0; i < params.size(); ++i) {
       auto it = names.find(params[i].unsafeGetTensorImpl());
       SSMLAB_CHECK(it != names.end(), "checkpoint: optimizer parameter #", i, " of param group ", g, " (",
-                   describe(params[i]), ") is not a parameter of the model");
+                   tensor_summary(params[i]), ") is not a parameter of the model");
       out.back().push_back(it->second);
     }
   }
@@ -186,7 +186,7 @@ OptimizerRestore prepare_optimizer(const fs::path& file, const torch::nn::Module
     const std::string name = dot == std::string::npos ? key : key.substr(0, dot);
     const bool known = std::find(std::begin(kFields), std::end(kFields), field) != std::end(kFields);
     if (!known || !by_name.count(name))
-      problems.push_back(str("unexpected tensor '", key, "' (", describe(t), ")"));
+      problems.push_back(str("unexpected tensor '", key, "' (", tensor_summary(t), ")"));
     else
       fields[name][field] = t;
   }
@@ -197,15 +197,15 @@ OptimizerRestore prepare_optimizer(const fs::path& file, const torch::nn::Module
     for (const auto& w : want) {
       auto it = f_map.find(w);
       if (it == f_map.end())
-        problems.push_back(str("missing tensor '", name, ".", w, "' (expected ", describe(param), ")"));
+        problems.push_back(str("missing tensor '", name, ".", w, "' (expected ", tensor_summary(param), ")"));
       else if (it->second.sizes() != param.sizes() || it->second.scalar_type() != param.scalar_type())
-        problems.push_back(str("tensor '", name, ".", w, "': expected ", describe(param), ", found ",
-                               describe(it->second)));
+        problems.push_back(str("tensor '", name, ".", w, "': expected ", tensor_summary(param), ", found ",
+                               tensor_summary(it->second)));
     }
     auto st = f_map.find("step");
     if (st == f_map.end() || st->second.dim() != 0 || st->second.scalar_type() != at::kLong)
       problems.push_back(str("tensor '", name, ".step': expected a 0-d Long, found ",
-                             st == f_map.end() ? std::string("nothing") : describe(st->second)));
+                             st == f_map.end() ? std::string("nothing") : tensor_summary(st->second)));
     if (!problems.empty()) continue;
     auto s = std::make_unique<torch::optim::AdamWParamState>();
     s->step(st->second.item<int64_t>());

@@ -236,6 +236,7 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
   double loss_window = 0.0;
   int64_t steps_window = 0;
   double tok_per_s = 0.0;
+  double shown_loss = NAN;  // the last logged window's mean training loss, as the progress line shows it
   bool evaluated = result.last_eval.per_segment.size() > 0;
 
   // The checkpoint carries the last evaluation and the early stop, so that a run killed after its final
@@ -293,7 +294,9 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
                       {"train_loss", loss_window / static_cast<double>(steps_window)},
                       {"lr", lr},
                       {"tokens_per_s", tok_per_s}});
-      progress.update(step, loss_window / static_cast<double>(steps_window), tok_per_s, best_acc, lr);
+      shown_loss = loss_window / static_cast<double>(steps_window);
+      // An evaluation step's line is printed once, after the evaluation, with its accuracy.
+      if (!(eval_due || step == total)) progress.update(step, shown_loss, tok_per_s, best_acc, lr);
       t_window = now;
       tokens_window = 0;
       loss_window = 0.0;
@@ -304,7 +307,7 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
       evaluated = true;
       best_acc = result.last_eval.accuracy;
       log_eval();
-      progress.update(step, loss_v, tok_per_s, best_acc, lr, /*force=*/true);
+      progress.update(step, shown_loss, tok_per_s, best_acc, lr, /*force=*/true);
       if (o.early_stop_acc > 0 && result.last_eval.accuracy >= o.early_stop_acc) {
         result.early_stopped = true;
         stop = true;

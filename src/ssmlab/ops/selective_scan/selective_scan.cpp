@@ -11,10 +11,6 @@
 namespace ssmlab::ops {
 
 namespace {
-std::string describe(const at::Tensor& t) {
-  return t.defined() ? str(shape_str(t.sizes()), " ", c10::toString(t.scalar_type()), " on ", t.device().str())
-                     : std::string("undefined");
-}
 }  // namespace
 
 void check_selective_scan_inputs(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
@@ -22,12 +18,12 @@ void check_selective_scan_inputs(const at::Tensor& u, const at::Tensor& delta, c
                                  const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& delta_bias,
                                  const std::optional<at::Tensor>& initial_state) {
   auto all = [&] {
-    std::string s = str("u ", describe(u), ", delta ", describe(delta), ", A ", describe(A), ", B ", describe(B),
-                        ", C ", describe(C));
-    if (D) s += str(", D ", describe(*D));
-    if (z) s += str(", z ", describe(*z));
-    if (delta_bias) s += str(", delta_bias ", describe(*delta_bias));
-    if (initial_state) s += str(", initial_state ", describe(*initial_state));
+    std::string s = str("u ", tensor_str(u), ", delta ", tensor_str(delta), ", A ", tensor_str(A), ", B ", tensor_str(B),
+                        ", C ", tensor_str(C));
+    if (D) s += str(", D ", tensor_str(*D));
+    if (z) s += str(", z ", tensor_str(*z));
+    if (delta_bias) s += str(", delta_bias ", tensor_str(*delta_bias));
+    if (initial_state) s += str(", initial_state ", tensor_str(*initial_state));
     return s;
   };
   SSMLAB_CHECK(u.defined() && delta.defined() && A.defined() && B.defined() && C.defined(),
@@ -94,11 +90,11 @@ SelectiveScanOut selective_scan_varlen(const at::Tensor& u, const at::Tensor& de
                                        const at::Tensor& cu_seqlens, const std::optional<at::Tensor>& initial_state,
                                        const std::string& backend) {
   SSMLAB_CHECK(u.defined() && u.dim() == 3 && u.size(0) == 1,
-               "selective_scan_varlen: u must be (1, T, E) with the sequences packed along T; got ", describe(u));
+               "selective_scan_varlen: u must be (1, T, E) with the sequences packed along T; got ", tensor_str(u));
   SSMLAB_CHECK(cu_seqlens.defined() && cu_seqlens.dim() == 1 && cu_seqlens.size(0) >= 2 &&
                    (cu_seqlens.scalar_type() == at::kLong || cu_seqlens.scalar_type() == at::kInt),
                "selective_scan_varlen: cu_seqlens must be a 1-D int64/int32 tensor of S + 1 >= 2 offsets; got ",
-               describe(cu_seqlens));
+               tensor_str(cu_seqlens));
   const int64_t total = u.size(1), e = u.size(2), nseq = cu_seqlens.size(0) - 1;
   const at::Tensor cu = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
   const int64_t* off = cu.const_data_ptr<int64_t>();
@@ -113,7 +109,7 @@ SelectiveScanOut selective_scan_varlen(const at::Tensor& u, const at::Tensor& de
   if (initial_state)
     SSMLAB_CHECK(initial_state->dim() == 3 && initial_state->size(0) == nseq,
                  "selective_scan_varlen: initial_state must be (S, E, N) with S = ", nseq, " sequences; got ",
-                 describe(*initial_state));
+                 tensor_str(*initial_state));
   // Shapes of the packed inputs are checked as one batch row (initial_state is per sequence: checked above).
   check_selective_scan_inputs(u, delta, A, B, C, D, z, delta_bias, std::nullopt);
 

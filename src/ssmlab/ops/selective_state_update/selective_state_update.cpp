@@ -9,10 +9,6 @@
 namespace ssmlab::ops {
 
 namespace {
-std::string describe(const at::Tensor& t) {
-  return t.defined() ? str(shape_str(t.sizes()), " ", c10::toString(t.scalar_type()), " on ", t.device().str())
-                     : std::string("undefined");
-}
 }  // namespace
 
 void check_selective_state_update_inputs(const at::Tensor& state, const at::Tensor& x, const at::Tensor& dt,
@@ -20,11 +16,11 @@ void check_selective_state_update_inputs(const at::Tensor& state, const at::Tens
                                          const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,
                                          const std::optional<at::Tensor>& dt_bias) {
   auto all = [&] {
-    std::string s = str("state ", describe(state), ", x ", describe(x), ", dt ", describe(dt), ", A ", describe(A),
-                        ", B ", describe(B), ", C ", describe(C));
-    if (D) s += str(", D ", describe(*D));
-    if (z) s += str(", z ", describe(*z));
-    if (dt_bias) s += str(", dt_bias ", describe(*dt_bias));
+    std::string s = str("state ", tensor_str(state), ", x ", tensor_str(x), ", dt ", tensor_str(dt), ", A ", tensor_str(A),
+                        ", B ", tensor_str(B), ", C ", tensor_str(C));
+    if (D) s += str(", D ", tensor_str(*D));
+    if (z) s += str(", z ", tensor_str(*z));
+    if (dt_bias) s += str(", dt_bias ", tensor_str(*dt_bias));
     return s;
   };
   SSMLAB_CHECK(state.defined() && x.defined() && dt.defined() && A.defined() && B.defined() && C.defined(),

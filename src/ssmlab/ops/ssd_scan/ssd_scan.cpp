@@ -13,10 +13,6 @@
 namespace ssmlab::ops {
 
 namespace {
-std::string describe(const at::Tensor& t) {
-  return t.defined() ? str(shape_str(t.sizes()), " ", c10::toString(t.scalar_type()), " on ", t.device().str())
-                     : std::string("undefined");
-}
 }  // namespace
 
 void check_ssd_scan_inputs(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
@@ -25,10 +21,10 @@ void check_ssd_scan_inputs(const at::Tensor& x, const at::Tensor& dt, const at::
       {"D", &o.D},           {"dt_bias", &o.dt_bias}, {"initial_state", &o.initial_state},
       {"dt_mult", &o.dt_mult}, {"decay_mult", &o.decay_mult}, {"b_mult", &o.b_mult}};
   auto all = [&] {
-    std::string s = str("x ", describe(x), ", dt ", describe(dt), ", A ", describe(A), ", B ", describe(B), ", C ",
-                        describe(C));
+    std::string s = str("x ", tensor_str(x), ", dt ", tensor_str(dt), ", A ", tensor_str(A), ", B ", tensor_str(B), ", C ",
+                        tensor_str(C));
     for (const auto& [name, t] : optional)
-      if (*t) s += str(", ", name, " ", describe(**t));
+      if (*t) s += str(", ", name, " ", tensor_str(**t));
     return s;
   };
   SSMLAB_CHECK(x.defined() && dt.defined() && A.defined() && B.defined() && C.defined(),
@@ -66,7 +62,7 @@ void check_ssd_scan_inputs(const at::Tensor& x, const at::Tensor& dt, const at::
                o.dt_max);
   if (o.decay_mult)
     SSMLAB_CHECK((*o.decay_mult > 0).all().item<bool>(), "ssd_scan: decay_mult must be > 0 (it scales exp(dt A)); got ",
-                 describe(*o.decay_mult), " with min ", o.decay_mult->min().item<double>());
+                 tensor_str(*o.decay_mult), " with min ", o.decay_mult->min().item<double>());
 }
 
 namespace ssd_detail {

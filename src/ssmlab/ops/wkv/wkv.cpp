@@ -9,10 +9,6 @@
 namespace ssmlab::ops {
 
 namespace {
-std::string describe(const at::Tensor& t) {
-  return t.defined() ? str(shape_str(t.sizes()), " ", c10::toString(t.scalar_type()), " on ", t.device().str())
-                     : std::string("undefined");
-}
 }  // namespace
 
 at::Tensor wkv_empty_state(int64_t batch, int64_t channels, const at::TensorOptions& options) {
@@ -24,8 +20,8 @@ at::Tensor wkv_empty_state(int64_t batch, int64_t channels, const at::TensorOpti
 void check_wkv_inputs(const at::Tensor& w, const at::Tensor& u, const at::Tensor& k, const at::Tensor& v,
                       const std::optional<at::Tensor>& initial_state) {
   auto all = [&] {
-    std::string s = str("w ", describe(w), ", u ", describe(u), ", k ", describe(k), ", v ", describe(v));
-    if (initial_state) s += str(", initial_state ", describe(*initial_state));
+    std::string s = str("w ", tensor_str(w), ", u ", tensor_str(u), ", k ", tensor_str(k), ", v ", tensor_str(v));
+    if (initial_state) s += str(", initial_state ", tensor_str(*initial_state));
     return s;
   };
   SSMLAB_CHECK(w.defined() && u.defined() && k.defined() && v.defined(), "wkv: w, u, k and v are required; got ",
