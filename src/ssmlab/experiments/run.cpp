@@ -123,7 +123,8 @@ RunOutcome train_run(Config cfg, const std::filesystem::path& dir) {
   log::info(str("model: ", model->kind(), ", ", cfg.model.mixer, " x ", cfg.model.n_layers, ", d_model ",
                 cfg.model.d_model, ", ", model->num_parameters(), " parameters, state ", model->state_size(),
                 " numbers per sequence"));
-  const train::TbSession tb = tb_session(cfg, dir);  // where TensorBoard finds the run, and its hparams
+  // Where TensorBoard finds the run, and its hparams.
+  const train::TbSession tb = cfg.train.tensorboard ? tb_session(cfg, dir) : train::TbSession{dir, {}, {}, {}};
   out.fit = train::fit(*model, *task, data, cfg.train, dir, &tb);
   if (out.fit.halted) return out;
   nlohmann::json results = train::eval_fields(out.fit.last_eval, task->reports_perplexity());

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cctype>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -68,14 +70,21 @@ std::vector<runfolder::ConfigEntry> flat_config(const Config& cfg) {
 
 bool same_value(const HParamValue& a, const HParamValue& b) { return a == b; }
 
-std::string sanitize(const std::string& s) {
+// `s` with every character outside the letters, digits and `extra` as '_' (and a leading '.' too: no hidden
+// folder, no "." or ".."); `changed` is set when a character was replaced.
+std::string sanitize(const std::string& s, std::string_view extra, bool& changed) {
   std::string out = s;
   for (char& c : out) {
     const auto u = static_cast<unsigned char>(c);
-    const bool ok = std::isalnum(u) || std::string_view("._+-=,@%").find(c) != std::string_view::npos;
-    if (!ok) c = '_';
+    if (!std::isalnum(u) && extra.find(c) == std::string_view::npos) {
+      c = '_';
+      changed = true;
+    }
   }
-  if (!out.empty() && out[0] == '.') out[0] = '_';  // no hidden folder, no "." or ".."
+  if (!out.empty() && out[0] == '.') {
+    out[0] = '_';
+    changed = true;
+  }
   return out;
 }
 
@@ -109,13 +118,20 @@ std::string tb_run_name(const Config& cfg, const std::vector<std::string>& swept
   const auto entries = flat_config(cfg);
   std::map<std::string, int> parts;
   for (const auto& k : swept) ++parts[last_part(k)];
-  std::string name = cfg.run.name;
+  // A replaced character could make two runs' names equal ("a b" and "a_b"), and a value holding ',' or '='
+  // could shift the key=value pairs: either adds ~<run id>, so no two runs of a sweep share a folder.
+  bool changed = false;
+  std::string name = sanitize(cfg.run.name, "._+-@%", changed);
   for (const auto& k : swept) {
     const auto v = config_value(entries, k);
-    name += "," + (parts[last_part(k)] > 1 ? k : last_part(k)) + "=" + (v ? v->text : std::string("none"));
+    if (!v) changed = true;  // "none" is no value of the config
+    name.append(1, ',').append(sanitize(parts[last_part(k)] > 1 ? k : last_part(k), "._+-@%", changed));
+    name.append(1, '=').append(sanitize(v ? v->text : std::string("none"), "._+-@%", changed));
   }
-  name = sanitize(name);
-  if (name.size() > kMaxNameBytes) name = name.substr(0, kMaxNameBytes - 10) + "~" + id.substr(0, 8);
+  std::string tail = "~";
+  tail.append(id, 0, 8);
+  if (name.size() > kMaxNameBytes) name = name.substr(0, kMaxNameBytes - tail.size()) + tail;
+  else if (changed) name += tail;
   return name;
 }
 

@@ -4,8 +4,9 @@
 // A run of a sweep (its folder is listed in the sweep folder's sweep.json) writes its event file to
 //   <sweep>/tb/<run.name>,<key>=<value>,.../events.out.tfevents.*
 // over the swept keys in axis order, each named by its last dotted part ("mixer=attention") unless two swept keys
-// share that part (then the whole key); characters other than letters, digits and ._+-=,@% become '_', and a name
-// longer than 200 bytes is cut and ends in ~<run id>. TensorBoard names a run by its folder below the logdir, so
+// share that part (then the whole key). In run.name, keys and values, characters other than letters, digits and
+// ._+-@% become '_' and the name then ends in ~<first 8 of the run id> (so names stay distinct); a name longer than
+// 200 bytes is cut and ends so too. TensorBoard names a run by its folder below the logdir, so
 // `tensorboard --logdir <sweep>/tb` lists "demo,mixer=attention,max_position_embeddings=64,lr=0.001". A run
 // outside any sweep writes into its own folder (named <run.name>-<hash>).
 //
