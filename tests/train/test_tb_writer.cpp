@@ -602,6 +602,25 @@ TEST(TbWriter, ResumedRunMirrorsMetricsJsonl) {
   fs::remove_all(dir);
 }
 
+// Training that throws (here: the loss diverges) ends its hparams session with STATUS_FAILURE, once.
+TEST(TbWriter, DivergedRunEndsItsSessionWithFailure) {
+  auto c = tiny();
+  c.train.lr = 1e30;
+  c.train.grad_clip = 0.0;
+  c.train.max_steps = 30;
+  const auto dir = fresh_dir("diverged");
+  EXPECT_THROW(ssmlab::experiments::train_run(c, dir), ssmlab::Error);
+  const auto files = event_files(dir);
+  ASSERT_EQ(files.size(), 1u);
+  const auto events = read_events(files[0]);
+  ASSERT_EQ(hparams_with_tag(events, "_hparams_/session_start_info").size(), 1u);
+  const auto ends = hparams_with_tag(events, "_hparams_/session_end_info");
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_EQ(ends[0].status, 2u);  // STATUS_FAILURE
+  EXPECT_EQ(events.back().plugin_values.size(), 1u) << "the session end is the last event";
+  fs::remove_all(dir);
+}
+
 TEST(TbWriter, OffWritesNoEventFile) {
   const auto dir = fresh_dir("off");
   auto c = tiny();
