@@ -35,6 +35,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# ---- TensorBoard (optional) ----------------------------------------------------------------------
+# The ctest tb.readback (tests/train/tb.cmake) reads the event files of a small sweep back with TensorBoard's own
+# reader. tensorboard (PyPI) goes into a venv of its own (it needs no torch), linked as .venv-tensorboard; the
+# test is registered only where configure finds it. Not fatal: without it the rest of ssmlab works.
+# SSMLAB_NO_TENSORBOARD=1 skips this.
+tb_version=2.21.0
+tb_venv="$SSMLAB_CACHE/venv-tensorboard-$tb_version"
+if [ -z "${SSMLAB_NO_TENSORBOARD:-}" ]; then
+  if ! "$tb_venv/bin/python" -c "import tensorboard" 2>/dev/null; then
+    say "installing tensorboard==$tb_version into $tb_venv (for the ctest tb.readback)"
+    mkdir -p "$SSMLAB_CACHE"
+    { [ -x "$tb_venv/bin/pip" ] || python3 -m venv "$tb_venv"; } &&
+      "$tb_venv/bin/pip" install -q --disable-pip-version-check "tensorboard==$tb_version" ||
+      say "warning: tensorboard not installed; the ctest tb.readback will not be registered"
+  fi
+  if "$tb_venv/bin/python" -c "import tensorboard" 2>/dev/null; then ln -sfn "$tb_venv" "$here/../.venv-tensorboard"; fi
+fi
+
 # ---- LibTorch ------------------------------------------------------------------------------------
 user_torch="$(ssmlab_user_torch_prefix)"
 if [ -n "$user_torch" ]; then

@@ -5,6 +5,8 @@
 
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "ssmlab/core/io.h"
 #include "ssmlab/experiments/results.h"
 #include "test_util.h"
@@ -99,7 +101,7 @@ TEST(Results, CsvAndSqliteHoldTheTable) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open_v2((tmp.path / "r.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT typeof(\"train.lr\"), typeof(steps), typeof(test_acc), \"run.name\" "
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT typeof(train_lr), typeof(steps), typeof(test_acc), run_name "
                                    "FROM runs WHERE status = 'unfinished'",
                                -1, &st, nullptr),
             SQLITE_OK)
@@ -116,6 +118,83 @@ TEST(Results, CsvAndSqliteHoldTheTable) {
   EXPECT_EQ(sqlite3_column_int64(st, 0), 3);
   sqlite3_finalize(st);
   sqlite3_close(db);
+}
+
+// Every text cell of `sql`'s rows, "" for NULL.
+std::vector<std::vector<std::string>> query(const fs::path& file, const std::string& sql) {
+  sqlite3* db = nullptr;
+  std::vector<std::vector<std::string>> out;
+  EXPECT_EQ(sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+    ADD_FAILURE() << sql << ": " << sqlite3_errmsg(db);
+    sqlite3_close(db);
+    return out;
+  }
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    out.emplace_back();
+    for (int c = 0; c < sqlite3_column_count(st); ++c) {
+      const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(st, c));
+      out.back().push_back(t ? t : "");
+    }
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return out;
+}
+
+TEST(Results, SqliteColumnNamesNeedNoQuoting) {
+  EXPECT_EQ(ssmlab::experiments::sqlite_columns({"run", "status", "model.mixer", "test_acc/L32_K4",
+                                                 "task.mqar.train[0].seq_len", "order", "a.b", "a_b", "A.B", "3d", "x_"}),
+            (std::vector<std::string>{"run", "status", "model_mixer", "test_acc_L32_K4", "task_mqar_train_0_seq_len",
+                                      "order_", "a_b", "a_b_2", "A_B_3", "c_3d", "x_"}));
+  ssmlab::test::TempDir tmp;
+  make_runs(tmp.path / "runs");
+  const ResultsTable t = collect_results(tmp.path / "runs");
+  const fs::path db = tmp.path / "r.sqlite";
+  ssmlab::experiments::write_sqlite(t, db);
+  // Unquoted names in a query; the CSV header keeps the dotted keys, and column_kinds maps one to the other.
+  EXPECT_EQ(query(db, "SELECT run, model_mixer, train_lr, test_acc_L32_K4 FROM runs WHERE run = 'a'"),
+            (std::vector<std::vector<std::string>>{{"a", "mamba1", "0.001", "0.75"}}));
+  EXPECT_EQ(query(db, "SELECT name, kind, key FROM column_kinds WHERE key LIKE '%.%' OR key LIKE '%/%' ORDER BY rowid"),
+            (std::vector<std::vector<std::string>>{{"run_name", "config", "run.name"},
+                                                   {"model_mixer", "config", "model.mixer"},
+                                                   {"train_lr", "config", "train.lr"},
+                                                   {"test_acc_L32_K4", "metric", "test_acc/L32_K4"}}));
+}
+
+// results.json (true / false), results.csv and results.sqlite spell a boolean the same way: true / false.
+TEST(Results, BooleansReadTheSameInCsvSqliteAndJson) {
+  ssmlab::test::TempDir tmp;
+  const fs::path runs = tmp.path / "runs";
+  for (const bool stopped : {true, false}) {
+    const std::string name = stopped ? "stopped" : "full";
+    write(runs / name / "config.toml", "[run]\nname = \"" + name + "\"\n[train]\ntensorboard = " +
+                                           (stopped ? "false" : "true") + "\n");
+    write(runs / name / "results.json",
+          std::string(R"({"steps": 10, "test_acc": 0.5, "early_stopped": )") + (stopped ? "true" : "false") + "}");
+    write(runs / name / "DONE", "");
+  }
+  const ResultsTable t = collect_results(runs);
+  ssmlab::experiments::write_csv(t, tmp.path / "r.csv");
+  ssmlab::experiments::write_sqlite(t, tmp.path / "r.sqlite");
+  const std::string csv = ssmlab::read_file(tmp.path / "r.csv");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')), "run,status,run.name,train.tensorboard,steps,test_acc,early_stopped");
+  const auto rows = query(tmp.path / "r.sqlite",
+                          "SELECT run, train_tensorboard, early_stopped, typeof(early_stopped) FROM runs ORDER BY run");
+  ASSERT_EQ(rows.size(), 2u);
+  for (const auto& row : rows) {
+    const std::string json_text =
+        nlohmann::json::parse(ssmlab::read_file(runs / row[0] / "results.json"))["early_stopped"].dump();
+    EXPECT_EQ(row[2], json_text) << row[0];  // SQLite = JSON
+    EXPECT_EQ(row[3], "text");
+    EXPECT_EQ(row[1], json_text == "true" ? "false" : "true");  // a boolean config key too
+    // CSV = JSON: the run's line ends with its early_stopped cell.
+    const std::string line = row[0] + ",done," + row[0] + "," + row[1] + ",10,0.5," + json_text + "\n";
+    EXPECT_NE(csv.find(line), std::string::npos) << csv;
+  }
+  EXPECT_EQ(query(tmp.path / "r.sqlite", "SELECT run FROM runs WHERE early_stopped = 'true'"),
+            (std::vector<std::vector<std::string>>{{"stopped"}}));
 }
 
 TEST(Results, ErrorsNameTheFolder) {

@@ -200,7 +200,7 @@ TEST(Runner, FailureHaltAndRerunFinishEverythingOnce) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open_v2((tmp.path / "r.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT \"run.seed\", steps, test_acc FROM runs WHERE status = 'done' ORDER BY 1",
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT run_seed, steps, test_acc FROM runs WHERE status = 'done' ORDER BY 1",
                                -1, &st, nullptr),
             SQLITE_OK)
       << sqlite3_errmsg(db);

@@ -59,6 +59,11 @@ std::string status_text(const runfolder::RunFolder& r) {
   return runfolder::status_name(r.status);
 }
 
+std::string to_lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
 bool is_number(const Cell& c) {
   return std::holds_alternative<int64_t>(c) || std::holds_alternative<double>(c) || std::holds_alternative<bool>(c);
 }
@@ -122,11 +127,6 @@ std::string csv_field(const std::string& s) {
   return out + "\"";
 }
 
-std::string sql_name(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
-}
 
 }  // namespace
 
@@ -251,6 +251,27 @@ void write_csv(const ResultsTable& table, const fs::path& file) {
   write_file_atomic(file, to_csv(table));
 }
 
+std::vector<std::string> sqlite_columns(const std::vector<std::string>& columns) {
+  std::vector<std::string> out;
+  std::set<std::string> taken;
+  for (const auto& col : columns) {
+    std::string n;
+    for (char c : col) {
+      const bool word = std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+      if (word) n += c;
+      else if (!n.empty() && n.back() != '_') n += '_';  // model.mixer -> model_mixer, a[0].b -> a_0_b
+    }
+    const bool ends_in_word = !col.empty() && (std::isalnum(static_cast<unsigned char>(col.back())) || col.back() == '_');
+    if (!ends_in_word && !n.empty() && n.back() == '_') n.pop_back();
+    if (n.empty() || std::isdigit(static_cast<unsigned char>(n[0]))) n = "c_" + n;
+    if (sqlite3_keyword_check(n.c_str(), static_cast<int>(n.size()))) n += '_';  // e.g. a metric named "order"
+    std::string unique = n;
+    for (int k = 2; !taken.insert(to_lower(unique)).second; ++k) unique = str(n, '_', k);  // SQLite folds case
+    out.push_back(unique);
+  }
+  return out;
+}
+
 void write_sqlite(const ResultsTable& t, const fs::path& file) {
   if (file.has_parent_path()) fs::create_directories(file.parent_path());
   const fs::path tmp = file.string() + str(".tmp.", getpid());
@@ -268,21 +289,23 @@ void write_sqlite(const ResultsTable& t, const fs::path& file) {
   check(sqlite3_exec(db, "PRAGMA journal_mode=OFF; BEGIN;", nullptr, nullptr, nullptr), "begin");
   std::string create = "CREATE TABLE runs (", insert = "INSERT INTO runs VALUES (";
   std::vector<std::string> kinds;
+  const std::vector<std::string> names = sqlite_columns(t.columns);
   for (size_t c = 0; c < t.columns.size(); ++c) {
+    // Booleans are the text 'true' / 'false', as in results.csv and results.json (README, "Results").
     bool all_int = true, all_num = true;
     for (const auto& row : t.rows) {
       const Cell& v = row[c];
       if (std::holds_alternative<std::monostate>(v)) continue;
-      all_int = all_int && (std::holds_alternative<int64_t>(v) || std::holds_alternative<bool>(v));
-      all_num = all_num && is_number(v);
+      all_int = all_int && std::holds_alternative<int64_t>(v);
+      all_num = all_num && (std::holds_alternative<int64_t>(v) || std::holds_alternative<double>(v));
     }
     const char* type = all_int ? "INTEGER" : all_num ? "REAL" : "TEXT";
-    create += str(c ? ", " : "", sql_name(t.columns[c]), " ", type);
+    create += str(c ? ", " : "", names[c], " ", type);
     insert += c ? ", ?" : "?";
     kinds.push_back(c < 2 ? "run" : c < 2 + t.config_columns ? "config" : t.columns[c] == "error" ? "run" : "metric");
   }
   check(sqlite3_exec(db, (create + ");").c_str(), nullptr, nullptr, nullptr), "create table runs");
-  check(sqlite3_exec(db, "CREATE TABLE column_kinds (name TEXT, kind TEXT);", nullptr, nullptr, nullptr),
+  check(sqlite3_exec(db, "CREATE TABLE column_kinds (name TEXT, kind TEXT, key TEXT);", nullptr, nullptr, nullptr),
         "create table column_kinds");
   sqlite3_stmt* st = nullptr;
   check(sqlite3_prepare_v2(db, (insert + ");").c_str(), -1, &st, nullptr), "prepare insert");
@@ -290,7 +313,7 @@ void write_sqlite(const ResultsTable& t, const fs::path& file) {
     for (size_t c = 0; c < row.size(); ++c) {
       const int i = static_cast<int>(c) + 1;
       const Cell& v = row[c];
-      if (auto* b = std::get_if<bool>(&v)) sqlite3_bind_int64(st, i, *b ? 1 : 0);
+      if (auto* b = std::get_if<bool>(&v)) sqlite3_bind_text(st, i, *b ? "true" : "false", -1, SQLITE_STATIC);
       else if (auto* n = std::get_if<int64_t>(&v)) sqlite3_bind_int64(st, i, *n);
       else if (auto* d = std::get_if<double>(&v)) sqlite3_bind_double(st, i, *d);
       else if (auto* s = std::get_if<std::string>(&v)) sqlite3_bind_text(st, i, s->c_str(), -1, SQLITE_TRANSIENT);
@@ -302,10 +325,11 @@ void write_sqlite(const ResultsTable& t, const fs::path& file) {
     sqlite3_reset(st);
   }
   sqlite3_finalize(st);
-  check(sqlite3_prepare_v2(db, "INSERT INTO column_kinds VALUES (?, ?);", -1, &st, nullptr), "prepare columns");
+  check(sqlite3_prepare_v2(db, "INSERT INTO column_kinds VALUES (?, ?, ?);", -1, &st, nullptr), "prepare columns");
   for (size_t c = 0; c < t.columns.size(); ++c) {
-    sqlite3_bind_text(st, 1, t.columns[c].c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 1, names[c].c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, kinds[c].c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, t.columns[c].c_str(), -1, SQLITE_TRANSIENT);
     const int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE) sqlite3_finalize(st);
     check(rc, "insert a column");

@@ -39,7 +39,16 @@ ResultsTable collect_results(const std::filesystem::path& dir, const ResultsOpti
 
 std::string to_csv(const ResultsTable& table);  // RFC 4180: quoted when needed, "\n" line ends
 void write_csv(const ResultsTable& table, const std::filesystem::path& file);     // atomic
-void write_sqlite(const ResultsTable& table, const std::filesystem::path& file);  // atomic; table `runs`
+// Table `runs` with column names that need no quoting (sqlite_columns) and a table `column_kinds` (name, kind:
+// run / config / metric, key: the column's name in results.csv, e.g. model.mixer). Booleans are the text
+// 'true' / 'false', as in results.csv and results.json. Atomic.
+void write_sqlite(const ResultsTable& table, const std::filesystem::path& file);
+
+// SQLite names of table columns: every run of characters other than letters, digits and _ becomes one _
+// (model.mixer -> model_mixer, test_acc/L32_K4 -> test_acc_L32_K4, task.mqar.train[0].seq_len ->
+// task_mqar_train_0_seq_len), trailing ones dropped; a name starting with a digit gets c_ before it, an SQL
+// keyword _ after it, and a name already taken (case-insensitively) _2, _3, ...
+std::vector<std::string> sqlite_columns(const std::vector<std::string>& columns);
 
 // Aligned text columns for the terminal; reals with 4 significant decimals.
 std::string format_table(const ResultsTable& table);

@@ -12,6 +12,7 @@
 #include "ssmlab/experiments/identity.h"
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/run_lock.h"
+#include "ssmlab/experiments/tensorboard.h"
 #include "ssmlab/experiments/validate.h"
 #include "ssmlab/models/language_model.h"
 #include "ssmlab/models/sequence_classifier.h"
@@ -122,7 +123,9 @@ RunOutcome train_run(Config cfg, const std::filesystem::path& dir) {
   log::info(str("model: ", model->kind(), ", ", cfg.model.mixer, " x ", cfg.model.n_layers, ", d_model ",
                 cfg.model.d_model, ", ", model->num_parameters(), " parameters, state ", model->state_size(),
                 " numbers per sequence"));
-  out.fit = train::fit(*model, *task, data, cfg.train, dir);
+  // Where TensorBoard finds the run, and its hparams.
+  const train::TbSession tb = cfg.train.tensorboard ? tb_session(cfg, dir) : train::TbSession{dir, {}, {}, {}};
+  out.fit = train::fit(*model, *task, data, cfg.train, dir, &tb);
   if (out.fit.halted) return out;
   nlohmann::json results = train::eval_fields(out.fit.last_eval, task->reports_perplexity());
   results.update({{"steps", out.fit.steps},

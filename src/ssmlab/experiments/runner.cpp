@@ -25,6 +25,7 @@
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/run.h"
 #include "ssmlab/experiments/run_lock.h"
+#include "ssmlab/experiments/tensorboard.h"
 #include "ssmlab/runfolder/layout.h"
 #include "ssmlab/train/progress.h"
 
@@ -151,6 +152,7 @@ class Runner {
       report_.runs.push_back(rec);
     }
     write_manifest();
+    write_experiment();
     say(str("[sweep] ", sweep_.name, ": ", sweep_.runs.size(), " runs in ", sweep_.out_dir.string(), " (",
             report_.count(RunStatus::skipped), " already done), ", slots_.size(), " at a time", slot_text()));
     {
@@ -160,6 +162,7 @@ class Runner {
     report_.interrupted = g_signals > 0;
     report_.seconds = seconds_since(t0);
     write_manifest();
+    write_experiment();
     clear_line();
     return report_;
   }
@@ -450,6 +453,16 @@ class Runner {
     std::printf("\r\033[K%s", status_line().c_str());
     line_open_ = true;
     std::fflush(stdout);
+  }
+
+  // TensorBoard's hparams experiment of the sweep (experiments/tensorboard.h): at the start, and at the end with
+  // the eval metrics the runs logged.
+  void write_experiment() {
+    try {
+      write_tb_experiment(sweep_);
+    } catch (const std::exception& e) {
+      say(str("[sweep] warning: TensorBoard hparams experiment not written: ", e.what()));
+    }
   }
 
   void write_manifest() {

@@ -178,7 +178,7 @@ EvalResult evaluate(models::ModelImpl& model, const tasks::Task& task, const std
 }
 
 FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData& data, const TrainOptions& o,
-              const std::filesystem::path& run_dir) {
+              const std::filesystem::path& run_dir, const TbSession* tb_session) {
   SSMLAB_CHECK(!data.train.empty(), "fit: no training segments");
   const c10::Device device = parse_device(o.device);
   if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
@@ -215,9 +215,21 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     truncate_metrics(metrics_file, 0);
   }
 
-  // TensorBoard mirrors metrics.jsonl: rebuilt from what the file keeps, then appended to with it.
+  // TensorBoard mirrors metrics.jsonl: the events up to the checkpoint carried over (or rebuilt from what the file
+  // keeps), then appended to with it; the hparams session ends with success, or failure if training throws.
   std::optional<TbWriter> tb;
-  if (o.tensorboard) tb.emplace(run_dir, read_metrics(metrics_file));
+  if (o.tensorboard) tb.emplace(tb_session ? *tb_session : TbSession{run_dir, {}, {}, {}}, step, read_metrics(metrics_file));
+  struct SessionEndOnThrow {
+    std::optional<TbWriter>& tb;
+    const int64_t& step;
+    const int uncaught = std::uncaught_exceptions();
+    ~SessionEndOnThrow() {
+      if (tb && std::uncaught_exceptions() > uncaught) try {
+          tb->end_session(SessionStatus::failure, step);
+        } catch (...) {  // the training error is the one to report
+        }
+    }
+  } end_on_throw{tb, step};
   auto log_record = [&](const json& rec) {
     append_line(metrics_file, rec.dump());
     if (tb) tb->write(rec);
@@ -329,6 +341,7 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     save(result.last_eval.accuracy);
   }
   progress.finish();
+  if (tb && !result.halted) tb->end_session(SessionStatus::success, step);
   result.steps = step;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   return result;

@@ -44,10 +44,13 @@ struct FitResult {
   double seconds = 0.0;        // wall time of this process's training
 };
 
+struct TbSession;  // train/tb_writer.h
+
 // Trains `model` (any Model: language model or classifier) on `data` with `task`'s loss and metrics inside
 // `run_dir` (checkpoints/, metrics.jsonl). Resumes from the newest checkpoint there if any. Throws
-// ssmlab::Error if the loss stops being finite.
+// ssmlab::Error if the loss stops being finite. With opts.tensorboard, the TensorBoard event file goes where
+// `tb` says (its folder and hparams session), else into run_dir without hparams.
 FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData& data, const TrainOptions& opts,
-              const std::filesystem::path& run_dir);
+              const std::filesystem::path& run_dir, const TbSession* tb = nullptr);
 
 }  // namespace ssmlab::train
