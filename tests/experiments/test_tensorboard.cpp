@@ -15,6 +15,8 @@
 #include "ssmlab/experiments/tensorboard.h"
 #include "test_util.h"
 
+namespace experiments_test_tensorboard {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -121,3 +123,5 @@ TEST(TbNames, SessionFolderFromTheSweepManifest) {
 }
 
 }  // namespace
+
+}  // namespace experiments_test_tensorboard
