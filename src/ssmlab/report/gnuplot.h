@@ -12,6 +12,11 @@ namespace ssmlab::report {
 // it when neither is an executable file (a report never skips its figures silently).
 std::filesystem::path find_gnuplot();
 
+// "#1f77b4": the colour of a series' group (Series::group, point_groups). A report draws run i in group i, so a run
+// has one colour in every figure and the results table shows the same colour beside it. Twenty colours, then again
+// (those lines told apart by dash).
+std::string group_color(int group);
+
 struct RenderedFigure {
   std::filesystem::path png, svg, script, data;  // all inside the output folder
 };
