@@ -234,26 +234,16 @@ std::string log_label(int m, int e) {
   return m == 1 ? power_of_ten(e) : std::to_string(m) + "×" + power_of_ten(e);
 }
 
-// gnuplot's explicit tics of a log axis over [lo, hi]: a labelled tick at each decade (every k-th over a dozen
-// decades), also at 2 and 5 times them over fewer than 2.5 decades and at every multiple within one decade; an
-// unlabelled minor tick at the other multiples (up to ten decades).
+// gnuplot's explicit tics (log_ticks) of a log axis over [lo, hi]; "" when fewer than two would be labelled (a
+// narrow range within one decade: gnuplot's own tics then).
 std::string log_tics(double lo, double hi) {
-  const double span = std::log10(hi / lo);
-  const int e0 = static_cast<int>(std::floor(std::log10(lo))), e1 = static_cast<int>(std::ceil(std::log10(hi)));
-  const int every = std::max(1, (e1 - e0 + 11) / 12);
+  const auto ticks = log_ticks(lo, hi);
+  size_t labelled = 0;
+  for (const auto& t : ticks) labelled += t.minor ? 0 : 1;
+  if (labelled < 2) return "";
   std::string out = "(";
-  auto add = [&](const std::string& label, double v, bool minor) {
-    if (v < lo * (1 - 1e-9) || v > hi * (1 + 1e-9)) return;
-    out += (out.size() > 1 ? ", " : "") + quote(label) + " " + num(v) + (minor ? " 1" : "");
-  };
-  for (int e = e0; e <= e1; ++e) {
-    for (int m = 1; m <= 9; ++m) {
-      const double v = m * std::pow(10.0, e);
-      const bool major = m == 1 ? (e % every == 0) : (span < 1.0 || (span < 2.5 && (m == 2 || m == 5)));
-      if (major) add(log_label(m, e), v, false);
-      else if (e1 - e0 <= 10) add("", v, true);
-    }
-  }
+  for (const auto& t : ticks)
+    out += (out.size() > 1 ? ", " : "") + quote(t.label) + " " + num(t.value) + (t.minor ? " 1" : "");
   return out + ")";
 }
 
@@ -274,8 +264,8 @@ void log_axis(std::ostringstream& g, const char* axis, const std::optional<doubl
   const double pad = std::pow(hi / lo, 0.04);
   if (!smin) lo /= pad;
   if (!smax) hi *= pad;
-  g << "set " << axis << "range [" << num(lo) << ":" << num(hi) << "]\nset " << axis << "tics " << log_tics(lo, hi)
-    << "\n";
+  g << "set " << axis << "range [" << num(lo) << ":" << num(hi) << "]\n";
+  if (const std::string t = log_tics(lo, hi); !t.empty()) g << "set " << axis << "tics " << t << "\n";
 }
 
 // The smallest and largest x and y of blocks (x of histogram blocks: their bins' edges).
@@ -299,6 +289,24 @@ Extent extent(const std::vector<Block>& blocks) {
 }
 
 }  // namespace
+
+std::vector<AxisTick> log_ticks(double lo, double hi) {
+  std::vector<AxisTick> out;
+  if (!(lo > 0) || !(hi > lo) || !std::isfinite(lo) || !std::isfinite(hi)) return out;
+  const double span = std::log10(hi / lo);
+  const int e0 = static_cast<int>(std::floor(std::log10(lo))), e1 = static_cast<int>(std::ceil(std::log10(hi)));
+  const int every = std::max(1, (e1 - e0 + 11) / 12);
+  for (int e = e0; e <= e1; ++e) {
+    for (int m = 1; m <= 9; ++m) {
+      const double v = m * std::pow(10.0, e);
+      if (v < lo * (1 - 1e-9) || v > hi * (1 + 1e-9)) continue;
+      const bool major = m == 1 ? (e % every == 0) : (span < 1.0 || (span < 2.5 && (m == 2 || m == 5)));
+      if (major) out.push_back({v, log_label(m, e), false});
+      else if (e1 - e0 <= 10) out.push_back({v, "", true});
+    }
+  }
+  return out;
+}
 
 std::string group_color(int group) { return kLineColors[static_cast<size_t>(std::max(group, 0)) % kColors]; }
 

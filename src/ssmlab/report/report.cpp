@@ -186,9 +186,10 @@ ReportSummary write_report(const fs::path& dir, const ReportOptions& options) {
   if (ec) report_fail("cannot create the report folder '", runfolder::figures_dir(out).string(), "': ", ec.message());
 
   // Rows, lines and colours follow the swept values; run i has colour i (group_color) in every figure.
-  sort_runs(runs, sweep_key_order(runs, runfolder::differing_keys(runs)));
+  // The differing keys in the sweep's order (its main axes first): the table's columns and the legends' order.
+  const auto keys = sweep_key_order(runs, runfolder::differing_keys(runs));
+  sort_runs(runs, keys);
   ReportBuilder b(out, options.embed_images);
-  const auto keys = runfolder::differing_keys(runs);
   const auto lkeys = label_keys(runs, keys);  // the fewest keys that tell the runs apart: the legends
   std::vector<const RunFolder*> run_ptrs;
   for (const auto& r : runs) run_ptrs.push_back(&r);

@@ -94,15 +94,24 @@ std::vector<std::string> label_keys(const std::vector<RunFolder>& runs, const st
   if (!tells_apart()) return cand;
   std::vector<size_t> order(cand.size());
   std::vector<size_t> distinct(cand.size());
+  std::vector<bool> numeric(cand.size(), true);
   for (size_t i = 0; i < cand.size(); ++i) {
     order[i] = i;
     std::set<std::string> v;
-    for (const auto& r : runs) v.insert(value(r, cand[i]));
+    for (const auto& r : runs) {
+      v.insert(value(r, cand[i]));
+      double x = 0;
+      numeric[i] = numeric[i] && parse_number(value(r, cand[i]), &x);
+    }
     distinct[i] = v.size();
   }
-  // Fewest values first; among equals the later key first (the sweep's first keys are its main axes).
-  std::sort(order.begin(), order.end(),
-            [&](size_t a, size_t b) { return distinct[a] != distinct[b] ? distinct[a] < distinct[b] : a > b; });
+  // Dropped first: fewest values; among equals a numeric key before a named one (mixer=h3 says more than the
+  // max_position_embeddings=0 zipped with it), then the later key (the sweep's first keys are its main axes).
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (distinct[a] != distinct[b]) return distinct[a] < distinct[b];
+    if (numeric[a] != numeric[b]) return static_cast<bool>(numeric[a]);
+    return a > b;
+  });
   for (size_t i : order) {
     keep[i] = false;
     if (!tells_apart()) keep[i] = true;
