@@ -185,8 +185,12 @@ TEST(ReportSummary, ARunHasOneColourInEveryFigure) {
   EXPECT_EQ(colours.size(), 20u);
   EXPECT_EQ(group_color(20), group_color(0));
   const std::string loss_gp = gnuplot_script(*loss, "loss", "loss.dat"), acc_gp = gnuplot_script(*acc, "acc", "acc.dat");
-  EXPECT_NE(loss_gp.find("index 2 using 1:2 with lines lc rgb '" + group_color(2) + "'"), std::string::npos) << loss_gp;
-  EXPECT_NE(acc_gp.find("index 1 using 1:2 with lines lc rgb '" + group_color(2) + "'"), std::string::npos) << acc_gp;
+  auto plot_line = [](const std::string& gp, int index) {  // the plot clause of block `index`
+    const auto at = gp.find("index " + std::to_string(index) + " using 1:2 with ");
+    return at == std::string::npos ? std::string() : gp.substr(at, gp.find('\n', at) - at);
+  };
+  EXPECT_NE(plot_line(loss_gp, 2).find("lc rgb '" + group_color(2) + "'"), std::string::npos) << loss_gp;
+  EXPECT_NE(plot_line(acc_gp, 1).find("lc rgb '" + group_color(2) + "'"), std::string::npos) << acc_gp;
   EXPECT_EQ(acc_gp.find("lc rgb '" + group_color(1) + "' dt"), std::string::npos) << "no other run takes b's colour";
 }
 
