@@ -50,6 +50,13 @@ struct BrowserFindings {
   std::vector<std::string> bad_images;   // src (shortened) of each <img> that did not load
   std::vector<std::string> dead_links;   // local files that a link or image names and that do not exist
   std::vector<std::string> external;     // links to other hosts (a report has none)
+  // Each box that scrolls on its own (class "scroll": the tables), its content's width and its own: a table wider
+  // than its box scrolls inside it and is not an overflow of the page.
+  struct ScrollBox {
+    std::string what;
+    int content = 0, box = 0;
+  };
+  std::vector<ScrollBox> scroll_boxes;
   size_t images = 0, local_links = 0;
   std::string error;                     // the check itself failed (chromium did not run, no findings)
 
@@ -59,6 +66,9 @@ struct BrowserFindings {
     std::string s = "window " + std::to_string(inner_width) + " px (content " + std::to_string(client_width) +
                     " px), page " + std::to_string(scroll_width) + " px wide; " + std::to_string(images) +
                     " images, " + std::to_string(local_links) + " local links";
+    for (const auto& b : scroll_boxes)
+      s += "\n  " + b.what + ": " + std::to_string(b.content) + " px in a " + std::to_string(b.box) + " px box" +
+           (b.content > b.box ? " (scrolls inside it)" : "");
     if (!error.empty()) s += "; CHECK FAILED: " + error;
     for (const auto& o : overflowing) s += "\n  overflows: " + o;
     for (const auto& i : bad_images) s += "\n  image not loaded: " + i;
@@ -71,7 +81,8 @@ struct BrowserFindings {
 inline constexpr const char* kCheckScript = R"JS(<script>
 addEventListener('load', function () {
   var out = {innerWidth: innerWidth, clientWidth: document.scrollingElement.clientWidth,
-             scrollWidth: document.scrollingElement.scrollWidth, overflowing: [], images: [], links: []};
+             scrollWidth: document.scrollingElement.scrollWidth, overflowing: [], images: [], links: [],
+             scrollBoxes: []};
   function clipped(e) {  // inside a box that scrolls or clips horizontally
     for (var p = e.parentElement; p && p !== document.body; p = p.parentElement) {
       var o = getComputedStyle(p).overflowX;
@@ -90,6 +101,11 @@ addEventListener('load', function () {
     var im = document.images[i];
     out.images.push({src: im.getAttribute('src') || '', url: im.src, ok: im.complete && im.naturalWidth > 0});
   }
+  var boxes = document.querySelectorAll('.scroll');
+  for (var i = 0; i < boxes.length; i++)
+    out.scrollBoxes.push({what: (boxes[i].firstElementChild ? boxes[i].firstElementChild.tagName.toLowerCase() + '.' +
+                                 boxes[i].firstElementChild.className : 'div'),
+                          content: boxes[i].scrollWidth, box: boxes[i].clientWidth});
   var as = document.querySelectorAll('[href]');
   for (var i = 0; i < as.length; i++) out.links.push(as[i].href);
   var pre = document.createElement('pre');
@@ -194,6 +210,8 @@ inline BrowserFindings browser_check(const fs::path& chromium, const fs::path& p
   f.client_width = j.value("clientWidth", 0);
   f.scroll_width = j.value("scrollWidth", 0);
   for (const auto& o : j["overflowing"]) f.overflowing.push_back(o.get<std::string>());
+  for (const auto& b : j["scrollBoxes"])
+    f.scroll_boxes.push_back({b["what"].get<std::string>(), b["content"].get<int>(), b["box"].get<int>()});
   auto check_url = [&](const std::string& url) {
     if (url.rfind("data:", 0) == 0 || url.rfind("about:", 0) == 0) return;
     const std::string path = file_url_path(url);

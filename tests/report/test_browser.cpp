@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <iostream>
 #include <sstream>
 
 #include "report/browser_check.h"
@@ -144,6 +145,11 @@ TEST(ReportBrowser, ReportFitsTheWindowAndEveryLinkAndImageResolves) {
   EXPECT_TRUE(p.clean()) << "plain report: " << p.describe();
   EXPECT_EQ(p.images, plain.figures.size()) << p.describe();
   EXPECT_GT(p.local_links, p.images) << "figures link to their SVG, gnuplot script and data: " << p.describe();
+  // The results table of this sweep (8 differing keys, 7 metrics) wraps its headers and values to fit its box.
+  ASSERT_FALSE(p.scroll_boxes.empty()) << p.describe();
+  EXPECT_EQ(p.scroll_boxes[0].what, "table.results");
+  EXPECT_LE(p.scroll_boxes[0].content, p.scroll_boxes[0].box) << p.describe();
+  std::cout << "[ browser  ] plain report: " << p.describe() << "\n";
 
   // --embed: report.html alone, copied into an empty folder, is the whole page.
   const auto out = fresh_dir("browser_embed_out");
@@ -154,6 +160,7 @@ TEST(ReportBrowser, ReportFitsTheWindowAndEveryLinkAndImageResolves) {
   EXPECT_TRUE(e.clean()) << "embedded report alone: " << e.describe();
   EXPECT_EQ(e.images, embedded.figures.size()) << e.describe();
   EXPECT_EQ(e.local_links, 0u) << "an embedded page links no local file: " << e.describe();
+  std::cout << "[ browser  ] embedded report alone: " << e.describe() << "\n";
   fs::remove_all(root);
   fs::remove_all(out);
   fs::remove_all(alone);

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <map>
 #include <set>
@@ -85,8 +86,8 @@ void write_figure_html(std::ostringstream& h, const PageFigure& f) {
     << "\">data</a>]</span></figcaption></figure>\n";
 }
 
-// A config key or metric name for a table header: escaped, with a line-break opportunity after each '.', '/' and
-// '_' so a narrow column can wrap it.
+// A config key, metric name or config value for a table cell: escaped, with a line-break opportunity after each
+// '.', '/' and '_' so a narrow column can wrap it.
 std::string breakable(const std::string& text) {
   std::string out;
   for (char c : text) {
@@ -94,6 +95,13 @@ std::string breakable(const std::string& text) {
     if (c == '.' || c == '/' || c == '_') out += "<wbr>";
   }
   return out;
+}
+
+// Whether `text` is a whole number ("0.001", "64", "1e-05"): such a cell never breaks.
+bool is_number(const std::string& text, double* out) {
+  char* end = nullptr;
+  *out = std::strtod(text.c_str(), &end);
+  return !text.empty() && end == text.c_str() + text.size();
 }
 
 std::string swatch(size_t run) {
@@ -138,11 +146,11 @@ body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
 h3 { margin-bottom: 0.3em; } .meta { color: #666; } code { background: #f3f3f3; padding: 0 0.25em; border-radius: 3px; }
 .scroll { overflow-x: auto; max-width: 100%; margin: 0.5em 0; }
-table { border-collapse: separate; border-spacing: 0; font-size: 13px; border-top: 1px solid #ddd; border-left: 1px solid #ddd; }
-th, td { border-right: 1px solid #ddd; border-bottom: 1px solid #ddd; padding: 0.25em 0.5em; text-align: right;
+table { border-collapse: separate; border-spacing: 0; font-size: 12.5px; border-top: 1px solid #ddd; border-left: 1px solid #ddd; }
+th, td { border-right: 1px solid #ddd; border-bottom: 1px solid #ddd; padding: 0.25em 0.35em; text-align: right;
          vertical-align: top; white-space: nowrap; background: #fff; }
-th { background: #f5f5f5; white-space: normal; min-width: 4em; max-width: 11em; vertical-align: bottom; font-weight: 600; }
-td.text, th.text { text-align: left; } td.wrap { white-space: normal; min-width: 12em; max-width: 32em; }
+th { background: #f5f5f5; white-space: normal; min-width: 3em; max-width: 11em; vertical-align: bottom; font-weight: 600; }
+td.text, th.text { text-align: left; } td.value { white-space: normal; } td.wrap { white-space: normal; min-width: 12em; max-width: 32em; }
 tr:nth-child(even) td { background: #fafafa; } td.best { font-weight: bold; color: #1a7f37; }
 th.run, td.run { position: sticky; left: 0; z-index: 1; max-width: none; } th.run { background: #f5f5f5; }
 .swatch { display: inline-block; width: 0.8em; height: 0.8em; border-radius: 2px; margin-right: 0.4em;
@@ -316,7 +324,10 @@ ReportSummary write_report(const fs::path& dir, const ReportOptions& options) {
       << html_escape(r.name.substr(prefix.size())) << "</td>";
     for (const auto& k : keys) {
       const auto it = r.config.find(k);
-      h << "<td class=\"text\">" << (it == r.config.end() ? "" : html_escape(it->second)) << "</td>";
+      double number = 0;
+      h << "<td class=\"text value\">"
+        << (it == r.config.end() ? "" : is_number(it->second, &number) ? html_escape(it->second) : breakable(it->second))
+        << "</td>";
     }
     h << "<td class=\"text\">" << runfolder::status_name(r.status) << "</td>";
     for (const auto& k : metric_cols) {
