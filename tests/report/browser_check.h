@@ -21,9 +21,13 @@
 
 namespace ssmlab::report::testing {
 
-// $SSMLAB_CHROMIUM, else chromium (Debian's package) or chromium-browser on PATH; nullopt when there is none.
+// $SSMLAB_CHROMIUM, else chromium (Debian's package) or chromium-browser on PATH; nullopt when there is none (or
+// $SSMLAB_CHROMIUM is not an executable file).
 inline std::optional<fs::path> find_chromium() {
-  if (const char* env = std::getenv("SSMLAB_CHROMIUM"); env && *env) return fs::path(env);
+  if (const char* env = std::getenv("SSMLAB_CHROMIUM"); env && *env) {
+    if (::access(env, X_OK) == 0 && !fs::is_directory(env)) return fs::path(env);
+    return std::nullopt;
+  }
   const char* path = std::getenv("PATH");
   std::string dirs = path ? path : "/usr/bin:/bin";
   for (const char* name : {"chromium", "chromium-browser"}) {
@@ -40,8 +44,9 @@ inline std::optional<fs::path> find_chromium() {
 }
 
 inline constexpr const char* kChromiumMissing =
-    "chromium was not found (nor $SSMLAB_CHROMIUM): the report's browser check needs it. Run scripts/setup.sh "
-    "(it installs Debian's chromium package) or point SSMLAB_CHROMIUM at a Chromium binary";
+    "chromium was not found: neither $SSMLAB_CHROMIUM (unset or not an executable file) nor chromium or "
+    "chromium-browser on PATH. The report's browser check needs it: run scripts/setup.sh (it installs Debian's "
+    "chromium package) or point SSMLAB_CHROMIUM at a Chromium binary";
 
 // What the page's script saw.
 struct BrowserFindings {
