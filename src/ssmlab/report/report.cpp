@@ -413,7 +413,7 @@ ReportSummary write_report(const fs::path& dir, const ReportOptions& options) {
       h << "<tr><td class=\"text\"><code>" << html_escape(k) << "</code></td><td class=\"text\">" << html_escape(v)
         << "</td></tr>\n";
     };
-    h << "<h2>Configuration</h2>\n";
+    if (!keys.empty() || !chosen.empty() || !rest.empty()) h << "<h2>Configuration</h2>\n";
     if (!keys.empty()) {
       h << "<p>The keys whose values differ between the runs (the results table's columns), with their values in "
         << "row order:</p>\n<table class=\"config\">\n";
