@@ -11,7 +11,8 @@ say() { printf '[setup] %s\n' "$*"; }
 pkgs=(build-essential cmake ninja-build git python3 python3-venv python3-pip ccache
       libgtest-dev libgmock-dev libbenchmark-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
       gnuplot-nox libsqlite3-dev zlib1g-dev dataset-fashion-mnist python3-pil libssl-dev
-      libicu-dev linux-doc-6.1)
+      libicu-dev linux-doc-6.1
+      chromium)  # headless, for the report's browser check (tests/report/test_browser.cpp)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -59,6 +59,16 @@ TEST(ReportAnalyses, SameNameInTwoRunsCombines) {
   EXPECT_EQ(groups, (std::vector<int>{0, 0, 1, 1}));
 }
 
+TEST(ReportAnalyses, ARunKeepsItsColourWhenAnotherLacksTheFigure) {
+  const std::vector<std::vector<RunFigure>> figures = {{line("other", {"y"})}, {line("influence", {"mamba1"})},
+                                                       {line("influence", {"mamba1"})}};
+  const auto combined = combine_run_figures({"lr=0.1", "lr=0.2", "lr=0.3"}, figures);
+  ASSERT_EQ(combined.size(), 1u);
+  ASSERT_EQ(combined[0].spec.series.size(), 2u);
+  EXPECT_EQ(combined[0].spec.series[0].group, 1) << "run 1's colour, as in the training curves";
+  EXPECT_EQ(combined[0].spec.series[1].group, 2);
+}
+
 TEST(ReportAnalyses, DifferentNamesAndOtherKindsDoNotCombine) {
   RunFigure bars = line("attack", {"success"});
   bars.spec.kind = FigureKind::bars;

@@ -110,6 +110,79 @@ TEST(ReportFigure, PerLayerCurvesRender) { expect_rendered(layers_spec(), "layer
 TEST(ReportFigure, HistogramRenders) { expect_rendered(samples_spec(FigureKind::histogram), "hist", "layer 1"); }
 TEST(ReportFigure, CdfRenders) { expect_rendered(samples_spec(FigureKind::cdf), "cdf", "layer 1"); }
 
+// Labels and values of a list of ticks, majors and minors apart.
+struct TickSplit {
+  std::vector<std::string> labels;
+  std::vector<double> majors, minors;
+};
+TickSplit split(const std::vector<AxisTick>& ticks) {
+  TickSplit t;
+  for (const auto& k : ticks) {
+    if (k.minor) {
+      EXPECT_TRUE(k.label.empty()) << "a minor tick has no label: " << k.label;
+      t.minors.push_back(k.value);
+    } else {
+      t.labels.push_back(k.label);
+      t.majors.push_back(k.value);
+    }
+  }
+  return t;
+}
+
+TEST(ReportFigure, LogAxisTicksAtDecadesWithMinorTicksBetween) {
+  // Five decades: a labelled tick at each, unlabelled ones at 2..9 times each (but not past the range).
+  const auto t = split(log_ticks(1e-5, 1.0));
+  EXPECT_EQ(t.labels, (std::vector<std::string>{"10⁻⁵", "10⁻⁴", "0.001", "0.01", "0.1", "1"}));
+  ASSERT_EQ(t.majors.size(), 6u);
+  for (size_t i = 0; i < t.majors.size(); ++i) EXPECT_NEAR(std::log10(t.majors[i]), -5.0 + i, 1e-12);
+  ASSERT_EQ(t.minors.size(), 5u * 8u);
+  EXPECT_NEAR(t.minors.front(), 2e-5, 1e-17);
+  EXPECT_NEAR(t.minors.back(), 0.9, 1e-12);
+  const auto all = log_ticks(1e-5, 1.0);
+  for (size_t i = 1; i < all.size(); ++i) EXPECT_LT(all[i - 1].value, all[i].value) << "ticks in increasing order";
+
+  // A range that does not start or end on a decade: no tick outside it.
+  const auto u = split(log_ticks(3e-3, 4e2));
+  EXPECT_EQ(u.labels, (std::vector<std::string>{"0.01", "0.1", "1", "10", "100"}));
+  EXPECT_NEAR(u.minors.front(), 3e-3, 1e-15);
+  EXPECT_NEAR(u.minors.back(), 400, 1e-9);
+
+  // Under 2.5 decades 2x and 5x are labelled too; within one decade every multiple.
+  EXPECT_EQ(split(log_ticks(0.15, 12)).labels, (std::vector<std::string>{"0.2", "0.5", "1", "2", "5", "10"}));
+  EXPECT_EQ(split(log_ticks(2.5, 9.5)).labels, (std::vector<std::string>{"3", "4", "5", "6", "7", "8", "9"}));
+  // Large exponents: powers of ten and m×10ⁿ.
+  EXPECT_EQ(split(log_ticks(1.5e5, 1.1e6)).labels, (std::vector<std::string>{"2×10⁵", "3×10⁵", "4×10⁵", "5×10⁵",
+                                                                            "6×10⁵", "7×10⁵", "8×10⁵", "9×10⁵", "10⁶"}));
+
+  // Twenty decades: every other decade labelled, no minor ticks (they would be a smear).
+  const auto wide = split(log_ticks(1e-20, 1.0));
+  EXPECT_EQ(wide.majors.size(), 11u);
+  EXPECT_TRUE(wide.minors.empty());
+  EXPECT_EQ(wide.labels.front(), "10⁻²⁰");
+
+  // No ticks for a range a log axis cannot show.
+  EXPECT_TRUE(log_ticks(0.0, 1.0).empty());
+  EXPECT_TRUE(log_ticks(-1.0, 1.0).empty());
+  EXPECT_TRUE(log_ticks(5.0, 5.0).empty());
+  EXPECT_TRUE(log_ticks(1.0, INFINITY).empty());
+}
+
+TEST(ReportFigure, LogAxesGetExplicitTicksInTheScript) {
+  const FigureSpec s = line_spec();  // x 64..1024, y 0.1..2, both log
+  const std::string gp = gnuplot_script(s, "line", "line.dat");
+  const auto xt = gp.find("set xtics ("), yt = gp.find("set ytics (");
+  ASSERT_NE(xt, std::string::npos) << gp;
+  ASSERT_NE(yt, std::string::npos) << gp;
+  const std::string xline = gp.substr(xt, gp.find('\n', xt) - xt), yline = gp.substr(yt, gp.find('\n', yt) - yt);
+  EXPECT_NE(xline.find("'100' 100,"), std::string::npos) << xline;
+  EXPECT_NE(xline.find("'1000' 1000"), std::string::npos) << xline;
+  EXPECT_NE(xline.find("'' 700 1,"), std::string::npos) << "a minor tick: " << xline;
+  EXPECT_NE(yline.find("'0.1' 0.1,"), std::string::npos) << yline;
+  EXPECT_NE(yline.find("'1' 1,"), std::string::npos) << yline;
+  // The range hugs the data (not whole decades: 64..1024 is not drawn from 10 to 10000).
+  EXPECT_EQ(gp.find("set xrange [10:"), std::string::npos) << gp;
+}
+
 TEST(ReportFigure, PerLayerCurvesTakeSequentialColours) {
   const std::string gp = gnuplot_script(layers_spec(), "layers", "layers.dat");
   EXPECT_NE(gp.find("lc rgb '#440154'"), std::string::npos) << "first layer: the dark end of viridis\n" << gp;

@@ -122,11 +122,15 @@ TEST(Report, SweepPageReferencesOnlyFilesThatExist) {
   EXPECT_EQ(heat_svg.find("NaN"), std::string::npos) << "a missing cell gets no text";
 
   // The table: one row per run, the differing keys as columns, the shared ones not.
-  for (const char* s : {">sweep-a<", ">sweep-b<", ">sweep-c<", ">model.d_model<", ">train.lr<", ">test_acc/L64<",
-                        ">unfinished<", ">done<"})
+  // (Headers are the short key names, the full name in their title; rows drop the folders' shared "sweep-".)
+  for (const char* s : {"title=\"sweep-a\"", "title=\"sweep-b\"", "title=\"sweep-c\"", "title=\"model.d_model\"",
+                        "title=\"train.lr\"", "title=\"test_acc/L64\"", ">unfinished<", ">done<"})
     EXPECT_NE(html.find(s), std::string::npos) << s;
-  EXPECT_EQ(html.find(">model.n_layers</th>"), std::string::npos);
-  EXPECT_EQ(html.find(">run.out_dir</th>"), std::string::npos);
+  EXPECT_EQ(html.find("title=\"model.n_layers\""), std::string::npos);
+  EXPECT_EQ(html.find("title=\"run.out_dir\""), std::string::npos);
+  // Rows in the order of the swept values: d_model 32 before 64, then lr 0.001 before 0.003.
+  EXPECT_LT(html.find("title=\"sweep-a\""), html.find("title=\"sweep-b\""));
+  EXPECT_LT(html.find("title=\"sweep-b\""), html.find("title=\"sweep-c\""));
   EXPECT_NE(html.find("unknown key &#39;colour&#39;"), std::string::npos) << "the problem is on the page";
 
   // The training curves hold every run; the torn line of the unfinished run is dropped.
@@ -140,6 +144,38 @@ TEST(Report, SweepPageReferencesOnlyFilesThatExist) {
   EXPECT_EQ(again.figures.size(), 6u);
   EXPECT_EQ(slurp(root / "report/figures/train_loss.dat"), loss_data);
   EXPECT_EQ(references(slurp(again.html)), refs);
+  fs::remove_all(root);
+}
+
+TEST(Report, ConfigPanelShowsDifferingKeysAndTheChosenMixersOptions) {
+  const auto root = fresh_dir("config_panel");
+  for (const auto& [name, lr] : {std::pair{"fast", "0.01"}, std::pair{"slow", "0.001"}}) {
+    fs::create_directories(root / name);
+    write_file_atomic(root / name / "config.toml",
+                      std::string("[model]\nmixer = \"mamba1\"\nd_model = 64\n\n[model.mixers.mamba1]\nd_state = 16\n"
+                                  "transition = \"polarized_zero\"\n\n[model.mixers.h3]\nd_state = 64\nhead_dim = 2\n\n"
+                                  "[model.mixers.attention]\nn_heads = 1\n\n[train]\nlr = ") + lr + "\n");
+    write_file_atomic(root / name / "results.json", R"({"steps": 10, "test_acc": 0.5})");
+    write_file_atomic(root / name / "DONE", "");
+  }
+  const auto summary = write_report(root, {});
+  const std::string html = slurp(summary.html);
+  const auto config = html.find("<h2>Configuration</h2>");
+  ASSERT_NE(config, std::string::npos);
+  const std::string panel = html.substr(config);
+  // The differing key with its values in row order (0.001 first), the chosen mixer's options, no other mixer's.
+  EXPECT_NE(panel.find("<code>train.lr</code></td><td class=\"text\">0.001, 0.01<"), std::string::npos) << panel;
+  EXPECT_NE(panel.find("Options of the mixer <code>mamba1</code>"), std::string::npos) << panel;
+  EXPECT_NE(panel.find("<code>model.mixers.mamba1.transition</code></td><td class=\"text\">polarized_zero<"),
+            std::string::npos) << panel;
+  EXPECT_EQ(html.find("model.mixers.h3"), std::string::npos) << "an unused mixer's options: " << panel;
+  EXPECT_EQ(html.find("model.mixers.attention"), std::string::npos) << "an unused mixer's options: " << panel;
+  // The rest (model.d_model, model.mixer) folded below.
+  const auto folded = panel.find("<details>");
+  ASSERT_NE(folded, std::string::npos) << panel;
+  EXPECT_GT(panel.find("<code>model.d_model</code>"), folded);
+  // The rows: slow (lr 0.001) before fast.
+  EXPECT_LT(html.find("title=\"slow\""), html.find("title=\"fast\""));
   fs::remove_all(root);
 }
 

@@ -82,7 +82,7 @@ std::vector<RunFigure> combine_run_figures(const std::vector<std::string>& label
       for (const Series& ser : fig->spec.series) {
         Series s = ser;
         s.name = one ? labels[run] : labels[run] + " " + ser.name;
-        s.group = static_cast<int>(g);
+        s.group = static_cast<int>(run);  // the run's colour in every figure of the report
         combined.spec.series.push_back(std::move(s));
       }
       sources += (sources.empty() ? "" : ", ") + fig->source;

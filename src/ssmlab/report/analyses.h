@@ -23,7 +23,8 @@ std::vector<RunFigure> read_run_figures(const runfolder::RunFolder& run, std::ve
 
 // For each NAME that two or more runs have as a line or layers figure: one figure with the kind, title and axes of
 // the first, holding every such run's series named "<run label> <series>" ("<run label>" alone for a run with
-// one series), one colour (Series::group) per run. `labels[i]` is run i's short label, `figures[i]` its figures.
+// one series), one colour per run (Series::group = i for run i, its
+// colour in every figure, also when another run lacks the figure). `labels[i]` is run i's short label, `figures[i]` its figures.
 // Sorted by NAME.
 std::vector<RunFigure> combine_run_figures(const std::vector<std::string>& labels,
                                            const std::vector<std::vector<RunFigure>>& figures);

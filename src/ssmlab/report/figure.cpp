@@ -138,6 +138,11 @@ void validate(const FigureSpec& s, const std::string& where) {
       for (const auto& ser : s.series) {
         if (!ser.x.empty() && ser.x.size() != ser.y.size())
           report_fail(what, ": series '", ser.name, "' has ", ser.x.size(), " x values but ", ser.y.size(), " y values");
+        if (!ser.point_groups.empty() && ser.point_groups.size() != ser.y.size())
+          report_fail(what, ": series '", ser.name, "' has ", ser.point_groups.size(), " point_groups for ",
+                      ser.y.size(), " y values");
+        for (int g : ser.point_groups)
+          if (g < 0) report_fail(what, ": series '", ser.name, "' has a negative point group ", g);
         points += finite_count(ser.y);
       }
       if (points == 0) report_fail(what, ": no finite y value in any series");
@@ -247,7 +252,9 @@ FigureSpec figure_from_json(const json& j, const std::filesystem::path& base_dir
         else if (k == "y") ser.y = numbers(v, where, "series.y");
         else if (k == "values") ser.values = numbers(v, where, "series.values");
         else if (k == "group") ser.group = typed<int>(v, where, "series.group", "an integer");
-        else report_fail(where, ": unknown key '", k, "' in a series (expected name, x, y, values, group)");
+        else if (k == "point_groups") ser.point_groups = typed<std::vector<int>>(v, where, "series.point_groups",
+                                                                                "an array of integers");
+        else report_fail(where, ": unknown key '", k, "' in a series (expected name, x, y, values, group, point_groups)");
       }
       s.series.push_back(std::move(ser));
     }
@@ -278,6 +285,7 @@ json figure_to_json(const FigureSpec& s) {
       if (!ser.y.empty()) js["y"] = nullable(ser.y);
       if (!ser.values.empty()) js["values"] = nullable(ser.values);
       if (ser.group >= 0) js["group"] = ser.group;
+      if (!ser.point_groups.empty()) js["point_groups"] = ser.point_groups;
       j["series"].push_back(js);
     }
   }

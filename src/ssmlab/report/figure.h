@@ -29,6 +29,9 @@ struct Series {
   // line, layers: series of one group share a colour and differ in dash (a run's series in a figure combined
   // across runs); -1: a colour of its own (layers: along the sequential palette).
   int group = -1;
+  // line: the colour of each point (the group whose colour it takes, e.g. the run it comes from), drawn over a grey
+  // line that has a point shape and dash of its own; empty: none.
+  std::vector<int> point_groups;
 };
 
 struct FigureSpec {

@@ -21,9 +21,16 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// tab10: distinct hues for series (gnuplot's default palette repeats quickly and is hard to tell apart).
-constexpr const char* kLineColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                                       "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+// tab10 then ten darker or stronger hues: distinct colours for series and runs (gnuplot's default palette repeats
+// quickly and is hard to tell apart). A report gives run i colour i in every figure (group_color).
+constexpr const char* kLineColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                                       "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#b8860b", "#637939", "#843c39",
+                                       "#7b4173", "#00a087", "#000000", "#6b6ecf", "#e7969c", "#ff1493"};
+constexpr size_t kColors = std::size(kLineColors);
+// Open and filled point shapes of gnuplot's cairo terminals: circle, square, triangle up and down, diamond, pentagon.
+constexpr int kOpenPoints[] = {6, 4, 8, 10, 12, 14};
+constexpr int kFilledPoints[] = {7, 5, 9, 11, 13, 15};
+constexpr const char* kGreyLine = "#8c8c8c";
 // Viridis stops: the heatmap palette and the per-layer colours (dark = first layer, yellow = last).
 constexpr double kViridis[][3] = {{68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98}, {253, 231, 37}};
 
@@ -82,16 +89,19 @@ struct Block {
   std::vector<double> extra;  // histogram: the bins' right edges (xy holds (left edge, count))
   int group = -1;             // line, layers: the series' group (its colour) and its place in it (its dash)
   int member = 0;
+  std::vector<int> point_groups;  // line: each point's colour, written as a third column (0xRRGGBB)
 };
 
 std::vector<Block> line_blocks(const FigureSpec& s) {
   std::vector<Block> out;
   std::map<int, int> members;  // group -> series seen so far
   for (const auto& ser : s.series) {
-    Block b{ser.name, {}, {}, ser.group, ser.group >= 0 ? members[ser.group]++ : 0};
+    Block b{ser.name, {}, {}, ser.group, ser.group >= 0 ? members[ser.group]++ : 0, {}};
     for (size_t i = 0; i < ser.y.size(); ++i) {
       const double x = ser.x.empty() ? static_cast<double>(i) : ser.x[i];
-      if (usable(x, s.logx) && usable(ser.y[i], s.logy)) b.xy.emplace_back(x, ser.y[i]);
+      if (!usable(x, s.logx) || !usable(ser.y[i], s.logy)) continue;
+      b.xy.emplace_back(x, ser.y[i]);
+      if (!ser.point_groups.empty()) b.point_groups.push_back(ser.point_groups[i]);
     }
     if (!b.xy.empty()) out.push_back(std::move(b));
   }
@@ -178,6 +188,8 @@ void write_blocks(std::ostringstream& os, const std::vector<Block>& blocks) {
     for (size_t i = 0; i < blocks[k].xy.size(); ++i) {
       os << num(blocks[k].xy[i].first) << ' ' << num(blocks[k].xy[i].second);
       if (!blocks[k].extra.empty()) os << ' ' << num(blocks[k].extra[i]);
+      if (!blocks[k].point_groups.empty())
+        os << ' ' << std::stol(group_color(blocks[k].point_groups[i]).substr(1), nullptr, 16);
       os << '\n';
     }
   }
@@ -203,7 +215,100 @@ std::string tics(const std::vector<std::string>& labels, size_t n) {
   return out + ")";
 }
 
+// "10⁻⁵": the exponent in Unicode superscripts (the terminals run noenhanced, so labels print as written).
+std::string power_of_ten(int e) {
+  static const char* const kSup[] = {"⁰", "¹", "²", "³", "⁴", "⁵", "⁶", "⁷", "⁸", "⁹"};
+  std::string digits = std::to_string(std::abs(e)), out = "10";
+  if (e < 0) out += "⁻";
+  for (char c : digits) out += kSup[c - '0'];
+  return out;
+}
+
+// The label of m x 10^e on a log axis: plain between 0.001 and 1000, else with a power of ten.
+std::string log_label(int m, int e) {
+  if (e >= -3 && e <= 3) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", m * std::pow(10.0, e));
+    return buf;
+  }
+  return m == 1 ? power_of_ten(e) : std::to_string(m) + "×" + power_of_ten(e);
+}
+
+// gnuplot's explicit tics (log_ticks) of a log axis over [lo, hi]; "" when fewer than two would be labelled (a
+// narrow range within one decade: gnuplot's own tics then).
+std::string log_tics(double lo, double hi) {
+  const auto ticks = log_ticks(lo, hi);
+  size_t labelled = 0;
+  for (const auto& t : ticks) labelled += t.minor ? 0 : 1;
+  if (labelled < 2) return "";
+  std::string out = "(";
+  for (const auto& t : ticks)
+    out += (out.size() > 1 ? ", " : "") + quote(t.label) + " " + num(t.value) + (t.minor ? " 1" : "");
+  return out + ")";
+}
+
+// The range and tics of a log axis ("x", "y"): the spec's bounds, else the data's extent [dlo, dhi] widened by 4% of
+// its span in log terms (not gnuplot's whole decades, which can leave most of a plot empty).
+void log_axis(std::ostringstream& g, const char* axis, const std::optional<double>& smin,
+              const std::optional<double>& smax, double dlo, double dhi) {
+  double lo = smin ? *smin : dlo, hi = smax ? *smax : dhi;
+  if (!(lo > 0) || !std::isfinite(lo) || !std::isfinite(hi)) {
+    g << "set " << axis << "range " << range(smin, smax) << "\n";
+    return;
+  }
+  if (!(hi > lo)) {  // one value: a decade around it
+    if (!smin) lo /= std::sqrt(10.0);
+    if (!smax) hi = std::max(hi, lo) * (smin ? 10.0 : std::sqrt(10.0));
+    if (!(hi > lo)) hi = lo * 10;
+  }
+  const double pad = std::pow(hi / lo, 0.04);
+  if (!smin) lo /= pad;
+  if (!smax) hi *= pad;
+  g << "set " << axis << "range [" << num(lo) << ":" << num(hi) << "]\n";
+  if (const std::string t = log_tics(lo, hi); !t.empty()) g << "set " << axis << "tics " << t << "\n";
+}
+
+// The smallest and largest x and y of blocks (x of histogram blocks: their bins' edges).
+struct Extent {
+  double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
+};
+Extent extent(const std::vector<Block>& blocks) {
+  Extent e;
+  for (const auto& b : blocks) {
+    for (size_t i = 0; i < b.xy.size(); ++i) {
+      const auto [x, y] = b.xy[i];
+      e.xlo = std::min(e.xlo, x);
+      e.xhi = std::max(e.xhi, i < b.extra.size() ? b.extra[i] : x);
+      if (y > 0) {  // what a log y axis can show
+        e.ylo = std::min(e.ylo, y);
+        e.yhi = std::max(e.yhi, y);
+      }
+    }
+  }
+  return e;
+}
+
 }  // namespace
+
+std::vector<AxisTick> log_ticks(double lo, double hi) {
+  std::vector<AxisTick> out;
+  if (!(lo > 0) || !(hi > lo) || !std::isfinite(lo) || !std::isfinite(hi)) return out;
+  const double span = std::log10(hi / lo);
+  const int e0 = static_cast<int>(std::floor(std::log10(lo))), e1 = static_cast<int>(std::ceil(std::log10(hi)));
+  const int every = std::max(1, (e1 - e0 + 11) / 12);
+  for (int e = e0; e <= e1; ++e) {
+    for (int m = 1; m <= 9; ++m) {
+      const double v = m * std::pow(10.0, e);
+      if (v < lo * (1 - 1e-9) || v > hi * (1 + 1e-9)) continue;
+      const bool major = m == 1 ? (e % every == 0) : (span < 1.0 || (span < 2.5 && (m == 2 || m == 5)));
+      if (major) out.push_back({v, log_label(m, e), false});
+      else if (e1 - e0 <= 10) out.push_back({v, "", true});
+    }
+  }
+  return out;
+}
+
+std::string group_color(int group) { return kLineColors[static_cast<size_t>(std::max(group, 0)) % kColors]; }
 
 fs::path find_gnuplot() {
   auto executable = [](const fs::path& p) { return ::access(p.c_str(), X_OK) == 0 && !fs::is_directory(p); };
@@ -278,20 +383,34 @@ std::string gnuplot_script(const FigureSpec& s, const std::string& stem, const s
     << "set ylabel " << quote(s.ylabel) << "\n"
     << "set border 3\nset tics nomirror\n"
     << "set style line 100 lc rgb '#e4e4e4' lw 1 dt 1\nset grid xtics ytics ls 100\n";
-  for (size_t i = 0; i < std::size(kLineColors); ++i)
+  for (size_t i = 0; i < kColors; ++i)
     g << "set linetype " << i + 1 << " lc rgb '" << kLineColors[i] << "' lw 2 pt 7 ps 0.6\n";
-  g << "set linetype cycle " << std::size(kLineColors) << "\n";
+  g << "set linetype cycle " << kColors << "\n";
   if (s.logx) g << "set logscale x 10\n";
   if (s.logy) g << "set logscale y 10\n";
+  // The key: inside for one series, right of the plot for a few short names, else below it, the canvas growing by
+  // its rows so the plot keeps its height. Names are cut to kMaxKeyName characters.
+  constexpr size_t kMaxKeyName = 72;
   const size_t n_series = s.series.size();
   size_t longest_name = 0;
-  for (const auto& ser : s.series) longest_name = std::max(longest_name, ser.name.size());
-  if (n_series <= 1) g << "set key top right opaque noautotitle\n";
-  else if (longest_name > 24 || n_series > 12) g << "set key below noautotitle\n";  // a right-hand key would squeeze the plot
-  else g << "set key outside right top noautotitle\n";
-  // A log x axis autoscales to whole decades, which can leave most of the plot empty: fit the data instead.
-  if (s.logx && !s.xmin && !s.xmax && s.kind != FigureKind::heatmap && s.kind != FigureKind::bars)
-    g << "set autoscale xfix\nset offsets graph 0.03, graph 0.03, 0, 0\n";
+  for (const auto& ser : s.series) longest_name = std::max(longest_name, std::min(ser.name.size(), kMaxKeyName));
+  int height = s.height;
+  if (n_series <= 1) {
+    g << "set key top right opaque noautotitle\n";
+  } else if (longest_name > 24 || n_series > 12) {
+    const size_t column = longest_name * 7 + 60, columns = std::max<size_t>(1, (s.width - 40) / column);
+    const size_t rows = (n_series + columns - 1) / columns;
+    height += static_cast<int>(rows * 17 + 8);
+    g << "set key below left Left reverse maxcols " << columns << " noautotitle\n";
+  } else {
+    g << "set key outside right top noautotitle\n";
+  }
+  auto key_name = [&](const std::string& name) {
+    if (name.size() <= kMaxKeyName) return quote(name);
+    size_t cut = kMaxKeyName - 3;
+    while (cut > 0 && (static_cast<unsigned char>(name[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 character
+    return quote(name.substr(0, cut) + "...");
+  };
   std::string yr = range(s.ymin, s.ymax);
   std::ostringstream plot;
   switch (s.kind) {
@@ -303,29 +422,45 @@ std::string gnuplot_script(const FigureSpec& s, const std::string& stem, const s
       size_t points = 0;
       for (const auto& b : blocks) points = std::max(points, b.xy.size());
       const std::string style = !s.style.empty() ? s.style : (points <= 60 ? "linespoints" : "lines");
-      g << "set xrange " << range(s.xmin, s.xmax) << "\nset yrange " << yr << "\n";
+      const Extent e = extent(blocks);
+      if (s.logx) log_axis(g, "x", s.xmin, s.xmax, e.xlo, e.xhi);
+      else g << "set xrange " << range(s.xmin, s.xmax) << "\n";
+      if (s.logy) log_axis(g, "y", s.ymin, s.ymax, e.ylo, e.yhi);
+      else g << "set yrange " << yr << "\n";
       plot << "plot ";
       for (size_t k = 0; k < blocks.size(); ++k) {
-        plot << (k ? ", \\\n     '' " : "data ") << "index " << k << " using 1:2 with " << style;
-        if (blocks[k].group >= 0)
-          plot << " lc rgb '" << kLineColors[static_cast<size_t>(blocks[k].group) % std::size(kLineColors)] << "' dt "
-               << blocks[k].member % 5 + 1;
+        const Block& b = blocks[k];
+        plot << (k ? ", \\\n     '' " : "data ") << "index " << k << " using 1:2 with ";
+        if (!b.point_groups.empty()) {  // a grey line with a shape of its own, its points in their groups' colours
+          plot << "linespoints lc rgb '" << kGreyLine << "' lw 1.5 dt " << k % 5 + 1 << " pt "
+               << kOpenPoints[k % std::size(kOpenPoints)] << " ps 1.9 title " << key_name(b.name)
+               << ", \\\n     '' index " << k << " using 1:2:3 with points pt "
+               << kFilledPoints[k % std::size(kFilledPoints)] << " ps 1.2 lc rgb variable notitle";
+          continue;
+        }
+        plot << style;
+        if (b.group >= 0)  // a group's colour; its members (and groups past the palette) by dash
+          plot << " lc rgb '" << group_color(b.group) << "' dt "
+               << (b.member + static_cast<int>(static_cast<size_t>(b.group) / kColors)) % 5 + 1;
         else if (s.kind == FigureKind::layers)
           plot << " lc rgb '" << viridis(blocks.size() > 1 ? static_cast<double>(k) / (blocks.size() - 1) : 0.0) << "'";
-        plot << " title " << quote(blocks[k].name);
+        plot << " title " << key_name(b.name);
       }
       break;
     }
     case FigureKind::cdf: {
       const auto blocks = cdf_blocks(s);
       if (blocks.empty()) report_fail("figure '", s.title, "': no sample can be drawn");
-      g << "set xrange " << range(s.xmin, s.xmax) << "\n";
+      const Extent e = extent(blocks);
+      if (s.logx) log_axis(g, "x", s.xmin, s.xmax, e.xlo, e.xhi);
+      else g << "set xrange " << range(s.xmin, s.xmax) << "\n";
       if (!s.ymin && !s.ymax && !s.logy) yr = "[0:1.02]";
-      g << "set yrange " << yr << "\n";
+      if (s.logy) log_axis(g, "y", s.ymin, s.ymax, e.ylo, e.yhi);
+      else g << "set yrange " << yr << "\n";
       plot << "plot ";
       for (size_t k = 0; k < blocks.size(); ++k)
         plot << (k ? ", \\\n     '' " : "data ") << "index " << k << " using 1:2 with steps title "
-             << quote(blocks[k].name);
+             << key_name(blocks[k].name);
       break;
     }
     case FigureKind::histogram: {
@@ -333,14 +468,17 @@ std::string gnuplot_script(const FigureSpec& s, const std::string& stem, const s
       const auto blocks = histogram_blocks(s, &min_height);
       if (blocks.empty()) report_fail("figure '", s.title, "': no sample can be drawn");
       const std::string base = s.logy ? num(std::isfinite(min_height) ? min_height / 2 : 0.5) : "0";
-      g << "set xrange " << range(s.xmin, s.xmax) << "\n";
+      const Extent e = extent(blocks);
+      if (s.logx) log_axis(g, "x", s.xmin, s.xmax, e.xlo, e.xhi);
+      else g << "set xrange " << range(s.xmin, s.xmax) << "\n";
       if (!s.ymin && !s.logy) yr = "[0:" + (s.ymax ? num(*s.ymax) : std::string("*")) + "]";
-      g << "set yrange " << yr << "\n"
-        << "set style fill transparent solid 0.45 border\n";
+      if (s.logy) log_axis(g, "y", s.ymin ? s.ymin : std::optional<double>(std::stod(base)), s.ymax, e.ylo, e.yhi);
+      else g << "set yrange " << yr << "\n";
+      g << "set style fill transparent solid 0.45 border\n";
       plot << "plot ";
       for (size_t k = 0; k < blocks.size(); ++k)
         plot << (k ? ", \\\n     '' " : "data ") << "index " << k << " using (($1+$3)/2):2:1:3:(" << base
-             << "):($2 > 0 ? $2 : " << base << ") with boxxyerror title " << quote(blocks[k].name);
+             << "):($2 > 0 ? $2 : " << base << ") with boxxyerror title " << key_name(blocks[k].name);
       break;
     }
     case FigureKind::bars: {
@@ -350,15 +488,23 @@ std::string gnuplot_script(const FigureSpec& s, const std::string& stem, const s
         for (double v : ser.y) negative = negative || v < 0;
       for (const auto& c : s.categories) longest = std::max(longest, c.size());
       if (!s.ymin && !s.logy && !negative) yr = "[0:" + (s.ymax ? num(*s.ymax) : std::string("*")) + "]";
-      g << "set yrange " << yr << "\n"
-        << "set style data histograms\nset style histogram clustered gap 1\n"
+      if (s.logy) {
+        double lo = INFINITY, hi = -INFINITY;
+        for (const auto& ser : s.series)
+          for (double v : ser.y)
+            if (usable(v, true)) lo = std::min(lo, v), hi = std::max(hi, v);
+        log_axis(g, "y", s.ymin, s.ymax, lo, hi);
+      } else {
+        g << "set yrange " << yr << "\n";
+      }
+      g << "set style data histograms\nset style histogram clustered gap 1\n"
         << "set style fill solid 0.85 border -1\nset boxwidth 0.9\nset xtics scale 0\n";
       if (s.categories.size() * longest > 60) g << "set xtics rotate by -30\n";
       g << "set grid noxtics\n";
       plot << "plot ";
       for (size_t k = 0; k < s.series.size(); ++k)
         plot << (k ? ", \\\n     '' " : "data ") << "using " << k + 2 << (k == 0 ? ":xtic(1)" : "") << " title "
-             << quote(s.series[k].name);
+             << key_name(s.series[k].name);
       break;
     }
     case FigureKind::heatmap: {
@@ -370,7 +516,7 @@ std::string gnuplot_script(const FigureSpec& s, const std::string& stem, const s
         << "', 3 '" << viridis(0.75) << "', 4 '" << viridis(1) << "')\n"
         << "set cblabel " << quote(s.zlabel) << "\n"
         << "unset key\n";
-      if (s.logz) g << "set logscale cb 10\n";
+      if (s.logz) g << "set logscale cb 10\nset mcbtics 10\n";
       if (nc > 8) g << "set xtics rotate by -45\n";
       plot << "plot data using 1:2:3 with image";
       if (s.print_values && nr * nc <= 400) {
@@ -384,7 +530,7 @@ std::string gnuplot_script(const FigureSpec& s, const std::string& stem, const s
       break;
     }
   }
-  const std::string size = std::to_string(s.width) + "," + std::to_string(s.height);
+  const std::string size = std::to_string(s.width) + "," + std::to_string(height);
   g << "set terminal pngcairo noenhanced size " << size << " font 'Sans,10'\n"
     << "set output png_out\n"
     << plot.str() << "\n"
