@@ -15,6 +15,8 @@
 #include "ssmlab/report/io.h"
 #include "ssmlab/report/report.h"
 
+namespace report_test_browser {
+
 namespace {
 
 using namespace ssmlab::report;
@@ -167,3 +169,5 @@ TEST(ReportBrowser, ReportFitsTheWindowAndEveryLinkAndImageResolves) {
 }
 
 }  // namespace
+
+}  // namespace report_test_browser
