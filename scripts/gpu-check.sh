@@ -34,8 +34,11 @@ if [ "$PART" != bench ]; then
   # cannot run them: say so, and run everything else.
   exclude=()
   if ! command -v gnuplot >/dev/null; then
-    echo "gpu-check: gnuplot is not installed on this machine: the Report* tests are NOT run here (CI runs them)"
-    exclude=(-E '^Report')
+    echo "gpu-check: gnuplot is not installed on this machine: the Report* tests and readme.examples are NOT run here (CI runs them)"
+    exclude=(-E '^Report|^readme\.')
+  elif ! command -v chromium >/dev/null; then
+    echo "gpu-check: chromium is not installed on this machine: ReportBrowser.* is NOT run here (CI runs it)"
+    exclude=(-E '^ReportBrowser')
   fi
   (cd "$BUILD" && ctest --output-on-failure -j 8 --timeout 600 "${exclude[@]}") || status=1
   python3 python/example.py "$BUILD/src/libssmlab_ops.so" cuda || status=1
