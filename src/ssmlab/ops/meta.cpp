@@ -154,9 +154,14 @@ std::tuple<Tensor, Tensor, Tensor> ssd_scan(const Tensor& x, const Tensor& dt, c
     check_rank(x, 4, "ssd_scan", "x");
     check_rank(B, 4, "ssd_scan", "B");
   } else {
+    // decay_mult > 0 is a check of values, which a meta tensor has none of: only its shape is checked here.
+    if (decay_mult)
+      SSMLAB_CHECK(decay_mult->dim() == 1 && x.dim() == 4 && decay_mult->size(0) == x.size(2) &&
+                       at::isFloatingType(decay_mult->scalar_type()),
+                   "ssd_scan: decay_mult must be a floating-point (H) tensor; got ", shape_str(decay_mult->sizes()));
     check_ssd_scan_inputs(x, dt, A, B, C,
                           ssd_options(D, dt_bias, dt_softplus, dt_min, dt_max, initial_state, chunk_size,
-                                      return_chunk_states, dt_mult, decay_mult, b_mult));
+                                      return_chunk_states, dt_mult, std::nullopt, b_mult));
   }
   const c10::SymInt b = x.sym_size(0), l = x.sym_size(1), h = x.sym_size(2), p = x.sym_size(3), n = B.sym_size(3);
   const auto st = state_of(x);

@@ -197,10 +197,12 @@ void collect(std::vector<at::Tensor>& out, const T& first, const Rest&... rest) 
   collect(out, rest...);
 }
 
+// Contiguous at storage offset 0 (as the Meta kernels promise), and never a view of an input.
 inline at::Tensor own(const at::Tensor& t, const std::vector<at::Tensor>& inputs) {
-  for (const auto& in : inputs)
-    if (in.defined() && t.defined() && t.is_alias_of(in)) return t.clone(at::MemoryFormat::Contiguous);
-  return t.contiguous();
+  if (!t.defined()) return t;
+  bool copy = !t.is_contiguous() || t.storage_offset() != 0;
+  for (const auto& in : inputs) copy = copy || (in.defined() && t.is_alias_of(in));
+  return copy ? t.clone(at::MemoryFormat::Contiguous) : t;
 }
 
 template <class R, class... Args, R (*F)(Args...)>

@@ -1,0 +1,261 @@
+"""ssmlab's ops from Python: torch.library.opcheck of every ssmlab::<op> schema and torch.compile(fullgraph=True)
+of a small module calling the ops, forward and backward, against eager.
+
+    .venv/bin/python tests/python/test_ops.py build/src/libssmlab_ops.so [cpu|cuda]
+
+Registered with ctest as python.ops (tests/python/tests.cmake). Exits 1 with a message when torch cannot be
+imported (scripts/setup.sh makes it importable), when an ssmlab schema has no sample here, or when any check fails.
+SSMLAB_OPCHECK_ONLY=op1,op2 limits the opchecks to those ops (for debugging; ctest does not set it).
+"""
+import os
+import sys
+import time
+
+if len(sys.argv) < 2 or len(sys.argv) > 3 or (len(sys.argv) == 3 and sys.argv[2] not in ("cpu", "cuda")):
+    sys.exit("usage: test_ops.py <path to libssmlab_ops.so> [cpu|cuda]")
+
+try:
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+    import torch
+except Exception as e:  # noqa: BLE001 - any import failure means the same thing here
+    sys.exit(f"test_ops.py: cannot import torch with {sys.executable} ({type(e).__name__}: {e}); "
+             "run scripts/setup.sh, which makes .venv/bin/python import torch")
+
+LIB = sys.argv[1]
+DEVICE = sys.argv[2] if len(sys.argv) == 3 else "cpu"
+if DEVICE == "cuda" and not torch.cuda.is_available():
+    sys.exit("test_ops.py: device cuda asked for, but torch.cuda.is_available() is False")
+torch.ops.load_library(LIB)
+
+TEST_UTILS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_static",
+              "test_aot_dispatch_dynamic")
+F64 = dict(dtype=torch.float64, device=DEVICE)
+gen = torch.Generator().manual_seed(0)
+
+
+def rnd(*shape, scale=1.0, shift=0.0, grad=True):
+    t = (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale + shift).to(DEVICE)
+    return t.requires_grad_(grad)
+
+
+def pos(*shape, lo=0.1, hi=1.0, grad=True):
+    t = (torch.rand(*shape, generator=gen, dtype=torch.float64) * (hi - lo) + lo).to(DEVICE)
+    return t.requires_grad_(grad)
+
+
+# ---- samples: (args, kwargs) per schema, odd sizes, optional inputs present and absent -------------------------
+def scan_samples(b=2, l=7, e=6, n=5, g=2):
+    full = ((rnd(b, l, e), rnd(b, l, e, scale=0.5, shift=-1), -pos(e, n), rnd(b, l, g, n), rnd(b, l, g, n)),
+            dict(D=rnd(e), z=rnd(b, l, e), delta_bias=rnd(e, scale=0.1), delta_softplus=True,
+                 initial_state=rnd(b, e, n)))
+    bare = ((rnd(1, 5, 3), pos(1, 5, 3, hi=0.3), -pos(3, 4), rnd(1, 5, 4), rnd(1, 5, 4)), {})
+    return [full, bare]
+
+
+def varlen_samples(e=5, n=3):
+    cu = torch.tensor([0, 3, 3, 8], dtype=torch.long, device=DEVICE)
+    t = 8
+    full = ((rnd(1, t, e), rnd(1, t, e, scale=0.5, shift=-1), -pos(e, n), rnd(1, t, n), rnd(1, t, n), cu),
+            dict(D=rnd(e), z=rnd(1, t, e), delta_bias=rnd(e, scale=0.1), delta_softplus=True,
+                 initial_state=rnd(3, e, n)))
+    bare = ((rnd(1, t, e), pos(1, t, e, hi=0.3), -pos(e, n), rnd(1, t, n), rnd(1, t, n), cu), {})
+    return [full, bare]
+
+
+def conv_samples(b=2, l=9, e=5, w=4):
+    full = ((rnd(b, l, e), rnd(e, w)), dict(bias=rnd(e), silu=True, initial_state=rnd(b, w - 1, e)))
+    bare = ((rnd(1, 3, 3), rnd(3, 2)), {})
+    return [full, bare]
+
+
+def conv_update_samples(b=3, e=5, w=4):
+    return [((rnd(b, e), rnd(b, w - 1, e, grad=False), rnd(e, w)), dict(bias=rnd(e), silu=True)),
+            ((rnd(1, 3), rnd(1, 1, 3, grad=False), rnd(3, 2)), {})]
+
+
+def state_update_samples(b=3, e=6, n=5, g=2):
+    full = ((rnd(b, e, n, grad=False), rnd(b, e), rnd(b, e, scale=0.5, shift=-1), -pos(e, n), rnd(b, g, n),
+             rnd(b, g, n)), dict(D=rnd(e), z=rnd(b, e), dt_bias=rnd(e, scale=0.1), dt_softplus=True))
+    bare = ((rnd(1, 3, 4, grad=False), rnd(1, 3), pos(1, 3, hi=0.3), -pos(3, 4), rnd(1, 4), rnd(1, 4)), {})
+    return [full, bare]
+
+
+def wkv_samples(b=2, l=7, c=5):
+    w, u = -torch.exp(rnd(c, scale=0.5, grad=False)), rnd(c, scale=0.5)
+    w.requires_grad_(True)
+    k, v = rnd(b, l, c, scale=0.5), rnd(b, l, c)
+    with torch.no_grad():  # a reachable state: the one after a few steps
+        _, state = torch.ops.ssmlab.wkv_ref(w, u, rnd(b, 3, c, grad=False), rnd(b, 3, c, grad=False))
+    return [((w, u, k, v), dict(initial_state=state.clone().requires_grad_(True))), ((w, u, k, v), {})]
+
+
+def ssd_samples(b=2, l=9, h=4, p=3, n=5, g=2):
+    full = ((rnd(b, l, h, p), rnd(b, l, h, scale=0.5), -pos(h), rnd(b, l, g, n), rnd(b, l, g, n)),
+            dict(D=rnd(h), dt_bias=rnd(h, scale=0.1), dt_softplus=True, dt_min=0.0, dt_max=None,
+                 initial_state=rnd(b, h, p, n), chunk_size=4, return_chunk_states=True, dt_mult=pos(h, lo=0.5),
+                 decay_mult=pos(h, lo=0.5), b_mult=pos(h, lo=0.5)))
+    bare = ((rnd(1, 5, 2, 3), rnd(1, 5, 2, scale=0.5), -pos(2), rnd(1, 5, 1, 4), rnd(1, 5, 1, 4)),
+            dict(chunk_size=2))
+    return [full, bare]
+
+
+def ssd_update_samples(b=2, h=4, p=3, n=5, g=2):
+    full = ((rnd(b, h, p), rnd(b, h, scale=0.5), -pos(h), rnd(b, g, n), rnd(b, g, n), rnd(b, h, p, n, grad=False)),
+            dict(D=rnd(h), dt_bias=rnd(h, scale=0.1), dt_softplus=True, dt_mult=pos(h, lo=0.5),
+                 decay_mult=pos(h, lo=0.5), b_mult=pos(h, lo=0.5)))
+    bare = ((rnd(1, 2, 3), rnd(1, 2), -pos(2), rnd(1, 1, 4), rnd(1, 1, 4), rnd(1, 2, 3, 4, grad=False)), {})
+    return [full, bare]
+
+
+SAMPLES = {
+    "selective_scan": scan_samples, "selective_scan_ref": scan_samples,
+    "selective_scan_varlen": varlen_samples, "selective_scan_varlen_ref": varlen_samples,
+    "causal_conv1d": conv_samples, "causal_conv1d_ref": conv_samples,
+    "causal_conv1d_update": conv_update_samples, "causal_conv1d_update_ref": conv_update_samples,
+    "selective_state_update": state_update_samples, "selective_state_update_ref": state_update_samples,
+    "wkv": wkv_samples, "wkv_ref": wkv_samples,
+    "ssd_scan": ssd_samples, "ssd_scan_ref": ssd_samples,
+    "ssd_scan_update": ssd_update_samples,
+}
+
+
+# Decode steps (a Tensor(a!) state) are not differentiable; every other op is.
+DIFFERENTIABLE = {n for n in SAMPLES if not n.endswith("_update") and not n.endswith("_update_ref")}
+
+
+def registered_ops():
+    names = [n for n in torch._C._dispatch_get_all_op_names() if n.startswith("ssmlab::")]
+    return sorted(n.split("::", 1)[1] for n in names)
+
+
+def run_opchecks():
+    failures = []
+    ops = registered_ops()
+    forward_ops = [n for n in ops if not n.endswith("_backward")]
+    missing = [n for n in forward_ops if n not in SAMPLES]
+    if missing:
+        failures.append(f"no opcheck sample for ssmlab::{', ssmlab::'.join(missing)}: add one to SAMPLES")
+    stale = [n for n in SAMPLES if n not in forward_ops]
+    if stale:
+        failures.append(f"SAMPLES names unregistered ops: {', '.join(stale)}")
+    for name in ops:
+        if name.endswith("_backward") and name[: -len("_backward")] not in forward_ops:
+            failures.append(f"ssmlab::{name} has no forward op")
+    print(f"opcheck on {DEVICE}: {len(forward_ops)} ops (their _backward schemas run inside the autograd and "
+          f"aot_dispatch checks)")
+    print(f"{'op':28s} " + " ".join(f"{u[5:]:>20s}" for u in TEST_UTILS) + f"{'gradcheck':>12s}")
+    only = [n for n in os.environ.get("SSMLAB_OPCHECK_ONLY", "").split(",") if n]
+    for name in forward_ops:
+        if name not in SAMPLES or (only and name not in only):
+            continue
+        op = getattr(torch.ops.ssmlab, name).default
+        results = {u: "SUCCESS" for u in TEST_UTILS}
+        if name in DIFFERENTIABLE:
+            results["gradcheck"] = "SUCCESS"
+        t0 = time.time()
+        for i, (args, kwargs) in enumerate(SAMPLES[name]()):
+            res = torch.library.opcheck(op, args, kwargs, test_utils=TEST_UTILS, raise_exception=False,
+                                        atol=1e-7, rtol=1e-7)
+            for u, r in res.items():
+                if r != "SUCCESS" and results[u] == "SUCCESS":
+                    results[u] = r
+                    failures.append(f"ssmlab::{name} sample {i} {u}: {type(r).__name__}: {str(r)[:2000]}")
+        # The gradients themselves, against finite differences (opcheck compares compiled with eager only).
+        if name in DIFFERENTIABLE:
+            for i, (args, kwargs) in enumerate(SAMPLES[name]()):
+                try:
+                    ok = torch.autograd.gradcheck(lambda *a: getattr(torch.ops.ssmlab, name)(*a, **kwargs), args,
+                                                  eps=1e-6, atol=1e-5, rtol=1e-4)
+                except Exception as e:  # noqa: BLE001 - reported as a failure below
+                    ok = e
+                if ok is not True:
+                    failures.append(f"ssmlab::{name} sample {i} gradcheck: {str(ok)[:2000]}")
+                    results["gradcheck"] = ok
+        cells = " ".join(f"{('ok' if r == 'SUCCESS' else 'FAIL'):>20s}" for r in results.values())
+        if name not in DIFFERENTIABLE:
+            cells += f"{'(decode step)':>21s}"
+        print(f"{name:28s} {cells}   ({time.time() - t0:.1f} s)", flush=True)
+    return failures
+
+
+# ---- torch.compile of a small module --------------------------------------------------------------------------
+class TinyMamba(torch.nn.Module):
+    """conv -> selective scan -> gated output, then an SSD scan and a WKV mix: the ops chained as a model uses
+    them (float64 so that the comparison with eager is tight)."""
+
+    def __init__(self, e=6, n=4, h=2, p=3):
+        super().__init__()
+        self.h, self.p = h, p
+        self.conv_w = torch.nn.Parameter(torch.randn(e, 4, dtype=torch.float64) * 0.3)
+        self.conv_b = torch.nn.Parameter(torch.randn(e, dtype=torch.float64) * 0.1)
+        self.A_log = torch.nn.Parameter(torch.randn(e, n, dtype=torch.float64) * 0.1)
+        self.D = torch.nn.Parameter(torch.ones(e, dtype=torch.float64))
+        self.dt_bias = torch.nn.Parameter(torch.randn(e, dtype=torch.float64) * 0.1)
+        self.proj = torch.nn.Linear(e, 2 * n + e, dtype=torch.float64)
+        self.A_ssd = torch.nn.Parameter(-torch.rand(h, dtype=torch.float64) - 0.5)
+        self.time_decay = torch.nn.Parameter(torch.randn(e, dtype=torch.float64) * 0.3)
+        self.time_first = torch.nn.Parameter(torch.randn(e, dtype=torch.float64) * 0.3)
+
+    def forward(self, x, z):
+        b, l, e = x.shape
+        xc, _ = torch.ops.ssmlab.causal_conv1d(x, self.conv_w, self.conv_b, True)
+        n = self.A_log.shape[1]
+        Bm, Cm, dt = torch.split(self.proj(xc), [n, n, e], dim=-1)
+        y, h_last = torch.ops.ssmlab.selective_scan(xc, dt, -torch.exp(self.A_log), Bm.contiguous(),
+                                                    Cm.contiguous(), self.D, z, self.dt_bias, True, None)
+        xs = y.reshape(b, l, self.h, self.p)
+        dts = y[..., : self.h]
+        ys, s_last, _ = torch.ops.ssmlab.ssd_scan(xs, dts, self.A_ssd, Bm.unsqueeze(2).contiguous(),
+                                                  Cm.unsqueeze(2).contiguous(), chunk_size=4)
+        k = ys.reshape(b, l, e)
+        yw, _ = torch.ops.ssmlab.wkv(-torch.exp(self.time_decay), self.time_first, k, y, None)
+        return yw + y, h_last.sum() + s_last.sum()
+
+
+def run_compile():
+    failures = []
+    torch.manual_seed(1)
+    model = TinyMamba().to(DEVICE)
+    x = torch.randn(2, 9, 6, **F64)
+    z = torch.randn(2, 9, 6, **F64)
+
+    def run(m):
+        m.zero_grad()
+        out, aux = m(x, z)
+        (out.square().mean() + aux).backward()
+        return out.detach(), aux.detach(), [p.grad.detach().clone() for p in m.parameters()]
+
+    want = run(model)
+    t0 = time.time()
+    compiled = torch.compile(model, fullgraph=True)
+    got = run(compiled)
+    got2 = run(compiled)  # second call: the cached graph
+    print(f"torch.compile(fullgraph=True) on {DEVICE}: compiled and ran forward + backward in "
+          f"{time.time() - t0:.1f} s")
+    for tag, g in (("first call", got), ("second call", got2)):
+        pairs = [("out", g[0], want[0]), ("aux", g[1], want[1])]
+        pairs += [(f"grad {n}", a, b) for (n, _), a, b in zip(model.named_parameters(), g[2], want[2])]
+        for what, a, b in pairs:
+            if not torch.allclose(a, b, rtol=1e-9, atol=1e-9):
+                failures.append(f"torch.compile {tag}: {what} differs from eager by {(a - b).abs().max().item():.3g}")
+    if not failures:
+        print("torch.compile: forward and every parameter gradient match eager (rtol = atol = 1e-9, float64)")
+    return failures
+
+
+def main():
+    print(f"torch {torch.__version__}, library {LIB}, device {DEVICE}")
+    failures = run_opchecks() + run_compile()
+    if failures:
+        print(f"\n{len(failures)} failure(s):")
+        for f in failures:
+            print(" -", f)
+        return 1
+    print("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
