@@ -125,6 +125,12 @@ SAMPLES = {
 DIFFERENTIABLE = {n for n in SAMPLES if not n.endswith("_update") and not n.endswith("_update_ref")}
 
 
+# Outputs whose gradient is the true Jacobian, where not all are: the fused wkv treats a loss on the final state
+# (aa, bb, pp) as a loss on a = aa e^pp and b = bb e^pp (ops/wkv/wkv.h: pp is a gauge), so finite differences of
+# the raw state do not match it by design; wkv_ref differentiates the raw state and is checked on both.
+GRADCHECK_OUTPUTS = {"wkv": (0,)}
+
+
 def registered_ops():
     names = [n for n in torch._C._dispatch_get_all_op_names() if n.startswith("ssmlab::")]
     return sorted(n.split("::", 1)[1] for n in names)
@@ -166,8 +172,11 @@ def run_opchecks():
         if name in DIFFERENTIABLE:
             for i, (args, kwargs) in enumerate(SAMPLES[name]()):
                 try:
-                    ok = torch.autograd.gradcheck(lambda *a: getattr(torch.ops.ssmlab, name)(*a, **kwargs), args,
-                                                  eps=1e-6, atol=1e-5, rtol=1e-4)
+                    outs = GRADCHECK_OUTPUTS.get(name)
+                    fn = getattr(torch.ops.ssmlab, name)
+                    ok = torch.autograd.gradcheck(
+                        lambda *a: fn(*a, **kwargs) if outs is None else tuple(fn(*a, **kwargs)[o] for o in outs),
+                        args, eps=1e-6, atol=1e-5, rtol=1e-4)
                 except Exception as e:  # noqa: BLE001 - reported as a failure below
                     ok = e
                 if ok is not True:
