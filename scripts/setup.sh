@@ -53,9 +53,10 @@ pip_install() { "$SSMLAB_VENV/bin/pip" install -q --disable-pip-version-check --
 
 # ---- Python torch ----------------------------------------------------------------------------------
 # `import torch` (python/example.py, tests/python) needs the wheel's Python dependencies, pinned here to versions
-# that satisfy torch 2.11.0's METADATA Requires-Dist (setuptools<82 comes with the venv).
+# that satisfy torch 2.11.0's METADATA Requires-Dist (setuptools<82 comes with the venv). NumPy is optional for
+# torch, but without it every `import torch` warns and Tensor.numpy() fails.
 py_pins=(filelock==4.3.2 typing-extensions==4.16.0 sympy==1.14.0 mpmath==1.3.0 networkx==3.6.1 jinja2==3.1.6
-         markupsafe==3.0.4 fsspec==2026.9.0)
+         markupsafe==3.0.4 fsspec==2026.9.0 numpy==2.3.5)
 if ! "$SSMLAB_VENV/bin/python" - "${py_pins[@]}" <<'PY' 2>/dev/null; then
 import sys
 from importlib.metadata import version

@@ -1,18 +1,29 @@
-"""ssmlab's ops from Python: torch.library.opcheck of every ssmlab::<op> schema and torch.compile(fullgraph=True)
-of a small module calling the ops, forward and backward, against eager.
+"""ssmlab's ops from Python: torch.library.opcheck of every ssmlab::<op> schema (the <op>_backward schemas
+included), gradcheck of every differentiable op, and torch.compile(fullgraph=True) of a small module calling the
+ops, forward and backward, against eager.
 
-    .venv/bin/python tests/python/test_ops.py build/src/libssmlab_ops.so [cpu|cuda]
+    .venv/bin/python tests/python/test_ops.py [build/src/libssmlab_ops.so] [--device cpu|cuda]
 
-Registered with ctest as python.ops (tests/python/tests.cmake). Exits 1 with a message when torch cannot be
-imported (scripts/setup.sh makes it importable), when an ssmlab schema has no sample here, or when any check fails.
+Registered with ctest as python.ops (CPU) and, where the build has CUDA kernels and torch sees a GPU,
+python.ops_cuda (tests/python/tests.cmake). Exits 1 with a message when torch cannot be imported (scripts/setup.sh
+makes .venv/bin/python import it), when an ssmlab schema has no sample here, or when any check fails.
 SSMLAB_OPCHECK_ONLY=op1,op2 limits the opchecks to those ops (for debugging; ctest does not set it).
 """
+import argparse
+import importlib.util
 import os
 import sys
 import time
 
-if len(sys.argv) < 2 or len(sys.argv) > 3 or (len(sys.argv) == 3 and sys.argv[2] not in ("cpu", "cuda")):
-    sys.exit("usage: test_ops.py <path to libssmlab_ops.so> [cpu|cuda]")
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("lib", nargs="?", default="build/src/libssmlab_ops.so", help="path to libssmlab_ops.so")
+parser.add_argument("legacy_device", nargs="?", choices=("cpu", "cuda"), help=argparse.SUPPRESS)
+parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where the tensors live (default cpu)")
+cli = parser.parse_args()
+if cli.device and cli.legacy_device and cli.device != cli.legacy_device:
+    parser.error(f"device given twice: {cli.legacy_device} and --device {cli.device}")
+if not os.path.isfile(cli.lib):
+    sys.exit(f"test_ops.py: {cli.lib} does not exist: build it with `cd build && ninja -j1 ssmlab_ops`")
 
 try:
     import warnings
@@ -23,10 +34,10 @@ except Exception as e:  # noqa: BLE001 - any import failure means the same thing
     sys.exit(f"test_ops.py: cannot import torch with {sys.executable} ({type(e).__name__}: {e}); "
              "run scripts/setup.sh, which makes .venv/bin/python import torch")
 
-LIB = sys.argv[1]
-DEVICE = sys.argv[2] if len(sys.argv) == 3 else "cpu"
+LIB = cli.lib
+DEVICE = cli.device or cli.legacy_device or "cpu"
 if DEVICE == "cuda" and not torch.cuda.is_available():
-    sys.exit("test_ops.py: device cuda asked for, but torch.cuda.is_available() is False")
+    sys.exit("test_ops.py: --device cuda asked for, but torch.cuda.is_available() is False")
 torch.ops.load_library(LIB)
 
 TEST_UTILS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_static",
@@ -131,46 +142,91 @@ DIFFERENTIABLE = {n for n in SAMPLES if not n.endswith("_update") and not n.ends
 GRADCHECK_OUTPUTS = {"wkv": (0,)}
 
 
+# The <op>_backward schemas are not differentiable (their Autograd kernel refuses a double backward), so
+# test_autograd_registration, which needs inputs that require grad, does not apply to them.
+BACKWARD_TEST_UTILS = tuple(u for u in TEST_UTILS if u != "test_autograd_registration")
+
+
 def registered_ops():
     names = [n for n in torch._C._dispatch_get_all_op_names() if n.startswith("ssmlab::")]
     return sorted(n.split("::", 1)[1] for n in names)
+
+
+def backward_sample(name, args, kwargs):
+    """(grads, *args) for ssmlab::<name>_backward: one random output gradient per output of the forward call,
+    every tensor detached (the backward is called the way autograd calls it: without a graph)."""
+    def plain(v):
+        return v.detach().clone() if isinstance(v, torch.Tensor) else v
+
+    args, kwargs = tuple(plain(a) for a in args), {k: plain(v) for k, v in kwargs.items()}
+    with torch.no_grad():
+        outs = getattr(torch.ops.ssmlab, name)(*args, **kwargs)
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    grads = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(device=DEVICE, dtype=o.dtype) for o in outs]
+    return (grads, *args), kwargs
+
+
+def double_backward_refused(name, args, kwargs):
+    """None when a create_graph=True gradient through the op is refused with an error naming <name>_backward,
+    else what happened instead (a silent second-order gradient of zero is what this guards against)."""
+    outs = getattr(torch.ops.ssmlab, name)(*args, **kwargs)
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    loss = sum(o.square().sum() for o in outs if o.requires_grad)
+    leaves = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor) and a.requires_grad]
+    try:
+        torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+    except RuntimeError as e:
+        want = f"ssmlab::{name}_backward"
+        return None if want in str(e) and "double backward" in str(e) else f"error without {want!r}: {e}"
+    return "no error: a create_graph=True gradient was built through a non-differentiable backward"
+
+
+def record(results, failures, label, util, res):
+    if res != "SUCCESS" and results.get(util, "SUCCESS") == "SUCCESS":
+        results[util] = res
+        failures.append(f"{label} {util}: {type(res).__name__}: {str(res)[:2000]}")
+    else:
+        results.setdefault(util, "SUCCESS")
 
 
 def run_opchecks():
     failures = []
     ops = registered_ops()
     forward_ops = [n for n in ops if not n.endswith("_backward")]
+    backward_ops = [n for n in ops if n.endswith("_backward")]
     missing = [n for n in forward_ops if n not in SAMPLES]
     if missing:
         failures.append(f"no opcheck sample for ssmlab::{', ssmlab::'.join(missing)}: add one to SAMPLES")
     stale = [n for n in SAMPLES if n not in forward_ops]
     if stale:
         failures.append(f"SAMPLES names unregistered ops: {', '.join(stale)}")
-    for name in ops:
-        if name.endswith("_backward") and name[: -len("_backward")] not in forward_ops:
+    for name in backward_ops:
+        if name[: -len("_backward")] not in forward_ops:
             failures.append(f"ssmlab::{name} has no forward op")
-    print(f"opcheck on {DEVICE}: {len(forward_ops)} ops (their _backward schemas run inside the autograd and "
-          f"aot_dispatch checks)")
-    print(f"{'op':28s} " + " ".join(f"{u[5:]:>20s}" for u in TEST_UTILS) + f"{'gradcheck':>12s}")
+    wrong = sorted(set(DIFFERENTIABLE) ^ {n[: -len("_backward")] for n in backward_ops})
+    if wrong:
+        failures.append(f"differentiable ops here and <op>_backward schemas disagree on: {', '.join(wrong)}")
+    print(f"opcheck on {DEVICE}: {len(forward_ops)} ops and {len(backward_ops)} <op>_backward schemas, "
+          f"{len(SAMPLES[forward_ops[0]]())} samples each")
+    keys = list(TEST_UTILS) + ["gradcheck", "backward op", "2nd order"]
+    print(f"{'op':26s}" + "".join(f"{k.removeprefix('test_'):>22s}" for k in keys))
     only = [n for n in os.environ.get("SSMLAB_OPCHECK_ONLY", "").split(",") if n]
+    table = {}
     for name in forward_ops:
         if name not in SAMPLES or (only and name not in only):
             continue
         op = getattr(torch.ops.ssmlab, name).default
-        results = {u: "SUCCESS" for u in TEST_UTILS}
-        if name in DIFFERENTIABLE:
-            results["gradcheck"] = "SUCCESS"
+        results = {}
         t0 = time.time()
         for i, (args, kwargs) in enumerate(SAMPLES[name]()):
             res = torch.library.opcheck(op, args, kwargs, test_utils=TEST_UTILS, raise_exception=False,
                                         atol=1e-7, rtol=1e-7)
-            for u, r in res.items():
-                if r != "SUCCESS" and results[u] == "SUCCESS":
-                    results[u] = r
-                    failures.append(f"ssmlab::{name} sample {i} {u}: {type(r).__name__}: {str(r)[:2000]}")
-        # The gradients themselves, against finite differences (opcheck compares compiled with eager only).
+            for u in TEST_UTILS:
+                record(results, failures, f"ssmlab::{name} sample {i}", u, res.get(u, "not run"))
         if name in DIFFERENTIABLE:
+            bop = getattr(torch.ops.ssmlab, name + "_backward").default
             for i, (args, kwargs) in enumerate(SAMPLES[name]()):
+                # The gradients themselves, against finite differences (opcheck compares compiled with eager).
                 try:
                     outs = GRADCHECK_OUTPUTS.get(name)
                     fn = getattr(torch.ops.ssmlab, name)
@@ -179,13 +235,30 @@ def run_opchecks():
                         args, eps=1e-6, atol=1e-5, rtol=1e-4)
                 except Exception as e:  # noqa: BLE001 - reported as a failure below
                     ok = e
-                if ok is not True:
-                    failures.append(f"ssmlab::{name} sample {i} gradcheck: {str(ok)[:2000]}")
-                    results["gradcheck"] = ok
-        cells = " ".join(f"{('ok' if r == 'SUCCESS' else 'FAIL'):>20s}" for r in results.values())
-        if name not in DIFFERENTIABLE:
-            cells += f"{'(decode step)':>21s}"
-        print(f"{name:28s} {cells}   ({time.time() - t0:.1f} s)", flush=True)
+                record(results, failures, f"ssmlab::{name} sample {i}", "gradcheck", "SUCCESS" if ok is True else ok)
+                # ssmlab::<name>_backward as an op of its own: schema, fake tensor and aot_dispatch checks.
+                bargs, bkwargs = backward_sample(name, args, kwargs)
+                res = torch.library.opcheck(bop, bargs, bkwargs, test_utils=BACKWARD_TEST_UTILS,
+                                            raise_exception=False, atol=1e-7, rtol=1e-7)
+                bad = {u: r for u, r in res.items() if r != "SUCCESS"}
+                if len(res) != len(BACKWARD_TEST_UTILS):
+                    bad["missing"] = f"opcheck ran {sorted(res)}"
+                record(results, failures, f"ssmlab::{name}_backward sample {i}", "backward op",
+                       "SUCCESS" if not bad else RuntimeError(f"{bad}"))
+                why = double_backward_refused(name, args, kwargs)
+                record(results, failures, f"ssmlab::{name} sample {i}", "2nd order",
+                       "SUCCESS" if why is None else RuntimeError(why))
+        table[name] = results
+        cells = "".join(f"{'-' if k not in results else 'ok' if results[k] == 'SUCCESS' else 'FAIL':>22s}"
+                        for k in keys)
+        print(f"{name:26s}{cells}   ({time.time() - t0:.1f} s)", flush=True)
+    n_forward = sum(1 for r in table.values() for u in TEST_UTILS if r.get(u) == "SUCCESS")
+    n_back = sum(1 for r in table.values() if r.get("backward op") == "SUCCESS")
+    n_grad = sum(1 for r in table.values() if r.get("gradcheck") == "SUCCESS")
+    n_diff = sum(1 for n in table if n in DIFFERENTIABLE)
+    print(f"opcheck passed: {n_forward}/{len(table) * len(TEST_UTILS)} (op, check) pairs on the ops, "
+          f"{n_back * len(BACKWARD_TEST_UTILS)}/{n_diff * len(BACKWARD_TEST_UTILS)} on the <op>_backward schemas; "
+          f"gradcheck {n_grad}/{n_diff}; decode steps (*_update) are not differentiable ('-')")
     return failures
 
 
@@ -225,6 +298,9 @@ class TinyMamba(torch.nn.Module):
 
 def run_compile():
     failures = []
+    if DEVICE == "cuda" and importlib.util.find_spec("triton") is None:
+        return [f"torch.compile on cuda needs triton (inductor's GPU code generator) in {sys.executable}'s "
+                "environment: pip install the triton version torch pins (torch 2.11.0: triton==3.6.0)"]
     torch.manual_seed(1)
     model = TinyMamba().to(DEVICE)
     x = torch.randn(2, 9, 6, **F64)
@@ -255,8 +331,11 @@ def run_compile():
 
 
 def main():
-    print(f"torch {torch.__version__}, library {LIB}, device {DEVICE}")
+    t0 = time.time()
+    where = torch.cuda.get_device_name() if DEVICE == "cuda" else f"{os.cpu_count()} CPU cores"
+    print(f"torch {torch.__version__}, library {LIB}, device {DEVICE} ({where})")
     failures = run_opchecks() + run_compile()
+    print(f"total {time.time() - t0:.0f} s")
     if failures:
         print(f"\n{len(failures)} failure(s):")
         for f in failures:

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <c10/util/strides.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/function.h>
@@ -78,6 +79,13 @@ class RecomputeNode : public torch::autograd::Node {
 };
 
 }  // namespace
+
+at::Tensor as_dense(const at::Tensor& t) {
+  if (!t.defined()) return t;
+  const auto want = c10::contiguous_strides(t.sizes());
+  if (t.storage_offset() == 0 && t.strides() == at::IntArrayRef(want)) return t;
+  return t.clone(at::MemoryFormat::Contiguous);
+}
 
 ForwardGradScope::ForwardGradScope()
     : prev_grad_mode_(c10::GradMode::is_enabled()), prev_recompute_(t_recompute) {
@@ -192,13 +200,33 @@ void backward_recompute_kernel(const c10::OperatorHandle& op, c10::DispatchKeySe
       if (j < g.size() && g[j].defined()) {
         SSMLAB_CHECK(g[j].sizes() == like[j].sizes(), schema.name(), ": gradient ", j, " has shape ",
                      shape_str(g[j].sizes()), ", its input ", shape_str(like[j].sizes()));
-        result[j] = g[j].detach().to(like[j].scalar_type()).contiguous();
+        result[j] = as_dense(g[j].detach().to(like[j].scalar_type()));
       } else {
         result[j] = at::zeros(like[j].sizes(), like[j].options());
       }
     }
     stack->emplace_back(result);
   }
+}
+
+void autograd_backward_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks, Stack* stack) {
+  const auto& schema = op.schema();
+  const size_t n_args = schema.arguments().size();
+  if (c10::GradMode::is_enabled()) {
+    bool needs_grad = false;
+    for (auto it = stack->end() - static_cast<std::ptrdiff_t>(n_args); it != stack->end() && !needs_grad; ++it) {
+      if (it->isTensor()) needs_grad = it->toTensor().requires_grad();
+      if (it->isTensorList())
+        for (const Tensor& t : it->toTensorVector()) needs_grad = needs_grad || (t.defined() && t.requires_grad());
+    }
+    std::string fwd = schema.name();
+    fwd.resize(fwd.size() - std::string("_backward").size());
+    SSMLAB_CHECK(!needs_grad, schema.name(), ": the gradient of ", fwd,
+                 " is not differentiable (double backward, e.g. torch.autograd.grad(..., create_graph=True) "
+                 "through ", fwd, ", is not supported); take first-order gradients only");
+  }
+  at::AutoDispatchBelowADInplaceOrView guard;
+  op.redispatchBoxed(ks & c10::after_ADInplaceOrView_keyset, stack);
 }
 
 void backward_meta_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet, Stack* stack) {

@@ -19,8 +19,16 @@ void autograd_recompute_kernel(const c10::OperatorHandle& op, c10::DispatchKeySe
 void autograd_decode_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack);
 // X_backward's CPU/CUDA kernel: recompute X with autograd and differentiate.
 void backward_recompute_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack);
+// X_backward's Autograd kernel: X_backward is not differentiable; a call that would record a graph (grad mode on
+// and an input that requires grad: double backward) is refused with an error instead of returning gradients
+// that are silently cut from the graph. Otherwise it runs X_backward below autograd.
+void autograd_backward_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack);
 // X_backward's Meta kernel: one empty contiguous tensor per floating-point tensor input, shaped like it.
 void backward_meta_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack);
+
+// t itself when it is exactly what a Meta kernel describes (storage offset 0, the contiguous strides of its
+// sizes, size-1 dimensions included), else a copy that is.
+at::Tensor as_dense(const at::Tensor& t);
 
 // True while a CPU/CUDA kernel runs for backward_recompute_kernel: it must then record the autograd graph of
 // the C++ entry instead of running it under no_grad. Read and cleared by ForwardGradScope.

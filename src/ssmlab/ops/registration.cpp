@@ -200,9 +200,9 @@ void collect(std::vector<at::Tensor>& out, const T& first, const Rest&... rest) 
 // Contiguous at storage offset 0 (as the Meta kernels promise), and never a view of an input.
 inline at::Tensor own(const at::Tensor& t, const std::vector<at::Tensor>& inputs) {
   if (!t.defined()) return t;
-  bool copy = !t.is_contiguous() || t.storage_offset() != 0;
-  for (const auto& in : inputs) copy = copy || (in.defined() && t.is_alias_of(in));
-  return copy ? t.clone(at::MemoryFormat::Contiguous) : t;
+  for (const auto& in : inputs)
+    if (in.defined() && t.is_alias_of(in)) return t.clone(at::MemoryFormat::Contiguous);
+  return as_dense(t);
 }
 
 template <class R, class... Args, R (*F)(Args...)>
@@ -305,6 +305,8 @@ TORCH_LIBRARY_IMPL(ssmlab, Meta, m) {
 TORCH_LIBRARY_IMPL(ssmlab, Autograd, m) {
   for (const auto& op : differentiable_ops())
     m.impl(op.first.c_str(), torch::CppFunction::makeFromBoxedFunction<&autograd_recompute_kernel>());
+  for (const auto& op : differentiable_ops())
+    m.impl((op.first + "_backward").c_str(), torch::CppFunction::makeFromBoxedFunction<&autograd_backward_kernel>());
   for (const char* name : {"causal_conv1d_update", "causal_conv1d_update_ref", "selective_state_update",
                            "selective_state_update_ref", "ssd_scan_update"})
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&autograd_decode_kernel>());
