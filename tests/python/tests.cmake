@@ -22,6 +22,10 @@ set(_py "")
 set(_py_why "no Python found (run scripts/setup.sh, or pass -DSSMLAB_PYTHON=<python with torch>)")
 foreach(_cand IN LISTS _py_candidates)
   # Prints "<torch version without +local> <1 if a GPU is usable>"; NumPy's absence is only a warning.
+  if(NOT EXISTS "${_cand}")
+    set(_py_why "${_cand} does not exist")
+    continue()
+  endif()
   execute_process(
     COMMAND "${_cand}" -W ignore -c
             "import torch; print(torch.__version__.split('+')[0], int(torch.cuda.is_available()))"
