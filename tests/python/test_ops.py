@@ -182,11 +182,13 @@ def double_backward_refused(name, args, kwargs):
 
 
 def record(results, failures, label, util, res):
-    if res != "SUCCESS" and results.get(util, "SUCCESS") == "SUCCESS":
-        results[util] = res
-        failures.append(f"{label} {util}: {type(res).__name__}: {str(res)[:2000]}")
-    else:
+    """Every failure goes to failures; the table cell keeps the first one."""
+    if res == "SUCCESS":
         results.setdefault(util, "SUCCESS")
+        return
+    failures.append(f"{label} {util}: {type(res).__name__}: {str(res)[:2000]}")
+    if results.get(util, "SUCCESS") == "SUCCESS":
+        results[util] = res
 
 
 def run_opchecks():
@@ -256,9 +258,10 @@ def run_opchecks():
     n_back = sum(1 for r in table.values() if r.get("backward op") == "SUCCESS")
     n_grad = sum(1 for r in table.values() if r.get("gradcheck") == "SUCCESS")
     n_diff = sum(1 for n in table if n in DIFFERENTIABLE)
+    n_2nd = sum(1 for r in table.values() if r.get("2nd order") == "SUCCESS")
     print(f"opcheck passed: {n_forward}/{len(table) * len(TEST_UTILS)} (op, check) pairs on the ops, "
           f"{n_back * len(BACKWARD_TEST_UTILS)}/{n_diff * len(BACKWARD_TEST_UTILS)} on the <op>_backward schemas; "
-          f"gradcheck {n_grad}/{n_diff}; decode steps (*_update) are not differentiable ('-')")
+          f"gradcheck {n_grad}/{n_diff}; double backward refused {n_2nd}/{n_diff}; decode steps (*_update) are not differentiable ('-')")
     return failures
 
 
