@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include <string>
 #include <tuple>
@@ -100,6 +101,31 @@ TEST(Registration, SelectiveScanGradientFlowsThroughDispatcher) {
       .backward();
   EXPECT_TRUE(ssmlab::test::all_close(gu, u.grad(), ssmlab::test::kFp64Grad, "d/du"));
   EXPECT_TRUE(ssmlab::test::all_close(gd, delta.grad(), ssmlab::test::kFp64Grad, "d/ddelta"));
+}
+
+TEST(Registration, DoubleBackwardThroughDispatcherIsRefused) {
+  // ssmlab::<op>_backward is not differentiable: a create_graph=True gradient must fail naming it rather than
+  // return a second-order gradient that is silently zero. First-order gradients of the same graph still work.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(34);
+  const at::Tensor u = at::randn({1, 6, 3}, gen, at::kDouble).requires_grad_(true);
+  const at::Tensor delta = at::rand({1, 6, 3}, gen, at::kDouble) * 0.2 + 0.05;
+  const at::Tensor A = -(at::rand({3, 4}, gen, at::kDouble) + 0.1);
+  const at::Tensor B = at::randn({1, 6, 4}, gen, at::kDouble), C = at::randn({1, 6, 4}, gen, at::kDouble);
+  auto op = c10::Dispatcher::singleton().findSchemaOrThrow("ssmlab::selective_scan", "").typed<ScanSig>();
+  const auto [y, hT] = op.call(u, delta, A, B, C, std::nullopt, std::nullopt, std::nullopt, false, std::nullopt);
+  const at::Tensor loss = y.square().sum();
+  std::string what;
+  try {
+    torch::autograd::grad({loss}, {u}, {}, /*retain_graph=*/true, /*create_graph=*/true);
+  } catch (const std::exception& e) {
+    what = e.what();
+  }
+  ASSERT_FALSE(what.empty()) << "a double backward through ssmlab::selective_scan was not refused";
+  EXPECT_NE(what.find("ssmlab::selective_scan_backward"), std::string::npos) << what;
+  EXPECT_NE(what.find("double backward"), std::string::npos) << what;
+  const auto g = torch::autograd::grad({loss}, {u});
+  ASSERT_TRUE(g[0].defined());
+  EXPECT_FALSE(g[0].requires_grad());
 }
 
 TEST(Registration, CausalConv1dThroughDispatcherMatchesCpp) {

@@ -1,14 +1,25 @@
 // Every ssmlab op schema, in one place (docs/ARCHITECTURE.md, "The op"). Built into the shared library
 // libssmlab_ops.so so Python can torch.ops.load_library() it and call torch.ops.ssmlab.<op>.
 // `<op>` picks the fastest kernel for the inputs' device; `<op>_ref` always runs the oracle.
+// Per schema: a CPU and a CUDA kernel (the C++ entry, run without recording a graph, outputs made contiguous
+// and never aliasing an input), a Meta kernel (ops/meta.cpp) and an Autograd kernel (ops/op_autograd.h); each
+// differentiable op has a functional `<op>_backward` schema with CPU/CUDA/Meta kernels of its own.
 #include <ATen/ATen.h>
 #include <torch/library.h>
+
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 #include "ssmlab/ops/selective_state_update/selective_state_update.h"
 #include "ssmlab/ops/wkv/wkv.h"
 #include "ssmlab/ops/ssd_scan/ssd_scan.h"
+#include "ssmlab/ops/meta.h"
+#include "ssmlab/ops/op_autograd.h"
 
 namespace ssmlab::ops {
 namespace {
@@ -158,38 +169,147 @@ constexpr const char* kScanVarlenArgs =
 constexpr const char* kConvArgs =
     "(Tensor x, Tensor weight, Tensor? bias=None, bool silu=False, Tensor? initial_state=None) -> (Tensor, Tensor)";
 
+
+// The differentiable schemas with their argument lists (their `_backward` schemas are built from these).
+const std::vector<std::pair<std::string, const char*>>& differentiable_ops() {
+  static const std::vector<std::pair<std::string, const char*>> ops = {
+      {"selective_scan", kScanArgs}, {"selective_scan_ref", kScanArgs},
+      {"selective_scan_varlen", kScanVarlenArgs}, {"selective_scan_varlen_ref", kScanVarlenArgs},
+      {"causal_conv1d", kConvArgs}, {"causal_conv1d_ref", kConvArgs},
+      {"wkv", kWkvArgs}, {"wkv_ref", kWkvArgs},
+      {"ssd_scan", kSsdArgs}, {"ssd_scan_ref", kSsdArgs}};
+  return ops;
+}
+
+// The CPU/CUDA kernel of a schema: the C++ entry F without a graph (ForwardGradScope), every output
+// contiguous and in storage of its own.
+template <auto F>
+struct Kernel;
+
+inline void collect(std::vector<at::Tensor>&) {}
+template <class T, class... Rest>
+void collect(std::vector<at::Tensor>& out, const T& first, const Rest&... rest) {
+  if constexpr (std::is_same_v<std::decay_t<T>, at::Tensor>) {
+    out.push_back(first);
+  } else if constexpr (std::is_same_v<std::decay_t<T>, std::optional<at::Tensor>>) {
+    if (first) out.push_back(*first);
+  }
+  collect(out, rest...);
+}
+
+// Contiguous at storage offset 0 (as the Meta kernels promise), and never a view of an input.
+inline at::Tensor own(const at::Tensor& t, const std::vector<at::Tensor>& inputs) {
+  if (!t.defined()) return t;
+  for (const auto& in : inputs)
+    if (in.defined() && t.is_alias_of(in)) return t.clone(at::MemoryFormat::Contiguous);
+  return as_dense(t);
+}
+
+template <class R, class... Args, R (*F)(Args...)>
+struct Kernel<F> {
+  static R call(Args... args) {
+    R r = [&] {
+      ForwardGradScope scope;
+      return F(args...);
+    }();
+    std::vector<at::Tensor> inputs;
+    collect(inputs, args...);
+    if constexpr (std::is_same_v<R, at::Tensor>) {
+      return own(r, inputs);
+    } else {
+      return std::apply([&](auto&... t) { return R(own(t, inputs)...); }, r);
+    }
+  }
+};
+
 }  // namespace
 
-// The kernels are composite for now: they run under autograd themselves (the reference is an
-// autograd Function), so one CompositeImplicitAutograd registration serves every device.
 TORCH_LIBRARY(ssmlab, m) {
-  m.def((std::string("selective_scan") + kScanArgs).c_str(), &selective_scan_op);
-  m.def((std::string("selective_scan_ref") + kScanArgs).c_str(), &selective_scan_ref_op);
+  m.def((std::string("selective_scan") + kScanArgs).c_str());
+  m.def((std::string("selective_scan_ref") + kScanArgs).c_str());
   // Packed variable-length sequences: u (1, T, E), cu_seqlens (S + 1); final state (S, E, N).
-  m.def((std::string("selective_scan_varlen") + kScanVarlenArgs).c_str(), &selective_scan_varlen_op<false>);
-  m.def((std::string("selective_scan_varlen_ref") + kScanVarlenArgs).c_str(), &selective_scan_varlen_op<true>);
-  m.def((std::string("causal_conv1d") + kConvArgs).c_str(), &causal_conv1d_op);
-  m.def((std::string("causal_conv1d_ref") + kConvArgs).c_str(), &causal_conv1d_ref_op);
+  m.def((std::string("selective_scan_varlen") + kScanVarlenArgs).c_str());
+  m.def((std::string("selective_scan_varlen_ref") + kScanVarlenArgs).c_str());
+  m.def((std::string("causal_conv1d") + kConvArgs).c_str());
+  m.def((std::string("causal_conv1d_ref") + kConvArgs).c_str());
   // One decode step; state is shifted in place (a CUDA kernel on CUDA, plain ATen elsewhere and in _ref).
-  m.def("causal_conv1d_update(Tensor x, Tensor(a!) state, Tensor weight, Tensor? bias=None, bool silu=False) -> Tensor",
-        &causal_conv1d_update_op);
+  m.def("causal_conv1d_update(Tensor x, Tensor(a!) state, Tensor weight, Tensor? bias=None, bool silu=False) -> Tensor");
   m.def("causal_conv1d_update_ref(Tensor x, Tensor(a!) state, Tensor weight, Tensor? bias=None, bool silu=False) -> "
-        "Tensor",
-        &causal_conv1d_update_ref_op);
+        "Tensor");
   // One decode step of the selective scan (ops/selective_state_update); state (B, E, N) updated in place.
-  m.def((std::string("selective_state_update") + kStateUpdateArgs).c_str(), &selective_state_update_op<false>);
-  m.def((std::string("selective_state_update_ref") + kStateUpdateArgs).c_str(), &selective_state_update_op<true>);
+  m.def((std::string("selective_state_update") + kStateUpdateArgs).c_str());
+  m.def((std::string("selective_state_update_ref") + kStateUpdateArgs).c_str());
   // RWKV-4 WKV (ops/wkv): w = -exp(time_decay), u = time_first; state (B, 3, C) = (aa, bb, pp).
-  m.def((std::string("wkv") + kWkvArgs).c_str(), &wkv_op<false>);
-  m.def((std::string("wkv_ref") + kWkvArgs).c_str(), &wkv_op<true>);
+  m.def((std::string("wkv") + kWkvArgs).c_str());
+  m.def((std::string("wkv_ref") + kWkvArgs).c_str());
   // Mamba-2 SSD scan (ops/ssd_scan): returns (y, final_state, chunk_states).
-  m.def((std::string("ssd_scan") + kSsdArgs).c_str(), &ssd_scan_op<false>);
-  m.def((std::string("ssd_scan_ref") + kSsdArgs).c_str(), &ssd_scan_op<true>);
+  m.def((std::string("ssd_scan") + kSsdArgs).c_str());
+  m.def((std::string("ssd_scan_ref") + kSsdArgs).c_str());
   // One decode step of ssd_scan; state is updated in place. Plain ATen everywhere, so there is no _ref twin.
   m.def("ssd_scan_update(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, Tensor(a!) state, Tensor? D=None, "
         "Tensor? dt_bias=None, bool dt_softplus=True, float dt_min=0.0, float? dt_max=None, Tensor? dt_mult=None, "
-        "Tensor? decay_mult=None, Tensor? b_mult=None) -> Tensor",
-        &ssd_scan_update_op);
+        "Tensor? decay_mult=None, Tensor? b_mult=None) -> Tensor");
+  // The backward of each differentiable op: gradients of its floating-point tensor inputs that are present, in
+  // argument order (op_autograd.h).
+  for (const auto& [name, args] : differentiable_ops()) {
+    std::string a = args;
+    a = a.substr(1, a.find(") ->") - 1);
+    m.def((name + "_backward(Tensor[] grads, " + a + ") -> Tensor[]").c_str());
+  }
+}
+
+#define SSMLAB_IMPL_BACKEND(KEY)                                                                                 \
+  TORCH_LIBRARY_IMPL(ssmlab, KEY, m) {                                                                           \
+    m.impl("selective_scan", &Kernel<&selective_scan_op>::call);                                                 \
+    m.impl("selective_scan_ref", &Kernel<&selective_scan_ref_op>::call);                                         \
+    m.impl("selective_scan_varlen", &Kernel<&selective_scan_varlen_op<false>>::call);                            \
+    m.impl("selective_scan_varlen_ref", &Kernel<&selective_scan_varlen_op<true>>::call);                         \
+    m.impl("causal_conv1d", &Kernel<&causal_conv1d_op>::call);                                                   \
+    m.impl("causal_conv1d_ref", &Kernel<&causal_conv1d_ref_op>::call);                                           \
+    m.impl("causal_conv1d_update", &Kernel<&causal_conv1d_update_op>::call);                                     \
+    m.impl("causal_conv1d_update_ref", &Kernel<&causal_conv1d_update_ref_op>::call);                             \
+    m.impl("selective_state_update", &Kernel<&selective_state_update_op<false>>::call);                          \
+    m.impl("selective_state_update_ref", &Kernel<&selective_state_update_op<true>>::call);                       \
+    m.impl("wkv", &Kernel<&wkv_op<false>>::call);                                                                \
+    m.impl("wkv_ref", &Kernel<&wkv_op<true>>::call);                                                             \
+    m.impl("ssd_scan", &Kernel<&ssd_scan_op<false>>::call);                                                      \
+    m.impl("ssd_scan_ref", &Kernel<&ssd_scan_op<true>>::call);                                                   \
+    m.impl("ssd_scan_update", &Kernel<&ssd_scan_update_op>::call);                                               \
+    for (const auto& op : differentiable_ops())                                                                  \
+      m.impl((op.first + "_backward").c_str(), torch::CppFunction::makeFromBoxedFunction<&backward_recompute_kernel>()); \
+  }
+SSMLAB_IMPL_BACKEND(CPU)
+SSMLAB_IMPL_BACKEND(CUDA)
+#undef SSMLAB_IMPL_BACKEND
+
+TORCH_LIBRARY_IMPL(ssmlab, Meta, m) {
+  m.impl("selective_scan", &meta::selective_scan);
+  m.impl("selective_scan_ref", &meta::selective_scan);
+  m.impl("selective_scan_varlen", &meta::selective_scan_varlen);
+  m.impl("selective_scan_varlen_ref", &meta::selective_scan_varlen);
+  m.impl("causal_conv1d", &meta::causal_conv1d);
+  m.impl("causal_conv1d_ref", &meta::causal_conv1d);
+  m.impl("causal_conv1d_update", &meta::causal_conv1d_update);
+  m.impl("causal_conv1d_update_ref", &meta::causal_conv1d_update);
+  m.impl("selective_state_update", &meta::selective_state_update);
+  m.impl("selective_state_update_ref", &meta::selective_state_update);
+  m.impl("wkv", &meta::wkv);
+  m.impl("wkv_ref", &meta::wkv);
+  m.impl("ssd_scan", &meta::ssd_scan);
+  m.impl("ssd_scan_ref", &meta::ssd_scan);
+  m.impl("ssd_scan_update", &meta::ssd_scan_update);
+  for (const auto& op : differentiable_ops())
+    m.impl((op.first + "_backward").c_str(), torch::CppFunction::makeFromBoxedFunction<&backward_meta_kernel>());
+}
+
+TORCH_LIBRARY_IMPL(ssmlab, Autograd, m) {
+  for (const auto& op : differentiable_ops())
+    m.impl(op.first.c_str(), torch::CppFunction::makeFromBoxedFunction<&autograd_recompute_kernel>());
+  for (const auto& op : differentiable_ops())
+    m.impl((op.first + "_backward").c_str(), torch::CppFunction::makeFromBoxedFunction<&autograd_backward_kernel>());
+  for (const char* name : {"causal_conv1d_update", "causal_conv1d_update_ref", "selective_state_update",
+                           "selective_state_update_ref", "ssd_scan_update"})
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&autograd_decode_kernel>());
 }
 
 }  // namespace ssmlab::ops

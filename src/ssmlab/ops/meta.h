@@ -1,0 +1,43 @@
+// Meta (fake) kernels of the ssmlab::<op> schemas (meta.cpp); same signatures as the schemas. Registered for the
+// Meta key in registration.cpp.
+#pragma once
+#include <optional>
+#include <tuple>
+
+#include <ATen/core/Tensor.h>
+
+namespace ssmlab::ops::meta {
+
+using OptTensor = std::optional<at::Tensor>;
+
+std::tuple<at::Tensor, at::Tensor> selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                                  const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
+                                                  const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
+                                                  const OptTensor& initial_state);
+std::tuple<at::Tensor, at::Tensor> selective_scan_varlen(const at::Tensor& u, const at::Tensor& delta,
+                                                         const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+                                                         const at::Tensor& cu_seqlens, const OptTensor& D,
+                                                         const OptTensor& z, const OptTensor& delta_bias,
+                                                         bool delta_softplus, const OptTensor& initial_state);
+std::tuple<at::Tensor, at::Tensor> causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias,
+                                                 bool silu, const OptTensor& initial_state);
+at::Tensor causal_conv1d_update(const at::Tensor& x, at::Tensor& state, const at::Tensor& weight,
+                                const OptTensor& bias, bool silu);
+at::Tensor selective_state_update(at::Tensor& state, const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A,
+                                  const at::Tensor& B, const at::Tensor& C, const OptTensor& D, const OptTensor& z,
+                                  const OptTensor& dt_bias, bool dt_softplus);
+std::tuple<at::Tensor, at::Tensor> wkv(const at::Tensor& w, const at::Tensor& u, const at::Tensor& k,
+                                       const at::Tensor& v, const OptTensor& initial_state);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ssd_scan(const at::Tensor& x, const at::Tensor& dt,
+                                                        const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+                                                        const OptTensor& D, const OptTensor& dt_bias, bool dt_softplus,
+                                                        double dt_min, std::optional<double> dt_max,
+                                                        const OptTensor& initial_state, int64_t chunk_size,
+                                                        bool return_chunk_states, const OptTensor& dt_mult,
+                                                        const OptTensor& decay_mult, const OptTensor& b_mult);
+at::Tensor ssd_scan_update(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                           const at::Tensor& C, at::Tensor& state, const OptTensor& D, const OptTensor& dt_bias,
+                           bool dt_softplus, double dt_min, std::optional<double> dt_max, const OptTensor& dt_mult,
+                           const OptTensor& decay_mult, const OptTensor& b_mult);
+
+}  // namespace ssmlab::ops::meta
