@@ -14,8 +14,9 @@ repository has one beside it), CPU-sized:
   and value checked) and a `sweep --gpus` runs with `--dry-run`; without ../shared/data, commands that read it
   are resolved with `ssmlab config` instead of trained. `make demo` / `make test` themselves are not re-entered
   (the test is part of `make test`); `make demo`'s recipe lines are run instead.
-Fails when a command exits non-zero, when a command's output or the README names a config key (`--set KEY=`,
+Fails when a command exits non-zero, when a results table in the README has other columns than the sweep prints, when a command's output or the README names a config key (`--set KEY=`,
 `` `KEY` ``, `KEY = value`) that `ssmlab list keys` does not know, or when a README command's file does not exist.
+The README's ```python blocks and python/example.py run with the venv's python where it imports torch.
 
 usage: run_readme.py --repo DIR --build DIR [--keep]
 """
@@ -93,6 +94,7 @@ class Runner:
         self.repo, self.build, self.work, self.keys = repo, build, work, keys
         self.failures, self.notes = [], []
         self.runs = []  # run folders made so far, newest last
+        self.outputs = []  # every command's output
         self.has_gpu = shutil.which("nvidia-smi") is not None and subprocess.run(
             ["nvidia-smi", "-L"], capture_output=True).returncode == 0
         shared = os.path.realpath(os.path.join(repo, "..", "shared"))
@@ -166,6 +168,7 @@ class Runner:
             self.fail(f"{where}: timed out after {timeout} s")
             return None
         out = p.stdout + p.stderr
+        self.outputs.append(out)
         print("    " + "\n    ".join(out.strip().splitlines()[-6:]) + f"\n    (exit {p.returncode}, {time.time() - t0:.1f} s)",
               flush=True)
         if p.returncode != 0:
@@ -289,11 +292,24 @@ def main():
     for no, line in commands:
         r.command(split_command(line), f"README.md:{no}")
 
-    # 3. The Python example, where the venv's python has torch.
+    # 3. A results table shown in the README has the columns that the sweep prints.
+    for header in re.findall(r"^(run +status +.*)$", readme, re.M):
+        cols = header.split()
+        printed = [line.split() for out in r.outputs for line in out.splitlines() if re.match(r"^run +status ", line)]
+        if cols not in printed:
+            r.fail(f"README.md's results table has columns {cols}; the sweeps printed "
+                   f"{printed[0] if printed else 'no table'}")
+
+    # 4. The README's ```python blocks and python/example.py, where the venv's python has torch.
     py = os.path.join(repo, ".venv", "bin", "python")
     if os.path.exists(os.path.join(repo, "python", "example.py")) and os.path.exists(py):
         has_torch = subprocess.run([py, "-c", "import torch"], capture_output=True).returncode == 0
         if has_torch:
+            for i, block in enumerate(re.findall(r"^```python\n(.*?)^```", readme, re.M | re.S)):
+                path = os.path.join(work, f"readme_block_{i}.py")
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(block)
+                r.run([py, path], f"README.md python block {i + 1}")
             r.run([py, os.path.join(repo, "python", "example.py"), os.path.join(build, "src", "libssmlab_ops.so"), "cpu"],
                   "python/example.py")
         else:

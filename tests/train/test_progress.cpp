@@ -1,5 +1,8 @@
 // The progress and sweep lines fit the terminal: fields are dropped least useful first, never wrapped.
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
 
 #include <gtest/gtest.h>
 
@@ -69,6 +72,37 @@ TEST(TerminalWidth, ColumnsVariableWhenStdoutIsNoTerminal) {
   unsetenv("COLUMNS");
   EXPECT_EQ(terminal_width(), 80);
   if (old) setenv("COLUMNS", saved.c_str(), 1);
+}
+
+// Through the real command (stdout a pipe, so one line per update): an evaluation step prints one line, with the
+// accuracy, not a line before the evaluation and another after it.
+TEST(ProgressLine, EachEvaluationStepIsPrintedOnce) {
+  namespace fs = std::filesystem;
+  const fs::path out = fs::temp_directory_path() / "ssmlab_progress_eval_once";
+  fs::remove_all(out);
+  const std::string cmd = (fs::path(SSMLAB_BINARY_DIR) / "ssmlab").string() + " train " +
+                          (fs::path(SSMLAB_SOURCE_DIR) / "configs" / "quickstart.toml").string() +
+                          " --set train.max_steps=6 --set train.eval_every=3 --set train.log_every=1 --out " +
+                          out.string() + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string text;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, p)) text += buf;
+  ASSERT_EQ(pclose(p), 0) << text;
+  fs::remove_all(out);
+  auto count = [&](const std::string& needle) {
+    int n = 0;
+    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+    return n;
+  };
+  for (int step = 1; step <= 6; ++step) EXPECT_EQ(count("step " + std::to_string(step) + "/6 |"), 1) << text;
+  EXPECT_EQ(count("| acc - |"), 2) << text;  // steps 1 and 2, before the first evaluation
+  for (const std::string line : {"step 3/6", "step 6/6"}) {
+    const size_t at = text.find(line);
+    ASSERT_NE(at, std::string::npos);
+    EXPECT_EQ(text.substr(at, text.find('\n', at) - at).find("acc -"), std::string::npos) << text;
+  }
 }
 
 }  // namespace ssmlab::train
