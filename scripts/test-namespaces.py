@@ -40,5 +40,5 @@ for path in sorted(root.rglob("test_*.cpp")):
     out += ["", f"}}  // namespace {ns}", ""]
     path.write_text("\n".join(out), encoding="utf-8")
 if missing:
-    print(("not wrapped: " if check else "wrapped: ") + " ".join(missing))
+    print(("not wrapped (run scripts/test-namespaces.py to wrap): " if check else "wrapped: ") + " ".join(missing))
 sys.exit(1 if check and missing else 0)
