@@ -1,7 +1,9 @@
-// Helpers shared by test files: a per-test temporary folder and an error-message expectation.
+// Helpers shared by test files: a per-test temporary folder, an error-message expectation, a shell command's status.
 #pragma once
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <initializer_list>
 #include <string>
@@ -12,6 +14,12 @@
 #include "ssmlab/core/error.h"
 
 namespace ssmlab::test {
+
+// Runs `cmd` through the shell: its exit status, or 128 + the signal that ended it (as a shell reports it).
+inline int shell_status(const std::string& cmd) {
+  const int st = std::system(cmd.c_str());
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
 
 // A fresh folder per test, removed afterwards.
 struct TempDir {

@@ -28,9 +28,8 @@ struct Result {
 Result run(const std::string& args, const fs::path& dir) {
   const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
   const std::string cmd = kSsmlab.string() + " " + args + " > " + out.string() + " 2> " + err.string();
-  const int st = std::system(cmd.c_str());
   Result r;
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.status = ssmlab::test::shell_status(cmd);
   r.out = ssmlab::read_file(out);
   r.err = ssmlab::read_file(err);
   return r;

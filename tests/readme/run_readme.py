@@ -213,10 +213,13 @@ class Runner:
                 gpu = "train.device=cuda" in argv or "--gpus" in argv
                 if sub == "train" and ((gpu and not self.has_gpu) or self.needs_shared_data(argv[2])):
                     why = "no GPU here" if gpu and not self.has_gpu else "its data is not here"
-                    rest = [a for a in argv[3:] if a != "train.device=cuda"]
-                    rest = [a for i, a in enumerate(rest) if not (a == "--set" and (i + 1 >= len(rest) or rest[i + 1].startswith("--")))]
+                    # `config` takes the --set overrides but not --out, nor the device it cannot use here
+                    rest, args = [], argv[3:]
+                    for opt, val in zip(args[::2], args[1::2]):
+                        if opt == "--set" and val != "train.device=cuda":
+                            rest += [opt, val]
                     self.note(f"{where}: {why}; resolved with `ssmlab config` instead of trained")
-                    self.run([argv[0], "config", argv[2]] + [a for a in rest if a != "--out"], where)
+                    self.run([argv[0], "config", argv[2]] + rest, where)
                     return
                 if sub == "sweep" and gpu and not self.has_gpu:
                     self.note(f"{where}: no GPU here; run with --dry-run")

@@ -103,8 +103,7 @@ int run_binary(const fs::path& config, const fs::path& out, const std::string& f
   const std::string cmd = (fault.empty() ? "" : "SSMLAB_FAULT_AT=" + fault + " ") + "'" +
                           (fs::path(SSMLAB_BINARY_DIR) / "ssmlab").string() + "' train '" + config.string() +
                           "' --out '" + out.string() + "' > '" + out.string() + ".log' 2>&1";
-  const int st = std::system(cmd.c_str());
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return ssmlab::test::shell_status(cmd);
 }
 
 TEST(Resume, AKillAtEachStageOfTheEndOfARunIsCompletedByTheSameCommand) {

@@ -638,11 +638,6 @@ TEST(TbWriter, OffWritesNoEventFile) {
 
 const fs::path kSsmlab = fs::path(SSMLAB_BINARY_DIR) / "ssmlab";
 
-int shell(const std::string& cmd) {
-  const int st = std::system(cmd.c_str());
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 std::string sweep_text(const fs::path& out) {
   return R"([sweep]
 out_dir = ")" + out.string() + R"("
@@ -689,7 +684,7 @@ TEST(TbReadBack, KilledSweepResumedAsTensorBoardReadsIt) {
   ssmlab::write_file_atomic(file, sweep_text(out));
   const std::string sweep = "'" + kSsmlab.string() + "' sweep '" + file.string() + "' > '" + log.string() + "' 2>&1";
   // Every run is killed (SIGKILL) at step 20, after logging it and before its checkpoint: the newest is step 16.
-  EXPECT_NE(shell("SSMLAB_FAULT_AT=before_final_checkpoint " + sweep), 0) << ssmlab::read_file(log);
+  EXPECT_NE(ssmlab::test::shell_status("SSMLAB_FAULT_AT=before_final_checkpoint " + sweep), 0) << ssmlab::read_file(log);
   const auto manifest = json::parse(ssmlab::read_file(out / "sweep.json"));
   std::vector<SweepRunTb> runs;
   for (const auto& r : manifest["runs"])
@@ -711,7 +706,7 @@ TEST(TbReadBack, KilledSweepResumedAsTensorBoardReadsIt) {
     EXPECT_FALSE(fs::exists(r.run_dir / "DONE"));
   }
 
-  ASSERT_EQ(shell(sweep), 0) << ssmlab::read_file(log);
+  ASSERT_EQ(ssmlab::test::shell_status(sweep), 0) << ssmlab::read_file(log);
 
   // ---- the files, decoded here ----
   std::map<std::string, std::map<std::pair<int64_t, std::string>, std::pair<double, float>>> decoded;  // wall, value
@@ -765,12 +760,12 @@ TEST(TbReadBack, KilledSweepResumedAsTensorBoardReadsIt) {
     return;
   }
   const std::string python = env;
-  ASSERT_EQ(shell("'" + python + "' -c 'import tensorboard' > /dev/null 2>&1"), 0)
+  ASSERT_EQ(ssmlab::test::shell_status("'" + python + "' -c 'import tensorboard' > /dev/null 2>&1"), 0)
       << "SSMLAB_TB_PYTHON='" << python << "' cannot import tensorboard (scripts/setup.sh installs it into "
       << ".venv-tensorboard)";
   const fs::path seen = tmp.path / "seen.json";
   const std::string script = (fs::path(SSMLAB_SOURCE_DIR) / "tests/train/tb_readback.py").string();
-  ASSERT_EQ(shell("'" + python + "' '" + script + "' '" + (out / "tb").string() + "' > '" + seen.string() + "' 2>&1"), 0)
+  ASSERT_EQ(ssmlab::test::shell_status("'" + python + "' '" + script + "' '" + (out / "tb").string() + "' > '" + seen.string() + "' 2>&1"), 0)
       << ssmlab::read_file(seen);
   const json tb = json::parse(ssmlab::read_file(seen));
   RecordProperty("tensorboard_readback", tb["tensorboard"].get<std::string>());

@@ -10,9 +10,6 @@
 
 namespace ssmlab::ops {
 
-namespace {
-}  // namespace
-
 void check_selective_scan_inputs(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                                  const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
                                  const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& delta_bias,

@@ -8,9 +8,6 @@
 
 namespace ssmlab::ops {
 
-namespace {
-}  // namespace
-
 void check_selective_state_update_inputs(const at::Tensor& state, const at::Tensor& x, const at::Tensor& dt,
                                          const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                                          const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& z,

@@ -12,9 +12,6 @@
 
 namespace ssmlab::ops {
 
-namespace {
-}  // namespace
-
 void check_ssd_scan_inputs(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
                            const at::Tensor& C, const SsdScanOptions& o) {
   const std::pair<const char*, const std::optional<at::Tensor>*> optional[] = {

@@ -8,9 +8,6 @@
 
 namespace ssmlab::ops {
 
-namespace {
-}  // namespace
-
 at::Tensor wkv_empty_state(int64_t batch, int64_t channels, const at::TensorOptions& options) {
   at::Tensor s = at::zeros({batch, 3, channels}, options);
   s.select(1, 2).fill_(kWkvEmpty);
