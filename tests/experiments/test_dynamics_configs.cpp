@@ -5,12 +5,14 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "ssmlab/core/error_kinds.h"
 #include "ssmlab/core/io.h"
 #include "ssmlab/experiments/run.h"
+#include "ssmlab/experiments/sweep.h"
 #include "ssmlab/experiments/validate.h"
 #include "ssmlab/runfolder/layout.h"
 #include "ssmlab/tasks/seqimage.h"
@@ -23,13 +25,22 @@ namespace {
 namespace fs = std::filesystem;
 using ssmlab::experiments::Config;
 
+std::string file_text(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 fs::path dynamics(const std::string& name) { return fs::path(SSMLAB_SOURCE_DIR) / "configs/dynamics" / name; }
 
 TEST(DynamicsConfigs, EachLoadsWithItsScenario) {
   int n = 0;
   for (const auto& entry : fs::directory_iterator(fs::path(SSMLAB_SOURCE_DIR) / "configs/dynamics")) {
     if (entry.path().extension() != ".toml") continue;
-    EXPECT_NO_THROW(ssmlab::experiments::load_config(entry.path())) << entry.path();
+    // Sweep files (a [sweep] table) expand; the others load as one run's config.
+    if (file_text(entry.path()).find("[sweep]") != std::string::npos)
+      EXPECT_NO_THROW(ssmlab::experiments::load_sweep(entry.path())) << entry.path();
+    else
+      EXPECT_NO_THROW(ssmlab::experiments::load_config(entry.path())) << entry.path();
     ++n;
   }
   EXPECT_GE(n, 10);
@@ -65,6 +76,79 @@ Config tiny(Config c) {
   c.train.threads = 1;
   return c;
 }
+
+// A swept value as the sweep prints it ("none" with its TOML quotes, 1 without).
+std::string unquote(std::string v) {
+  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+  return v;
+}
+
+// The comparison sweeps: every scenario (or reorder setting) under each of two seeds, everything else the same.
+TEST(DynamicsConfigs, ComparisonSweepsVaryOnlyTheScenarioAndTheSeed) {
+  using ssmlab::experiments::load_sweep;
+  struct Case {
+    std::string file, key;
+    std::vector<std::string> values;
+  };
+  for (const Case& c : {Case{"lm-eigen.toml", "model.mixers.mamba1.eigen", {"none", "positive", "negative", "mixed"}},
+                        Case{"reorder-cifar10.toml", "model.mixers.mamba1.reorder", {"off", "first"}},
+                        Case{"reorder-fmnist.toml", "model.mixers.mamba1.reorder", {"off", "first"}}}) {
+    const auto sweep = load_sweep(dynamics(c.file));
+    ASSERT_EQ(sweep.runs.size(), c.values.size() * 2) << c.file;
+    std::set<std::pair<std::string, std::string>> seen;
+    for (const auto& r : sweep.runs) {
+      std::string value, seed;
+      for (const auto& [k, v] : r.overrides) {
+        if (k == c.key) value = unquote(v);
+        else if (k == "run.seed") seed = v;
+        else ADD_FAILURE() << c.file << ": unexpected swept key " << k;
+      }
+      seen.insert({value, seed});
+      // Apart from the swept keys, every run's config is the first run's.
+      Config same = r.config;
+      same.model.mixers.mamba1.eigen = sweep.runs[0].config.model.mixers.mamba1.eigen;
+      same.model.mixers.mamba1.reorder = sweep.runs[0].config.model.mixers.mamba1.reorder;
+      same.run.seed = sweep.runs[0].config.run.seed;
+      EXPECT_EQ(ssmlab::experiments::run_config_text(same), ssmlab::experiments::run_config_text(sweep.runs[0].config))
+          << c.file << " " << r.label();
+    }
+    for (const auto& v : c.values)
+      for (const std::string seed : {"0", "1"}) EXPECT_TRUE(seen.count({v, seed})) << c.file << " " << v << " " << seed;
+  }
+  const auto lm = load_sweep(dynamics("lm-eigen.toml")).runs[0].config;
+  EXPECT_EQ(lm.task.name, "text");
+  EXPECT_EQ(lm.model.n_layers, 12);
+  EXPECT_EQ(lm.train.precision, "bf16");
+  EXPECT_EQ(load_sweep(dynamics("reorder-cifar10.toml")).runs[0].config.task.seqimage.dataset, "cifar10");
+  EXPECT_EQ(load_sweep(dynamics("reorder-fmnist.toml")).runs[0].config.task.seqimage.dataset, "fashion_mnist");
+}
+
+// The CPU twin of the LM sweep trains, with its eigen analysis, in each scenario's sign.
+TEST(DynamicsConfigs, TinyTextLmRunPerScenario) {
+  const fs::path brown = fs::path(SSMLAB_SOURCE_DIR) / "../shared/data/brown/brown-corpus.tar.gz";
+  for (const std::string sc : {"positive", "negative"}) {
+    Config c = tiny(ssmlab::experiments::load_config(dynamics("lm-eigen-cpu.toml")));
+    c.model.mixers.mamba1.eigen = sc;
+    c.model.n_layers = 2;
+    c.model.d_model = 16;
+    c.task.text.corpus.path = brown.string();
+    c.task.text.seq_len = 16;
+    c.task.text.train_count = 16;
+    c.task.text.test_count = 4;
+    ssmlab::test::TempDir dir;
+    c.task.text.cache_dir = (dir.path / "tokens").string();
+    const auto o = ssmlab::experiments::train_run(c, dir.path / "run");
+    ASSERT_TRUE(fs::exists(ssmlab::runfolder::done_marker(o.dir))) << sc;
+    std::ifstream in(o.dir / "analysis" / "eigen.json");
+    const auto eig = nlohmann::json::parse(in)["result"];
+    ASSERT_TRUE(eig.contains("layers")) << eig.dump();
+    for (const auto& layer : eig["layers"]) {
+      if (sc == "positive") EXPECT_GT(layer["min"].get<double>(), -1e-4) << layer.dump();
+      else EXPECT_LT(layer["max"].get<double>(), 1e-4) << layer.dump();
+    }
+  }
+}
+
 
 TEST(DynamicsConfigs, TinyScenarioRunWritesEigenAndTrajectories) {
   ssmlab::test::TempDir dir;
