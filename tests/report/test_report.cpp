@@ -4,6 +4,7 @@
 // as a problem, and a missing gnuplot stops the report before anything is written.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <set>
 
 #include "report/report_test_util.h"
@@ -145,6 +146,34 @@ TEST(Report, SweepPageReferencesOnlyFilesThatExist) {
   EXPECT_EQ(slurp(root / "report/figures/train_loss.dat"), loss_data);
   EXPECT_EQ(references(slurp(again.html)), refs);
   fs::remove_all(root);
+}
+
+// Language-model runs (eval records with test_ppl) get a perplexity figure on a log axis, one line per run.
+TEST(Report, PerplexityCurvesForLanguageModels) {
+  const auto root = fresh_dir("ppl");
+  for (int d : {32, 64}) {
+    const auto dir = root / ("lm-" + std::to_string(d));
+    fs::create_directories(dir);
+    write_file_atomic(dir / "config.toml", config_text(d, 0.001));
+    std::string m;
+    for (int s = 100; s <= 300; s += 100)
+      m += json{{"kind", "eval"}, {"step", s}, {"test_acc", 0.1}, {"test_loss", 5.0 - s / 100.0 - d / 64.0},
+                {"test_ppl", std::exp(5.0 - s / 100.0 - d / 64.0)}}.dump() + "\n";
+    write_file_atomic(dir / "metrics.jsonl", m);
+  }
+  const auto summary = write_report(root, {});
+  ASSERT_TRUE(fs::exists(root / "report/figures/test_ppl.png"));
+  const std::string gp = slurp(root / "report/figures/test_ppl.gp"), dat = slurp(root / "report/figures/test_ppl.dat");
+  EXPECT_NE(gp.find("logscale y"), std::string::npos) << gp;
+  EXPECT_NE(dat.find("# d_model=32\n"), std::string::npos) << dat;
+  EXPECT_NE(dat.find("# d_model=64\n"), std::string::npos) << dat;
+  EXPECT_NE(dat.find(std::to_string(std::exp(5.0 - 3.0 - 0.5)).substr(0, 5)), std::string::npos) << dat;
+  // Runs without perplexity (the MQAR sweep) get no such figure.
+  const auto plain = make_sweep();
+  write_report(plain, {});
+  EXPECT_FALSE(fs::exists(plain / "report/figures/test_ppl.png"));
+  fs::remove_all(root);
+  fs::remove_all(plain);
 }
 
 TEST(Report, ConfigPanelShowsDifferingKeysAndTheChosenMixersOptions) {

@@ -217,6 +217,8 @@ ReportSummary write_report(const fs::path& dir, const ReportOptions& options) {
     acc->ymax = 1.0;
     add(acc, "test_acc");
   }
+  // Language models (the text task): validation perplexity, exp of the mean token loss, on a log axis.
+  add(curve_figure(runs, lkeys, "test_ppl", "eval", "validation perplexity", "perplexity", /*logy=*/true), "test_ppl");
   if (runs.size() == 1) {  // one run: its test segments one by one
     std::set<std::string> seg_keys;
     for (const auto& e : runs[0].eval)
