@@ -24,6 +24,7 @@
 #include "ssmlab/tasks/needle.h"
 #include "ssmlab/tasks/text.h"
 #include "test_util.h"
+#include "text/text_test_util.h"
 #include "tolerances.h"
 
 namespace analysis_test_collapse {
@@ -297,7 +298,9 @@ double variance_growth(double a_log) {
     EXPECT_TRUE(fs::exists(dir.path / "figures" / f)) << f;
   const auto& seq_mean = r.summary["decay_seq_mean"];
   const double alpha = seq_mean[0][0].get<double>();
-  if (a_log < -50) EXPECT_NEAR(alpha, 1.0, 1e-12);
+  if (a_log < -50) {
+    EXPECT_NEAR(alpha, 1.0, 1e-12);
+  }
   const int64_t layer = r.summary["layers_drawn"][0].get<int64_t>();
   return r.summary["layers"][layer]["variance_growth"].get<double>();
 }
