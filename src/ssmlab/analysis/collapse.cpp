@@ -127,7 +127,8 @@ ForgetVerdict forget_verdict(const std::vector<LossBucket>& buckets, int64_t t_t
       sum += b.loss;
       ++v.within;
     } else if (b.begin >= t_train) {
-      v.max_beyond = std::max(v.max_beyond, b.loss);
+      // std::max would drop a NaN; an overflowing (NaN / inf) bucket must win.
+      if (!std::isnan(v.max_beyond) && (!std::isfinite(b.loss) || b.loss > v.max_beyond)) v.max_beyond = b.loss;
       ++v.beyond;
     }
   }
