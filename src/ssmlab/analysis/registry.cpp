@@ -22,6 +22,12 @@ const std::vector<AnalysisInfo>& analysis_table() {
       {"trajectories", "token trajectories: norm per layer by position, pairwise distance, convergence or "
                        "divergence rate (spec §4.1)",
        [](const Context& c, const AnalysisOptions& o) { return run_trajectories(c, o.trajectories); }},
+      {"loss_position", "loss / perplexity vs position far past T_train, learned-to-forget verdict, mitigation "
+                        "variants (spec §3.2, §3.6)",
+       [](const Context& c, const AnalysisOptions& o) { return run_loss_position(c, o.loss_position); }},
+      {"state_stats", "state statistics per layer and head vs position, state histograms, decay and first-token "
+                      "retention (spec §3.3)",
+       [](const Context& c, const AnalysisOptions& o) { return run_state_stats(c, o.state_stats); }},
   };
   return table;
 }

@@ -11,7 +11,9 @@
 #include "ssmlab/analysis/needle.h"
 #include "ssmlab/analysis/eigen.h"
 #include "ssmlab/analysis/influence.h"
+#include "ssmlab/analysis/loss_position.h"
 #include "ssmlab/analysis/smoothing.h"
+#include "ssmlab/analysis/state_stats.h"
 #include "ssmlab/analysis/trajectories.h"
 #include "ssmlab/core/fields.h"
 
@@ -26,6 +28,8 @@ struct AnalysisOptions {
   NeedleGridOptions needle_grid;
   EigenOptions eigen;
   TrajectoryOptions trajectories;
+  LossPositionOptions loss_position;
+  StateStatsOptions state_stats;
 
   template <class V>
   void visit(V& v) {
@@ -38,6 +42,9 @@ struct AnalysisOptions {
     v("needle_grid", needle_grid, "needle retrieval accuracy over length x depth (spec §2.3)");
     v("eigen", eigen, "eigenvalues of the input-output matrix S_C^T S_B per layer (spec §4.1, §4.2)");
     v("trajectories", trajectories, "token norms and pairwise distances through depth (spec §4.1)");
+    v("loss_position", loss_position, "LM loss vs position far past T_train, mitigation variants (spec §3.2, §3.6)");
+    v("state_stats", state_stats, "state mean / variance / RMS / median per head vs position, decay, retention "
+                                  "(spec §3.3)");
   }
 };
 

@@ -1,11 +1,13 @@
 #include "ssmlab/mixers/mamba1.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <ATen/ATen.h>
 
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
+#include "ssmlab/core/error_kinds.h"
 #include "ssmlab/mixers/softsort.h"
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
@@ -140,20 +142,36 @@ at::Tensor Mamba1Impl::run(const at::Tensor& x, at::Tensor* conv_state, at::Tens
   const at::Tensor A = transition->A();                                      // (E, N)
   std::optional<at::Tensor> h0;
   if (ssm_state) h0 = *ssm_state;
-  auto scan = ops::selective_scan(xc, dt, A, Bm, Cm, D, gate, dt_proj->bias, /*delta_softplus=*/true, h0, backend_);
+  // RRI (spec §3.6.1): λ_B scales B; λ_α by the rescaling S_t = λ_α^t S̃_t (mamba1.h), t = 1..L in this call.
+  const auto& iv = opts_.interventions;
+  const at::Tensor Bw = iv.b_mult != 1.0 ? Bm * iv.b_mult : Bm;              // (B, L, N) what writes
+  at::Tensor Bscan = Bw, Cscan = Cm;
+  const int64_t L = x.size(1);
+  if (iv.decay_mult != 1.0) {
+    SSMLAB_CHECK(!reorders(), "mamba1: interventions.decay_mult is not defined with reorder");
+    const auto wt = at::promote_types(Bm.scalar_type(), at::kFloat);
+    const at::Tensor w =
+        at::exp(at::arange(1, L + 1, Bm.options().dtype(wt)) * std::log(iv.decay_mult)).view({1, L, 1});  // λ^t
+    Bscan = (Bw.to(wt) / w).to(Bm.scalar_type());
+    Cscan = (Cm.to(wt) * w).to(Cm.scalar_type());
+  }
+  auto scan =
+      ops::selective_scan(xc, dt, A, Bscan, Cscan, D, gate, dt_proj->bias, /*delta_softplus=*/true, h0, backend_);
+  at::Tensor final_state = scan.final_state;                                 // (B, E, N)
+  if (iv.decay_mult != 1.0) final_state = final_state * std::pow(iv.decay_mult, static_cast<double>(L));
   if (trace != nullptr && (trace->wants("dt") || trace->wants_explicitly("decay"))) {
     const at::Tensor dt_full = at::softplus(dt.to(state_dtype(dt.scalar_type())) + dt_proj->bias);  // (B, L, E)
     trace_record(trace, "dt", dt_full);
     // The per-step multiplier exp(dt ⊗ A) is (B, L, E, N), N times the input: only when named explicitly.
     if (trace->wants_explicitly("decay"))
       trace->record("decay", trace->layer,
-                    at::exp(dt_full.unsqueeze(-1) * A.to(dt_full.scalar_type())));  // (B, L, E, N)
+                    at::exp(dt_full.unsqueeze(-1) * A.to(dt_full.scalar_type())) * iv.decay_mult);  // (B, L, E, N)
   }
-  trace_record(trace, "B", Bm);
+  trace_record(trace, "B", Bw);
   trace_record(trace, "C", Cm);
-  trace_record(trace, "state", scan.final_state);
+  trace_record(trace, "state", final_state);
   if (conv_state) *conv_state = conv.final_state;
-  if (ssm_state) *ssm_state = scan.final_state;
+  if (ssm_state) *ssm_state = final_state;
   at::Tensor y = scan.y;                                                     // (B, L, E)
   // The seed leaves y in sorted order (spec §4.3 quirk); unpermute maps it back with Π^T (exact when hard).
   if (perm.defined() && opts_.reorder_unpermute) y = at::matmul(perm.transpose(1, 2).to(y.scalar_type()), y);
@@ -165,7 +183,60 @@ at::Tensor Mamba1Impl::run(const at::Tensor& x, at::Tensor* conv_state, at::Tens
 at::Tensor Mamba1Impl::forward(const at::Tensor& x, Trace* trace) {
   SSMLAB_CHECK(x.dim() == 3 && x.size(2) == d_model_, "mamba1: input must be (B, L, D) with D = ", d_model_, "; got ",
                shape_str(x.sizes()));
-  return run(x, nullptr, nullptr, trace);
+  return run_pieces(x, nullptr, nullptr, trace);
+}
+
+at::Tensor Mamba1Impl::run_pieces(const at::Tensor& x, at::Tensor* conv_state, at::Tensor* ssm_state,
+                                  Trace* trace) {
+  const double lam = opts_.interventions.decay_mult;
+  const int64_t L = x.size(1);
+  // λ^-t stays within e^20 (a factor fp32 and fp64 hold with their full precision relative to the state).
+  const int64_t piece = lam == 1.0 ? L : std::max<int64_t>(1, static_cast<int64_t>(20.0 / std::abs(std::log(lam))));
+  if (L <= piece) return run(x, conv_state, ssm_state, trace);
+  at::Tensor conv_local, ssm_local;
+  if (conv_state == nullptr) {
+    conv_local = at::zeros({x.size(0), opts_.d_conv - 1, d_inner_}, x.options());
+    conv_state = &conv_local;
+  }
+  if (ssm_state == nullptr) {
+    ssm_local = at::zeros({x.size(0), d_inner_, d_state_}, x.options().dtype(state_dtype(x.scalar_type())));
+    ssm_state = &ssm_local;
+  }
+  std::vector<at::Tensor> outs;
+  std::vector<Trace> traces;
+  std::vector<int64_t> lengths;
+  for (int64_t t0 = 0; t0 < L; t0 += piece) {
+    const int64_t len = std::min(piece, L - t0);
+    Trace* pt = nullptr;
+    if (trace != nullptr) {
+      traces.push_back(trace->segment());
+      lengths.push_back(len);
+      pt = &traces.back();
+    }
+    outs.push_back(run(x.narrow(1, t0, len), conv_state, ssm_state, pt));
+  }
+  if (trace != nullptr) trace->merge_segments(traces, lengths);
+  return at::cat(outs, 1);
+}
+
+Mitigations Mamba1Impl::mitigations() const {
+  Mitigations m;
+  m.decay_mult = opts_.interventions.decay_mult;
+  m.b_mult = opts_.interventions.b_mult;
+  return m;
+}
+
+void Mamba1Impl::set_mitigations(const Mitigations& m) {
+  if (m.state_norm_tau.defined())
+    fail_config("mamba1 mitigations: state normalisation is implemented for mamba2 only (supported here: rri)");
+  if (m.window != 0)
+    fail_config("mamba1 mitigations: the state-difference window is implemented for mamba2 only (supported "
+                "here: rri)");
+  if (!(m.decay_mult > 0.0)) fail_config("mamba1 mitigations: RRI decay_mult must be > 0; got ", m.decay_mult);
+  if (m.decay_mult != 1.0 && reorders())
+    fail_config("mamba1 mitigations: RRI decay_mult is not defined with reorder");
+  opts_.interventions.decay_mult = m.decay_mult;
+  opts_.interventions.b_mult = m.b_mult;
 }
 
 at::Tensor Mamba1Impl::forward_stateful(const at::Tensor& x, State& state, Trace* trace) {
@@ -179,7 +250,7 @@ at::Tensor Mamba1Impl::forward_stateful(const at::Tensor& x, State& state, Trace
   at::Tensor& ssm_state = state["ssm"];                                      // (B, E, N)
   const auto ct = state_dtype(x.scalar_type());
   if (ssm_state.scalar_type() != ct) ssm_state = ssm_state.to(ct);
-  return run(x, &state["conv"], &ssm_state, trace);
+  return run_pieces(x, &state["conv"], &ssm_state, trace);
 }
 
 at::Tensor Mamba1Impl::step(const at::Tensor& x_t, State& state) {
@@ -202,12 +273,16 @@ at::Tensor Mamba1Impl::step(const at::Tensor& x_t, State& state) {
   const int64_t N = A.size(1);
   const at::Tensor x_dbl = eigen_.kind == "none" ? x_proj(xc) : at::linear(xc, x_proj_weight());  // (B, R + 2N)
   const at::Tensor dt_low = x_dbl.narrow(-1, 0, R);                          // (B, R)
-  const at::Tensor Bm = x_dbl.narrow(-1, R, N);                              // (B, N)
+  at::Tensor Bm = x_dbl.narrow(-1, R, N);                                    // (B, N)
   const at::Tensor Cm = x_dbl.narrow(-1, R + N, N);                          // (B, N)
   const at::Tensor dt = at::matmul(dt_low, dt_proj->weight.to(dt_low.scalar_type()).t());  // (B, E), bias in the op
   at::Tensor& ssm_state = state["ssm"];                                      // (B, E, N)
   const auto ct = state_dtype(xc.scalar_type());
   if (ssm_state.scalar_type() != ct) ssm_state = ssm_state.to(ct);
+  // RRI: λ_α·α_t·S = α_t·(λ_α·S), so the state is scaled before the plain update; λ_B scales B.
+  const auto& iv = opts_.interventions;
+  if (iv.decay_mult != 1.0) ssm_state.mul_(iv.decay_mult);
+  if (iv.b_mult != 1.0) Bm = Bm * iv.b_mult;
   const at::Tensor y = ops::selective_state_update(ssm_state, xc, dt, A, Bm, Cm, D, z, dt_proj->bias,
                                                    /*dt_softplus=*/true, backend_);  // (B, E)
   return out_proj(y);                                                        // (B, D)

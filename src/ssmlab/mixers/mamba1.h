@@ -7,11 +7,27 @@
 #include <torch/nn/modules/linear.h>
 
 #include "ssmlab/core/fields.h"
+#include "ssmlab/mixers/mitigation.h"
 #include "ssmlab/mixers/mixer.h"
 #include "ssmlab/mixers/transitions/eigen.h"
 #include "ssmlab/mixers/transitions/transition.h"
 
 namespace ssmlab::mixers {
+
+// RRI (spec §3.6.1) at inference, the Mamba-1 form of Mamba-2's interventions: S_t = (λ_α·α_t)·S_{t-1} +
+// Δ_t x_t ⊗ (λ_B·B_t). The scan has no decay multiplier, so λ_α is applied exactly by rescaling within a call:
+// with S_t = λ_α^t S̃_t, S̃ runs the plain scan on B_t·λ_α^-t and is read by C_t·λ_α^t (t counted from the call's
+// start; calls longer than ~20/|ln λ_α| tokens are cut into pieces so the factors stay in range).
+struct Mamba1Interventions {
+  double decay_mult = 1.0;  // λ_α
+  double b_mult = 1.0;      // λ_B
+
+  template <class V>
+  void visit(V& v) {
+    v("decay_mult", decay_mult, "RRI: multiplier on the decay alpha = exp(dt A) (lambda_alpha)", Check::positive());
+    v("b_mult", b_mult, "RRI: multiplier on B (lambda_B)");
+  }
+};
 
 struct Mamba1Options {
   int64_t d_state = 16;
@@ -38,6 +54,7 @@ struct Mamba1Options {
   bool reorder_hard = false;
   bool reorder_unpermute = false;
   bool reorder_permute_z = false;
+  Mamba1Interventions interventions;
 
   template <class V>
   void visit(V& v) {
@@ -81,10 +98,11 @@ struct Mamba1Options {
     v("reorder_unpermute", reorder_unpermute,
       "map the scan output back to the original order with the transposed permutation (the seed does not: false)");
     v("reorder_permute_z", reorder_permute_z, "permute the gate z like x (the seed does not: false)");
+    v("interventions", interventions, "inference interventions: RRI (spec §3.6.1)");
   }
 };
 
-class Mamba1Impl : public MixerImpl {
+class Mamba1Impl : public MixerImpl, public Mitigable {
  public:
   // backend: ops backend ("auto" | "reference"). Init: mamba_ssm's (spec §1.1), drawn from `gen`.
   // layer_idx: the block's index (reorder = "first" reorders in layer 0 only).
@@ -113,6 +131,10 @@ class Mamba1Impl : public MixerImpl {
   int64_t dt_rank() const { return dt_rank_; }
   int64_t state_dim() const { return d_state_; }  // N the scan sees: d_state + polarized channels
   const Mamba1Options& options() const { return opts_; }
+  // Mitigable (mixers/mitigation.h): RRI only; state normalisation and the window are ConfigErrors.
+  std::vector<std::string> mitigations_supported() const override { return {"rri"}; }
+  Mitigations mitigations() const override;
+  void set_mitigations(const Mitigations& m) override;
 
   torch::nn::Linear in_proj{nullptr}, x_proj{nullptr}, dt_proj{nullptr}, out_proj{nullptr};
   at::Tensor conv_weight;  // (E, W)
@@ -124,6 +146,9 @@ class Mamba1Impl : public MixerImpl {
  private:
   // The shared body of forward and step: x (B, L, D), optional conv and SSM states in/out.
   at::Tensor run(const at::Tensor& x, at::Tensor* conv_state, at::Tensor* ssm_state, Trace* trace);
+  // run() in pieces short enough for RRI's rescaling (one piece when decay_mult is 1); a null ssm_state
+  // starts from zero. Trace records are merged over the pieces.
+  at::Tensor run_pieces(const at::Tensor& x, at::Tensor* conv_state, at::Tensor* ssm_state, Trace* trace);
 
   Mamba1Options opts_;
   EigenScenario eigen_;

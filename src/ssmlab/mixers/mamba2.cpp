@@ -1,11 +1,13 @@
 #include "ssmlab/mixers/mamba2.h"
 
 #include <cmath>
+#include <numeric>
 
 #include <ATen/ATen.h>
 
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
+#include "ssmlab/core/error_kinds.h"
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 
 namespace ssmlab::mixers {
@@ -24,6 +26,8 @@ Mamba2Impl::Mamba2Impl(const Mamba2Options& opts, int64_t d_model, std::string b
   SSMLAB_CHECK(opts.dt_limit_max == 0.0 || opts.dt_limit_min <= opts.dt_limit_max, "mamba2: dt_limit_min (",
                opts.dt_limit_min, ") must be <= dt_limit_max (", opts.dt_limit_max, ")");
   const auto& iv = opts.interventions;
+  SSMLAB_CHECK(iv.state_norm_form == "min" || iv.state_norm_form == "seed",
+               "mamba2: interventions.state_norm_form must be min or seed; got '", iv.state_norm_form, "'");
   SSMLAB_CHECK(iv.window % iv.segment == 0, "mamba2: interventions.window (", iv.window,
                ") must be a multiple of interventions.segment (", iv.segment, ")");
   const int64_t E = d_inner_, H = n_heads_, N = opts.d_state, G = opts.n_groups, W = opts.d_conv;
@@ -71,7 +75,7 @@ State Mamba2Impl::init_state(int64_t batch, c10::Device device) const {
   s["conv"] = at::zeros({batch, opts_.d_conv - 1, conv_dim_}, f32);  // (B, W-1, E + 2GN)
   s["ssm"] = at::zeros({batch, H, P, N}, f32);                       // (B, H, P, N)
   // Position bookkeeping only where interventions act on absolute positions (not counted in state_size()).
-  if (opts_.interventions.segmented()) s["pos"] = at::zeros({batch}, at::TensorOptions().dtype(at::kLong));
+  if (segmented()) s["pos"] = at::zeros({batch}, at::TensorOptions().dtype(at::kLong));
   if (opts_.interventions.window > 0) {
     s["snap_old"] = at::zeros({batch, H, P, N}, f32);
     s["snap_new"] = at::zeros({batch, H, P, N}, f32);
@@ -79,6 +83,39 @@ State Mamba2Impl::init_state(int64_t batch, c10::Device device) const {
     s["logdecay_new"] = at::zeros({batch, H}, f32);
   }
   return s;
+}
+
+Mitigations Mamba2Impl::mitigations() const {
+  const auto& iv = opts_.interventions;
+  Mitigations m;
+  m.decay_mult = iv.decay_mult;
+  m.b_mult = iv.b_mult;
+  m.state_norm_tau = thresholds(c10::Device(c10::kCPU), at::kDouble);
+  m.state_norm_form = iv.state_norm_form;
+  m.window = iv.window;
+  return m;
+}
+
+void Mamba2Impl::set_mitigations(const Mitigations& m) {
+  if (!(m.decay_mult > 0.0)) fail_config("mamba2 mitigations: RRI decay_mult must be > 0; got ", m.decay_mult);
+  if (m.state_norm_form != "min" && m.state_norm_form != "seed")
+    fail_config("mamba2 mitigations: state_norm_form must be min or seed; got '", m.state_norm_form, "'");
+  if (m.window < 0) fail_config("mamba2 mitigations: window must be >= 0 tokens; got ", m.window);
+  if (m.state_norm_tau.defined()) {
+    if (m.state_norm_tau.dim() != 1 || m.state_norm_tau.size(0) != n_heads_)
+      fail_config("mamba2 mitigations: state_norm_tau must be one threshold per head (", n_heads_, "); got ",
+                  shape_str(m.state_norm_tau.sizes()));
+    if (!(m.state_norm_tau.to(at::kDouble).min().item<double>() > 0.0))
+      fail_config("mamba2 mitigations: state_norm_tau must be > 0 for every head");
+  }
+  auto& iv = opts_.interventions;
+  iv.decay_mult = m.decay_mult;
+  iv.b_mult = m.b_mult;
+  iv.state_norm_tau = 0.0;  // the per-head tensor says it all
+  state_norm_tau = m.state_norm_tau.defined() ? m.state_norm_tau.detach().clone() : at::Tensor();
+  iv.state_norm_form = m.state_norm_form;
+  iv.window = m.window;
+  if (iv.window > 0 && iv.window % iv.segment != 0) iv.segment = std::gcd(iv.window, iv.segment);
 }
 
 ops::SsdScanOptions Mamba2Impl::scan_options() const {
@@ -108,14 +145,19 @@ at::Tensor Mamba2Impl::thresholds(c10::Device device, at::ScalarType dtype) cons
   return at::Tensor();
 }
 
-// S <- S·min(1, τ_h/‖S‖_F) per (batch, head) (spec §3.6.2, the intended form; the window snapshots are
-// scaled alike so that the difference S - α·S_snap stays the windowed state of the scaled S).
+// S <- S·min(1, τ_h/‖S‖_F) per (batch, head) (spec §3.6.2, the intended form), or with state_norm_form "seed"
+// the seed code's S·‖S‖_F/τ_h where ‖S‖_F > τ_h (spec §6.9). The window snapshots are scaled alike so that the
+// difference S - α·S_snap stays the windowed state of the scaled S.
 void Mamba2Impl::normalise(State& state) const {
   at::Tensor& S = state["ssm"];
   const at::Tensor tau = thresholds(S.device(), S.scalar_type());
   if (!tau.defined()) return;
   const at::Tensor norm = S.flatten(2).norm(2, -1);                                   // (B, H)
-  const at::Tensor scale = at::clamp_max(tau / at::clamp_min(norm, 1e-30), 1.0).unsqueeze(-1).unsqueeze(-1);
+  const at::Tensor scale =
+      (opts_.interventions.state_norm_form == "seed" ? at::where(norm > tau, norm / tau, at::ones_like(norm))
+                                                     : at::clamp_max(tau / at::clamp_min(norm, 1e-30), 1.0))
+          .unsqueeze(-1)
+          .unsqueeze(-1);
   S = S * scale;
   if (opts_.interventions.window > 0)
     for (const char* k : {"snap_old", "snap_new"}) state[k] = state[k] * scale;
@@ -195,12 +237,12 @@ at::Tensor Mamba2Impl::run_piece(const at::Tensor& x, State& state, bool decode,
   S = final_state;
   const auto& iv = opts_.interventions;
   int64_t p = 0;
-  if (iv.segmented()) {
+  if (segmented()) {
     at::Tensor& pos = state["pos"];
     pos = pos + l;
     p = pos[0].item<int64_t>();
   }
-  if (iv.segmented() && p % iv.segment == 0) normalise(state);
+  if (segmented() && p % iv.segment == 0) normalise(state);
   if (window && p % iv.window == 0) {
     // Window boundary: the newer snapshot becomes the one subtracted, the current state the newer one.
     state["snap_old"] = state["snap_new"];
@@ -222,7 +264,7 @@ at::Tensor Mamba2Impl::run_piece(const at::Tensor& x, State& state, bool decode,
 
 void Mamba2Impl::check_state(const State& state, int64_t batch, const char* who) const {
   std::vector<std::string> keys = {"conv", "ssm"};
-  if (opts_.interventions.segmented()) keys.push_back("pos");
+  if (segmented()) keys.push_back("pos");
   if (opts_.interventions.window > 0)
     for (const char* k : {"snap_old", "snap_new", "logdecay_old", "logdecay_new"}) keys.push_back(k);
   for (const auto& k : keys)
@@ -236,7 +278,7 @@ at::Tensor Mamba2Impl::forward_stateful(const at::Tensor& x, State& state, Trace
                "; got ", shape_str(x.sizes()));
   check_state(state, x.size(0), "mamba2");
   const auto& iv = opts_.interventions;
-  const int64_t piece = iv.segmented() ? iv.segment : iv.eval_segment;
+  const int64_t piece = segmented() ? iv.segment : iv.eval_segment;
   const int64_t l = x.size(1);
   std::vector<at::Tensor> outs;
   // Each piece records into its own Trace; merged, the records cover the whole call as one sequence's.
@@ -246,7 +288,7 @@ at::Tensor Mamba2Impl::forward_stateful(const at::Tensor& x, State& state, Trace
   while (t0 < l) {
     // Pieces end on multiples of `piece` in absolute position, so state norm and snapshots fall on the
     // same tokens whether the sequence comes at once, in pieces, or one step at a time.
-    const int64_t pos = iv.segmented() ? state.at("pos")[0].item<int64_t>() : 0;
+    const int64_t pos = segmented() ? state.at("pos")[0].item<int64_t>() : 0;
     const int64_t len = std::min(l - t0, piece - pos % piece);
     Trace* piece_trace = nullptr;
     if (trace != nullptr) {

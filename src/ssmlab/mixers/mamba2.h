@@ -8,6 +8,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include "ssmlab/core/fields.h"
+#include "ssmlab/mixers/mitigation.h"
 #include "ssmlab/mixers/mixer.h"
 #include "ssmlab/ops/ssd_scan/ssd_scan.h"
 
@@ -24,6 +25,9 @@ struct Mamba2Interventions {
   // State normalisation (§3.6.2): after every `segment` tokens, S <- S·min(1, τ/‖S‖_F) per (batch, head).
   // 0 = off. Per-head thresholds (a calibration pass) go in Mamba2Impl::state_norm_tau instead.
   double state_norm_tau = 0.0;
+  // "min": S <- S·min(1, τ/‖S‖_F) (the intended form); "seed": the seed code's S <- S·‖S‖_F/τ where ‖S‖_F > τ,
+  // which grows the state (spec §6.9; kept to reproduce the seed).
+  std::string state_norm_form = "min";
   // Sliding window by state difference (§3.6.3): the output reads S_t - α(since snapshot)·S_snap, where the
   // snapshot is the state `window` to 2·`window` tokens back (snapshots every `window` tokens, the older of
   // the last two is subtracted); the full state keeps propagating. 0 = off. A multiple of `segment`.
@@ -43,6 +47,10 @@ struct Mamba2Interventions {
     v("a_offset", a_offset, "offset added to A (A = -exp(A_log) + c must stay < 0)");
     v("b_clip", b_clip, "clip B from above at this value; 0 = off", Check::at_least(0));
     v("state_norm_tau", state_norm_tau, "state normalisation threshold per head; 0 = off", Check::at_least(0));
+    v("state_norm_form", state_norm_form,
+      "state normalisation: min (S*min(1, tau/|S|), the intended form) or seed (the seed code's S*|S|/tau "
+      "where |S| > tau, spec §6.9)",
+      Check::one_of({"min", "seed"}));
     v("window", window, "state-difference sliding window in tokens (a multiple of segment); 0 = off",
       Check::at_least(0));
     v("segment", segment, "period of state normalisation and window snapshots (tokens)", Check::at_least(1));
@@ -94,7 +102,7 @@ struct Mamba2Options {
   }
 };
 
-class Mamba2Impl : public MixerImpl {
+class Mamba2Impl : public MixerImpl, public Mitigable {
  public:
   // backend: ops backend ("auto" | "reference"). Init: mamba_ssm's Mamba2 (spec §1.3), drawn from `gen`.
   Mamba2Impl(const Mamba2Options& opts, int64_t d_model, std::string backend, at::Generator& gen);
@@ -119,6 +127,13 @@ class Mamba2Impl : public MixerImpl {
   const Mamba2Options& options() const { return opts_; }
   Mamba2Options& options() { return opts_; }  // interventions may be changed between calls
 
+  // Mitigable (mixers/mitigation.h): RRI (decay_mult, b_mult), state normalisation (per-head τ in
+  // state_norm_tau, the form in interventions.state_norm_form) and the window. A window that is not a
+  // multiple of interventions.segment sets segment to gcd(window, segment).
+  std::vector<std::string> mitigations_supported() const override { return {"rri", "state_norm", "window"}; }
+  Mitigations mitigations() const override;
+  void set_mitigations(const Mitigations& m) override;
+
   torch::nn::Linear in_proj{nullptr}, out_proj{nullptr};
   at::Tensor conv_weight;  // (E + 2GN, W)
   at::Tensor conv_bias;    // (E + 2GN) or undefined
@@ -127,7 +142,7 @@ class Mamba2Impl : public MixerImpl {
   at::Tensor D;            // (H)
   at::Tensor norm_weight;  // (E), gated RMSNorm
   // Optional per-head state-norm thresholds (H) (e.g. from a calibration pass); overrides
-  // interventions.state_norm_tau when defined.
+  // interventions.state_norm_tau when defined (and turns state normalisation on by itself).
   at::Tensor state_norm_tau;
 
  private:
@@ -139,6 +154,8 @@ class Mamba2Impl : public MixerImpl {
   at::Tensor thresholds(c10::Device device, at::ScalarType dtype) const;  // (H) state-norm τ, or undefined
   void normalise(State& state) const;                                    // §3.6.2, at segment boundaries
   void check_state(const State& state, int64_t batch, const char* who) const;
+  // State norm or window on: the path of `segment`-token pieces with position bookkeeping.
+  bool segmented() const { return opts_.interventions.segmented() || state_norm_tau.defined(); }
 
   Mamba2Options opts_;
   int64_t d_model_, d_inner_, n_heads_, conv_dim_;
