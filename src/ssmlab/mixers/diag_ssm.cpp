@@ -85,6 +85,54 @@ at::Tensor DiagSsmImpl::step(const at::Tensor& x_t, at::Tensor& h, at::Tensor& h
   return 2.0 * at::real((Cc * hc).sum(-1));  // (B, H, ...)
 }
 
+at::Tensor DiagSsmImpl::scan_segment(const at::Tensor& u, at::Tensor& h, at::Tensor& hist, int64_t window) const {
+  const auto dtype = u.scalar_type();
+  const int64_t B = u.size(0), L = u.size(1), H = channels_, M = modes_;
+  SSMLAB_CHECK(u.dim() >= 3 && u.size(2) == H, "diagonal SSM: segment input must be (B, L, ", H, ", ...); got ",
+               shape_str(u.sizes()));
+  int64_t E = 1;  // trailing dims sharing a channel's SSM, flattened
+  for (int64_t i = 3; i < u.dim(); ++i) E *= u.size(i);
+  SSMLAB_CHECK(h.defined() && h.numel() == B * H * E * M * 2, "diagonal SSM: state of ", h.defined() ? h.numel() : 0,
+               " numbers for a batch of ", B, "; expected ", B * H * E * M * 2, " (make it with init_state)");
+  if (window > 0)
+    SSMLAB_CHECK(hist.defined() && hist.numel() == B * window * H * E,
+                 "diagonal SSM: window state must hold the last ", window, " inputs of a batch of ", B);
+  if (L == 0) return u.clone();
+  at::Tensor dA, dB;
+  discretize(dtype, dA, dB);                                     // (H, M) complex
+  const at::Tensor log_dA = at::log(dA);                         // (H, M); for ZOH exactly dt A
+  const auto ropts = at::TensorOptions().dtype(dtype).device(u.device());
+  const auto ctype = dA.scalar_type();
+  const at::Tensor Cc = complex_C(dtype);                        // (H, M)
+  // dA^e for the exponents e (n): (H, M, n).
+  auto powers = [&](const at::Tensor& e) { return at::exp(log_dA.unsqueeze(-1) * e); };
+  const at::Tensor uf = u.reshape({B, L, H, E});
+  at::Tensor y, h_new;
+  if (window <= 0) {
+    const at::Tensor k = kernel(L, dtype);                                                 // (L, H)
+    y = fft_causal_conv(uf, k.view({L, H, 1}));                                            // (B, L, H, E)
+    const at::Tensor h0 = at::view_as_complex(h.to(dtype).reshape({B, H, E, M, 2}).contiguous());  // (B, H, E, M)
+    const at::Tensor ahead = powers(at::arange(1, L + 1, ropts));                         // (H, M, L): dA^(t+1)
+    y = y + 2.0 * at::real(at::einsum("hml,bhem->blhe", {Cc.unsqueeze(-1) * ahead, h0}));
+    const at::Tensor back = powers(at::arange(L - 1, -1, -1, ropts)) * dB.unsqueeze(-1);  // (H, M, L): dA^(L-1-s) dB
+    h_new = powers(at::full({1}, static_cast<double>(L), ropts)).squeeze(-1) * h0 +
+            at::einsum("hms,bshe->bhem", {back, uf.to(ctype)});                            // (B, H, E, M)
+  } else {
+    const int64_t T = window;
+    const at::Tensor full = at::cat({hist.to(dtype).reshape({B, T, H, E}), uf}, 1);       // (B, T + L, H, E)
+    const at::Tensor k = kernel(T, dtype);                                                 // (T, H)
+    y = fft_causal_conv(full, k.view({T, H, 1})).narrow(1, T, L);                          // (B, L, H, E)
+    const at::Tensor last = full.narrow(1, L, T);                                          // the new window
+    const at::Tensor back = powers(at::arange(T - 1, -1, -1, ropts)) * dB.unsqueeze(-1);  // (H, M, T)
+    h_new = at::einsum("hms,bshe->bhem", {back, last.to(ctype)});                          // (B, H, E, M)
+    std::vector<int64_t> hist_shape = u.sizes().vec();
+    hist_shape[1] = T;
+    hist = last.reshape(hist_shape);
+  }
+  h = at::view_as_real(h_new).reshape(h.sizes()).contiguous();  // step()'s layout (B, H, ..., M, 2)
+  return y.reshape(u.sizes());
+}
+
 at::Tensor fft_causal_conv(const at::Tensor& u, const at::Tensor& k) {
   const int64_t L = u.size(1), T = k.size(0), n = L + T;
   const at::Tensor uf = at::fft_rfft(u, n, /*dim=*/1);               // (B, n/2+1, C...)
