@@ -115,7 +115,7 @@ at::Tensor DiagSsmImpl::scan_segment(const at::Tensor& u, at::Tensor& h, at::Ten
     const at::Tensor ahead = powers(at::arange(1, L + 1, ropts));                         // (H, M, L): dA^(t+1)
     y = y + 2.0 * at::real(at::einsum("hml,bhem->blhe", {Cc.unsqueeze(-1) * ahead, h0}));
     const at::Tensor back = powers(at::arange(L - 1, -1, -1, ropts)) * dB.unsqueeze(-1);  // (H, M, L): dA^(L-1-s) dB
-    h_new = powers(at::full({1}, static_cast<double>(L), ropts)).squeeze(-1) * h0 +
+    h_new = powers(at::full({1}, static_cast<double>(L), ropts)).squeeze(-1).unsqueeze(1) * h0 +
             at::einsum("hms,bshe->bhem", {back, uf.to(ctype)});                            // (B, H, E, M)
   } else {
     const int64_t T = window;
