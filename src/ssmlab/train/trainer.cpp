@@ -237,6 +237,14 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
   SSMLAB_CHECK(!data.train.empty(), "fit: no training segments");
   const c10::Device device = parse_device(o.device);
   if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
+  for (const auto& seg : data.train) {
+    if (seg.bptt_segments <= 1) continue;
+    const auto* lm = dynamic_cast<const models::LanguageModelImpl*>(&model);
+    SSMLAB_CHECK(lm != nullptr && lm->supports_stateful(), "truncated BPTT (segments = ", seg.bptt_segments,
+                 ") carries each layer's state across segments, but ",
+                 lm ? "mixer '" + lm->options().mixer + "' has no forward_stateful" : "the model is a " + model.kind(),
+                 " (every recurrent mixer has one; attention does not): use segments = 1");
+  }
   model.to(device);
   model.train();
   torch::optim::AdamW opt(param_groups(model, o));
