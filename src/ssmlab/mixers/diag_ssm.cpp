@@ -85,6 +85,51 @@ at::Tensor DiagSsmImpl::step(const at::Tensor& x_t, at::Tensor& h, at::Tensor& h
   return 2.0 * at::real((Cc * hc).sum(-1));  // (B, H, ...)
 }
 
+at::Tensor DiagSsmImpl::scan_segment(const at::Tensor& u, at::Tensor& h, at::Tensor& hist, int64_t window) const {
+  const auto dtype = u.scalar_type();
+  const int64_t B = u.size(0), L = u.size(1), H = channels_, M = modes_;
+  SSMLAB_CHECK(u.dim() >= 3 && u.size(2) == H, "diagonal SSM: segment input must be (B, L, ", H, ", ...); got ",
+               shape_str(u.sizes()));
+  int64_t E = 1;  // trailing dims sharing a channel's SSM, flattened
+  for (int64_t i = 3; i < u.dim(); ++i) E *= u.size(i);
+  SSMLAB_CHECK(h.defined() && h.numel() == B * H * E * M * 2, "diagonal SSM: state of ", h.defined() ? h.numel() : 0,
+               " numbers for a batch of ", B, "; expected ", B * H * E * M * 2, " (make it with init_state)");
+  if (window > 0)
+    SSMLAB_CHECK(hist.defined() && hist.numel() == B * window * H * E,
+                 "diagonal SSM: window state must hold the last ", window, " inputs of a batch of ", B);
+  if (L == 0) return u.clone();
+  at::Tensor dA, dB;
+  discretize(dtype, dA, dB);                                     // (H, M) complex
+  const auto ropts = at::TensorOptions().dtype(dtype).device(u.device());
+  const auto ctype = dA.scalar_type();
+  // One set of powers dA^0 .. dA^n (n = L, or the window) serves the taps, the initial state's decay and the
+  // final state's weights: the complex exp is the costly part.
+  const int64_t n = window > 0 ? window : L;
+  const at::Tensor pw = at::exp(at::log(dA).unsqueeze(-1) * at::arange(n + 1, ropts));  // (H, M, n + 1)
+  const at::Tensor taps = 2.0 * at::real(at::einsum("hm,hml->lh", {complex_C(dtype) * dB, pw.narrow(-1, 0, n)}));
+  const at::Tensor back = pw.narrow(-1, 0, n).flip(-1) * dB.unsqueeze(-1);  // (H, M, n): dA^(n-1-s) dB
+  const at::Tensor uf = u.reshape({B, L, H, E});
+  at::Tensor y, h_new;
+  if (window <= 0) {
+    y = fft_causal_conv(uf, taps.view({L, H, 1}));                                        // (B, L, H, E)
+    const at::Tensor h0 = at::view_as_complex(h.to(dtype).reshape({B, H, E, M, 2}).contiguous());  // (B, H, E, M)
+    const at::Tensor ahead = complex_C(dtype).unsqueeze(-1) * pw.narrow(-1, 1, L);       // (H, M, L): C dA^(t+1)
+    y = y + 2.0 * at::real(at::einsum("hml,bhem->blhe", {ahead, h0}));
+    h_new = pw.select(-1, L).unsqueeze(1) * h0 + at::einsum("hms,bshe->bhem", {back, uf.to(ctype)});  // (B, H, E, M)
+  } else {
+    const int64_t T = window;
+    const at::Tensor full = at::cat({hist.to(dtype).reshape({B, T, H, E}), uf}, 1);       // (B, T + L, H, E)
+    y = fft_causal_conv(full, taps.view({T, H, 1})).narrow(1, T, L);                      // (B, L, H, E)
+    const at::Tensor last = full.narrow(1, L, T);                                          // the new window
+    h_new = at::einsum("hms,bshe->bhem", {back, last.to(ctype)});                          // (B, H, E, M)
+    std::vector<int64_t> hist_shape = u.sizes().vec();
+    hist_shape[1] = T;
+    hist = last.reshape(hist_shape);
+  }
+  h = at::view_as_real(h_new).reshape(h.sizes()).contiguous();  // step()'s layout (B, H, ..., M, 2)
+  return y.reshape(u.sizes());
+}
+
 at::Tensor fft_causal_conv(const at::Tensor& u, const at::Tensor& k) {
   const int64_t L = u.size(1), T = k.size(0), n = L + T;
   const at::Tensor uf = at::fft_rfft(u, n, /*dim=*/1);               // (B, n/2+1, C...)

@@ -24,6 +24,14 @@ class DiagSsmImpl : public torch::nn::Module {
   // (complex as real pairs), updated in place. window > 0: the kernel is truncated to `window` taps and
   // hist (B, window, H, ...) holds the last `window` inputs (oldest first), updated in place.
   at::Tensor step(const at::Tensor& x_t, at::Tensor& h, at::Tensor& hist, int64_t window) const;
+  // The same recurrence over a whole segment u (B, L, H, ...) continuing from step()'s h (and hist), which are
+  // updated as L step() calls would: returns 2 Re(C . h_t) per position, (B, L, H, ...) in u's dtype. Not a time
+  // loop: an FFT convolution of the segment with the first L (or `window`) taps, plus, without a window, the
+  // initial state's contribution 2 Re(C dA^(t+1) h_0), and the final state in closed form
+  //   h_L = dA^L h_0 + sum_s dA^(L-1-s) dB u_s;
+  // with a window the previous `window` inputs (hist) are prepended instead (they are all a truncated kernel
+  // sees) and h is rebuilt from the last `window` inputs. Memory O(B L H ... + H N L); differentiable.
+  at::Tensor scan_segment(const at::Tensor& u, at::Tensor& h, at::Tensor& hist, int64_t window) const;
 
   // The per-step multiplier of the state, dA (H, N/2, 2) (complex as real pairs, the layout of step()'s h),
   // in `dtype` (float32 or float64).

@@ -100,3 +100,34 @@ at::Tensor H3Impl::step(const at::Tensor& x_t, State& state) {
 }
 
 }  // namespace ssmlab::mixers
+
+namespace ssmlab::mixers {
+
+at::Tensor H3Impl::forward_stateful(const at::Tensor& x, State& state, Trace* trace) {
+  SSMLAB_CHECK(x.dim() == 3 && x.size(2) == d_model_, "h3: input must be (B, L, D) with D = ", d_model_, "; got ",
+               shape_str(x.sizes()));
+  for (const char* key : {"shift", "ssm"})
+    SSMLAB_CHECK(state.tensors.count(key) && state.at(key).defined() && state.at(key).size(0) == x.size(0),
+                 "h3.forward_stateful: state lacks '", key, "' for batch ", x.size(0), "; make it with init_state");
+  const int64_t B = x.size(0), L = x.size(1), H = heads_, P = opts_.head_dim, N = opts_.d_state;
+  const auto ct = state_dtype(x.scalar_type());
+  const at::Tensor q = q_proj(x).to(ct), k = k_proj(x).to(ct), v = v_proj(x).to(ct);  // (B, L, D)
+  // Shift SSM over the carried keys k_{-N+1} .. k_{-1} followed by the segment's.
+  at::Tensor& hist = state["shift"];                                                    // (B, N-1, D)
+  const at::Tensor kfull = at::cat({hist.to(ct), k}, 1);                                // (B, N-1+L, D)
+  const at::Tensor taps = shift_C.to(ct).flip(-1).unsqueeze(1);                         // (D, 1, N)
+  const at::Tensor ks = at::conv1d(kfull.transpose(1, 2), taps, /*bias=*/std::nullopt, /*stride=*/at::IntArrayRef{1},
+                                   /*padding=*/at::IntArrayRef{0}, /*dilation=*/at::IntArrayRef{1},
+                                   /*groups=*/d_model_).transpose(1, 2) + k * shift_D.to(ct);  // (B, L, D)
+  hist = kfull.narrow(1, L, N - 1);
+  const at::Tensor kv = ks.reshape({B, L, H, P, 1}) * v.view({B, L, H, 1, P});         // (B, L, H, d_h, d_h)
+  at::Tensor none;
+  at::Tensor& kv_window = opts_.l_max > 0 ? state["window"] : none;
+  const at::Tensor s = ssm->scan_segment(kv, state["ssm"], kv_window, opts_.l_max) + kv * D.to(ct).view({H, 1, 1});
+  const at::Tensor out = finish(q.view({B, L, H, P}), s, B, L).to(x.scalar_type());    // (B, L, D)
+  trace_record(trace, "mixer_out", out);
+  trace_record(trace, "state", state["ssm"]);  // (B, H, d_h, d_h, N/2, 2): the diagonal SSM's modes
+  return out;
+}
+
+}  // namespace ssmlab::mixers

@@ -41,6 +41,10 @@ class H3Impl : public MixerImpl {
 
   at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) override;
   at::Tensor step(const at::Tensor& x_t, State& state) override;
+  // The segment form of step(): the shift FIR over the carried N-1 keys and the segment, then the diagonal SSM
+  // as an FFT convolution plus the carried modes' contribution (DiagSsmImpl::scan_segment), not a time loop.
+  at::Tensor forward_stateful(const at::Tensor& x, State& state, Trace* trace = nullptr) override;
+  bool supports_stateful() const override { return true; }
   State init_state(int64_t batch, c10::Device device) const override;
   // D (N - 1) shift taps + H d_h^2 N diagonal modes (real pairs) + l_max H d_h^2 window of kv.
   int64_t state_size() const override;

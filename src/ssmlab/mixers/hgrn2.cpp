@@ -70,6 +70,17 @@ at::Tensor Hgrn2Impl::forward(const at::Tensor& x, Trace* trace) {
   return run(x, nullptr, trace);
 }
 
+at::Tensor Hgrn2Impl::forward_stateful(const at::Tensor& x, State& state, Trace* trace) {
+  SSMLAB_CHECK(x.dim() == 3 && x.size(2) == d_model_, "hgrn2: input must be (B, L, D) with D = ", d_model_, "; got ",
+               shape_str(x.sizes()));
+  SSMLAB_CHECK(state.tensors.count("state") && state.at("state").defined() && state.at("state").size(0) == x.size(0),
+               "hgrn2.forward_stateful: state lacks 'state' for batch ", x.size(0), "; make it with init_state");
+  at::Tensor s = state["state"].to(state_dtype(x.scalar_type()));
+  const at::Tensor out = run(x, &s, trace);
+  state["state"] = s;
+  return out;
+}
+
 at::Tensor Hgrn2Impl::step(const at::Tensor& x_t, State& state) {
   SSMLAB_CHECK(x_t.dim() == 2 && x_t.size(1) == d_model_, "hgrn2.step: input must be (B, D) with D = ", d_model_,
                "; got ", shape_str(x_t.sizes()));

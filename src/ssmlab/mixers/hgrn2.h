@@ -38,6 +38,9 @@ class Hgrn2Impl : public MixerImpl {
 
   at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) override;
   at::Tensor step(const at::Tensor& x_t, State& state) override;
+  // The chunked recurrence (linear_attention) from the carried state.
+  at::Tensor forward_stateful(const at::Tensor& x, State& state, Trace* trace = nullptr) override;
+  bool supports_stateful() const override { return true; }
   State init_state(int64_t batch, c10::Device device) const override;
   // H K V = K D.
   int64_t state_size() const override { return opts_.expand_ratio * d_model_; }

@@ -58,14 +58,15 @@ State Rwkv4Impl::init_state(int64_t batch, c10::Device device) const {
   return s;
 }
 
-at::Tensor Rwkv4Impl::run(const at::Tensor& x, const at::Tensor& xx, at::Tensor* wkv_state, Trace* trace) {
+at::Tensor Rwkv4Impl::run(const at::Tensor& x, const at::Tensor& xx, at::Tensor* wkv_state, Trace* trace,
+                          bool stateful) {
   auto mix = [&](const at::Tensor& mu) {
     const at::Tensor m = mu.to(x.scalar_type());
     return x * m + xx * (1 - m);  // (B, L, D)
   };
   const at::Tensor k = key(mix(time_mix_k)), v = value(mix(time_mix_v)), r = receptance(mix(time_mix_r));
   const at::Tensor w = -at::exp(time_decay);  // (D) log of the per-step decay
-  trace_record(trace, "decay", at::exp(w));   // (D): time-invariant
+  if (!stateful) trace_record(trace, "decay", at::exp(w));  // (D): time-invariant
   std::optional<at::Tensor> s0;
   if (wkv_state) s0 = *wkv_state;
   auto wkv = ops::wkv(w, time_first, k, v, s0, backend_);  // (B, L, D)
@@ -82,6 +83,22 @@ at::Tensor Rwkv4Impl::forward(const at::Tensor& x, Trace* trace) {
                shape_str(x.sizes()));
   const at::Tensor xx = at::constant_pad_nd(x, {0, 0, 1, -1});  // (B, L, D): x_{t-1}, zero at t = 0
   return run(x, xx, nullptr, trace);
+}
+
+at::Tensor Rwkv4Impl::forward_stateful(const at::Tensor& x, State& state, Trace* trace) {
+  SSMLAB_CHECK(x.dim() == 3 && x.size(2) == d_model_, "rwkv4: input must be (B, L, D) with D = ", d_model_, "; got ",
+               shape_str(x.sizes()));
+  for (const char* key : {"shift", "wkv"})
+    SSMLAB_CHECK(state.tensors.count(key) && state.at(key).defined() && state.at(key).size(0) == x.size(0),
+                 "rwkv4.forward_stateful: state lacks '", key, "' for batch ", x.size(0), "; make it with init_state");
+  const int64_t L = x.size(1);
+  const at::Tensor xx =
+      L > 0 ? at::cat({state["shift"].to(x.scalar_type()).unsqueeze(1), x.narrow(1, 0, L - 1)}, 1) : x;  // (B, L, D)
+  at::Tensor s = state["wkv"].to(state_dtype(x.scalar_type()));
+  const at::Tensor out = run(x, xx, &s, trace, /*stateful=*/true);
+  state["wkv"] = s;
+  if (L > 0) state["shift"] = x.select(1, L - 1);
+  return out;
 }
 
 at::Tensor Rwkv4Impl::step(const at::Tensor& x_t, State& state) {

@@ -33,6 +33,9 @@ class Rwkv4Impl : public MixerImpl {
 
   at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) override;
   at::Tensor step(const at::Tensor& x_t, State& state) override;
+  // The WKV op from the carried (aa, bb, pp), the token shift from the carried previous token.
+  at::Tensor forward_stateful(const at::Tensor& x, State& state, Trace* trace = nullptr) override;
+  bool supports_stateful() const override { return true; }
   State init_state(int64_t batch, c10::Device device) const override;
   // The previous token (D) + the WKV state (aa, bb, pp) (3 D).
   int64_t state_size() const override { return 4 * d_model_; }
@@ -42,8 +45,10 @@ class Rwkv4Impl : public MixerImpl {
   at::Tensor time_decay, time_first, time_mix_k, time_mix_v, time_mix_r;  // (D) each
 
  private:
-  // x (B, L, D), xx the shifted x; state in/out optional.
-  at::Tensor run(const at::Tensor& x, const at::Tensor& xx, at::Tensor* wkv_state, Trace* trace);
+  // x (B, L, D), xx the shifted x; state in/out optional. stateful: a forward_stateful call, which does not
+  // record the time-invariant `decay` (its records are per position besides `state`, mixer.h).
+  at::Tensor run(const at::Tensor& x, const at::Tensor& xx, at::Tensor* wkv_state, Trace* trace,
+                 bool stateful = false);
 
   int64_t d_model_;
   std::string backend_;

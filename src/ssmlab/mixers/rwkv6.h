@@ -43,6 +43,7 @@ class Rwkv6Impl : public RwkvHeadsImpl {
 
  private:
   Mixed mix(const at::Tensor& x, const at::Tensor& prev, Trace* trace) override;
+  bool decay_per_position() const override { return true; }
 
   int64_t mix_rank_;
 };

@@ -63,9 +63,10 @@ State RwkvHeadsImpl::init_state(int64_t batch, c10::Device device) const {
   return s;
 }
 
-at::Tensor RwkvHeadsImpl::run(const at::Tensor& x, const at::Tensor& prev, at::Tensor* wkv_state, Trace* trace) {
+at::Tensor RwkvHeadsImpl::run(const at::Tensor& x, const at::Tensor& prev, at::Tensor* wkv_state, Trace* trace,
+                              bool stateful) {
   const int64_t B = x.size(0), L = x.size(1), C = d_model_, H = heads_;
-  const Mixed m = mix(x, prev, trace);
+  const Mixed m = mix(x, prev, stateful && !decay_per_position() ? nullptr : trace);
   // In the SSM reading of S_t = diag(w_t) S_{t-1} + k_t^T v_t, o_t = r_t (...): k writes the state (B), r reads it (C).
   trace_record(trace, "B", m.k);  // (B, L, H, K)
   trace_record(trace, "C", m.r);  // (B, L, H, K)
@@ -84,6 +85,23 @@ at::Tensor RwkvHeadsImpl::forward(const at::Tensor& x, Trace* trace) {
   SSMLAB_CHECK(x.dim() == 3 && x.size(2) == d_model_, kind(), ": input must be (B, L, D) with D = ", d_model_, "; got ",
                shape_str(x.sizes()));
   return run(x, at::constant_pad_nd(x, {0, 0, 1, -1}), nullptr, trace);
+}
+
+at::Tensor RwkvHeadsImpl::forward_stateful(const at::Tensor& x, State& state, Trace* trace) {
+  SSMLAB_CHECK(x.dim() == 3 && x.size(2) == d_model_, kind(), ": input must be (B, L, D) with D = ", d_model_,
+               "; got ", shape_str(x.sizes()));
+  for (const char* key : {"shift", "wkv"})
+    SSMLAB_CHECK(state.tensors.count(key) && state.at(key).defined() && state.at(key).size(0) == x.size(0), kind(),
+                 ".forward_stateful: state lacks '", key, "' for batch ", x.size(0), "; make it with init_state");
+  const int64_t L = x.size(1);
+  // The previous tokens: the carried one, then the segment's own but its last.
+  const at::Tensor prev =
+      L > 0 ? at::cat({state["shift"].to(x.scalar_type()).unsqueeze(1), x.narrow(1, 0, L - 1)}, 1) : x;  // (B, L, D)
+  at::Tensor s = state["wkv"].to(state_dtype(x.scalar_type()));
+  const at::Tensor out = run(x, prev, &s, trace, /*stateful=*/true);
+  state["wkv"] = s;
+  if (L > 0) state["shift"] = x.select(1, L - 1);
+  return out;
 }
 
 at::Tensor RwkvHeadsImpl::step(const at::Tensor& x_t, State& state) {

@@ -18,6 +18,10 @@ class RwkvHeadsImpl : public MixerImpl {
  public:
   at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) override;
   at::Tensor step(const at::Tensor& x_t, State& state) override;
+  // The chunked recurrence (linear_attention) from the carried matrix state, the token shift from the carried
+  // previous token.
+  at::Tensor forward_stateful(const at::Tensor& x, State& state, Trace* trace = nullptr) override;
+  bool supports_stateful() const override { return true; }
   State init_state(int64_t batch, c10::Device device) const override;
   // The previous token (D) + one K x K matrix per head (H K^2 = D K).
   int64_t state_size() const override { return d_model_ + d_model_ * head_size_; }
@@ -48,13 +52,19 @@ class RwkvHeadsImpl : public MixerImpl {
   struct Mixed {
     at::Tensor r, k, v, g, log_w;
   };
+  // `trace` is null on the stateful path when the mixer's decay is time-invariant (RWKV-5).
   virtual Mixed mix(const at::Tensor& x, const at::Tensor& prev, Trace* trace) = 0;
+  // Whether mix() records a per-position `decay` (RWKV-6) rather than a time-invariant one (RWKV-5).
+  virtual bool decay_per_position() const { return false; }
 
   int64_t d_model_, head_size_, heads_;
   double norm_eps_;
 
  private:
-  at::Tensor run(const at::Tensor& x, const at::Tensor& prev, at::Tensor* wkv_state, Trace* trace);
+  // wkv_state: in/out, or null (zeros, forward). stateful: a forward_stateful call, which records only the
+  // per-position names and `state` (a time-invariant `decay` is forward()'s alone, mixer.h).
+  at::Tensor run(const at::Tensor& x, const at::Tensor& prev, at::Tensor* wkv_state, Trace* trace,
+                 bool stateful = false);
 };
 
 }  // namespace ssmlab::mixers

@@ -59,3 +59,23 @@ at::Tensor S4dImpl::step(const at::Tensor& x_t, State& state) {
 }
 
 }  // namespace ssmlab::mixers
+
+namespace ssmlab::mixers {
+
+at::Tensor S4dImpl::forward_stateful(const at::Tensor& x, State& state, Trace* trace) {
+  SSMLAB_CHECK(x.dim() == 3 && x.size(2) == d_model_, "s4d: input must be (B, L, D) with D = ", d_model_, "; got ",
+               shape_str(x.sizes()));
+  SSMLAB_CHECK(state.tensors.count("ssm") && state.at("ssm").defined() && state.at("ssm").size(0) == x.size(0),
+               "s4d.forward_stateful: state lacks 'ssm' for batch ", x.size(0), "; make it with init_state");
+  const auto ct = state_dtype(x.scalar_type());
+  const at::Tensor xc = x.to(ct);
+  at::Tensor none;
+  at::Tensor& window = opts_.l_max > 0 ? state["window"] : none;
+  const at::Tensor y = ssm->scan_segment(xc, state["ssm"], window, opts_.l_max) + xc * D.to(ct);  // (B, L, D)
+  const at::Tensor out = finish(y.to(x.scalar_type()));                                           // (B, L, D)
+  trace_record(trace, "mixer_out", out);
+  trace_record(trace, "state", state["ssm"]);  // (B, D, N/2, 2): the modes, step()'s layout
+  return out;
+}
+
+}  // namespace ssmlab::mixers

@@ -36,6 +36,10 @@ class S4dImpl : public MixerImpl {
 
   at::Tensor forward(const at::Tensor& x, Trace* trace = nullptr) override;
   at::Tensor step(const at::Tensor& x_t, State& state) override;
+  // The segment form of step(): FFT convolution of the segment plus the carried modes' contribution
+  // (DiagSsmImpl::scan_segment), not a time loop.
+  at::Tensor forward_stateful(const at::Tensor& x, State& state, Trace* trace = nullptr) override;
+  bool supports_stateful() const override { return true; }
   State init_state(int64_t batch, c10::Device device) const override;
   // D N (the modes as real pairs) + D l_max (the input window of a truncated kernel).
   int64_t state_size() const override { return d_model_ * (opts_.d_state + opts_.l_max); }

@@ -35,7 +35,8 @@ at::Tensor BlockImpl::finish(const at::Tensor& x, const at::Tensor& mixer_out, T
 at::Tensor BlockImpl::mixer_with_snapshots(const at::Tensor& xn, Trace& trace) {
   const int64_t K = trace.state_every, b = xn.size(0), L = xn.size(1);
   SSMLAB_CHECK(mixer->supports_stateful(), "Trace.state_every = ", K,
-               " needs a mixer with forward_stateful (supports_stateful(): mamba1, mamba2); mixer '", mixer->kind(),
+               " needs a mixer with forward_stateful (supports_stateful(): mamba1, mamba2 and every other "
+               "recurrent mixer; not attention); mixer '", mixer->kind(),
                "' has none");
   // Each segment continues the state of the previous one from the state forward() starts from (zeros in the
   // state dtype), so the output is forward()'s; only one segment's per-channel intermediates are held at once.

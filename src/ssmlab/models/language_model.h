@@ -26,8 +26,8 @@ class LanguageModelImpl : public ModelImpl {
   // tokens (B, l) continuing the sequence whose per-layer states are `states` (init_state, step()s or earlier
   // calls), which are updated -> logits (B, l, V). Cutting a sequence into segments and feeding them in order
   // gives forward()'s logits; long-sequence evaluation (models/long_eval.h) runs on it. Every mixer must
-  // support it (Mixer::supports_stateful: mamba1, mamba2); with position embeddings the next position is
-  // kept in states[0]["position"] as step() keeps it.
+  // support it (Mixer::supports_stateful: every recurrent mixer, not attention); with position embeddings the
+  // next position is kept in states[0]["position"] as step() keeps it.
   at::Tensor forward_stateful(const at::Tensor& tokens, std::vector<mixers::State>& states, Trace* trace = nullptr);
   bool supports_stateful() const;  // every block's mixer supports forward_stateful
   std::vector<mixers::State> init_state(int64_t batch, c10::Device device) const;

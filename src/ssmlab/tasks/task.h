@@ -40,6 +40,10 @@ struct Segment {
   at::Tensor inputs;   // (M, L) int64 tokens or (M, L, C) floating features
   at::Tensor targets;  // (M, L) int64 (per_position) or (M) int64 (per_sequence)
   int64_t seq_len = 0;
+  // Truncated BPTT (spec §3.5): the trainer cuts each example into this many consecutive pieces of
+  // seq_len / bptt_segments positions and runs them in order, carrying each layer's state, detached between
+  // pieces (train/trainer.h batch_gradients). 1: one plain forward. Evaluation always runs the whole example.
+  int64_t bptt_segments = 1;
 };
 
 // A batch: rows [begin, end) of one segment.

@@ -25,6 +25,7 @@ void check_text_config(const TextConfig& cfg) {
   SSMLAB_CHECK(cfg.validation_fraction > 0.0 && cfg.validation_fraction < 1.0,
                "validation_fraction must be in (0, 1); got ", cfg.validation_fraction);
   SSMLAB_CHECK(cfg.seq_len >= 1, "seq_len must be >= 1; got ", cfg.seq_len);
+  SSMLAB_CHECK(cfg.segments >= 1, "segments must be >= 1 (consecutive segments per example); got ", cfg.segments);
   SSMLAB_CHECK(!cfg.cache_dir.empty(), "cache_dir must name a folder");
 }
 
@@ -96,9 +97,12 @@ Segment TextTask::segment(int split) const {
   const auto tf = token_file();
   Rng seeds(static_cast<uint64_t>(cfg_.seed));
   const uint64_t train_seed = seeds.fork_seed(), test_seed = seeds.fork_seed();
-  const auto starts = text_window_starts(*tf, split, cfg_.seq_len, cfg_.windows == "within");
-  return split == 0 ? make_text_segment(*tf, starts, cfg_.seq_len, cfg_.train_count, train_seed, "train")
-                    : make_text_segment(*tf, starts, cfg_.seq_len, cfg_.test_count, test_seed, "validation");
+  const int64_t T = cfg_.train_length();
+  const auto starts = text_window_starts(*tf, split, T, cfg_.windows == "within");
+  Segment seg = split == 0 ? make_text_segment(*tf, starts, T, cfg_.train_count, train_seed, "train")
+                           : make_text_segment(*tf, starts, T, cfg_.test_count, test_seed, "validation");
+  seg.bptt_segments = cfg_.segments;
+  return seg;
 }
 
 Splits TextTask::make_splits() const {

@@ -1,11 +1,15 @@
 // Language modelling on real text (the state-collapse lab, spec §3; issue 18): a corpus (text/corpus.h) tokenised
 // once into a memory-mapped token file (text/token_file.h) by a tokenizer (text/tokenizer.h: gpt2 BPE or bytes),
-// split by document into train and validation, then cut into windows of seq_len + 1 consecutive tokens:
-//   inputs  (M, L) int64  tokens w[0 .. L-1] of a window
-//   targets (M, L) int64  w[1 .. L]: every position predicts the next token (all counted)
+// split by document into train and validation, then cut into windows of T + 1 consecutive tokens, T = seq_len x
+// segments (T_train, train_length()):
+//   inputs  (M, T) int64  tokens w[0 .. T-1] of a window
+//   targets (M, T) int64  w[1 .. T]: every position predicts the next token (all counted)
+// With segments = P > 1 a training example is P consecutive segments of seq_len tokens that the trainer runs in
+// order with the state carried and detached between them (truncated BPTT, Segment::bptt_segments); validation
+// windows have the same T and are evaluated in one forward (the values are the same).
 // windows = "across" (default): the split's documents form one stream (each followed by the end-of-text id,
 // gpt2's <|endoftext|> = 50256; byte has none, so byte documents simply abut) tiled by windows starting at
-// k L, k = 0 .. floor((T - 1) / L) - 1 for a split of T tokens; windows cross document boundaries, so any L
+// k T, k = 0 .. floor((N - 1) / T) - 1 for a split of N tokens; windows cross document boundaries, so any L
 // has data. windows = "within": each document (with its end-of-text id) tiled alone the same way; shorter
 // documents give none. train_count / test_count windows are drawn without repeats from the tiling by a seeded
 // permutation (ssmlab::Rng from `seed`: one child seed per split); 0 takes them all (also permuted, since the
@@ -35,13 +39,19 @@ struct TextConfig {
   double validation_fraction = 0.05;
   int64_t seed = 123;
   std::string windows = "across";
+  int64_t segments = 1;
 
   template <class V>
   void visit(V& v) {
     corpus.visit(v);
     tokenizer.visit(v);
     v("cache_dir", cache_dir, "folder of the token files (built once per corpus, tokenizer and split; reused)");
-    v("seq_len", seq_len, "tokens per example L (windows hold L + 1 tokens: inputs and shifted targets)",
+    v("seq_len", seq_len,
+      "tokens per training segment L (windows hold L x segments + 1 tokens: inputs and shifted targets)",
+      Check::at_least(1));
+    v("segments", segments,
+      "P consecutive segments of seq_len per example (truncated BPTT, spec §3.5): the trainer carries each "
+      "layer's state across them, detached between segments; T_train = seq_len x segments",
       Check::at_least(1));
     v("train_count", train_count, "training windows; 0 = all (the split tiled by non-overlapping windows)",
       Check::at_least(0));
@@ -57,6 +67,9 @@ struct TextConfig {
   }
 
   text::TokenFileOptions token_file_options() const;
+  // T_train, the effective training length: seq_len x segments (the tokens a training example spans; the
+  // run's config.toml holds both keys, task.text.seq_len and task.text.segments).
+  int64_t train_length() const { return seq_len * segments; }
 };
 
 void check_text_config(const TextConfig& cfg);

@@ -19,6 +19,7 @@ struct TrainOptions {
   std::string schedule = "cosine";
   int64_t warmup_steps = 0;
   double min_lr_ratio = 0.0;
+  double wsd_decay_fraction = 0.1;
   double grad_clip = 1.0;
   std::string precision = "fp32";
   int64_t eval_every = 0;
@@ -46,10 +47,15 @@ struct TrainOptions {
     v("eps", eps, "AdamW epsilon", Check::positive());
     v("schedule", schedule,
       "cosine: linear warmup then cosine to min_lr_ratio*lr per step; cosine_epoch: zoology's "
-      "CosineAnnealingLR(T_max=epochs) stepped per epoch (no warmup); constant: warmup then lr",
-      Check::one_of({"cosine", "cosine_epoch", "constant"}));
-    v("warmup_steps", warmup_steps, "linear warmup steps (cosine and constant schedules)", Check::at_least(0));
+      "CosineAnnealingLR(T_max=epochs) stepped per epoch (no warmup); constant: warmup then lr; wsd: "
+      "warmup-stable-decay (spec §3.5): warmup, lr, then a linear decay to min_lr_ratio*lr over the final "
+      "wsd_decay_fraction of the steps",
+      Check::one_of({"cosine", "cosine_epoch", "constant", "wsd"}));
+    v("warmup_steps", warmup_steps, "linear warmup steps (cosine, constant and wsd schedules)", Check::at_least(0));
     v("min_lr_ratio", min_lr_ratio, "final lr / peak lr", Check::unit());
+    v("wsd_decay_fraction", wsd_decay_fraction,
+      "wsd: the final fraction of the steps that decays linearly (the last ceil(fraction x steps))",
+      Check{0.0, 1.0, /*min_open=*/true, /*max_open=*/false});
     v("grad_clip", grad_clip, "clip the global gradient norm to this; 0 = off", Check::at_least(0));
     v("precision", precision, "fp32, or bf16 autocast (state and residual stay fp32)",
       Check::one_of({"fp32", "bf16"}));

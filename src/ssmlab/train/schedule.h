@@ -1,4 +1,6 @@
-// Learning-rate schedules (train.schedule).
+// Learning-rate schedules (train.schedule): cosine, cosine_epoch, constant and wsd (warmup-stable-decay,
+// spec §3.5: linear warmup over warmup_steps, lr, then linear decay to min_lr_ratio x lr over the final
+// ceil(wsd_decay_fraction x total_steps) steps).
 #pragma once
 #include <cstdint>
 

@@ -15,6 +15,7 @@
 #include "ssmlab/core/fault.h"
 #include "ssmlab/core/io.h"
 #include "ssmlab/core/log.h"
+#include "ssmlab/models/language_model.h"
 #include "ssmlab/train/checkpoint.h"
 #include "ssmlab/train/progress.h"
 #include "ssmlab/train/schedule.h"
@@ -177,11 +178,73 @@ EvalResult evaluate(models::ModelImpl& model, const tasks::Task& task, const std
   return r;
 }
 
+double batch_gradients(models::ModelImpl& model, const tasks::Task& task, const at::Tensor& inputs,
+                       const at::Tensor& targets, int64_t segments, const std::string& precision,
+                       c10::Device device) {
+  SSMLAB_CHECK(segments >= 1, "truncated BPTT: segments must be >= 1; got ", segments);
+  if (segments == 1) {
+    at::Tensor loss;
+    {
+      AutocastGuard autocast(precision, device);
+      loss = task.loss(model.forward(inputs), targets);
+    }
+    const double v = loss.item<double>();
+    if (std::isfinite(v)) loss.backward();
+    return v;
+  }
+  auto* lm = dynamic_cast<models::LanguageModelImpl*>(&model);
+  SSMLAB_CHECK(lm != nullptr, "truncated BPTT (segments = ", segments, ") needs a language model; got a ",
+               model.kind());
+  SSMLAB_CHECK(lm->supports_stateful(), "truncated BPTT (segments = ", segments,
+               ") carries each layer's state across segments, but mixer '", lm->options().mixer,
+               "' has no forward_stateful (every recurrent mixer has one; attention does not): use segments = 1");
+  const int64_t B = inputs.size(0), T = inputs.size(1);
+  SSMLAB_CHECK(inputs.dim() == 2 && T % segments == 0, "truncated BPTT: an example of ", T,
+               " positions does not split into ", segments, " equal segments");
+  const int64_t l = T / segments;
+  const int64_t total = task.loss_count(targets);
+  if (total == 0) return NAN;
+  auto states = lm->init_state(B, device);
+  double sum = 0.0;
+  for (int64_t p = 0; p < segments; ++p) {
+    const at::Tensor in_p = inputs.narrow(1, p * l, l), tg_p = targets.narrow(1, p * l, l);
+    const int64_t n_p = task.loss_count(tg_p);
+    if (n_p == 0) {  // nothing to learn from here: only carry the state on
+      at::NoGradGuard no_grad;
+      AutocastGuard autocast(precision, device);
+      lm->forward_stateful(in_p, states);
+    } else {
+      at::Tensor loss;
+      {
+        AutocastGuard autocast(precision, device);
+        loss = task.loss(lm->forward_stateful(in_p, states), tg_p);
+      }
+      const double v = loss.item<double>();
+      if (!std::isfinite(v)) return v;
+      (loss * (static_cast<double>(n_p) / static_cast<double>(total))).backward();
+      sum += v * static_cast<double>(n_p);
+    }
+    // The truncation: the next segment starts from this state's values, not its graph.
+    for (auto& st : states)
+      for (auto& [name, t] : st.tensors)
+        if (t.defined()) t = t.detach();
+  }
+  return sum / static_cast<double>(total);
+}
+
 FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData& data, const TrainOptions& o,
               const std::filesystem::path& run_dir, const TbSession* tb_session) {
   SSMLAB_CHECK(!data.train.empty(), "fit: no training segments");
   const c10::Device device = parse_device(o.device);
   if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
+  for (const auto& seg : data.train) {
+    if (seg.bptt_segments <= 1) continue;
+    const auto* lm = dynamic_cast<const models::LanguageModelImpl*>(&model);
+    SSMLAB_CHECK(lm != nullptr && lm->supports_stateful(), "truncated BPTT (segments = ", seg.bptt_segments,
+                 ") carries each layer's state across segments, but ",
+                 lm ? "mixer '" + lm->options().mixer + "' has no forward_stateful" : "the model is a " + model.kind(),
+                 " (every recurrent mixer has one; attention does not): use segments = 1");
+  }
   model.to(device);
   model.train();
   torch::optim::AdamW opt(param_groups(model, o));
@@ -273,17 +336,12 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     const double lr = learning_rate(o, step, total, epoch);
     set_lr(opt, lr);
     const at::Tensor inputs = batch.inputs.to(device), targets = batch.targets.to(device);
-    at::Tensor loss;
-    {
-      AutocastGuard autocast(o.precision, device);
-      loss = task.loss(model.forward(inputs), targets);
-    }
-    const double loss_v = loss.item<double>();
+    opt.zero_grad();
+    const int64_t bptt = data.train[static_cast<size_t>(batch.segment)].bptt_segments;
+    const double loss_v = batch_gradients(model, task, inputs, targets, bptt, o.precision, device);
     SSMLAB_CHECK(std::isfinite(loss_v), "training diverged: the loss is ", loss_v, " at step ", step + 1, " (epoch ",
                  epoch, ", lr ", lr, "); checkpoints under ", ckpt_root.string(),
                  " are untouched. Lower train.lr or set train.grad_clip.");
-    opt.zero_grad();
-    loss.backward();
     if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), o.grad_clip);
     opt.step();
     ++step;

@@ -35,6 +35,20 @@ nlohmann::json eval_fields(const EvalResult& r, bool perplexity);
 EvalResult evaluate(models::ModelImpl& model, const tasks::Task& task, const std::vector<tasks::Segment>& segments,
                     int64_t batch_size, c10::Device device, const std::string& precision);
 
+// One training batch's loss and gradients, accumulated into the parameters' .grad (the caller zeroes them before
+// and steps the optimiser after). Returns the mean task loss over all counted targets of the batch; a non-finite
+// loss is returned as soon as it appears, before any backward of it.
+//   segments == 1: task.loss(model.forward(inputs)), one backward.
+//   segments == P > 1 (truncated BPTT, spec §3.5): inputs (B, P l) are cut into P consecutive pieces of l; piece p
+//   runs LanguageModel::forward_stateful from the states piece p - 1 left, DETACHED (the truncation: gradients
+//   flow within a piece, never into an earlier one), and its loss, weighted by its share of the batch's counted
+//   targets, is backpropagated at once, so working memory is one piece's. The forward values (and the returned
+//   loss) are the one-shot forward's; only the gradients are truncated. Needs a language model whose mixers
+//   support forward_stateful (Error naming the mixer otherwise) and a length divisible by P.
+double batch_gradients(models::ModelImpl& model, const tasks::Task& task, const at::Tensor& inputs,
+                       const at::Tensor& targets, int64_t segments, const std::string& precision,
+                       c10::Device device);
+
 struct FitResult {
   int64_t steps = 0;           // global optimiser steps done
   EvalResult last_eval;
