@@ -19,8 +19,8 @@ using SegmentFn = std::function<void(int64_t offset, const at::Tensor& logits)>;
 // Runs tokens (B, L) int64 (on any device; each segment is moved to the model's) through `model` `segment`
 // tokens at a time under NoGradGuard, in eval mode (the module's mode is restored afterwards). `states`
 // continues a sequence and is updated (e.g. to decode after a long prefix with step()); null starts a
-// fresh one. Every mixer must support forward_stateful (mamba1, mamba2); the error names the one that does
-// not. Memory: one segment's activations and logits (B·segment·V) plus the states, independent of L.
+// fresh one. Every mixer must support forward_stateful (every recurrent mixer; not attention); the error
+// names the one that does not. Memory: one segment's activations and logits (B·segment·V) plus the states, independent of L.
 void run_segments(LanguageModelImpl& model, const at::Tensor& tokens, int64_t segment, const SegmentFn& on_segment,
                   std::vector<mixers::State>* states = nullptr);
 
