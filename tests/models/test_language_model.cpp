@@ -37,6 +37,33 @@ TEST(LanguageModel, ShapesTiedHeadAndErrors) {
   EXPECT_EQ(m->state_size(), 2 * 32 * (4 + 3));
 }
 
+// model.head_dropout (seed 003's Dropout(0.3) before the head): no parameters, the same init, nothing in eval
+// mode; in training mode about p of the head's input features are zeroed (the rest scaled by 1 / (1 - p)).
+TEST(LanguageModel, HeadDropoutOnlyWhileTraining) {
+  ModelOptions o = small();
+  LanguageModel plain(o, 30, "reference", 3);
+  o.head_dropout = 0.5;
+  LanguageModel dropped(o, 30, "reference", 3);
+  const at::Tensor tokens = at::randint(0, 30, {4, 11}, at::kLong);
+  plain->eval();
+  dropped->eval();
+  EXPECT_TRUE(at::equal(plain->forward(tokens), dropped->forward(tokens)));
+  dropped->train();
+  plain->train();
+  const at::Tensor h = dropped->embed(tokens);
+  const at::Tensor f = dropped->features(h), f0 = plain->features(plain->embed(tokens));
+  const double zero = (f == 0).to(at::kDouble).mean().item<double>();
+  EXPECT_GT(zero, 0.35);
+  EXPECT_LT(zero, 0.65);
+  const at::Tensor kept = f != 0;
+  EXPECT_TRUE(at::allclose(f.masked_select(kept), 2.0 * f0.masked_select(kept), 1e-5, 1e-6));
+  EXPECT_FALSE(at::equal(plain->forward(tokens), dropped->forward(tokens)));
+  // The state-carrying path reads the same features.
+  auto states = dropped->init_state(4, at::kCPU);
+  dropped->eval();
+  EXPECT_TRUE(at::allclose(dropped->forward_stateful(tokens, states), plain->forward(tokens), 1e-5, 1e-6));
+}
+
 TEST(LanguageModel, StepEqualsForward) {
   for (const std::string mlp : {"none", "gated"}) {
     ModelOptions o = small(3);

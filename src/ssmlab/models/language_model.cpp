@@ -76,7 +76,7 @@ at::Tensor LanguageModelImpl::forward_stateful(const at::Tensor& tokens, std::ve
     if (trace) trace->layer = static_cast<int64_t>(i);
     h = blocks[i]->forward_stateful(h, states[i], trace);
   }
-  return head(final_norm(h));
+  return head(final_features(h));
 }
 
 bool LanguageModelImpl::supports_stateful() const {
@@ -98,7 +98,7 @@ at::Tensor LanguageModelImpl::step(const at::Tensor& token_t, std::vector<mixers
   at::Tensor h = embed_at(token_t.unsqueeze(1), offset).squeeze(1);  // (B, D)
   h = h.to(at::promote_types(h.scalar_type(), at::kFloat));
   for (size_t i = 0; i < blocks.size(); ++i) h = blocks[i]->step(h, states[i]);
-  return head(final_norm(h));
+  return head(final_features(h));
 }
 
 std::vector<mixers::State> LanguageModelImpl::init_state(int64_t batch, c10::Device device) const {

@@ -16,9 +16,15 @@ at::Tensor ModelImpl::run_blocks(at::Tensor h, Trace* trace) {
   return h;
 }
 
-at::Tensor ModelImpl::features(const at::Tensor& h, Trace* trace) { return final_norm(run_blocks(h, trace)); }
+at::Tensor ModelImpl::features(const at::Tensor& h, Trace* trace) { return final_features(run_blocks(h, trace)); }
+
+at::Tensor ModelImpl::final_features(const at::Tensor& h) {
+  at::Tensor out = final_norm(h);
+  return head_dropout_ > 0 ? at::dropout(out, head_dropout_, is_training()) : out;
+}
 
 void ModelImpl::build_backbone(const ModelOptions& opts, const std::string& backend, at::Generator& gen) {
+  head_dropout_ = opts.head_dropout;
   for (int64_t i = 0; i < opts.n_layers; ++i) {
     mixers::MixerArgs args{opts.d_model, i, opts.n_layers, backend};
     auto mixer = mixers::make_mixer(opts.mixer, opts.mixers, args, gen);

@@ -31,7 +31,8 @@ class ModelImpl : public torch::nn::Module {
   // inputs -> the residual stream entering block 0: (B, L', D), at least fp32; L' = L, or L + 1 with the
   // class token (appended last). Positions and embedding dropout (training mode only) are applied here.
   virtual at::Tensor embed(const at::Tensor& inputs) = 0;
-  // The backbone from given embeddings: N blocks then the final norm, (B, L', D) -> (B, L', D). Gradients
+  // The backbone from given embeddings: N blocks then the final norm (and, training only, head_dropout),
+  // (B, L', D) -> (B, L', D). Gradients
   // flow back to `h`. Sets trace->layer before each block.
   virtual at::Tensor features(const at::Tensor& h, Trace* trace = nullptr);
   // Final features (B, L', D) -> outputs (see forward).
@@ -54,6 +55,9 @@ class ModelImpl : public torch::nn::Module {
   void build_backbone(const ModelOptions& opts, const std::string& backend, at::Generator& gen);
   // blocks only (no final norm), for the state-carrying and decoding paths of LanguageModel.
   at::Tensor run_blocks(at::Tensor h, Trace* trace);
+  // The final norm, then `model.head_dropout` in training mode: what the head reads.
+  at::Tensor final_features(const at::Tensor& h);
+  double head_dropout_ = 0.0;
 };
 
 using ModelPtr = std::shared_ptr<ModelImpl>;

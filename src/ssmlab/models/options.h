@@ -20,6 +20,7 @@ struct ModelOptions {
   int64_t max_position_embeddings = 0;
   double embed_dropout = 0.0;
   double resid_dropout = 0.0;
+  double head_dropout = 0.0;
   mixers::MixerOptions mixers;
 
   template <class V>
@@ -47,6 +48,9 @@ struct ModelOptions {
     v("embed_dropout", embed_dropout, "dropout on the embeddings (zoology's TransformerBlock at layer 0: 0.1)",
       Check::range(0.0, 0.999));
     v("resid_dropout", resid_dropout, "dropout on each mixer / MLP output before the residual add",
+      Check::range(0.0, 0.999));
+    v("head_dropout", head_dropout,
+      "dropout on the final normed features before the head, training only (seed 003's LM: a hard-coded 0.3)",
       Check::range(0.0, 0.999));
     v("mixers", mixers, "per-mixer options");
   }
