@@ -22,6 +22,9 @@ const std::vector<AnalysisInfo>& analysis_table() {
       {"trajectories", "token trajectories: norm per layer by position, pairwise distance, convergence or "
                        "divergence rate (spec §4.1)",
        [](const Context& c, const AnalysisOptions& o) { return run_trajectories(c, o.trajectories); }},
+      {"passkey", "passkey retrieval: accuracy heatmap over context length x needle depth, T_recall (>= 95%), on a "
+                  "text-task language model (spec §3.4)",
+       [](const Context& c, const AnalysisOptions& o) { return run_passkey(c, o.passkey); }},
   };
   return table;
 }

@@ -9,6 +9,7 @@
 #include "ssmlab/analysis/attack.h"
 #include "ssmlab/analysis/decay.h"
 #include "ssmlab/analysis/needle.h"
+#include "ssmlab/analysis/passkey.h"
 #include "ssmlab/analysis/eigen.h"
 #include "ssmlab/analysis/influence.h"
 #include "ssmlab/analysis/smoothing.h"
@@ -26,6 +27,7 @@ struct AnalysisOptions {
   NeedleGridOptions needle_grid;
   EigenOptions eigen;
   TrajectoryOptions trajectories;
+  PasskeyOptions passkey;
 
   template <class V>
   void visit(V& v) {
@@ -38,6 +40,7 @@ struct AnalysisOptions {
     v("needle_grid", needle_grid, "needle retrieval accuracy over length x depth (spec §2.3)");
     v("eigen", eigen, "eigenvalues of the input-output matrix S_C^T S_B per layer (spec §4.1, §4.2)");
     v("trajectories", trajectories, "token norms and pairwise distances through depth (spec §4.1)");
+    v("passkey", passkey, "passkey retrieval over context length x needle depth on a text-task LM (spec §3.4)");
   }
 };
 
