@@ -172,8 +172,9 @@ TEST(Forget, MissingOrMalformedFilesAreDataErrorsNamingTheFile) {
   test::write_text(bad, wrong.dump());
   test::expect_data_error([&] { collect_forget(dir.path); }, {bad.string(), "'criterion'", "missing"});
 
-  test::TempDir empty;
-  test::expect_data_error([&] { collect_forget(empty.path); }, {"no run folder"});
+  fs::create_directories(dir.path / "empty");
+  test::expect_data_error([&] { collect_forget(dir.path / "empty"); }, {"no run folder"});
+  fs::remove(bad);
   test::expect_data_error([&] { collect_forget(dir.path / "bare", /*skip_missing=*/true); }, {"no run"});
 }
 

@@ -22,7 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr std::string_view kPrefix = runfolder::kEventsPrefix;
+constexpr std::string_view kTbEventsPrefix = runfolder::kEventsPrefix;
 
 std::array<uint32_t, 256> make_crc_table() {
   std::array<uint32_t, 256> t{};
@@ -366,7 +366,7 @@ std::vector<StoredEvent> read_event_file(const fs::path& file) {
 
 namespace {
 
-bool is_event_file(const fs::path& p) { return p.filename().string().starts_with(kPrefix); }
+bool is_event_file(const fs::path& p) { return p.filename().string().starts_with(kTbEventsPrefix); }
 
 // The event files of `dir`, in name order (their names start with the creation time).
 std::vector<fs::path> event_files_in(const fs::path& dir) {
@@ -428,7 +428,7 @@ TbWriter::TbWriter(const TbSession& session, int64_t resume_step, const std::vec
       const auto scalars = record_scalars(r);
       if (!scalars.empty()) bytes += tfrecord(scalars_event(t, r.value("step", int64_t{0}), scalars));
     }
-  path_ = session.dir / (std::string(kPrefix) + std::to_string(static_cast<int64_t>(t)) + "." + host_name());
+  path_ = session.dir / (std::string(kTbEventsPrefix) + std::to_string(static_cast<int64_t>(t)) + "." + host_name());
   write_file_atomic(path_, bytes);
   std::error_code ec;
   for (const auto& f : old_files)
