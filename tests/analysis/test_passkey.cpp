@@ -183,9 +183,10 @@ TEST(Passkey, StepDecodingAfterSegmentedPrefillEqualsOneShotArgmax) {
 }
 
 // A Mamba-2 language model over bytes whose blocks add nothing (every block parameter zero) and whose tied
-// embedding chains 's' -> '1' -> '2' -> '3' -> '4' -> '5': E[c_k] = a_k (e_k + e_{k+1}) with a_{k+1} = 3 a_k, so
-// after c_k the logit of c_{k+1} (2 a_{k+1} after the RMS norm) beats c_k's own (4 a_k) and c_{k-1}'s. Every
-// prompt ends with "...passkey is", so greedy decoding of 5 tokens gives "12345" whatever the prompt.
+// embedding chains 's' -> '1' -> '2' -> '3' -> '4' -> '5': E[c_k] = a_k (e_k + e_{k+1}) with a_{k+1} = 4 a_k, so
+// after c_k the logit of c_{k+1} beats c_k's own and c_{k-1}'s: after an RMS norm 2 a_{k+1} vs 4 a_k; after a
+// mean-subtracting norm (D = 8) a_{k+1}/2 vs 3 a_k/2 (a ratio of 3 would tie there). Every prompt ends with
+// "...passkey is", so greedy decoding of 5 tokens gives "12345" whatever the prompt.
 models::LanguageModel fixed_continuation_model() {
   models::ModelOptions o = small_lm("mamba2");
   o.d_model = 8;
@@ -202,7 +203,7 @@ models::LanguageModel fixed_continuation_model() {
   E.zero_();
   const char chain[] = "s12345";
   double a = 1.0;
-  for (int k = 0; k < 6; ++k, a *= 3.0) {
+  for (int k = 0; k < 6; ++k, a *= 4.0) {
     E[static_cast<unsigned char>(chain[k])][k] = a;
     E[static_cast<unsigned char>(chain[k])][k + 1] = a;
   }

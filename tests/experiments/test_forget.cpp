@@ -89,13 +89,13 @@ TEST(Forget, ThresholdPerSizeAndAnExactLinearFit) {
 }
 
 TEST(Forget, LeastSquaresOnNoisyPointsIsTheHandComputedLine) {
-  // x = 1, 2, 3, 4; y = 2, 3, 5, 6: mean x 2.5, mean y 4, Sxx 5, Sxy 6.5 -> slope 1.3, intercept 0.75;
-  // residuals -0.05, -0.35, 0.35, 0.05 -> SS_res 0.25, SS_tot 10, R^2 0.975.
+  // x = 1, 2, 3, 4; y = 2, 3, 5, 6: mean x 2.5, mean y 4, Sxx 5, Sxy 3 + 0.5 + 0.5 + 3 = 7 -> slope 1.4,
+  // intercept 4 - 1.4 * 2.5 = 0.5; residuals 0.1, -0.3, 0.3, -0.1 -> SS_res 0.2, SS_tot 10, R^2 0.98.
   const auto f = fit_line({1, 2, 3, 4}, {2, 3, 5, 6});
   ASSERT_TRUE(f.has_value());
-  EXPECT_NEAR(f->slope, 1.3, 1e-12);
-  EXPECT_NEAR(f->intercept, 0.75, 1e-12);
-  EXPECT_NEAR(*f->r2, 0.975, 1e-12);
+  EXPECT_NEAR(f->slope, 1.4, 1e-12);
+  EXPECT_NEAR(f->intercept, 0.5, 1e-12);
+  EXPECT_NEAR(*f->r2, 0.98, 1e-12);
   EXPECT_FALSE(fit_line({2, 2}, {1, 5}).has_value());  // one distinct x
   const auto flat = fit_line({1, 2, 3}, {4, 4, 4});
   ASSERT_TRUE(flat.has_value());
