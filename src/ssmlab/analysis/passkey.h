@@ -12,7 +12,8 @@
 // depth (bin b collects depths <= (b + 1) / bins, the paper's 10 bins), the curve is the accuracy per length over
 // the deepest `curve_bins` bins (0: all samples). T_recall = the largest length whose accuracy is >= threshold
 // (the paper's 95%). Expected (spec §3.4, §3.5): near-perfect within the training length, near zero beyond ~2x it
-// for a model trained short; T_recall grows with the state size.
+// for a model trained short; T_recall grows with the state size. The seed's evaluation script crashes when its
+// output file does not exist yet (spec §6.15); nothing here resumes from a partial output, so nothing carries it.
 #pragma once
 #include <cstdint>
 #include <optional>

@@ -192,7 +192,9 @@ std::string format_forget(const ForgetTable& t) {
                (g.runs[i] > 1 ? "(x" + fmt_count(g.runs[i]) + ")" : "");
     const std::string tf = g.t_forget ? fmt_count(*g.t_forget) : "> " + fmt_count(g.t_train.back());
     std::snprintf(line, sizeof line, "%-14lld  %-10s  ", static_cast<long long>(g.state_size), tf.c_str());
-    out += line + tried + "\n";
+    out += line;
+    out += tried;
+    out += '\n';
   }
   if (t.fit) {
     std::snprintf(line, sizeof line, "fit: T_forget = %.6g * N_S %s %.6g   (R^2 %s, %lld points)\n", t.fit->slope,
