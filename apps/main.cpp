@@ -7,6 +7,7 @@
 //   ssmlab report DIR [--out DIR] [--embed]     (figures + report.html from run folders; report::)
 //   ssmlab sweep FILE [--jobs N] [--gpus 0,1] [--per-gpu K] [--mem-per-run GB] [--out DIR] [--set k=v]...
 //   ssmlab results DIR [--filter key=value]... [--csv FILE] [--sqlite FILE] [--all-keys]
+//   ssmlab forget DIR [--out OUT] [--skip-missing] [--no-draw]   (T_forget per state size and its linear fit)
 //   ssmlab tokenize CONFIG [--set key=value]... [--encode TEXT]   (the text task's token file, or TEXT's ids)
 #include <cstdio>
 #include <iostream>
@@ -23,6 +24,7 @@
 #include "ssmlab/core/parse.h"
 #include "ssmlab/experiments/analyze.h"
 #include "ssmlab/experiments/config.h"
+#include "ssmlab/experiments/forget.h"
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/results.h"
 #include "ssmlab/experiments/run.h"
@@ -33,6 +35,7 @@
 #include "ssmlab/tasks/registry.h"
 #include "ssmlab/tasks/text.h"
 #include "ssmlab/ops/backend.h"
+#include "ssmlab/report/gnuplot.h"
 #include "ssmlab/report/io.h"
 #include "ssmlab/report/report.h"
 #include "ssmlab/train/progress.h"
@@ -233,6 +236,27 @@ int cmd_report(const std::string& dir, const std::string& out, bool embed) {
   return summary.problems.empty() ? kExitOk : kExitPartial;
 }
 
+// `ssmlab forget DIR`: T_forget per state size from every run's analysis/loss_position.json, the linear fit, the
+// table; writes OUT/forget.json and OUT/figures/forget_threshold.{csv,json} and draws the figure (gnuplot).
+int cmd_forget(const std::string& dir, const std::string& out, bool skip_missing, bool no_draw) {
+  std::vector<std::filesystem::path> skipped;
+  const auto table = experiments::collect_forget(dir, skip_missing, &skipped);
+  for (const auto& s : skipped)
+    std::fprintf(stderr, "ssmlab forget: skipped %s (no analysis/%s.json)\n", s.string().c_str(),
+                 experiments::kLossPositionAnalysis);
+  std::printf("%s", experiments::format_forget(table).c_str());
+  const std::filesystem::path o = out.empty() ? std::filesystem::path(dir) / "forget" : std::filesystem::path(out);
+  const auto spec_file = experiments::write_forget(table, o);
+  std::printf("written: %s, %s\n", (o / "forget.json").string().c_str(), spec_file.string().c_str());
+  if (!no_draw) {
+    const auto spec = report::figure_from_json(nlohmann::json::parse(read_file(spec_file)), spec_file.parent_path(),
+                                               spec_file.string());
+    const auto drawn = report::render_figure(spec, spec_file.parent_path(), "forget_threshold");
+    std::printf("figure: %s\n", drawn.png.string().c_str());
+  }
+  return 0;
+}
+
 // The command's input, for the one-line error: "train configs/x.toml".
 std::string context_of(const CLI::App& app, const std::vector<std::string>& inputs) {
   const auto subs = app.get_subcommands();
@@ -361,6 +385,17 @@ int run(int argc, char** argv) {
   report_cmd->add_flag("--embed", report_embed, "inline the PNGs into report.html (one file to send)");
   report_cmd->footer("Writes report.html, figures/*.{png,svg,gp,dat}; needs gnuplot. Figure specs: docs/ARCHITECTURE.md.");
 
+  std::string forget_out;
+  bool forget_skip = false, forget_no_draw = false;
+  auto* forget = app.add_subcommand("forget", "the forget threshold (spec §3.5): T_forget per state size from every run's "
+                                              "analysis/loss_position.json under DIR, its linear fit and figure");
+  forget->add_option("dir", run_dir, "a sweep folder over state sizes x training lengths (or any folder of runs)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  forget->add_option("--out", forget_out, "output folder (default: DIR/forget)");
+  forget->add_flag("--skip-missing", forget_skip, "leave out run folders without analysis/loss_position.json");
+  forget->add_flag("--no-draw", forget_no_draw, "write the figure spec and table only (no gnuplot)");
+
   std::string encode_text;
   auto* tokenize = app.add_subcommand("tokenize", "build (or find) the token file of a text-task config and print its "
                                                   "counts; --encode prints the ids of a string instead");
@@ -396,6 +431,7 @@ int run(int argc, char** argv) {
     if (*report_cmd) return cmd_report(report_dir, report_out, report_embed);
     if (*sweep) return cmd_sweep(config_file, sets, out_dir, sweep_gpus, sweep_opts, sweep_dry_run);
     if (*results) return cmd_results(run_dir, results_opts, results_csv, results_sqlite);
+    if (*forget) return cmd_forget(run_dir, forget_out, forget_skip, forget_no_draw);
     if (*tokenize) return cmd_tokenize(config_file, sets, encode_opt->count() > 0 ? &encode_text : nullptr);
   } catch (...) {
     return ssmlab::app::report_current_exception(context_of(app, {config_file, run_dir, report_dir, analyze_target}));

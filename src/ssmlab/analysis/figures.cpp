@@ -75,4 +75,23 @@ std::filesystem::path write_spec(const std::filesystem::path& run_dir, const std
   return path;
 }
 
+std::vector<std::filesystem::path> write_depth_heatmap(const std::filesystem::path& run_dir, const std::string& stem,
+                                                       const std::vector<int64_t>& lengths,
+                                                       const std::vector<std::vector<double>>& grid,
+                                                       nlohmann::json spec) {
+  const size_t bins = grid.size();
+  SSMLAB_CHECK(bins >= 1 && !lengths.empty(), "write_depth_heatmap ", stem, ": ", bins, " depth bins, ",
+               lengths.size(), " lengths (need at least one of each)");
+  std::vector<std::string> header = {"depth"}, rows;
+  for (int64_t L : lengths) header.push_back(std::to_string(L));
+  for (size_t b = 0; b < bins; ++b) {
+    char label[48];
+    std::snprintf(label, sizeof label, "%.2f-%.2f", static_cast<double>(b) / static_cast<double>(bins),
+                  static_cast<double>(b + 1) / static_cast<double>(bins));
+    rows.push_back(label);
+  }
+  spec["kind"] = "heatmap";
+  return {write_labelled_csv(run_dir, stem, header, rows, grid), write_spec(run_dir, stem, std::move(spec))};
+}
+
 }  // namespace ssmlab::analysis

@@ -1,7 +1,5 @@
 #include "ssmlab/analysis/needle.h"
 
-#include <cstdio>
-
 #include <ATen/ATen.h>
 
 #include "ssmlab/analysis/figures.h"
@@ -56,25 +54,17 @@ Result run_needle_grid(const Context& ctx, const NeedleGridOptions& opts) {
       cells.push_back({{"length", lengths[li]}, {"bin", b}, {"accuracy", acc}});
     }
 
-  std::vector<std::string> header = {"depth"}, rows;
-  for (int64_t L : lengths) header.push_back(std::to_string(L));
-  for (int64_t b = 0; b < opts.bins; ++b) {
-    char label[48];
-    std::snprintf(label, sizeof label, "%.2f-%.2f", static_cast<double>(b) / static_cast<double>(opts.bins),
-                  static_cast<double>(b + 1) / static_cast<double>(opts.bins));
-    rows.push_back(label);
-  }
   Result r;
-  r.files.push_back(write_labelled_csv(ctx.run_dir, "needle_grid", header, rows, grid));
-  r.files.push_back(write_spec(ctx.run_dir, "needle_grid",
-                               {{"kind", "heatmap"},
-                                {"title", "Needle in a haystack: retrieval accuracy"},
-                                {"xlabel", "context length (tokens)"},
-                                {"ylabel", "needle depth (0 = first token)"},
-                                {"zlabel", "accuracy"},
-                                {"caption", "Fraction of examples whose key is recalled (every digit the argmax) by "
-                                            "context length and needle depth (spec §2.3). The paper: an SSM fails "
-                                            "when the needle is early in a long context; attention is uniform."}}));
+  for (const auto& f :
+       write_depth_heatmap(ctx.run_dir, "needle_grid", lengths, grid,
+                           {{"title", "Needle in a haystack: retrieval accuracy"},
+                            {"xlabel", "context length (tokens)"},
+                            {"ylabel", "needle depth (0 = first token)"},
+                            {"zlabel", "accuracy"},
+                            {"caption", "Fraction of examples whose key is recalled (every digit the argmax) by "
+                                        "context length and needle depth (spec §2.3). The paper: an SSM fails "
+                                        "when the needle is early in a long context; attention is uniform."}}))
+    r.files.push_back(f);
   // Early vs late needle at the longest length: the recency gap.
   const size_t last = lengths.size() - 1;
   const double early = grid.front()[last], late = grid.back()[last];

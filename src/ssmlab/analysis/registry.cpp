@@ -28,6 +28,9 @@ const std::vector<AnalysisInfo>& analysis_table() {
       {"state_stats", "state statistics per layer and head vs position, state histograms, decay and first-token "
                       "retention (spec §3.3)",
        [](const Context& c, const AnalysisOptions& o) { return run_state_stats(c, o.state_stats); }},
+      {"passkey", "passkey retrieval: accuracy heatmap over context length x needle depth, T_recall (>= 95%), on a "
+                  "text-task language model (spec §3.4)",
+       [](const Context& c, const AnalysisOptions& o) { return run_passkey(c, o.passkey); }},
   };
   return table;
 }

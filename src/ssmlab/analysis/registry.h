@@ -9,6 +9,7 @@
 #include "ssmlab/analysis/attack.h"
 #include "ssmlab/analysis/decay.h"
 #include "ssmlab/analysis/needle.h"
+#include "ssmlab/analysis/passkey.h"
 #include "ssmlab/analysis/eigen.h"
 #include "ssmlab/analysis/influence.h"
 #include "ssmlab/analysis/loss_position.h"
@@ -30,6 +31,7 @@ struct AnalysisOptions {
   TrajectoryOptions trajectories;
   LossPositionOptions loss_position;
   StateStatsOptions state_stats;
+  PasskeyOptions passkey;
 
   template <class V>
   void visit(V& v) {
@@ -45,6 +47,7 @@ struct AnalysisOptions {
     v("loss_position", loss_position, "LM loss vs position far past T_train, mitigation variants (spec §3.2, §3.6)");
     v("state_stats", state_stats, "state mean / variance / RMS / median per head vs position, decay, retention "
                                   "(spec §3.3)");
+    v("passkey", passkey, "passkey retrieval over context length x needle depth on a text-task LM (spec §3.4)");
   }
 };
 

@@ -174,6 +174,10 @@ void validate(const FigureSpec& s, const std::string& where) {
       if (finite == 0) report_fail(what, ": no finite value in z");
       if (s.format.find('%') == std::string::npos || s.format.find('\'') != std::string::npos)
         report_fail(what, ": format '", s.format, "' must be one printf conversion such as %.2f");
+      if (s.palette != "viridis" && s.palette != "rdylgn")
+        report_fail(what, ": palette '", s.palette, "' is not one of viridis, rdylgn");
+      if (s.zmin && s.zmax && !(*s.zmin < *s.zmax))
+        report_fail(what, ": zmin ", *s.zmin, " must be below zmax ", *s.zmax);
       break;
     }
     case FigureKind::histogram:
@@ -193,7 +197,8 @@ FigureSpec figure_from_json(const json& j, const std::filesystem::path& base_dir
   static const std::set<std::string> known = {
       "kind",  "title",   "xlabel", "ylabel", "zlabel",       "caption", "logx",      "logy",   "logz",  "xmin",
       "xmax",  "ymin",    "ymax",   "series", "categories",   "columns", "rows",      "z",      "print_values",
-      "format", "bins",   "normalize", "style", "width",      "height",  "data"};
+      "format", "bins",   "normalize", "style", "width",      "height",  "data",      "zmin",   "zmax",
+      "palette"};
   for (const auto& [k, v] : j.items())
     if (!known.count(k)) report_fail(where, ": unknown key '", k, "' in the figure spec");
   FigureSpec s;
@@ -222,6 +227,7 @@ FigureSpec figure_from_json(const json& j, const std::filesystem::path& base_dir
   str("caption", s.caption);
   str("format", s.format);
   str("style", s.style);
+  str("palette", s.palette);
   flag("logx", s.logx);
   flag("logy", s.logy);
   flag("logz", s.logz);
@@ -231,6 +237,8 @@ FigureSpec figure_from_json(const json& j, const std::filesystem::path& base_dir
   opt("xmax", s.xmax);
   opt("ymin", s.ymin);
   opt("ymax", s.ymax);
+  opt("zmin", s.zmin);
+  opt("zmax", s.zmax);
   integer("bins", s.bins);
   integer("width", s.width);
   integer("height", s.height);
@@ -298,6 +306,9 @@ json figure_to_json(const FigureSpec& s) {
     j["print_values"] = s.print_values;
     j["format"] = s.format;
     j["logz"] = s.logz;
+    j["palette"] = s.palette;
+    if (s.zmin) j["zmin"] = *s.zmin;
+    if (s.zmax) j["zmax"] = *s.zmax;
   }
   if (s.kind == FigureKind::histogram) {
     j["bins"] = s.bins;

@@ -41,6 +41,8 @@ struct FigureSpec {
   std::string caption;                         // a sentence under the figure in the HTML page
   bool logx = false, logy = false, logz = false;  // logz: heatmap colour scale
   std::optional<double> xmin, xmax, ymin, ymax;
+  std::optional<double> zmin, zmax;            // heatmap: fixed ends of the colour scale (default: the data's)
+  std::string palette = "viridis";             // heatmap: viridis (dark to light) | rdylgn (red-yellow-green)
   std::vector<Series> series;
   std::vector<std::string> categories;         // bars: the groups along x
   std::vector<std::string> columns, rows;      // heatmap: column (x) and row (y) labels; row 0 is at the bottom

@@ -512,15 +512,22 @@ std::string gnuplot_script(const FigureSpec& s, const std::string& stem, const s
       g << "set xrange [-0.5:" << nc - 0.5 << "]\nset yrange [-0.5:" << nr - 0.5 << "]\n"
         << "set xtics " << tics(s.columns, nc) << "\nset ytics " << tics(s.rows, nr) << "\n"
         << "set tics scale 0\nunset grid\nset border 15\n"
-        << "set palette defined (0 '" << viridis(0) << "', 1 '" << viridis(0.25) << "', 2 '" << viridis(0.5)
-        << "', 3 '" << viridis(0.75) << "', 4 '" << viridis(1) << "')\n"
         << "set cblabel " << quote(s.zlabel) << "\n"
         << "unset key\n";
+      if (s.palette == "rdylgn")  // ColorBrewer RdYlGn: red (low) through yellow to green (high)
+        g << "set palette defined (0 '#d73027', 1 '#fc8d59', 2 '#fee08b', 3 '#d9ef8b', 4 '#91cf60', 5 '#1a9850')\n";
+      else
+        g << "set palette defined (0 '" << viridis(0) << "', 1 '" << viridis(0.25) << "', 2 '" << viridis(0.5)
+          << "', 3 '" << viridis(0.75) << "', 4 '" << viridis(1) << "')\n";
+      if (s.zmin || s.zmax)
+        g << "set cbrange [" << (s.zmin ? num(*s.zmin) : std::string("*")) << ":"
+          << (s.zmax ? num(*s.zmax) : std::string("*")) << "]\n";
       if (s.logz) g << "set logscale cb 10\nset mcbtics 10\n";
       if (nc > 8) g << "set xtics rotate by -45\n";
       plot << "plot data using 1:2:3 with image";
       if (s.print_values && nr * nc <= 400) {
-        const std::string mid = heat_mid(s), fmt = quote(s.format);
+        // rdylgn is light in the middle and mid-dark at both ends: black text reads on every cell.
+        const std::string mid = s.palette == "rdylgn" ? "-1e308" : heat_mid(s), fmt = quote(s.format);
         // Dark cells get white text, light cells black (viridis runs dark to light).
         plot << ", \\\n     '' using 1:2:(($4 > 0 && $3 < " << mid << ") ? sprintf(" << fmt
              << ", $3) : '') with labels tc rgb '#ffffff' font ',9'"
