@@ -105,6 +105,12 @@ TEST(Collapse, ForgetVerdictComparesBeyondWithTheLargestWithin) {
   EXPECT_TRUE(analysis::forget_verdict(analysis::bucket_losses(losses, 2), 8, 2.0).learned_to_forget);
   losses[18] = losses[19] = 8.1;  // above
   EXPECT_FALSE(analysis::forget_verdict(analysis::bucket_losses(losses, 2), 8, 2.0).learned_to_forget);
+  // On perplexity the bound is 4 + ln 2 nats: 4.6 passes, 4.8 (and the 7.9 that the loss criterion accepts) fail.
+  losses[18] = losses[19] = 4.6;
+  EXPECT_TRUE(analysis::forget_verdict(analysis::bucket_losses(losses, 2), 8, 2.0, true).learned_to_forget);
+  losses[18] = losses[19] = 4.8;
+  EXPECT_FALSE(analysis::forget_verdict(analysis::bucket_losses(losses, 2), 8, 2.0, true).learned_to_forget);
+  EXPECT_TRUE(analysis::forget_verdict(analysis::bucket_losses(losses, 2), 8, 2.0, false).learned_to_forget);
   losses[18] = losses[19] = NAN;  // an overflowing loss is no forgetting
   EXPECT_FALSE(analysis::forget_verdict(analysis::bucket_losses(losses, 2), 8, 2.0).learned_to_forget);
   // No bucket inside T_train (the first is dropped): a clear error.

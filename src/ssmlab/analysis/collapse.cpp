@@ -116,7 +116,8 @@ std::vector<LossBucket> bucket_losses(const std::vector<double>& losses, int64_t
   return out;
 }
 
-ForgetVerdict forget_verdict(const std::vector<LossBucket>& buckets, int64_t t_train, double factor) {
+ForgetVerdict forget_verdict(const std::vector<LossBucket>& buckets, int64_t t_train, double factor,
+                             bool on_perplexity) {
   ForgetVerdict v;
   v.max_within = -std::numeric_limits<double>::infinity();
   v.max_beyond = -std::numeric_limits<double>::infinity();
@@ -138,7 +139,8 @@ ForgetVerdict forget_verdict(const std::vector<LossBucket>& buckets, int64_t t_t
                "; evaluate further (max_len)");
   v.mean_within = sum / static_cast<double>(v.within);
   // NaN or inf beyond (an overflowing state) is no forgetting.
-  v.learned_to_forget = std::isfinite(v.max_beyond) && v.max_beyond < factor * v.max_within;
+  const double bound = on_perplexity ? v.max_within + std::log(factor) : factor * v.max_within;
+  v.learned_to_forget = std::isfinite(v.max_beyond) && v.max_beyond < bound;
   return v;
 }
 

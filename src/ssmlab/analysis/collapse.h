@@ -47,13 +47,15 @@ std::vector<LossBucket> bucket_losses(const std::vector<double>& losses, int64_t
 
 // The "learned to forget" criterion (docs/GLOSSARY.md): buckets inside T_train (end <= t_train) and beyond it
 // (begin >= t_train); the model has learned to forget iff every bucket beyond stays below factor x the largest
-// bucket inside. Error when either side has no bucket.
+// bucket inside (on_perplexity: exp(loss) compared, i.e. every bucket beyond < the largest inside + ln factor).
+// Error when either side has no bucket.
 struct ForgetVerdict {
   double max_within = 0, mean_within = 0, max_beyond = 0;
   int64_t within = 0, beyond = 0;  // bucket counts
   bool learned_to_forget = false;
 };
-ForgetVerdict forget_verdict(const std::vector<LossBucket>& buckets, int64_t t_train, double factor);
+ForgetVerdict forget_verdict(const std::vector<LossBucket>& buckets, int64_t t_train, double factor,
+                             bool on_perplexity = false);
 
 // Statistics of one state per head: state (B, H, ...) -> (H, 4) float64 columns mean, unbiased variance,
 // RMS sqrt(mean(s^2)) and median (the lower middle element, torch's median), each over the batch and every

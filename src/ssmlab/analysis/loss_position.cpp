@@ -16,13 +16,14 @@
 namespace ssmlab::analysis {
 namespace {
 
-std::string loss_position_criterion(double factor) {
-  char text[256];
+std::string loss_position_criterion(double factor, const std::string& on) {
+  const char* what = on == "perplexity" ? "perplexity" : "loss";
+  char text[320];
   std::snprintf(text, sizeof text,
-                "learned to forget iff every bucket-mean loss beyond T_train (bucket begin >= T_train) stays below "
-                "%g x the largest bucket-mean loss within T_train (bucket end <= T_train); first and last bucket "
+                "learned to forget iff every bucket-mean %s beyond T_train (bucket begin >= T_train) stays below "
+                "%g x the largest bucket-mean %s within T_train (bucket end <= T_train); first and last bucket "
                 "dropped",
-                factor);
+                what, factor, what);
   return text;
 }
 
@@ -84,7 +85,7 @@ Result run_loss_position(const Context& ctx, const LossPositionOptions& opts) {
       restore_mitigations(lm, base);
       throw;
     }
-    const ForgetVerdict fv = forget_verdict(curves.back(), t_train, opts.forget_factor);
+    const ForgetVerdict fv = forget_verdict(curves.back(), t_train, opts.forget_factor, opts.forget_on == "perplexity");
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log::info(str("loss_position ", v, ": ", max_len, " tokens x ", opts.samples, " in ", secs,
                   " s; max bucket loss within T_train ", fv.max_within, ", beyond ", fv.max_beyond,
@@ -133,7 +134,7 @@ Result run_loss_position(const Context& ctx, const LossPositionOptions& opts) {
                                 {"style", "lines"},
                                 {"caption", caption}}));
 
-  const ForgetVerdict fv = forget_verdict(curves.front(), t_train, opts.forget_factor);
+  const ForgetVerdict fv = forget_verdict(curves.front(), t_train, opts.forget_factor, opts.forget_on == "perplexity");
   const int64_t ssm = ssm_state_numbers(lm);
   nlohmann::json buckets = nlohmann::json::array();
   for (const auto& b : curves.front()) buckets.push_back({{"x", b.x}, {"loss", b.loss}});
@@ -152,8 +153,9 @@ Result run_loss_position(const Context& ctx, const LossPositionOptions& opts) {
                {"state_size", lm.state_size()},
                {"state_size_ssm", ssm >= 0 ? nlohmann::json(ssm) : nlohmann::json(nullptr)},
                {"learned_to_forget", fv.learned_to_forget},
-               {"criterion", loss_position_criterion(opts.forget_factor)},
+               {"criterion", loss_position_criterion(opts.forget_factor, opts.forget_on)},
                {"forget_factor", opts.forget_factor},
+               {"forget_on", opts.forget_on},
                {"max_len", max_len},
                {"bucket", bucket},
                {"prompt", opts.prompt},

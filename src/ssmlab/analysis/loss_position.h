@@ -27,6 +27,7 @@ struct LossPositionOptions {
   int64_t bucket = 0;
   int64_t segment = 512;
   double forget_factor = 2.0;
+  std::string forget_on = "loss";
   bool logx = false;
   bool perplexity = false;
   std::string variants = "none";
@@ -50,6 +51,10 @@ struct LossPositionOptions {
     v("forget_factor", forget_factor,
       "learned to forget iff every bucket beyond T_train stays below this x the largest bucket within",
       Check::positive());
+    v("forget_on", forget_on,
+      "what forget_factor multiplies: loss (the paper's secondary note: loss < 2x the in-length maximum) or "
+      "perplexity (exp of the loss: beyond < within + ln factor nats, stricter when the loss is large)",
+      Check::one_of({"loss", "perplexity"}));
     v("logx", logx, "log x axis");
     v("perplexity", perplexity, "draw exp(bucket mean loss) instead of the loss");
     v("variants", variants,
