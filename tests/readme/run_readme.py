@@ -94,6 +94,9 @@ class Runner:
         self.repo, self.build, self.work, self.keys = repo, build, work, keys
         self.failures, self.notes = [], []
         self.runs = []  # run folders made so far, newest last
+        # Whether the newest `train` was really run here: a RUN / RUN_DIR placeholder after one that was only
+        # resolved with `ssmlab config` (its data or GPU is not here) stands for a run that does not exist.
+        self.last_train_made = True
         self.outputs = []  # every command's output
         self.has_gpu = shutil.which("nvidia-smi") is not None and subprocess.run(
             ["nvidia-smi", "-L"], capture_output=True).returncode == 0
@@ -125,6 +128,8 @@ class Runner:
         out = []
         for a in argv:
             m = re.fullmatch(r"(.*?)(-1a2b3c4d|-X{8})", a)
+            if a in ("RUN", "RUN_DIR") and not self.last_train_made:
+                return "no-run"
             if a in ("RUN", "RUN_DIR") or m:
                 hint = None
                 if m:
@@ -204,6 +209,10 @@ class Runner:
             if argv == "no-shared":
                 self.note(f"{where}: needs ../shared/data, which this checkout has not; not run")
                 return
+            if argv == "no-run":
+                self.note(f"{where}: its run is the one the train command before it would make, which was not run "
+                          "here (data or GPU missing); not run")
+                return
             for a in argv[2:3]:
                 if sub in ("train", "sweep", "config", "tokenize") and not a.startswith("-") and not os.path.exists(
                         os.path.join(self.work, a)):
@@ -219,6 +228,7 @@ class Runner:
                         if opt == "--set" and val != "train.device=cuda":
                             rest += [opt, val]
                     self.note(f"{where}: {why}; resolved with `ssmlab config` instead of trained")
+                    self.last_train_made = False
                     self.run([argv[0], "config", argv[2]] + rest, where)
                     return
                 if sub == "sweep" and gpu and not self.has_gpu:
@@ -227,6 +237,7 @@ class Runner:
                     return
                 if "--dry-run" not in argv and "--help" not in argv:
                     argv = argv + TINY
+                    self.last_train_made = True
             if sub == "results":
                 # 2-step runs reach no accuracy threshold: a metric filter keeps its form, its bound drops to 0
                 argv = [re.sub(r"^((?:test|train)_[a-z_/0-9]+)(>=|>)[0-9.eE+-]+$", r"\1>=0", a) for a in argv]
@@ -238,8 +249,8 @@ class Runner:
             return
         if prog.startswith("scripts/"):
             argv = self.substitute(argv, where)
-            if argv == "no-shared":
-                self.note(f"{where}: needs ../shared/data, which this checkout has not; not run")
+            if argv in ("no-shared", "no-run"):
+                self.note(f"{where}: needs ../shared/data or a run made from it, which this checkout has not; not run")
                 return
             if argv is None:
                 return
