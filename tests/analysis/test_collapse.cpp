@@ -36,24 +36,7 @@ using namespace ssmlab;
 using ssmlab::test::all_close;
 
 // Twelve documents of random letters (byte tokenizer), a quarter held out for validation.
-tasks::TextConfig collapse_text_config(const fs::path& dir) {
-  Rng rng(4);
-  for (int d = 0; d < 12; ++d) {
-    std::string t;
-    for (int i = 0; i < 60 + 17 * d; ++i) t.push_back(static_cast<char>('a' + rng.randint(0, 26)));
-    char name[32];
-    std::snprintf(name, sizeof name, "doc%02d.txt", d);
-    test::write_text(dir / "corpus" / name, t);
-  }
-  tasks::TextConfig c;
-  c.corpus = {"files", (dir / "corpus").string()};
-  c.tokenizer.kind = "byte";
-  c.cache_dir = (dir / "cache").string();
-  c.seq_len = 16;
-  c.validation_fraction = 0.25;
-  c.seed = 3;
-  return c;
-}
+tasks::TextConfig collapse_text_config(const fs::path& dir) { return test::random_letters_text(dir, 12, 60, 17, 4); }
 
 models::LanguageModel collapse_lm(const std::string& mixer = "mamba2") {
   models::ModelOptions o;

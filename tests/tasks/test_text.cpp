@@ -24,24 +24,7 @@ namespace fs = std::filesystem;
 using namespace ssmlab;
 
 // Eight documents of 20 + 13 d random letters each (so no two windows are equal), read with the byte tokenizer.
-tasks::TextConfig byte_config(const fs::path& dir) {
-  Rng rng(9);
-  for (int d = 0; d < 8; ++d) {
-    std::string t;
-    for (int i = 0; i < 20 + 13 * d; ++i) t.push_back(static_cast<char>('a' + rng.randint(0, 26)));
-    char name[32];
-    std::snprintf(name, sizeof name, "doc%02d.txt", d);
-    test::write_text(dir / "corpus" / name, t);
-  }
-  tasks::TextConfig c;
-  c.corpus = {"files", (dir / "corpus").string()};
-  c.tokenizer.kind = "byte";
-  c.cache_dir = (dir / "cache").string();
-  c.seq_len = 16;
-  c.validation_fraction = 0.25;
-  c.seed = 3;
-  return c;
-}
+tasks::TextConfig byte_config(const fs::path& dir) { return test::random_letters_text(dir, 8, 20, 13, 9); }
 
 TEST(TextTask, AcrossWindowsTileTheSplitAndTargetsAreTheNextTokens) {
   test::TempDir dir;

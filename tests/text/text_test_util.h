@@ -14,6 +14,8 @@
 #include <gtest/gtest.h>
 
 #include "ssmlab/core/error_kinds.h"
+#include "ssmlab/core/rng.h"
+#include "ssmlab/tasks/text.h"
 #include "ssmlab/text/gpt2_bpe.h"
 
 namespace ssmlab::test {
@@ -40,6 +42,29 @@ inline void write_text(const std::filesystem::path& p, const std::string& s) {
   std::filesystem::create_directories(p.parent_path());
   std::ofstream f(p, std::ios::binary);
   f.write(s.data(), static_cast<std::streamsize>(s.size()));
+}
+
+// A corpus of `docs` documents of seeded random letters (document d holds base + step·d of them, so no two windows
+// are equal), written as dir/corpus/docNN.txt, and a byte-tokenizer text config over it: token cache in
+// dir/cache, windows of 16, a quarter of the documents held out (split seed 3). Callers change what they need.
+inline tasks::TextConfig random_letters_text(const std::filesystem::path& dir, int docs, int base, int step,
+                                             uint64_t seed) {
+  Rng rng(seed);
+  for (int d = 0; d < docs; ++d) {
+    std::string t;
+    for (int i = 0; i < base + step * d; ++i) t.push_back(static_cast<char>('a' + rng.randint(0, 26)));
+    char name[32];
+    std::snprintf(name, sizeof name, "doc%02d.txt", d);
+    write_text(dir / "corpus" / name, t);
+  }
+  tasks::TextConfig c;
+  c.corpus = {"files", (dir / "corpus").string()};
+  c.tokenizer.kind = "byte";
+  c.cache_dir = (dir / "cache").string();
+  c.seq_len = 16;
+  c.validation_fraction = 0.25;
+  c.seed = 3;
+  return c;
 }
 
 inline std::string read_text(const std::filesystem::path& p) {

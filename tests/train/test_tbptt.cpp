@@ -262,18 +262,8 @@ TEST(TbpttTrainer, FitRunsTheSegmentsOfTheData) {
 // length.
 TEST(TbpttText, SegmentsMakeLongerWindows) {
   ssmlab::test::TempDir dir;
-  ssmlab::Rng rng(4);
-  for (int d = 0; d < 6; ++d) {
-    std::string t;
-    for (int i = 0; i < 60 + 7 * d; ++i) t.push_back(static_cast<char>('a' + rng.randint(0, 26)));
-    char name[32];
-    std::snprintf(name, sizeof name, "doc%02d.txt", d);
-    ssmlab::test::write_text(dir.path / "corpus" / name, t);
-  }
-  ssmlab::tasks::TextConfig c;
-  c.corpus = {"files", (dir.path / "corpus").string()};
-  c.tokenizer.kind = "byte";
-  c.cache_dir = (dir.path / "cache").string();
+  ssmlab::tasks::TextConfig c = ssmlab::test::random_letters_text(dir.path, 6, 60, 7, 4);
+  c.seed = ssmlab::tasks::TextConfig{}.seed;  // the default split seed
   c.seq_len = 5;
   c.segments = 3;
   c.validation_fraction = 0.3;
