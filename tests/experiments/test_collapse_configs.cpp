@@ -59,13 +59,19 @@ void check_forget_grid(const Sweep& s, size_t sizes, size_t lengths, int64_t tok
 
 TEST(CollapseConfigs, ForgetSweepsCoverStateSizesTimesLengths) {
   check_forget_grid(load_forget_sweep("forget-cpu.toml"), 4, 3, 1024);
-  check_forget_grid(load_forget_sweep("forget.toml"), 4, 5, 16384);
-  // As shipped, both list loss_position before passkey.
-  for (const char* f : {"forget-cpu.toml", "forget.toml"}) {
+  check_forget_grid(load_forget_sweep("forget.toml"), 4, 6, 16384);
+  // As shipped, both list loss_position before passkey (the GPU sweep state_stats between them).
+  const std::pair<const char*, const char*> lists[] = {{"forget-cpu.toml", "loss_position,passkey"},
+                                                       {"forget.toml", "loss_position,state_stats,passkey"}};
+  for (const auto& [f, list] : lists) {
     std::ifstream in(collapse(f));
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    EXPECT_NE(text.find("after_training = \"loss_position,passkey\""), std::string::npos) << f;
+    EXPECT_NE(text.find("after_training = \"" + std::string(list) + "\""), std::string::npos) << f;
   }
+  // The GPU sweep evaluates in batches of the training batch (a 64-token model would otherwise take 1,600
+  // validation batches of 4 windows).
+  for (const auto& r : load_forget_sweep("forget.toml").runs)
+    EXPECT_EQ(r.config.task.test_batch_size, r.config.task.batch_size) << r.folder;
 }
 
 TEST(CollapseConfigs, PasskeyCpuTrainsAndWritesItsGrid) {
