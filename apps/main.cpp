@@ -88,6 +88,9 @@ int cmd_train(const std::string& file, const std::vector<std::string>& sets, con
     return c;
   });
   const auto dir = experiments::run_dir_for(cfg, out.empty() ? std::nullopt : std::optional<std::filesystem::path>(out));
+  struct GroupScope {  // the process group ends with the command, before static destructors run
+    ~GroupScope() { train::set_current_group(nullptr); }
+  } group_scope;
   if (dist_env) train::init_distributed_from_env();  // the rendezvous: every rank, bounded by SSMLAB_DIST_TIMEOUT
   if (lead) std::printf("ssmlab train: %s -> %s\n", file.c_str(), dir.string().c_str());
   auto outcome = experiments::train_run(cfg, dir);
