@@ -99,7 +99,7 @@ std::map<std::string, at::Tensor> first_step_gradients(const fs::path& run) {
   const fs::path ckpt = ssmlab::train::latest_checkpoint(run / "checkpoints");
   EXPECT_FALSE(ckpt.empty()) << run;
   std::map<std::string, at::Tensor> g;
-  for (const auto& [name, t] : ssmlab::load_safetensors(ckpt / "optimizer.safetensors").tensors)
+  for (const auto& [name, t] : ssmlab::models::load_safetensors(ckpt / "optimizer.safetensors").tensors)
     if (name.ends_with(".exp_avg")) g[name] = t / (1.0 - 0.9);
   return g;
 }
