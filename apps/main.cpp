@@ -1,11 +1,12 @@
 // The ssmlab command: parse a subcommand, call experiments:: (docs/ARCHITECTURE.md, "apps").
-//   ssmlab train CONFIG [--set key=value]... [--out DIR]
+//   ssmlab train CONFIG [--set key=value]... [--out DIR] [--nproc N]   (N data-parallel ranks; or under torchrun)
 //   ssmlab eval RUN_DIR [--device DEV]
 //   ssmlab config CONFIG [--set key=value]...   (print the resolved config)
 //   ssmlab list [mixers|tasks|analyses|ops|transitions|keys]
 //   ssmlab analyze NAME[,NAME...] RUN_DIR|CONFIG [--set key=value]... [--out DIR] [--device DEV]
 //   ssmlab report DIR [--out DIR] [--embed]     (figures + report.html from run folders; report::)
 //   ssmlab sweep FILE [--jobs N] [--gpus 0,1] [--per-gpu K] [--mem-per-run GB] [--out DIR] [--set k=v]...
+//   ssmlab sweep FILE --slurm [--dry-run] [--nproc N] [sbatch options...]   (one Slurm job array)
 //   ssmlab results DIR [--filter key=value]... [--csv FILE] [--sqlite FILE] [--all-keys]
 //   ssmlab forget DIR [--out OUT] [--skip-missing] [--no-draw]   (T_forget per state size and its linear fit)
 //   ssmlab tokenize CONFIG [--set key=value]... [--encode TEXT]   (the text task's token file, or TEXT's ids)
@@ -29,6 +30,7 @@
 #include "ssmlab/experiments/results.h"
 #include "ssmlab/experiments/run.h"
 #include "ssmlab/experiments/runner.h"
+#include "ssmlab/experiments/slurm.h"
 #include "ssmlab/experiments/sweep.h"
 #include "ssmlab/experiments/validate.h"
 #include "ssmlab/mixers/registry.h"
@@ -38,6 +40,8 @@
 #include "ssmlab/report/gnuplot.h"
 #include "ssmlab/report/io.h"
 #include "ssmlab/report/report.h"
+#include "ssmlab/train/distributed.h"
+#include "ssmlab/train/launch.h"
 #include "ssmlab/train/progress.h"
 #include "ssmlab/runfolder/layout.h"
 
@@ -50,15 +54,47 @@ void print_eval(const train::EvalResult& r) {
   for (const auto& [name, acc] : r.per_segment) std::printf("  %-24s %.4f\n", name.c_str(), acc);
 }
 
-int cmd_train(const std::string& file, const std::vector<std::string>& sets, const std::string& out) {
+// argv without `--nproc N` / `--nproc=N`: what each local rank runs.
+std::vector<std::string> args_without_nproc(int argc, char** argv) {
+  std::vector<std::string> out;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--nproc") {
+      ++i;
+      continue;
+    }
+    if (a.rfind("--nproc=", 0) == 0) continue;
+    out.push_back(a);
+  }
+  return out;
+}
+
+int cmd_train(const std::string& file, const std::vector<std::string>& sets, const std::string& out, int nproc,
+              int argc, char** argv) {
+  const auto dist_env = train::dist_env_from_environment();
+  if (nproc > 1) {
+    if (dist_env)
+      fail_config("--nproc ", nproc, " inside a ", dist_env->source, " (rank ", dist_env->rank, " of ",
+                  dist_env->world_size, "): the launcher (torchrun, srun) already started the ranks; drop --nproc");
+    std::printf("ssmlab train: %d local ranks (Gloo on CPU)\n", nproc);
+    train::LaunchOptions lo;
+    lo.nproc = nproc;
+    return train::launch_local_ranks(args_without_nproc(argc, argv), lo);
+  }
+  const bool lead = !dist_env || dist_env->rank == 0;
   experiments::Config cfg = ssmlab::app::as_config_error([&] {
     auto c = experiments::load_config(file, sets);
     experiments::validate_config(c, file);  // until load_config calls it itself
     return c;
   });
   const auto dir = experiments::run_dir_for(cfg, out.empty() ? std::nullopt : std::optional<std::filesystem::path>(out));
-  std::printf("ssmlab train: %s -> %s\n", file.c_str(), dir.string().c_str());
+  struct GroupScope {  // the process group ends with the command, before static destructors run
+    ~GroupScope() { train::set_current_group(nullptr); }
+  } group_scope;
+  if (dist_env) train::init_distributed_from_env();  // the rendezvous: every rank, bounded by SSMLAB_DIST_TIMEOUT
+  if (lead) std::printf("ssmlab train: %s -> %s\n", file.c_str(), dir.string().c_str());
   auto outcome = experiments::train_run(cfg, dir);
+  if (!lead) return 0;
   if (outcome.already_done) {
     std::printf("this run is already finished (DONE in %s); `ssmlab eval %s` re-evaluates it\n", dir.string().c_str(),
                 dir.string().c_str());
@@ -190,11 +226,51 @@ void write_results(const std::filesystem::path& dir, const experiments::ResultsT
     std::printf("written: %s%s%s\n", csv.c_str(), !csv.empty() && !sqlite.empty() ? ", " : "", sqlite.c_str());
 }
 
+// sbatch options left over by the parser: "--time", "4:00:00" -> "--time=4:00:00".
+std::vector<std::string> sbatch_options(const std::vector<std::string>& extras) {
+  std::vector<std::string> out;
+  for (const auto& e : extras) {
+    if (!e.empty() && e[0] == '-') {
+      out.push_back(e);
+    } else {
+      if (out.empty() || out.back().find('=') != std::string::npos || out.back().rfind("--", 0) != 0)
+        fail_config("ssmlab sweep: unexpected argument '", e, "' (sbatch options go as --name=value after --slurm)");
+      out.back() += "=" + e;
+    }
+  }
+  return out;
+}
+
+int cmd_sweep_slurm(const experiments::Sweep& sweep, const experiments::SlurmOptions& so, bool dry_run) {
+  if (dry_run) {
+    std::printf("%s", experiments::slurm_array_script(sweep, so).c_str());
+    return kExitOk;
+  }
+  const auto sub = experiments::submit_slurm(sweep, so);
+  if (sub.job_id.empty()) {
+    std::printf("ssmlab sweep --slurm: every run of %s is finished; nothing submitted (script: %s)\n",
+                sweep.name.c_str(), sub.script.string().c_str());
+    return kExitOk;
+  }
+  std::printf("ssmlab sweep --slurm: submitted job array %s (%zu tasks of %zu runs) from %s; logs in %s; afterwards "
+              "`ssmlab results %s`\n",
+              sub.job_id.c_str(), sub.tasks, sweep.runs.size(), sub.script.string().c_str(),
+              (sweep.out_dir / "slurm").string().c_str(), sweep.out_dir.string().c_str());
+  return kExitOk;
+}
+
 int cmd_sweep(const std::string& file, const std::vector<std::string>& sets, const std::string& out,
-              const std::string& gpus, experiments::RunnerOptions opts, bool dry_run) {
+              const std::string& gpus, experiments::RunnerOptions opts, bool dry_run, bool slurm,
+              experiments::SlurmOptions slurm_opts, const std::vector<std::string>& extras) {
   if (!gpus.empty()) opts.gpus = parse_gpus(gpus);
+  if (!slurm && !extras.empty())
+    fail_config("ssmlab sweep: unknown argument '", extras.front(), "' (sbatch options are taken only with --slurm)");
   experiments::Sweep sweep = ssmlab::app::as_config_error([&] { return experiments::load_sweep(file, sets); });
   if (!out.empty()) sweep.out_dir = out;
+  if (slurm) {
+    for (const auto& o : sbatch_options(extras)) slurm_opts.sbatch.push_back(o);
+    return cmd_sweep_slurm(sweep, slurm_opts, dry_run);
+  }
   if (dry_run) {
     std::printf("%s: %zu runs -> %s\n", file.c_str(), sweep.runs.size(), sweep.out_dir.string().c_str());
     for (const auto& run : sweep.runs) {
@@ -308,7 +384,12 @@ int run(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   train->add_option("--set", sets, "override a config key: --set model.mixers.mamba1.d_state=32 (repeatable)");
   train->add_option("--out", out_dir, "run folder (default: <run.out_dir>/<run.name>-<config hash>)");
-  train->footer("Config keys: `ssmlab list keys`.");
+  int train_nproc = 1;
+  train->add_option("--nproc", train_nproc, "data-parallel ranks on this host (processes, Gloo on CPU); the same "
+                                            "binary also runs under torchrun / srun from RANK, WORLD_SIZE, "
+                                            "MASTER_ADDR, MASTER_PORT")
+      ->check(CLI::Range(1, 1024));
+  train->footer("Config keys: `ssmlab list keys`. Several hosts: README, \"Training on several processes\".");
 
   auto* eval = app.add_subcommand("eval", "evaluate a run folder's newest checkpoint on its test segments");
   eval->add_option("run_dir", run_dir, "run folder written by `ssmlab train`")->required()->check(CLI::ExistingDirectory);
@@ -356,7 +437,17 @@ int run(int argc, char** argv) {
                                                 "MemAvailable)");
   sweep->add_option("--out", out_dir, "sweep folder (default: [sweep].out_dir, else <run.out_dir>/<sweep name>)");
   sweep->add_option("--set", sets, "override a key of the base config (repeatable)");
-  sweep->add_flag("--dry-run", sweep_dry_run, "list the runs and their folders; run nothing");
+  sweep->add_flag("--dry-run", sweep_dry_run, "list the runs and their folders; run nothing (with --slurm: print the "
+                                             "job array script)");
+  bool sweep_slurm = false;
+  experiments::SlurmOptions slurm_opts;
+  sweep->add_flag("--slurm", sweep_slurm, "submit the sweep to Slurm as ONE job array (one task per unfinished run, "
+                                         "each resumable); sbatch options follow, e.g. --partition=gpu --time=4:00:00");
+  sweep->add_option("--sbatch", slurm_opts.sbatch, "one sbatch option for --slurm, e.g. --sbatch=--gres=gpu:1 "
+                                                   "(repeatable; plain sbatch options after --slurm work too)");
+  sweep->add_option("--nproc", slurm_opts.nproc, "with --slurm: data-parallel ranks per run (ssmlab train --nproc)")
+      ->check(CLI::Range(1, 1024));
+  sweep->allow_extras();
   sweep->footer("Ctrl-C stops every run (they resume next time). Writes sweep.json, results.csv and results.sqlite in "
                 "the sweep folder; each run's output is in its folder's train.log.");
 
@@ -415,7 +506,7 @@ int run(int argc, char** argv) {
   }
 
   try {
-    if (*train) return cmd_train(config_file, sets, out_dir);
+    if (*train) return cmd_train(config_file, sets, out_dir, train_nproc, argc, argv);
     if (*eval) {
       print_eval(experiments::eval_run(run_dir, device));
       std::printf("written: %s/eval.json\n", run_dir.c_str());
@@ -429,7 +520,9 @@ int run(int argc, char** argv) {
     if (*list) return cmd_list(list_what);
     if (*analyze) return cmd_analyze(analyze_names, analyze_target, sets, out_dir, device);
     if (*report_cmd) return cmd_report(report_dir, report_out, report_embed);
-    if (*sweep) return cmd_sweep(config_file, sets, out_dir, sweep_gpus, sweep_opts, sweep_dry_run);
+    if (*sweep)
+      return cmd_sweep(config_file, sets, out_dir, sweep_gpus, sweep_opts, sweep_dry_run, sweep_slurm, slurm_opts,
+                       sweep->remaining());
     if (*results) return cmd_results(run_dir, results_opts, results_csv, results_sqlite);
     if (*forget) return cmd_forget(run_dir, forget_out, forget_skip, forget_no_draw);
     if (*tokenize) return cmd_tokenize(config_file, sets, encode_opt->count() > 0 ? &encode_text : nullptr);

@@ -17,6 +17,7 @@
 #include "ssmlab/models/language_model.h"
 #include "ssmlab/models/sequence_classifier.h"
 #include "ssmlab/train/checkpoint.h"
+#include "ssmlab/train/distributed.h"
 #include "ssmlab/runfolder/layout.h"
 
 namespace ssmlab::experiments {
@@ -89,6 +90,19 @@ train::TrainData build_data(const Config& cfg, const tasks::Task& task) {
 RunOutcome train_run(Config cfg, const std::filesystem::path& dir) {
   RunOutcome out;
   out.dir = dir;
+  // Data-parallel ranks other than 0 train and read the folder, but write nothing there (train/distributed.h).
+  if (const train::ProcessGroup* g = train::current_group(); g != nullptr && g->rank() != 0) {
+    if (std::filesystem::exists(runfolder::done_marker(dir))) {
+      out.already_done = true;
+      return out;
+    }
+    const tasks::TaskPtr task = build_task(cfg);
+    const train::TrainData data = build_data(cfg, *task);
+    at::manual_seed(static_cast<uint64_t>(cfg.run.seed));
+    const models::ModelPtr model = build_model(cfg, *task);
+    out.fit = train::fit(*model, *task, data, cfg.train, dir, nullptr);
+    return out;
+  }
   std::filesystem::create_directories(dir);
   const RunLock lock(dir);  // one writer per run folder, until this returns
   const std::string resolved = run_config_text(cfg);

@@ -17,6 +17,7 @@
 #include "ssmlab/core/log.h"
 #include "ssmlab/models/language_model.h"
 #include "ssmlab/train/checkpoint.h"
+#include "ssmlab/train/distributed.h"
 #include "ssmlab/train/progress.h"
 #include "ssmlab/train/schedule.h"
 #include "ssmlab/train/tb_writer.h"
@@ -138,19 +139,29 @@ json eval_fields(const EvalResult& r, bool perplexity) {
 
 EvalResult evaluate(models::ModelImpl& model, const tasks::Task& task, const std::vector<tasks::Segment>& segments,
                     int64_t batch_size, c10::Device device, const std::string& precision) {
+  return evaluate_sharded(model, task, segments, batch_size, device, precision, nullptr);
+}
+
+EvalResult evaluate_sharded(models::ModelImpl& model, const tasks::Task& task,
+                            const std::vector<tasks::Segment>& segments, int64_t batch_size, c10::Device device,
+                            const std::string& precision, ProcessGroup* group) {
   at::NoGradGuard no_grad;
+  if (group != nullptr && group->size() == 1) group = nullptr;
   const bool was_training = model.is_training();
   model.eval();
   EvalResult r;
   double acc_sum = 0.0, loss_sum = 0.0;
   int64_t n_examples = 0, n_targets = 0;
+  // Sums per segment: (accuracy sum, examples counted); with a group, this rank's shard, all-reduced below.
+  std::vector<std::pair<double, int64_t>> per_seg;
   for (size_t s = 0; s < segments.size(); ++s) {
     const auto& seg = segments[s];
     const int64_t m = seg.inputs.size(0);
+    const auto [lo, hi] = group ? shard_rows(m, group->rank(), group->size()) : std::pair<int64_t, int64_t>{0, m};
     double seg_acc = 0.0;
     int64_t seg_n = 0;
-    for (int64_t b0 = 0; b0 < m; b0 += batch_size) {
-      const auto batch = tasks::slice_batch(seg, static_cast<int64_t>(s), b0, std::min(m, b0 + batch_size));
+    for (int64_t b0 = lo; b0 < hi; b0 += batch_size) {
+      const auto batch = tasks::slice_batch(seg, static_cast<int64_t>(s), b0, std::min(hi, b0 + batch_size));
       const at::Tensor inputs = batch.inputs.to(device), targets = batch.targets.to(device);
       at::Tensor outputs;
       {
@@ -167,7 +178,27 @@ EvalResult evaluate(models::ModelImpl& model, const tasks::Task& task, const std
       seg_acc += acc.masked_select(valid).sum().item<double>();
       seg_n += valid.sum().item<int64_t>();
     }
-    r.per_segment.emplace_back(seg.name, seg_n > 0 ? seg_acc / static_cast<double>(seg_n) : NAN);
+    per_seg.emplace_back(seg_acc, seg_n);
+  }
+  if (group) {  // one float64 vector: loss sum, targets, then (accuracy sum, examples) per segment
+    at::Tensor sums = at::zeros({2 + 2 * static_cast<int64_t>(segments.size())}, at::kDouble);
+    auto a = sums.accessor<double, 1>();
+    a[0] = loss_sum;
+    a[1] = static_cast<double>(n_targets);
+    for (size_t s = 0; s < per_seg.size(); ++s) {
+      a[2 + 2 * s] = per_seg[s].first;
+      a[3 + 2 * s] = static_cast<double>(per_seg[s].second);
+    }
+    std::vector<at::Tensor> v{sums};
+    group->allreduce_sum(v, "all-reduce of the evaluation");
+    loss_sum = a[0];
+    n_targets = static_cast<int64_t>(std::llround(a[1]));
+    for (size_t s = 0; s < per_seg.size(); ++s)
+      per_seg[s] = {a[2 + 2 * s], static_cast<int64_t>(std::llround(a[3 + 2 * s]))};
+  }
+  for (size_t s = 0; s < segments.size(); ++s) {
+    const auto [seg_acc, seg_n] = per_seg[s];
+    r.per_segment.emplace_back(segments[s].name, seg_n > 0 ? seg_acc / static_cast<double>(seg_n) : NAN);
     acc_sum += seg_acc;
     n_examples += seg_n;
   }
@@ -248,6 +279,12 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
   model.to(device);
   model.train();
   torch::optim::AdamW opt(param_groups(model, o));
+  ProcessGroup* group = current_group();
+  if (group != nullptr && group->size() == 1) group = nullptr;
+  const int rank = group ? group->rank() : 0;
+  const bool lead = rank == 0;  // writes metrics, TensorBoard and checkpoints
+  SSMLAB_CHECK(!group || device.is_cpu(), "data-parallel training runs on Gloo, which this build uses for CPU tensors "
+               "only; train.device is ", o.device, " (NCCL for CUDA is not wired in yet)");
 
   const int64_t per_epoch = tasks::count_batches(data.train, data.batch_size);
   int64_t total = per_epoch * o.epochs;
@@ -272,16 +309,31 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
       stop = true;
     }
     result.resumed = true;
-    truncate_metrics(metrics_file, step);
-    log::info(str("resumed from ", latest.string(), " at step ", step));
-  } else if (std::filesystem::exists(metrics_file)) {
+    if (lead) truncate_metrics(metrics_file, step);
+    if (lead) log::info(str("resumed from ", latest.string(), " at step ", step));
+  } else if (lead && std::filesystem::exists(metrics_file)) {
     truncate_metrics(metrics_file, 0);
+  }
+  if (group) {
+    // Every rank must start from the same step and weights: rank 0's step and parameters (and buffers) are
+    // broadcast; a rank that found another checkpoint is an error naming both steps.
+    at::Tensor root_step = at::full({1}, static_cast<double>(step), at::kDouble);
+    std::vector<at::Tensor> v{root_step};
+    group->broadcast(v, 0, "broadcast of the starting step");
+    const auto step0 = static_cast<int64_t>(root_step.item<double>());
+    SSMLAB_CHECK(step0 == step, "rank ", rank, " found its newest checkpoint at step ", step, " under ",
+                 ckpt_root.string(), " but rank 0 starts at step ", step0,
+                 ": every rank must see the same run folder (a shared file system)");
+    std::vector<at::Tensor> state;
+    for (const auto& p : model.parameters()) state.push_back(p.data());
+    for (const auto& b : model.buffers()) state.push_back(b);
+    group->broadcast(state, 0, "broadcast of the parameters");
   }
 
   // TensorBoard mirrors metrics.jsonl: the events up to the checkpoint carried over (or rebuilt from what the file
   // keeps), then appended to with it; the hparams session ends with success, or failure if training throws.
   std::optional<TbWriter> tb;
-  if (o.tensorboard) tb.emplace(tb_session ? *tb_session : TbSession{run_dir, {}, {}, {}}, step, read_metrics(metrics_file));
+  if (o.tensorboard && lead) tb.emplace(tb_session ? *tb_session : TbSession{run_dir, {}, {}, {}}, step, read_metrics(metrics_file));
   struct SessionEndOnThrow {
     std::optional<TbWriter>& tb;
     const int64_t& step;
@@ -294,6 +346,7 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     }
   } end_on_throw{tb, step};
   auto log_record = [&](const json& rec) {
+    if (!lead) return;
     append_line(metrics_file, rec.dump());
     if (tb) tb->write(rec);
   };
@@ -304,7 +357,8 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     log_record(rec);
   };
 
-  Progress progress(total, step);
+  std::optional<Progress> progress;
+  if (lead) progress.emplace(total, step);
   const auto t_start = std::chrono::steady_clock::now();
   auto t_window = t_start;
   int64_t tokens_window = 0;
@@ -318,6 +372,7 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
   // checkpoint resumes to the same results without training or evaluating again (experiments/run.cpp writes
   // results.json and DONE from them).
   auto save = [&](double last_acc) {
+    if (!lead) return;
     TrainState st;
     st.step = step;
     st.epoch = step / per_epoch;
@@ -330,15 +385,43 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     prune_checkpoints(ckpt_root, o.keep_checkpoints);
   };
 
+  const std::vector<at::Tensor> params = model.parameters();
   while (step < total && !stop) {
+    if (group) fault_point(str("rank", rank, "_before_step_", step + 1).c_str());  // tests kill one rank here
     const int64_t epoch = step / per_epoch;
     const auto batch = tasks::batch_at(data.train, data.batch_size, step % per_epoch);
     const double lr = learning_rate(o, step, total, epoch);
     set_lr(opt, lr);
-    const at::Tensor inputs = batch.inputs.to(device), targets = batch.targets.to(device);
     opt.zero_grad();
     const int64_t bptt = data.train[static_cast<size_t>(batch.segment)].bptt_segments;
-    const double loss_v = batch_gradients(model, task, inputs, targets, bptt, o.precision, device);
+    double loss_v = NAN;
+    if (!group) {
+      const at::Tensor inputs = batch.inputs.to(device), targets = batch.targets.to(device);
+      loss_v = batch_gradients(model, task, inputs, targets, bptt, o.precision, device);
+    } else {
+      // This rank's rows of the global batch; its mean loss and gradients weighted by its share of the batch's
+      // counted targets, so that the all-reduced sum is the global batch's mean, whatever the split.
+      const auto [lo, hi] = shard_rows(batch.inputs.size(0), rank, group->size());
+      const int64_t n_all = task.loss_count(batch.targets);
+      std::vector<double> weighted{n_all > 0 ? 0.0 : NAN};
+      if (hi > lo && n_all > 0) {
+        const at::Tensor tg_cpu = batch.targets.narrow(0, lo, hi - lo);
+        const int64_t n_r = task.loss_count(tg_cpu);
+        if (n_r > 0) {
+          const at::Tensor inputs = batch.inputs.narrow(0, lo, hi - lo).to(device), targets = tg_cpu.to(device);
+          const double l = batch_gradients(model, task, inputs, targets, bptt, o.precision, device);
+          const double w = static_cast<double>(n_r) / static_cast<double>(n_all);
+          if (std::isfinite(l)) {
+            at::NoGradGuard no_grad;
+            for (const auto& p : params)
+              if (p.grad().defined()) p.grad().mul_(w);
+          }
+          weighted[0] = l * w;
+        }
+      }
+      allreduce_gradients(*group, params, weighted);
+      loss_v = weighted[0];
+    }
     SSMLAB_CHECK(std::isfinite(loss_v), "training diverged: the loss is ", loss_v, " at step ", step + 1, " (epoch ",
                  epoch, ", lr ", lr, "); checkpoints under ", ckpt_root.string(),
                  " are untouched. Lower train.lr or set train.grad_clip.");
@@ -346,7 +429,7 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     opt.step();
     ++step;
 
-    tokens_window += inputs.size(0) * inputs.size(1);  // positions (feature inputs are (B, L, C))
+    tokens_window += batch.inputs.size(0) * batch.inputs.size(1);  // positions (feature inputs are (B, L, C))
     loss_window += loss_v;
     ++steps_window;
     const bool epoch_end = step % per_epoch == 0;
@@ -366,18 +449,18 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
                       {"tokens_per_s", tok_per_s}});
       shown_loss = loss_window / static_cast<double>(steps_window);
       // An evaluation step's line is printed once, after the evaluation, with its accuracy.
-      if (!(eval_due || step == total)) progress.update(step, shown_loss, tok_per_s, best_acc, lr);
+      if (!(eval_due || step == total) && progress) progress->update(step, shown_loss, tok_per_s, best_acc, lr);
       t_window = now;
       tokens_window = 0;
       loss_window = 0.0;
       steps_window = 0;
     }
     if (eval_due || step == total) {
-      result.last_eval = evaluate(model, task, data.test, data.test_batch_size, device, o.precision);
+      result.last_eval = evaluate_sharded(model, task, data.test, data.test_batch_size, device, o.precision, group);
       evaluated = true;
       best_acc = result.last_eval.accuracy;
       log_eval();
-      progress.update(step, shown_loss, tok_per_s, best_acc, lr, /*force=*/true);
+      if (progress) progress->update(step, shown_loss, tok_per_s, best_acc, lr, /*force=*/true);
       if (o.early_stop_acc > 0 && result.last_eval.accuracy >= o.early_stop_acc) {
         result.early_stopped = true;
         stop = true;
@@ -393,12 +476,12 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
   }
   if (step >= total && !evaluated && !result.halted) {
     // Resumed at the end from a checkpoint that holds no evaluation (written before checkpoints carried one).
-    result.last_eval = evaluate(model, task, data.test, data.test_batch_size, device, o.precision);
+    result.last_eval = evaluate_sharded(model, task, data.test, data.test_batch_size, device, o.precision, group);
     evaluated = true;
     log_eval();
     save(result.last_eval.accuracy);
   }
-  progress.finish();
+  if (progress) progress->finish();
   if (tb && !result.halted) tb->end_session(SessionStatus::success, step);
   result.steps = step;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
