@@ -8,7 +8,7 @@ cd "$root"
 if [ "${1:-}" = "--fetch-debs" ]; then
   mkdir -p .debs && cd .debs
   apt-get download libtomlplusplus-dev libtomlplusplus3 libcli11-dev nlohmann-json3-dev libgtest-dev \
-    libbenchmark-dev libbenchmark1debian libsqlite3-dev libsqlite3-0 zlib1g-dev libssl-dev libicu-dev libicu72 icu-devtools
+    libbenchmark-dev libbenchmark1debian libsqlite3-dev libsqlite3-0 zlib1g-dev libssl-dev libicu-dev libicu72 icu-devtools libgloo-dev
   exit 0
 fi
 source "$root/scripts/gpu-env.sh"
