@@ -302,6 +302,21 @@ TEST(Collapse, StateStatsShowAStateGrowingWithoutBound) {
   EXPECT_LT(bounded, 1.5);
 }
 
+// The default chunk is 128 (spec §3.3) but at most T_train / 2, so a model trained on 16 tokens still gets its
+// histograms at T_train and 2.5 x T_train (a 128-token chunk would end past both: a config error on the forget
+// sweep's 64-token runs).
+TEST(Collapse, StateStatsDefaultChunkFitsAShortTrainingLength) {
+  test::TempDir dir;
+  const tasks::TextTask task(collapse_text_config(dir.path));
+  auto lm = collapse_lm();
+  const auto data = task.make_test();
+  const analysis::Context ctx{*lm, task, data, c10::Device(c10::kCPU), dir.path, "m", 0};
+  const analysis::Result r = analysis::run_state_stats(ctx, analysis::StateStatsOptions{});
+  EXPECT_EQ(r.summary["chunk"].get<int64_t>(), 8);
+  EXPECT_EQ(r.summary["histogram"]["t"][0].get<int64_t>(), 16);
+  EXPECT_EQ(r.summary["histogram"]["t"][1].get<int64_t>(), 40);
+}
+
 }  // namespace
 
 }  // namespace analysis_test_collapse

@@ -37,7 +37,8 @@ Result run_state_stats(const Context& ctx, const StateStatsOptions& opts) {
   const tasks::TextTask& task = collapse_text_task(ctx, who);
   const int64_t t_train = opts.t_train > 0 ? opts.t_train : collapse_t_train(task);
   const int64_t max_len = opts.max_len > 0 ? opts.max_len : 4 * t_train;
-  const int64_t C = opts.chunk, n_chunks = max_len / C;
+  const int64_t C = opts.chunk > 0 ? opts.chunk : std::max<int64_t>(1, std::min<int64_t>(128, t_train / 2));
+  const int64_t n_chunks = max_len / C;
   const int64_t i_train = std::max<int64_t>(0, (t_train + C / 2) / C - 1);
   const int64_t i_late = std::max<int64_t>(0, (5 * t_train / 2 + C / 2) / C - 1);
   if (i_late >= n_chunks || i_late <= i_train)

@@ -21,7 +21,7 @@ struct StateStatsOptions {
   std::string prompt = "newlines";
   int64_t max_len = 0;
   int64_t t_train = 0;
-  int64_t chunk = 128;
+  int64_t chunk = 0;
   int64_t samples = 1;
   std::string layers;
   std::string heads;
@@ -34,7 +34,10 @@ struct StateStatsOptions {
       Check::at_least(0));
     v("t_train", t_train, "training length T_train in tokens; 0 = task.text.seq_len (x task.text.segments)",
       Check::at_least(0));
-    v("chunk", chunk, "tokens per chunk: statistics are taken after each (spec §3.3: 128)", Check::at_least(1));
+    v("chunk", chunk,
+      "tokens per chunk: statistics are taken after each; 0 = 128 (spec §3.3), or T_train / 2 where T_train < 256 "
+      "(a chunk must end inside T_train for the histogram at T_train)",
+      Check::at_least(0));
     v("samples", samples, "sequences (statistics pool their states)", Check::at_least(1));
     v("layers", layers, "layers drawn, comma-separated; \"\" = the layer whose variance grows most");
     v("heads", heads, "heads drawn, comma-separated; \"\" = the first 8 of each drawn layer");
