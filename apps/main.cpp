@@ -479,7 +479,7 @@ int run(int argc, char** argv) {
   generate->add_option("--top-k", gen_args.opts.top_k, "sample from the k most likely tokens; 0 = all (default)");
   generate->add_option("--top-p", gen_args.opts.top_p, "nucleus: the smallest set reaching probability p (default 1)");
   generate->add_option("--seed", gen_args.opts.seed, "sampling seed (default 0)");
-  generate->add_flag("--greedy", [&](int64_t) { gen_args.opts.temperature = 0.0; }, "argmax decoding (temperature 0)");
+  generate->add_flag_function("--greedy", [&](int64_t) { gen_args.opts.temperature = 0.0; }, "argmax decoding (temperature 0)");
   generate->add_flag("--full-forward", gen_args.full_forward,
                      "re-run the whole sequence for every token instead of the recurrent step (a check; slow)");
   generate->add_option("--tokenizer", gen_args.tokenizer, "a tokenizer.json to use instead of the model's");
