@@ -38,12 +38,12 @@ TEST(HfInterop, Mamba2FolderRunsPasskeyAndLossPosition) {
   ssmlab::experiments::Config cfg = ssmlab::experiments::hf_analysis_config(dir.path / "hf", {});
   EXPECT_EQ(cfg.model.mixer, "mamba2");
   EXPECT_EQ(cfg.task.name, "text");
-  cfg.task.text = ssmlab::test::random_letters_text(dir.path, 8, 300, 20, 4);
+  cfg.task.text = ssmlab::test::random_letters_text(dir.path, 8, 600, 20, 4);
   cfg.analysis.loss_position.samples = 1;
   cfg.analysis.loss_position.max_len = 64;
   cfg.analysis.loss_position.bucket = 8;
   cfg.analysis.loss_position.segment = 32;
-  cfg.analysis.passkey.lengths = "64,96";
+  cfg.analysis.passkey.lengths = "256,320";  // byte tokens: the prompt text alone is 220
   cfg.analysis.passkey.samples = 2;
   cfg.analysis.passkey.segment = 32;
   cfg.analysis.passkey.bins = 2;

@@ -62,6 +62,24 @@ TEST(HfTokenizer, NonSpecialAddedTokensSplitFirst) {
   EXPECT_EQ(hf.encode("<|endoftext|>"), gpt2.encode("<|endoftext|>"));
 }
 
+TEST(HfTokenizer, AddedTokenInsideTheVocabularyNeedsNoMerge) {
+  ssmlab::test::TempDir dir;
+  auto j = nlohmann::json::parse(ssmlab::read_file(tok_fixture() / "tokenizer.json"));
+  const int64_t n = static_cast<int64_t>(j["model"]["vocab"].size());
+  // GPT-NeoX writes its space runs in model.vocab too (in the byte alphabet: U+0120 for a space), made by no merge.
+  j["model"]["vocab"]["\u0120\u0120\u0120\u0120"] = n;
+  std::ofstream(dir.path / "plain.json") << j.dump();
+  EXPECT_THROW(ssmlab::text::HfTokenizer(dir.path / "plain.json"), ssmlab::DataError);  // an unmade BPE token
+  j["added_tokens"].push_back({{"id", n}, {"content", "    "}, {"special", false}});
+  std::ofstream(dir.path / "added.json") << j.dump();
+  const ssmlab::text::HfTokenizer hf(dir.path / "added.json");
+  EXPECT_EQ(hf.vocab_size(), n + 1);
+  const auto ids = hf.encode("x    y");
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_EQ(ids[1], static_cast<uint32_t>(n));
+  EXPECT_EQ(hf.decode(ids), "x    y");
+}
+
 TEST(HfTokenizer, RefusesWhatWouldChangeTheIds) {
   ssmlab::test::TempDir dir;
   const auto base = nlohmann::json::parse(ssmlab::read_file(tok_fixture() / "tokenizer.json"));

@@ -128,9 +128,9 @@ void Gpt2Bpe::build(const std::vector<VocabEntry>& vocab, const std::string& enc
     if (id >= n) fail_data(enc_name, ": token '", v.written, "' has id ", id, "; ids must be the integers 0..", n - 1);
     if (seen[id]) fail_data(enc_name, ": id ", id, " is given to more than one token");
     seen[id] = true;
+    exempt[id] = v.raw || v.added;
     if (v.raw) {
-      bytes = v.written;  // an added token: its content as it is
-      exempt[id] = true;
+      bytes = v.written;  // an added token outside the vocabulary: its content as it is
     } else if (!alphabet_to_bytes(v.written, bytes)) {
       fail_data(enc_name, ": token '", v.written, "' (id ", id, ") has a character outside GPT-2's byte-to-unicode alphabet");
     }

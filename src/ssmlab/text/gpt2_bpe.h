@@ -47,7 +47,8 @@ class Gpt2Bpe : public Tokenizer {
   struct VocabEntry {
     std::string written;  // in GPT-2's byte -> unicode alphabet, or (raw) the bytes themselves
     uint32_t id;
-    bool raw;             // an added token (tokenizer.json): exempt from the alphabet and the merge check
+    bool raw;             // an added token outside the BPE vocabulary: its bytes as they are, no alphabet
+    bool added = false;   // an added token (tokenizer.json): exempt from the "made by a merge" check
   };
   struct MergeLine {
     std::string left, right;  // written in the alphabet

@@ -104,7 +104,12 @@ HfTokenizer::HfTokenizer(const std::filesystem::path& tokenizer_json) {
       for (const char* k : {"single_word", "lstrip", "rstrip"})
         if (!special && a.value(k, false))
           fail_data(name, ": added token '", content, "' sets ", k, " = true, which is not supported");
-      if (!vocab_has_id(id)) vocab.push_back({content, id, true});
+      if (!vocab_has_id(id)) {
+        vocab.push_back({content, id, true, true});
+      } else {
+        for (auto& v : vocab)
+          if (v.id == id) v.added = true;  // e.g. GPT-NeoX's runs of spaces: in the vocabulary, made by no merge
+      }
       if (!special) split_on_.push_back({content, id});
     }
   }
