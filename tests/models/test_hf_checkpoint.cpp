@@ -140,7 +140,8 @@ TEST(HfCheckpoint, EveryRefusedConfigFieldNamesItself) {
   using J = nlohmann::json;
   const std::vector<std::pair<std::string, J>> tf_mamba = {
       {"hidden_act", "gelu"}, {"conv_kernel", 7}, {"intermediate_size", 40}, {"time_step_rank", "big"},
-      {"some_new_field", 1}, {"hidden_size", "16"}, {"tie_word_embeddings", "yes"}, {"layer_norm_epsilon", "x"}};
+      {"some_new_field", 1}, {"hidden_size", "16"}, {"tie_word_embeddings", "yes"}, {"layer_norm_epsilon", "x"},
+      {"d_model", 32}, {"n_layer", 3}, {"norm_before_gate", true}};
   for (const auto& [k, v] : tf_mamba) expect_refused(edited_copy(dir.path, "mamba1-tf", [&](J& j) { j[k] = v; }), k);
   const std::vector<std::pair<std::string, J>> tf_mamba2 = {
       {"num_heads", 3}, {"n_groups", 3}, {"rms_norm", false}, {"time_step_limit", J::array({0.5})},
@@ -159,6 +160,14 @@ TEST(HfCheckpoint, EveryRefusedConfigFieldNamesItself) {
 
 TEST(HfCheckpoint, InfinityAndIgnoredFields) {
   ssmlab::test::TempDir dir;
+  // Agreeing aliases and init-only fields are accepted (Mamba-Codestral's config carries these).
+  const fs::path a = edited_copy(dir.path, "mamba1-tf", [](nlohmann::json& j) {
+    j["d_model"] = 16;
+    j["n_layer"] = 2;
+    j["norm_before_gate"] = false;
+    j["torch_dtype"] = "bfloat16";
+  });
+  EXPECT_EQ(ssmlab::models::read_hf_config(a).options.d_model, 16);
   // Older transformers wrote bare Infinity; it must read as "no upper limit".
   const fs::path f = edited_copy(dir.path, "mamba2-tf-g1", [](nlohmann::json& j) { j.erase("time_step_limit"); });
   std::string text = ssmlab::read_file(f / "config.json");
@@ -248,6 +257,23 @@ TEST(HfCheckpoint, ModelIdFromTheLocalCacheWithoutNetwork) {
   ssmlab::test::expect_error([] { ssmlab::models::resolve_hf_model("tiny/absent"); }, {"models--tiny--absent", "never downloads"});
   if (old) ::setenv("HF_HUB_CACHE", saved.c_str(), 1);
   else ::unsetenv("HF_HUB_CACHE");
+}
+
+TEST(HfCheckpoint, ExportRefusesWhatTransformersCannotHold) {
+  ssmlab::test::TempDir dir;
+  ssmlab::models::ModelOptions o;
+  o.d_model = 8;
+  o.n_layers = 1;
+  o.norm = "rmsnorm";
+  o.final_norm = "layernorm";
+  ssmlab::models::LanguageModel lm(o, 16, "auto", 1);
+  EXPECT_THROW(ssmlab::models::export_hf(*lm, dir.path / "x"), ssmlab::ConfigError);
+  ssmlab::test::expect_error([&] { ssmlab::models::export_hf(*lm, dir.path / "x"); }, {"model.final_norm"});
+  o.final_norm = "rmsnorm";
+  o.mixer = "attention";
+  ssmlab::models::LanguageModel att(o, 16, "auto", 1);
+  ssmlab::test::expect_error([&] { ssmlab::models::export_hf(*att, dir.path / "x"); }, {"model.mixer"});
+  EXPECT_FALSE(fs::exists(dir.path / "x" / "model.safetensors"));
 }
 
 // The untied head option for models trained here: its own weight, registered last (tied models keep theirs).

@@ -171,6 +171,17 @@ HfModelInfo read_transformers(const json& j, const std::string& file, const std:
     fail_config(file, ": hidden_size, num_hidden_layers and expand must be >= 1");
   f.ignore({"time_step_min", "time_step_max", "time_step_floor", "time_step_scale", "time_step_init_scheme",
             "use_mambapy", "use_associative_scan"});  // initialisation / implementation choices
+  f.require<bool>("norm_before_gate", false, false, "the gate comes before the gated norm");
+  // Some converted configs repeat mamba_ssm's names beside transformers'; they must agree.
+  auto alias = [&](const char* k, int64_t want) {
+    if (f.has(k) && f.integer(k) != want)
+      fail_config(file, ": config field '", k, "' = ", j[k].dump(), " disagrees with the transformers field (", want, ")");
+    f.ignore({k});
+  };
+  alias("d_model", o.d_model);
+  alias("n_layer", o.n_layers);
+  alias("d_inner", expand * o.d_model);
+  alias("d_conv", conv);
   if (model_type == "mamba") {
     o.mixer = "mamba1";
     auto& m = o.mixers.mamba1;
@@ -190,6 +201,7 @@ HfModelInfo read_transformers(const json& j, const std::string& file, const std:
     } else {
       m.dt_rank = f.integer("time_step_rank", (o.d_model + 15) / 16);
     }
+    alias("d_state", m.d_state);
   } else {
     o.mixer = "mamba2";
     auto& m = o.mixers.mamba2;
