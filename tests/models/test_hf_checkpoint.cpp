@@ -1,6 +1,7 @@
 // Hugging Face Mamba / Mamba-2 folders (models/hf_checkpoint.h) against the committed fixtures of
 // tests/fixtures/hf (scripts/make_hf_fixtures.py: transformers' save_pretrained of random weights, and an
 // independent float64 time-stepped forward of the same weights, layer by layer).
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 
@@ -48,11 +49,16 @@ void expect_matches_reference(const std::string& name, const std::string& refere
   const at::Tensor logits = model->head(feats);
   EXPECT_EQ(logits.scalar_type(), at::kDouble);
   EXPECT_TRUE(ssmlab::test::all_close(logits, ref.at("logits"), ssmlab::test::kFp64Forward, "logits"));
+  std::printf("  %s %s: float64 max |logit error| %.3g (logits up to %.3g)\n", name.c_str(), reference.c_str(),
+              (logits - ref.at("logits")).abs().max().item<double>(), ref.at("logits").abs().max().item<double>());
   // transformers' own float32 forward of the same weights (it groups the norm): float32 agreement.
   if (norm_groups == "whole") return;
   auto model32 = ssmlab::models::load_hf_model(hf_fixture(name), at::kFloat, nullptr, norm_groups);
-  EXPECT_TRUE(ssmlab::test::all_close(model32->forward(ids), ref.at("logits_transformers"),
-                                      ssmlab::test::kFp32Forward, "float32 logits vs transformers"));
+  const at::Tensor logits32 = model32->forward(ids);
+  EXPECT_TRUE(ssmlab::test::all_close(logits32, ref.at("logits_transformers"), ssmlab::test::kFp32Forward,
+                                      "float32 logits vs transformers"));
+  std::printf("  %s: float32 max |logit - transformers'| %.3g\n", name.c_str(),
+              (logits32.to(at::kDouble) - ref.at("logits_transformers").to(at::kDouble)).abs().max().item<double>());
 }
 
 TEST(HfCheckpoint, Mamba1TransformersLogitsAndLayers) { expect_matches_reference("mamba1-tf"); }
