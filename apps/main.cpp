@@ -10,6 +10,9 @@
 //   ssmlab results DIR [--filter key=value]... [--csv FILE] [--sqlite FILE] [--all-keys]
 //   ssmlab forget DIR [--out OUT] [--skip-missing] [--no-draw]   (T_forget per state size and its linear fit)
 //   ssmlab tokenize CONFIG [--set key=value]... [--encode TEXT]   (the text task's token file, or TEXT's ids)
+//   ssmlab export RUN_DIR OUT                    (a run's Mamba / Mamba-2 as a Hugging Face transformers folder)
+//   ssmlab generate MODEL --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
+//                  (MODEL: run folder, Hugging Face folder or cached model id)
 #include <cstdio>
 #include <iostream>
 
@@ -26,6 +29,7 @@
 #include "ssmlab/experiments/analyze.h"
 #include "ssmlab/experiments/config.h"
 #include "ssmlab/experiments/forget.h"
+#include "ssmlab/experiments/interop.h"
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/results.h"
 #include "ssmlab/experiments/run.h"
@@ -34,6 +38,8 @@
 #include "ssmlab/experiments/sweep.h"
 #include "ssmlab/experiments/validate.h"
 #include "ssmlab/mixers/registry.h"
+#include "ssmlab/models/generate.h"
+#include "ssmlab/models/hf_checkpoint.h"
 #include "ssmlab/tasks/registry.h"
 #include "ssmlab/tasks/text.h"
 #include "ssmlab/ops/backend.h"
@@ -129,7 +135,13 @@ int cmd_analyze(const std::string& names_text, const std::string& target, const 
   experiments::Config cfg;
   std::filesystem::path dir;
   bool trained = false;
-  if (std::filesystem::is_directory(t)) {
+  if (std::filesystem::is_directory(t) && !std::filesystem::exists(runfolder::config_file(t)) &&
+      models::is_hf_folder(t)) {
+    // A Hugging Face folder: its model and tokenizer.json, the text task's other keys from --set.
+    cfg = ssmlab::app::as_config_error([&] { return experiments::hf_analysis_config(t, sets); });
+    dir = out.empty() ? std::filesystem::path("runs") / cfg.run.name : std::filesystem::path(out);
+    trained = true;
+  } else if (std::filesystem::is_directory(t)) {
     SSMLAB_CHECK(std::filesystem::exists(runfolder::config_file(t)), target, " is not a run folder: it has no config.toml");
     cfg = ssmlab::app::as_config_error([&] { return experiments::load_config(runfolder::config_file(t), sets); });
     dir = out.empty() ? t : std::filesystem::path(out);
@@ -368,6 +380,48 @@ int cmd_tokenize(const std::string& file, const std::vector<std::string>& sets, 
   return 0;
 }
 
+struct GenerateArgs {
+  std::string prompt, prompt_ids, tokenizer, dtype = "float32";
+  models::GenerateOptions opts;
+  bool full_forward = false;
+};
+
+int cmd_generate(const std::string& target, const GenerateArgs& a, const std::string& device) {
+  const at::ScalarType dtype = a.dtype == "float64" ? at::kDouble : at::kFloat;
+  auto lm = experiments::load_language_model(target, dtype, device.empty() ? "cpu" : device, a.tokenizer);
+  std::vector<int64_t> prompt;
+  if (!a.prompt_ids.empty()) {
+    std::string_view rest = a.prompt_ids;
+    while (true) {
+      const size_t comma = rest.find(',');
+      prompt.push_back(parse_count(rest.substr(0, comma), int64_t{1} << 40, "--prompt-ids"));
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  } else {
+    if (!lm.tokenizer)
+      fail_config(target, " has no tokenizer (no tokenizer.json); give --tokenizer FILE or --prompt-ids");
+    for (uint32_t id : lm.tokenizer->encode(a.prompt)) prompt.push_back(id);
+  }
+  models::GenerateOptions o = a.opts;
+  if (!o.eos_token_id) o.eos_token_id = lm.eos_token_id;
+  o.use_step = !a.full_forward;
+  const auto r = models::generate(*lm.model, prompt, o);
+  std::vector<uint32_t> ids(r.tokens.begin(), r.tokens.end());
+  if (lm.tokenizer) {
+    std::vector<uint32_t> p(prompt.begin(), prompt.end());
+    std::printf("%s%s\n", lm.tokenizer->decode(p).c_str(), lm.tokenizer->decode(ids).c_str());
+  }
+  std::printf("ids:");
+  for (int64_t t : r.tokens) std::printf(" %lld", static_cast<long long>(t));
+  std::printf("\n");
+  std::fprintf(stderr, "%s: %zu prompt tokens in %.3f s, %zu new tokens in %.3f s (%s): %.1f tokens/s\n",
+               lm.source.c_str(), prompt.size(), r.prompt_seconds, r.tokens.size(),
+               r.prompt_seconds + r.decode_seconds, o.use_step ? "recurrent step" : "full forward",
+               r.tokens_per_second);
+  return 0;
+}
+
 int run(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines in order with stderr when the output is a file (sweep logs)
   CLI::App app{"ssmlab: train, probe and fix State Space Models (Mamba and peers) in C++"};
@@ -497,6 +551,33 @@ int run(int argc, char** argv) {
   auto* encode_opt = tokenize->add_option("--encode", encode_text, "print the token ids of this text (the config's "
                                                                    "tokenizer)");
 
+  std::string export_run_dir, export_out;
+  auto* export_cmd = app.add_subcommand("export", "write a run folder's Mamba / Mamba-2 language model (newest "
+                                                  "checkpoint) as a Hugging Face transformers folder");
+  export_cmd->add_option("run_dir", export_run_dir, "run folder")->required()->check(CLI::ExistingDirectory);
+  export_cmd->add_option("out", export_out, "output folder (config.json + model.safetensors)")->required();
+
+  std::string generate_target;
+  GenerateArgs gen_args;
+  auto* generate = app.add_subcommand("generate", "generate text from a run folder, a Hugging Face folder or a "
+                                                  "model id in the local Hugging Face cache; prints tokens/s");
+  generate->add_option("model", generate_target, "run folder, Hugging Face folder, or cached model id")->required();
+  auto* prompt_opt = generate->add_option("--prompt", gen_args.prompt, "the prompt text");
+  generate->add_option("--prompt-ids", gen_args.prompt_ids, "the prompt as comma-separated token ids")
+      ->excludes(prompt_opt);
+  generate->add_option("--max-new-tokens", gen_args.opts.max_new_tokens, "tokens to generate (default 32)");
+  generate->add_option("--temperature", gen_args.opts.temperature, "sampling temperature; 0 = greedy (default 1)");
+  generate->add_option("--top-k", gen_args.opts.top_k, "sample from the k most likely tokens; 0 = all (default)");
+  generate->add_option("--top-p", gen_args.opts.top_p, "nucleus: the smallest set reaching probability p (default 1)");
+  generate->add_option("--seed", gen_args.opts.seed, "sampling seed (default 0)");
+  generate->add_flag_function("--greedy", [&](int64_t) { gen_args.opts.temperature = 0.0; }, "argmax decoding (temperature 0)");
+  generate->add_flag("--full-forward", gen_args.full_forward,
+                     "re-run the whole sequence for every token instead of the recurrent step (a check; slow)");
+  generate->add_option("--tokenizer", gen_args.tokenizer, "a tokenizer.json to use instead of the model's");
+  generate->add_option("--dtype", gen_args.dtype, "float32 (default) or float64")
+      ->check(CLI::IsMember({"float32", "float64"}));
+  generate->add_option("--device", device, "cpu (default), cuda, auto");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -526,8 +607,14 @@ int run(int argc, char** argv) {
     if (*results) return cmd_results(run_dir, results_opts, results_csv, results_sqlite);
     if (*forget) return cmd_forget(run_dir, forget_out, forget_skip, forget_no_draw);
     if (*tokenize) return cmd_tokenize(config_file, sets, encode_opt->count() > 0 ? &encode_text : nullptr);
+    if (*export_cmd) {
+      experiments::export_run(export_run_dir, export_out);
+      std::printf("exported %s -> %s (config.json, model.safetensors)\n", export_run_dir.c_str(), export_out.c_str());
+      return 0;
+    }
+    if (*generate) return cmd_generate(generate_target, gen_args, device);
   } catch (...) {
-    return ssmlab::app::report_current_exception(context_of(app, {config_file, run_dir, report_dir, analyze_target}));
+    return ssmlab::app::report_current_exception(context_of(app, {config_file, run_dir, report_dir, analyze_target, export_run_dir, generate_target}));
   }
   return kExitOk;
 }

@@ -2,7 +2,7 @@
 """The README, executed (ctest `readme.examples`).
 
 Runs every command of the README's ```sh blocks (and `make demo`'s recipe from the Makefile) in a scratch folder
-that looks like the repository (links to build/, configs/, scripts/, python/, .data/, and ../shared when the
+that looks like the repository (links to build/, configs/, scripts/, python/, tests/ (the fixtures), .data/, and ../shared when the
 repository has one beside it), CPU-sized:
 - `ssmlab train` and `ssmlab sweep` get `--set train.max_steps=2 --set train.eval_every=2` (a complete, tiny run);
 - placeholders are replaced by real things: a run folder such as `runs/quickstart-1a2b3c4d`, `RUN`, `RUN_DIR` or
@@ -274,7 +274,7 @@ def main():
     work = os.path.join(scratch, "repo")
     os.mkdir(work)
     os.symlink(build, os.path.join(work, "build"))
-    for name in ("configs", "scripts", "python", "docs", "Makefile"):
+    for name in ("configs", "scripts", "python", "docs", "Makefile", "tests"):
         os.symlink(os.path.join(repo, name), os.path.join(work, name))
     os.makedirs(os.path.join(repo, ".data"), exist_ok=True)  # caches (tokens, CIFAR binaries) stay with the repo
     os.symlink(os.path.join(repo, ".data"), os.path.join(work, ".data"))

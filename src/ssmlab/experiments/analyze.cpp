@@ -10,6 +10,7 @@
 #include "ssmlab/core/log.h"
 #include "ssmlab/experiments/options_io.h"
 #include "ssmlab/experiments/run.h"
+#include "ssmlab/models/hf_checkpoint.h"
 #include "ssmlab/train/checkpoint.h"
 #include "ssmlab/runfolder/layout.h"
 
@@ -20,9 +21,25 @@ std::vector<AnalysisRun> analyze(const std::vector<std::string>& names, const Co
                                  const std::string& device) {
   for (const auto& n : names) analysis::analysis_info(n);  // unknown names fail before any work
   const tasks::TaskPtr task = build_task(cfg);
-  const models::ModelPtr model = build_model(cfg, *task);
+  models::ModelPtr model;
   std::string source = "init (run.seed " + std::to_string(cfg.run.seed) + ")";
-  if (!weights_from.empty()) {
+  if (!weights_from.empty() && models::is_hf_folder(weights_from) &&
+      !std::filesystem::exists(runfolder::config_file(weights_from))) {
+    // A Hugging Face folder: the config's model (hf_analysis_config: the folder's options, plus any --set) over
+    // the folder's vocabulary, its weights.
+    const models::HfModelInfo info = models::read_hf_config(weights_from);
+    const int64_t task_vocab = task->shape().vocab_size;
+    SSMLAB_CHECK(task_vocab <= info.vocab_size, "the task's tokenizer has ", task_vocab, " ids but the model in ",
+                 weights_from.string(), " only ", info.vocab_size);
+    auto lm = std::make_shared<models::LanguageModelImpl>(cfg.model, info.vocab_size, cfg.ops.backend,
+                                                          static_cast<uint64_t>(cfg.run.seed));
+    models::load_hf_weights(*lm, weights_from, info.layout);
+    model = lm;
+    source = "Hugging Face folder " + weights_from.string();
+  } else {
+    model = build_model(cfg, *task);
+  }
+  if (!weights_from.empty() && source.starts_with("init")) {
     const auto latest = train::latest_checkpoint(runfolder::checkpoints_dir(weights_from));
     SSMLAB_CHECK(!latest.empty(), "run folder ", weights_from.string(),
                  " has no checkpoint to analyse (checkpoints/ is empty); train it first, or analyse its config "

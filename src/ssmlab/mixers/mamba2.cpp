@@ -21,6 +21,8 @@ Mamba2Impl::Mamba2Impl(const Mamba2Options& opts, int64_t d_model, std::string b
   SSMLAB_CHECK(n_heads_ % opts.n_groups == 0, "mamba2: heads H = ", n_heads_, " must be a multiple of n_groups (",
                opts.n_groups, ")");
   SSMLAB_CHECK(opts.dt_min <= opts.dt_max, "mamba2: dt_min (", opts.dt_min, ") must be <= dt_max (", opts.dt_max, ")");
+  SSMLAB_CHECK(opts.norm_groups == "groups" || opts.norm_groups == "whole",
+               "mamba2: norm_groups must be groups or whole; got '", opts.norm_groups, "'");
   SSMLAB_CHECK(opts.A_init_min <= opts.A_init_max, "mamba2: A_init_min (", opts.A_init_min,
                ") must be <= A_init_max (", opts.A_init_max, ")");
   SSMLAB_CHECK(opts.dt_limit_max == 0.0 || opts.dt_limit_min <= opts.dt_limit_max, "mamba2: dt_limit_min (",
@@ -252,9 +254,12 @@ at::Tensor Mamba2Impl::run_piece(const at::Tensor& x, State& state, bool decode,
   }
   trace_record(trace, "state", state["ssm"]);
 
-  // Gated RMSNorm (norm_before_gate = False): RMSNorm(y · silu(z)) over groups of E / G channels, in fp32+.
+  // Gated RMSNorm (norm_before_gate = False): RMSNorm(y · silu(z)) over groups of E / G channels (norm_groups
+  // "groups") or all E ("whole"), in fp32+.
   const auto ft = at::promote_types(x.scalar_type(), at::kFloat);
-  const at::Tensor gated = (y.reshape({b, l, E}).to(ft) * at::silu(z.to(ft))).view({b, l, G, E / G});
+  const int64_t norm_groups = opts_.norm_groups == "whole" ? 1 : G;
+  const at::Tensor gated =
+      (y.reshape({b, l, E}).to(ft) * at::silu(z.to(ft))).view({b, l, norm_groups, E / norm_groups});
   const at::Tensor normed = gated * at::rsqrt(gated.pow(2).mean(-1, /*keepdim=*/true) + opts_.norm_eps);
   const at::Tensor yn = (normed.view({b, l, E}) * norm_weight.to(ft)).to(x.scalar_type());  // (B, L, E)
   const at::Tensor out = out_proj(yn);                                                  // (B, L, D)

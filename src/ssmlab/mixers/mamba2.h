@@ -77,6 +77,9 @@ struct Mamba2Options {
   bool conv_bias = true;
   bool bias = false;
   double norm_eps = 1e-5;
+  // Channels over which the gated RMSNorm takes its mean square: "groups" (E / n_groups, as mamba_ssm's Mamba2
+  // and transformers since its n_groups > 1 fix) or "whole" (all E: transformers' Mamba2 before that fix).
+  std::string norm_groups = "groups";
   Mamba2Interventions interventions;
 
   template <class V>
@@ -98,6 +101,10 @@ struct Mamba2Options {
     v("conv_bias", conv_bias, "conv1d has a bias");
     v("bias", bias, "in_proj and out_proj have biases");
     v("norm_eps", norm_eps, "epsilon of the gated RMSNorm", Check::positive());
+    v("norm_groups", norm_groups,
+      "gated RMSNorm mean square over: groups (E / n_groups channels: mamba_ssm, transformers >= its n_groups fix) "
+      "or whole (all E channels: older transformers); the same when n_groups = 1",
+      Check::one_of({"groups", "whole"}));
     v("interventions", interventions, "inference interventions (spec §3.6)");
   }
 };

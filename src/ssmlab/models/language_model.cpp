@@ -21,6 +21,12 @@ LanguageModelImpl::LanguageModelImpl(const ModelOptions& opts, int64_t vocab_siz
         "position_embedding", torch::nn::Embedding(opts.max_position_embeddings, opts.d_model));
   build_backbone(opts, backend, gen);
   init_weights(gen);
+  if (!opts.tie_embeddings) {
+    // Registered and drawn last, so a tied model keeps its parameters and init stream.
+    lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(opts.d_model, vocab_size).bias(false)));
+    at::NoGradGuard no_grad;
+    lm_head->weight.normal_(0.0, 0.02, gen);
+  }
 }
 
 void LanguageModelImpl::init_weights(at::Generator& gen) {
@@ -31,7 +37,8 @@ void LanguageModelImpl::init_weights(at::Generator& gen) {
 }
 
 at::Tensor LanguageModelImpl::head(const at::Tensor& features) {
-  return at::matmul(features, embedding->weight.to(features.scalar_type()).t());  // (..., V), tied head
+  const at::Tensor& w = lm_head ? lm_head->weight : embedding->weight;                 // (V, D)
+  return at::matmul(features, w.to(features.scalar_type()).t());                      // (..., V)
 }
 
 at::Tensor LanguageModelImpl::embed_at(const at::Tensor& tokens, int64_t offset) {

@@ -1,10 +1,11 @@
 // LanguageModel: token embedding (+ learned positions) -> N x Block -> final norm -> head tied to the embedding
-// (spec §1.1, §1.8). A Model (models/model.h).
+// (spec §1.1, §1.8), or its own lm_head weight with model.tie_embeddings = false. A Model (models/model.h).
 #pragma once
 #include <string>
 #include <vector>
 
 #include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
 
 #include "ssmlab/models/model.h"
 #include "ssmlab/models/options.h"
@@ -18,7 +19,7 @@ class LanguageModelImpl : public ModelImpl {
 
   // forward (Model): tokens (B, L) int64 -> logits (B, L, V).
   at::Tensor embed(const at::Tensor& tokens) override;  // (B, L) -> (B, L, D) fp32 at least
-  at::Tensor head(const at::Tensor& features) override;  // (..., D) -> (..., V), tied to the embedding
+  at::Tensor head(const at::Tensor& features) override;  // (..., D) -> (..., V), tied or lm_head
   std::string kind() const override { return "language_model"; }
 
   // (B) -> (B, V). With position embeddings the decoding position is kept in states[0]["position"].
@@ -36,6 +37,7 @@ class LanguageModelImpl : public ModelImpl {
 
   torch::nn::Embedding embedding{nullptr};
   torch::nn::Embedding position_embedding{nullptr};  // only when max_position_embeddings > 0
+  torch::nn::Linear lm_head{nullptr};  // (V, D) weight, no bias; only when tie_embeddings is false
 
  private:
   at::Tensor embed_at(const at::Tensor& tokens, int64_t offset);  // tokens (B, L) at positions offset.. -> (B, L, D)

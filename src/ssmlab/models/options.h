@@ -21,6 +21,7 @@ struct ModelOptions {
   double embed_dropout = 0.0;
   double resid_dropout = 0.0;
   double head_dropout = 0.0;
+  bool tie_embeddings = true;
   mixers::MixerOptions mixers;
 
   template <class V>
@@ -52,6 +53,9 @@ struct ModelOptions {
     v("head_dropout", head_dropout,
       "dropout on the final normed features before the head, training only (seed 003's LM: a hard-coded 0.3)",
       Check::range(0.0, 0.999));
+    v("tie_embeddings", tie_embeddings,
+      "language models: the head is the token embedding transposed (true) or its own lm_head weight (V, D) "
+      "(false: transformers' Mamba2ForCausalLM default, mamba_ssm's tie_embeddings = false)");
     v("mixers", mixers, "per-mixer options");
   }
 };

@@ -2,9 +2,15 @@
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <cstring>
 #include <limits>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -239,8 +245,89 @@ void save_safetensors(const std::filesystem::path& path, const std::map<std::str
   write_file_atomic(path, serialize_safetensors(tensors, metadata, path.string()));
 }
 
+namespace {
+
+// A read-only private mapping of a whole file, unmapped when it goes out of scope.
+class MappedSafetensors {
+ public:
+  explicit MappedSafetensors(const std::filesystem::path& path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) fail(where(path.string()), "cannot open: ", std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd_);
+      fail(where(path.string()), "not a regular file");
+    }
+    size_ = static_cast<size_t>(st.st_size);
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+      if (p == MAP_FAILED) {
+        ::close(fd_);
+        fail(where(path.string()), "cannot map: ", std::strerror(errno));
+      }
+      data_ = static_cast<const char*>(p);
+    }
+  }
+  ~MappedSafetensors() {
+    if (data_) ::munmap(const_cast<char*>(data_), size_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  MappedSafetensors(const MappedSafetensors&) = delete;
+  MappedSafetensors& operator=(const MappedSafetensors&) = delete;
+  std::string_view bytes() const { return data_ ? std::string_view(data_, size_) : std::string_view(); }
+
+ private:
+  int fd_ = -1;
+  const char* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace
+
 TensorFile load_safetensors(const std::filesystem::path& path) {
-  return parse_safetensors(read_file(path), path.string());
+  // Mapped, not read: a large checkpoint costs its tensors' memory once, not twice.
+  const MappedSafetensors file(path);
+  return parse_safetensors(file.bytes(), path.string());
+}
+
+TensorFile load_safetensors_index(const std::filesystem::path& index_json) {
+  const std::string name = index_json.string();
+  const std::string text = read_file(index_json);
+  if (json_limits::depth(text) > json_limits::kMaxDepth)
+    fail(name, ": nested deeper than ", json_limits::kMaxDepth, " levels; expected a safetensors index");
+  json index;
+  try {
+    index = json::parse(text);
+  } catch (const json::exception& e) {
+    fail(name, ": not valid JSON (", e.what(), ")");
+  }
+  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
+    fail(name, ": expected {\"weight_map\": {\"tensor\": \"shard file\", ...}} (a safetensors index)");
+  std::map<std::string, std::vector<std::string>> by_shard;  // shard file -> its tensors per the index
+  for (const auto& [tensor, file] : index["weight_map"].items()) {
+    if (!file.is_string()) fail(name, ": weight_map entry '", tensor, "' is not a file name: ", brief(file));
+    const std::string f = file.get<std::string>();
+    if (f.empty() || f.find('/') != std::string::npos || f.find('\\') != std::string::npos || f == "." || f == "..")
+      fail(name, ": weight_map entry '", tensor, "' names '", f, "'; shards must be plain file names beside the index");
+    by_shard[f].push_back(tensor);
+  }
+  if (by_shard.empty()) fail(name, ": weight_map is empty");
+  TensorFile out;
+  for (const auto& [f, listed] : by_shard) {
+    const auto shard_path = index_json.parent_path() / f;
+    if (!std::filesystem::is_regular_file(shard_path)) fail(name, ": shard '", f, "' is missing (", shard_path.string(), ")");
+    TensorFile shard = load_safetensors(shard_path);
+    for (const auto& t : listed)
+      if (!shard.tensors.count(t)) fail(name, ": tensor '", t, "' is listed in shard '", f, "', which lacks it");
+    for (auto& [t, v] : shard.tensors) {
+      const auto it = index["weight_map"].find(t);
+      if (it == index["weight_map"].end() || it->get<std::string>() != f)
+        fail(shard_path.string(), ": tensor '", t, "' is not listed for this shard in ", name);
+      out.tensors.emplace(t, std::move(v));
+    }
+    for (auto& [k, v] : shard.metadata) out.metadata.emplace(k, v);
+  }
+  return out;
 }
 
 }  // namespace ssmlab::models

@@ -26,7 +26,12 @@ struct TensorFile {
 void save_safetensors(const std::filesystem::path& path, const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
+// Memory-maps the file (large checkpoints are not read into memory twice) and parses it.
 TensorFile load_safetensors(const std::filesystem::path& path);
+// A sharded checkpoint: index_json is {"metadata": {...}, "weight_map": {"tensor": "shard file", ...}} (Hugging
+// Face's model.safetensors.index.json); the shards lie beside it. Strict: a shard must be a plain file name,
+// exist, hold every tensor listed for it and no tensor that is not listed for it (so none twice).
+TensorFile load_safetensors_index(const std::filesystem::path& index_json);
 
 // Parses safetensors bytes; `name` is the file name used in error messages.
 TensorFile parse_safetensors(std::string_view bytes, const std::string& name);

@@ -1,5 +1,6 @@
 // GPT-2 byte-level BPE: loading and checking the two files, encode and decode (rules: gpt2_bpe.h).
 #include "ssmlab/text/gpt2_bpe.h"
+#include "ssmlab/text/hf_tokenizer.h"
 
 #include <algorithm>
 #include <queue>
@@ -86,38 +87,17 @@ Gpt2Bpe::Gpt2Bpe(const std::filesystem::path& encoder_json, const std::filesyste
   }
   if (!enc.is_object() || enc.empty())
     fail_data(enc_name, ": expected a JSON object {\"token\": id, ...} (GPT-2's encoder.json); got ", enc.type_name());
-  const size_t n = enc.size();
-  token_bytes_.assign(n, std::string());
-  std::vector<bool> seen(n, false);
-  std::unordered_map<std::string, uint32_t> id_of;  // raw bytes -> id
-  std::string bytes;
+  std::vector<VocabEntry> vocab;
   for (const auto& [written, value] : enc.items()) {
-    if (!value.is_number_unsigned() || value.get<uint64_t>() >= n)
-      fail_data(enc_name, ": token '", written, "' has id ", value.dump(), "; ids must be the integers 0..", n - 1);
-    const auto id = value.get<uint32_t>();
-    if (seen[id]) fail_data(enc_name, ": id ", id, " is given to more than one token");
-    seen[id] = true;
-    if (!alphabet_to_bytes(written, bytes))
-      fail_data(enc_name, ": token '", written, "' (id ", id,
-                ") has a character outside GPT-2's byte-to-unicode alphabet");
-    token_bytes_[id] = bytes;
-    id_of[bytes] = id;
-    if (bytes == "<|endoftext|>") end_of_text_ = id;
+    if (!value.is_number_unsigned() || value.get<uint64_t>() >= enc.size())
+      fail_data(enc_name, ": token '", written, "' has id ", value.dump(), "; ids must be the integers 0..",
+                enc.size() - 1);
+    vocab.push_back({written, value.get<uint32_t>(), false});
   }
-  for (int b = 0; b < 256; ++b) {
-    const auto it = id_of.find(std::string(1, static_cast<char>(b)));
-    if (it == id_of.end())
-      fail_data(enc_name, ": lacks the one-byte token of byte ", b, "; byte-level BPE needs all 256");
-    byte_token_[static_cast<size_t>(b)] = it->second;
-  }
-
   // vocab.bpe: one merge a line, best first.
   const std::string bpe_text = read_tokenizer_file(vocab_bpe);
-  std::vector<bool> made(n, false);
-  for (int b = 0; b < 256; ++b) made[byte_token_[static_cast<size_t>(b)]] = true;
-  uint32_t rank = 0;
+  std::vector<MergeLine> merges;
   size_t line_no = 0;
-  std::string left, right, joined;
   for (size_t pos = 0; pos < bpe_text.size();) {
     size_t end = bpe_text.find('\n', pos);
     if (end == std::string::npos) end = bpe_text.size();
@@ -130,27 +110,66 @@ Gpt2Bpe::Gpt2Bpe(const std::filesystem::path& encoder_json, const std::filesyste
     if (sp == 0 || sp == std::string_view::npos || sp + 1 == line.size() ||
         line.find(' ', sp + 1) != std::string_view::npos)
       fail_data(bpe_name, ":", line_no, ": expected a merge 'a b' (two tokens and one space); got '", line, "'");
-    if (!alphabet_to_bytes(line.substr(0, sp), left) || !alphabet_to_bytes(line.substr(sp + 1), right))
-      fail_data(bpe_name, ":", line_no, ": '", line, "' has a character outside GPT-2's byte-to-unicode alphabet");
-    joined = left + right;
-    const auto l = id_of.find(left), r = id_of.find(right), m = id_of.find(joined);
-    if (l == id_of.end() || r == id_of.end() || m == id_of.end())
-      fail_data(bpe_name, ":", line_no, ": the merge '", line, "' uses or makes a token that ", enc_name,
-                " does not have; the two files do not belong together");
-    merges_[pair_key(l->second, r->second)] = Merge{rank++, m->second};  // a repeated pair keeps its last rank
-    made[m->second] = true;                                               // (encoder.py's dict does the same)
+    merges.push_back({std::string(line.substr(0, sp)), std::string(line.substr(sp + 1)), str(bpe_name, ":", line_no)});
   }
-  if (merges_.empty()) fail_data(bpe_name, ": holds no merges; expected GPT-2's vocab.bpe");
+  build(vocab, enc_name, merges, bpe_name);
+  fingerprint_ = "gpt2 encoder.json sha256:" + sha256_hex(enc_text) + " vocab.bpe sha256:" + sha256_hex(bpe_text);
+}
+
+void Gpt2Bpe::build(const std::vector<VocabEntry>& vocab, const std::string& enc_name,
+                    const std::vector<MergeLine>& merges, const std::string& bpe_name) {
+  const size_t n = vocab.size();
+  token_bytes_.assign(n, std::string());
+  std::vector<bool> seen(n, false), exempt(n, false);
+  std::unordered_map<std::string, uint32_t> id_of;  // raw bytes -> id
+  std::string bytes;
+  for (const auto& v : vocab) {
+    const uint32_t id = v.id;
+    if (id >= n) fail_data(enc_name, ": token '", v.written, "' has id ", id, "; ids must be the integers 0..", n - 1);
+    if (seen[id]) fail_data(enc_name, ": id ", id, " is given to more than one token");
+    seen[id] = true;
+    exempt[id] = v.raw || v.added;
+    if (v.raw) {
+      bytes = v.written;  // an added token outside the vocabulary: its content as it is
+    } else if (!alphabet_to_bytes(v.written, bytes)) {
+      fail_data(enc_name, ": token '", v.written, "' (id ", id, ") has a character outside GPT-2's byte-to-unicode alphabet");
+    }
+    token_bytes_[id] = bytes;
+    if (!v.raw || !id_of.count(bytes)) id_of[bytes] = id;
+    if (bytes == "<|endoftext|>") end_of_text_ = id;
+  }
+  for (int b = 0; b < 256; ++b) {
+    const auto it = id_of.find(std::string(1, static_cast<char>(b)));
+    if (it == id_of.end())
+      fail_data(enc_name, ": lacks the one-byte token of byte ", b, "; byte-level BPE needs all 256");
+    byte_token_[static_cast<size_t>(b)] = it->second;
+  }
+  std::vector<bool> made(n, false);
+  for (int b = 0; b < 256; ++b) made[byte_token_[static_cast<size_t>(b)]] = true;
+  uint32_t rank = 0;
+  std::string left, right, joined;
+  for (const auto& m : merges) {
+    const std::string line = m.left + " " + m.right;
+    if (!alphabet_to_bytes(m.left, left) || !alphabet_to_bytes(m.right, right))
+      fail_data(m.where, ": '", line, "' has a character outside GPT-2's byte-to-unicode alphabet");
+    joined = left + right;
+    const auto l = id_of.find(left), r = id_of.find(right), mm = id_of.find(joined);
+    if (l == id_of.end() || r == id_of.end() || mm == id_of.end())
+      fail_data(m.where, ": the merge '", line, "' uses or makes a token that ", enc_name,
+                " does not have; the two files do not belong together");
+    merges_[pair_key(l->second, r->second)] = Merge{rank++, mm->second};  // a repeated pair keeps its last rank
+    made[mm->second] = true;                                                // (encoder.py's dict does the same)
+  }
+  if (merges_.empty()) fail_data(bpe_name, ": holds no merges; expected a byte-level BPE's merges");
   int64_t unmade = 0;
   std::string example;
   for (size_t id = 0; id < n; ++id)
-    if (!made[id] && !is_special(token_bytes_[id])) {
+    if (!made[id] && !exempt[id] && !is_special(token_bytes_[id])) {
       if (unmade++ == 0) example = token_bytes_[id];
     }
   if (unmade > 0)
     fail_data(bpe_name, ": ", unmade, " tokens of ", enc_name, " (e.g. '", example,
-              "') are made by no merge: the file is truncated or belongs to another encoder.json");
-  fingerprint_ = "gpt2 encoder.json sha256:" + sha256_hex(enc_text) + " vocab.bpe sha256:" + sha256_hex(bpe_text);
+              "') are made by no merge: the file is truncated or belongs to another vocabulary");
 }
 
 void Gpt2Bpe::bpe_append(std::string_view piece, std::vector<uint32_t>& out) const {
@@ -256,7 +275,11 @@ std::string ByteTokenizer::decode(std::span<const uint32_t> ids) const {
 TokenizerPtr make_tokenizer(const TokenizerOptions& opts) {
   if (opts.kind == "byte") return std::make_shared<ByteTokenizer>();
   if (opts.kind == "gpt2") return std::make_shared<Gpt2Bpe>(opts.bpe_encoder, opts.bpe_merges);
-  fail_config("unknown tokenizer '", opts.kind, "'; known: gpt2, byte");
+  if (opts.kind == "tokenizer_json") {
+    if (opts.tokenizer_json.empty()) fail_config("tokenizer = tokenizer_json needs the path tokenizer_json");
+    return std::make_shared<HfTokenizer>(opts.tokenizer_json);
+  }
+  fail_config("unknown tokenizer '", opts.kind, "'; known: gpt2, byte, tokenizer_json");
 }
 
 }  // namespace ssmlab::text

@@ -43,6 +43,24 @@ class Gpt2Bpe : public Tokenizer {
   // The BPE of one piece's bytes (no pre-tokenisation), appended to out.
   void bpe_append(std::string_view piece, std::vector<uint32_t>& out) const;
 
+ protected:
+  struct VocabEntry {
+    std::string written;  // in GPT-2's byte -> unicode alphabet, or (raw) the bytes themselves
+    uint32_t id;
+    bool raw;             // an added token outside the BPE vocabulary: its bytes as they are, no alphabet
+    bool added = false;   // an added token (tokenizer.json): exempt from the "made by a merge" check
+  };
+  struct MergeLine {
+    std::string left, right;  // written in the alphabet
+    std::string where;        // "file:line" or "file: merges[k]" for messages
+  };
+  Gpt2Bpe() = default;
+  // Checks and indexes a vocabulary (ids 0..n-1 each once, all 256 one-byte tokens) and its merges (best first);
+  // errors are DataErrors naming enc_name / the merge's place.
+  void build(const std::vector<VocabEntry>& vocab, const std::string& enc_name, const std::vector<MergeLine>& merges,
+             const std::string& bpe_name);
+  std::string fingerprint_;
+
  private:
   struct Merge {
     uint32_t rank, merged;
@@ -51,7 +69,6 @@ class Gpt2Bpe : public Tokenizer {
   std::array<uint32_t, 256> byte_token_{};        // byte -> id of its one-byte token
   std::unordered_map<uint64_t, Merge> merges_;    // (left id << 32 | right id) -> rank and merged id
   std::optional<uint32_t> end_of_text_;
-  std::string fingerprint_;
   mutable std::mutex cache_mutex_;
   mutable std::unordered_map<std::string, std::vector<uint32_t>> cache_;  // piece -> ids
 };

@@ -2,6 +2,8 @@
 //   byte   the 256 byte values are the ids; no end-of-text id.
 //   gpt2   GPT-2's byte-level BPE read from encoder.json + vocab.bpe at any path (gpt2_bpe.h); 50,257 ids with
 //          the released files, <|endoftext|> = 50256.
+//   tokenizer_json  a Hugging Face tokenizer.json of a byte-level BPE (GPT-NeoX, the Mamba checkpoints;
+//          hf_tokenizer.h).
 // Both encode every byte string (invalid UTF-8 included) and decode(encode(s)) == s. Torch-free: ids are uint32.
 #pragma once
 #include <cstdint>
@@ -23,13 +25,17 @@ struct TokenizerOptions {
   std::string kind = "gpt2";
   std::string bpe_encoder = kDefaultBpeEncoder;
   std::string bpe_merges = kDefaultBpeMerges;
+  std::string tokenizer_json;
 
   template <class V>
   void visit(V& v) {
-    v("tokenizer", kind, "gpt2: GPT-2 byte-level BPE (encoder.json + vocab.bpe); byte: the 256 byte values",
-      Check::one_of({"gpt2", "byte"}));
+    v("tokenizer", kind,
+      "gpt2: GPT-2 byte-level BPE (encoder.json + vocab.bpe); byte: the 256 byte values; tokenizer_json: a Hugging "
+      "Face tokenizer.json (byte-level BPE)",
+      Check::one_of({"gpt2", "byte", "tokenizer_json"}));
     v("bpe_encoder", bpe_encoder, "gpt2: path of GPT-2's encoder.json (token -> id)");
     v("bpe_merges", bpe_merges, "gpt2: path of GPT-2's vocab.bpe (the merges, best first)");
+    v("tokenizer_json", tokenizer_json, "tokenizer_json: path of the tokenizer.json");
   }
 };
 

@@ -26,10 +26,11 @@ class PolarizedTransition : public TransitionImpl {
     reset(gen);
   }
   at::Tensor A() override {
-    const auto f32 = A_log_.options().dtype(at::kFloat);
-    const at::Tensor ones = at::full({channels_, args_.d_ones}, args_.one_value, f32);     // (E, d_ones)
-    const at::Tensor zeros = at::full({channels_, args_.d_zeros}, args_.zero_value, f32);  // (E, d_zeros)
-    return at::cat({ones, -at::exp(A_log_.to(at::kFloat)), zeros}, /*dim=*/1);             // (E, N_tot)
+    // In the parameter's dtype (float32 at least): a float64 model keeps A in float64.
+    const auto ft = A_log_.options().dtype(at::promote_types(A_log_.scalar_type(), at::kFloat));
+    const at::Tensor ones = at::full({channels_, args_.d_ones}, args_.one_value, ft);     // (E, d_ones)
+    const at::Tensor zeros = at::full({channels_, args_.d_zeros}, args_.zero_value, ft);  // (E, d_zeros)
+    return at::cat({ones, -at::exp(A_log_.to(ft)), zeros}, /*dim=*/1);                      // (E, N_tot)
   }
   int64_t state_dim() const override { return args_.d_ones + d_state_ + args_.d_zeros; }
   void reset(at::Generator&) override {

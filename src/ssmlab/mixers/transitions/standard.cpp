@@ -14,7 +14,8 @@ class StandardTransition : public TransitionImpl {
     at::Generator gen = at::detail::getDefaultCPUGenerator();
     reset(gen);
   }
-  at::Tensor A() override { return -at::exp(A_log_.to(at::kFloat)); }  // (E, N)
+  // In the parameters dtype (float32 at least): a float64 model keeps A in float64.
+  at::Tensor A() override { return -at::exp(A_log_.to(at::promote_types(A_log_.scalar_type(), at::kFloat))); }  // (E, N)
   int64_t state_dim() const override { return d_state_; }
   void reset(at::Generator&) override {
     at::NoGradGuard no_grad;
