@@ -31,7 +31,8 @@ DrInputs make(int64_t b, int64_t l, int64_t h, int64_t k, int64_t v, bool per_ke
   in.k = l2(at::randn({b, l, h, k}, gen));
   in.v = at::randn({b, l, h, v}, gen);
   in.beta = at::sigmoid(at::randn({b, l, h}, gen));
-  in.g = at::log_sigmoid(at::randn(per_key ? std::vector<int64_t>{b, l, h, k} : std::vector<int64_t>{b, l, h}, gen) + 3);
+  const std::vector<int64_t> gs = per_key ? std::vector<int64_t>{b, l, h, k} : std::vector<int64_t>{b, l, h};
+  in.g = at::log_sigmoid(at::randn(gs, gen) + 3);
   if (requires_grad)
     for (at::Tensor* t : {&in.q, &in.k, &in.v, &in.beta, &in.g}) t->requires_grad_(true);
   return in;

@@ -340,15 +340,15 @@ void compare_fused(const In& in64, at::ScalarType dt, bool use_do, bool use_dfin
   const int64_t b = in64.q.size(0), l = in64.q.size(1), k = in64.q.size(3), hv = in64.v.size(2), v = in64.v.size(3);
   const Tensor go = at::randn({b, l, hv, v}, gen, at::kDouble), gs = at::randn({b, hv, k, v}, gen, at::kDouble);
   auto leaves_of = [&](at::ScalarType t, In& x) {
-    x.q = in64.q.to(t).requires_grad_(), x.k = in64.k.to(t).requires_grad_(), x.v = in64.v.to(t).requires_grad_();
-    x.beta = in64.beta.to(t).requires_grad_();
+    auto leaf = [&](const Tensor& a) { return a.detach().to(t).clone().requires_grad_(); };
+    x.q = leaf(in64.q), x.k = leaf(in64.k), x.v = leaf(in64.v), x.beta = leaf(in64.beta);
     std::vector<Tensor> leaves = {x.q, x.k, x.v, x.beta};
     if (in64.o.g) {
-      x.o.g = in64.o.g->to(t).requires_grad_();
+      x.o.g = leaf(*in64.o.g);
       leaves.push_back(*x.o.g);
     }
     if (in64.o.initial_state) {
-      x.o.initial_state = in64.o.initial_state->to(t).requires_grad_();
+      x.o.initial_state = leaf(*in64.o.initial_state);
       leaves.push_back(*x.o.initial_state);
     }
     return leaves;

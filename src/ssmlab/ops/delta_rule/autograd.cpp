@@ -29,7 +29,8 @@ class DeltaRuleFused : public torch::autograd::Function<DeltaRuleFused> {
     ctx->saved_data["dtypes"] = std::vector<int64_t>{
         static_cast<int64_t>(q.scalar_type()), static_cast<int64_t>(k.scalar_type()),
         static_cast<int64_t>(v.scalar_type()), static_cast<int64_t>(beta.scalar_type()),
-        static_cast<int64_t>(g_opt ? g_opt->scalar_type() : ct), static_cast<int64_t>(h0_opt ? h0_opt->scalar_type() : ct)};
+        static_cast<int64_t>(g_opt ? g_opt->scalar_type() : ct),
+        static_cast<int64_t>(h0_opt ? h0_opt->scalar_type() : ct)};
     return {f.o.to(q.scalar_type()), f.final_state};
   }
 
