@@ -390,6 +390,14 @@ TEST(DeltaRuleFused, MatchesReferenceForwardAndBackwardFloat64) {
     }
 }
 
+// K 130 splits V = 50 into column blocks of 24 (the kernel keeps a K x 24 state block per task): 24 + 24 + 2.
+TEST(DeltaRuleFused, MatchesReferenceAcrossValueColumnBlocks) {
+  for (const auto& var : variants()) {
+    SCOPED_TRACE(label(var));
+    compare_fused(make({2, 70, 1, 2, 130, 50}, var.gate, var.beta_max, var.h0, 29), at::kDouble, true, true, 30);
+  }
+}
+
 TEST(DeltaRuleFused, MatchesReferenceFloat32AndOneSidedCotangents) {
   for (const auto& var : variants()) {
     SCOPED_TRACE(label(var));

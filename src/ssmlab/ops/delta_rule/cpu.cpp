@@ -40,11 +40,13 @@ at::Tensor dr_out(at::IntArrayRef sizes, const at::TensorOptions& o) {
 template <typename T>
 struct DrPtrs {
   int64_t B, L, H, HV, K, V, nck;
+  int64_t VB, nvb;  // value columns per task (the state block K x VB stays in L1), blocks per value head
   int gate;  // 0 none, 1 one per head, 2 one per key channel
   const T *q, *k, *v, *beta, *g, *h0;  // g, h0 may be null
   T *o, *fin, *ck;
   const T *dout, *dfin;                // may be null
-  T *dq, *dk, *dv, *dbeta, *dg, *dh0;  // dq, dk per value head (B, L, HV, K); dg, dh0 may be null
+  // dq, dk, dbeta, dg: partial sums per column block, (nvb, B, L, HV[, K]); dg, dh0 may be null
+  T *dq, *dk, *dv, *dbeta, *dg, *dh0;
 };
 
 // The decay of step t for task (b, hv) into a[0..K).
@@ -96,24 +98,31 @@ SSMLAB_CPU_INLINE void dr_step(T* __restrict S, int64_t K, int64_t V, const T* _
   }
 }
 
+// A task: (batch, value head, block of value columns); the columns of S evolve independently, so each task keeps
+// its K x n block (n <= VB) in a local buffer small enough for the L1 cache.
 template <typename T>
-void dr_forward_range(const DrPtrs<T>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_INLINE void dr_forward_range(const DrPtrs<T>& p, int64_t lo, int64_t hi) {
   const int64_t K = p.K, V = p.V, L = p.L, rep = p.HV / p.H;
-  std::vector<T> S(K * V), a(K), w(V);
+  std::vector<T> S(K * p.VB), a(K), w(p.VB);
   for (int64_t task = lo; task < hi; ++task) {
-    const int64_t b = task / p.HV, hv = task % p.HV, hh = hv / rep;
-    if (p.h0)
-      std::memcpy(S.data(), p.h0 + task * K * V, sizeof(T) * K * V);
-    else
-      std::fill(S.begin(), S.end(), T(0));
+    const int64_t bh = task / p.nvb, vb = task % p.nvb, b = bh / p.HV, hv = bh % p.HV, hh = hv / rep;
+    const int64_t j0 = vb * p.VB, n = std::min(p.VB, V - j0);
+    for (int64_t d = 0; d < K; ++d) {
+      if (p.h0)
+        std::memcpy(S.data() + d * n, p.h0 + (bh * K + d) * V + j0, sizeof(T) * n);
+      else
+        std::fill(S.data() + d * n, S.data() + (d + 1) * n, T(0));
+    }
     for (int64_t t = 0; t < L; ++t) {
-      if (t % kCk == 0) std::memcpy(p.ck + (task * p.nck + t / kCk) * K * V, S.data(), sizeof(T) * K * V);
+      if (t % kCk == 0)
+        for (int64_t d = 0; d < K; ++d)
+          std::memcpy(p.ck + ((bh * p.nck + t / kCk) * K + d) * V + j0, S.data() + d * n, sizeof(T) * n);
       const int64_t iq = ((b * L + t) * p.H + hh) * K, iv = (b * L + t) * p.HV + hv;
       if (p.gate) dr_decay(p, b, hv, t, a.data());
-      dr_step(S.data(), K, V, p.q + iq, p.k + iq, p.v + iv * V, p.beta[iv], p.gate ? a.data() : nullptr, w.data(),
-              static_cast<T*>(nullptr), p.o + iv * V);
+      dr_step(S.data(), K, n, p.q + iq, p.k + iq, p.v + iv * V + j0, p.beta[iv], p.gate ? a.data() : nullptr,
+              w.data(), static_cast<T*>(nullptr), p.o + iv * V + j0);
     }
-    std::memcpy(p.fin + task * K * V, S.data(), sizeof(T) * K * V);
+    for (int64_t d = 0; d < K; ++d) std::memcpy(p.fin + (bh * K + d) * V + j0, S.data() + d * n, sizeof(T) * n);
   }
 }
 
@@ -121,84 +130,93 @@ void dr_forward_range(const DrPtrs<T>& p, int64_t lo, int64_t hi) {
 // dL/dS_{t-1} on exit:
 //   dq = S_t do;  dS += q do^T;  du = dS^T k;  dk = dS u;  dbeta = du . e;  dv = beta du;  dw = -beta du
 //   dS_d = dS + k dw^T;  dk += diag(a) Sp dw;  da = rowsum(dS_d * Sp);  dS <- diag(a) dS_d;  dg = a da
+// Per block of value columns: dv and dh0 are the block's own; dq, dk, dbeta and dg are sums over all columns, so
+// each block writes its partial sums (leading dimension nvb) and the caller adds them.
 template <typename T>
-void dr_backward_range(const DrPtrs<T>& p, int64_t lo, int64_t hi) {
-  const int64_t K = p.K, V = p.V, L = p.L, rep = p.HV / p.H, KV = K * V;
-  std::vector<T> buf((kCk + 1) * KV), es(kCk * V), as(kCk * K), dS(KV), w(V), du(V), dw(V), dga(K);
+SSMLAB_CPU_INLINE void dr_backward_range(const DrPtrs<T>& p, int64_t lo, int64_t hi) {
+  const int64_t K = p.K, V = p.V, L = p.L, rep = p.HV / p.H, KN = K * p.VB;
+  std::vector<T> buf((kCk + 1) * KN), es(kCk * p.VB), as(kCk * K), dS(KN), w(p.VB), du(p.VB), dw(p.VB), dga(K);
+  const int64_t part = p.B * L * p.HV;  // (b, t, hv) entries per block of the partial sums
   for (int64_t task = lo; task < hi; ++task) {
-    const int64_t b = task / p.HV, hv = task % p.HV, hh = hv / rep;
-    if (p.dfin)
-      std::memcpy(dS.data(), p.dfin + task * KV, sizeof(T) * KV);
-    else
-      std::fill(dS.begin(), dS.end(), T(0));
+    const int64_t bh = task / p.nvb, vb = task % p.nvb, b = bh / p.HV, hv = bh % p.HV, hh = hv / rep;
+    const int64_t j0 = vb * p.VB, n = std::min(p.VB, V - j0), kn = K * n;
+    for (int64_t d = 0; d < K; ++d) {
+      if (p.dfin)
+        std::memcpy(dS.data() + d * n, p.dfin + (bh * K + d) * V + j0, sizeof(T) * n);
+      else
+        std::fill(dS.data() + d * n, dS.data() + (d + 1) * n, T(0));
+    }
     for (int64_t c = p.nck - 1; c >= 0; --c) {
-      const int64_t t0 = c * kCk, n = std::min(kCk, L - t0);
-      std::memcpy(buf.data(), p.ck + (task * p.nck + c) * KV, sizeof(T) * KV);
-      for (int64_t j = 0; j < n; ++j) {
+      const int64_t t0 = c * kCk, m = std::min(kCk, L - t0);
+      for (int64_t d = 0; d < K; ++d)
+        std::memcpy(buf.data() + d * n, p.ck + ((bh * p.nck + c) * K + d) * V + j0, sizeof(T) * n);
+      for (int64_t j = 0; j < m; ++j) {
         const int64_t t = t0 + j, iq = ((b * L + t) * p.H + hh) * K, iv = (b * L + t) * p.HV + hv;
-        T* Sn = buf.data() + (j + 1) * KV;
-        std::memcpy(Sn, buf.data() + j * KV, sizeof(T) * KV);
+        T* Sn = buf.data() + (j + 1) * kn;
+        std::memcpy(Sn, buf.data() + j * kn, sizeof(T) * kn);
         dr_decay(p, b, hv, t, as.data() + j * K);
-        dr_step(Sn, K, V, p.q + iq, p.k + iq, p.v + iv * V, p.beta[iv], p.gate ? as.data() + j * K : nullptr,
-                w.data(), es.data() + j * V, static_cast<T*>(nullptr));
+        dr_step(Sn, K, n, p.q + iq, p.k + iq, p.v + iv * V + j0, p.beta[iv], p.gate ? as.data() + j * K : nullptr,
+                w.data(), es.data() + j * n, static_cast<T*>(nullptr));
       }
-      for (int64_t j = n - 1; j >= 0; --j) {
+      for (int64_t j = m - 1; j >= 0; --j) {
         const int64_t t = t0 + j, iq = ((b * L + t) * p.H + hh) * K, iv = (b * L + t) * p.HV + hv;
-        const T* __restrict St = buf.data() + (j + 1) * KV;
-        const T* __restrict Sp = buf.data() + j * KV;
+        const int64_t ip = vb * part + iv;  // index of (vb, b, t, hv) in the partial sums
+        const T* __restrict St = buf.data() + (j + 1) * kn;
+        const T* __restrict Sp = buf.data() + j * kn;
         const T* __restrict a = as.data() + j * K;
-        const T* __restrict e = es.data() + j * V;
+        const T* __restrict e = es.data() + j * n;
         const T* __restrict qt = p.q + iq;
         const T* __restrict kt = p.k + iq;
         const T bt = p.beta[iv];
-        T* __restrict dqt = p.dq + iv * K;
-        T* __restrict dkt = p.dk + iv * K;
-        T* __restrict dvt = p.dv + iv * V;
+        T* __restrict dqt = p.dq + ip * K;
+        T* __restrict dkt = p.dk + ip * K;
+        T* __restrict dvt = p.dv + iv * V + j0;
         T* __restrict dSp = dS.data();
         if (p.dout) {
-          const T* __restrict dot_ = p.dout + iv * V;
+          const T* __restrict dot_ = p.dout + iv * V + j0;
           for (int64_t d = 0; d < K; ++d) {
-            dqt[d] = dot(St + d * V, dot_, V);
-            T* __restrict row = dSp + d * V;
+            dqt[d] = dot(St + d * n, dot_, n);
+            T* __restrict row = dSp + d * n;
             const T qd = qt[d];
-            for (int64_t jj = 0; jj < V; ++jj) row[jj] += qd * dot_[jj];
+            for (int64_t jj = 0; jj < n; ++jj) row[jj] += qd * dot_[jj];
           }
         } else {
           for (int64_t d = 0; d < K; ++d) dqt[d] = T(0);
         }
-        for (int64_t jj = 0; jj < V; ++jj) du[jj] = T(0);
+        for (int64_t jj = 0; jj < n; ++jj) du[jj] = T(0);
         for (int64_t d = 0; d < K; ++d) {
-          const T* __restrict row = dSp + d * V;
+          const T* __restrict row = dSp + d * n;
           const T kd = kt[d];
-          for (int64_t jj = 0; jj < V; ++jj) du[jj] += kd * row[jj];
-          dkt[d] = bt * dot(row, e, V);
+          for (int64_t jj = 0; jj < n; ++jj) du[jj] += kd * row[jj];
+          dkt[d] = bt * dot(row, e, n);
         }
-        p.dbeta[iv] = dot(du.data(), e, V);
-        for (int64_t jj = 0; jj < V; ++jj) {
+        p.dbeta[ip] = dot(du.data(), e, n);
+        for (int64_t jj = 0; jj < n; ++jj) {
           dvt[jj] = bt * du[jj];
           dw[jj] = -bt * du[jj];
         }
         for (int64_t d = 0; d < K; ++d) {
-          T* __restrict row = dSp + d * V;
-          const T* __restrict sp = Sp + d * V;
+          T* __restrict row = dSp + d * n;
+          const T* __restrict sp = Sp + d * n;
           const T kd = kt[d], ad = a[d];
-          for (int64_t jj = 0; jj < V; ++jj) row[jj] += kd * dw[jj];
-          dkt[d] += ad * dot(sp, dw.data(), V);
+          for (int64_t jj = 0; jj < n; ++jj) row[jj] += kd * dw[jj];
+          dkt[d] += ad * dot(sp, dw.data(), n);
           if (p.gate) {
-            dga[d] = ad * dot(row, sp, V);
-            for (int64_t jj = 0; jj < V; ++jj) row[jj] *= ad;
+            dga[d] = ad * dot(row, sp, n);
+            for (int64_t jj = 0; jj < n; ++jj) row[jj] *= ad;
           }
         }
         if (p.gate == 1) {
-          T s = T(0);
-          for (int64_t d = 0; d < K; ++d) s += dga[d];
-          p.dg[iv] = s;
+          T sum = T(0);
+          for (int64_t d = 0; d < K; ++d) sum += dga[d];
+          p.dg[ip] = sum;
         } else if (p.gate == 2) {
-          std::memcpy(p.dg + iv * K, dga.data(), sizeof(T) * K);
+          std::memcpy(p.dg + ip * K, dga.data(), sizeof(T) * K);
         }
       }
     }
-    if (p.dh0) std::memcpy(p.dh0 + task * KV, dS.data(), sizeof(T) * KV);
+    if (p.dh0)
+      for (int64_t d = 0; d < K; ++d) std::memcpy(p.dh0 + (bh * K + d) * V + j0, dS.data() + d * n, sizeof(T) * n);
   }
 }
 
@@ -226,6 +244,10 @@ DrPtrs<T> dr_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   p.HV = v.size(2);
   p.V = v.size(3);
   p.nck = (p.L + kCk - 1) / kCk;
+  // Blocks of value columns with a K x VB state of at most 4096 elements (16 KiB in fp32), VB a multiple of 8.
+  p.VB = std::max<int64_t>(8, (4096 / std::max<int64_t>(p.K, 1)) / 8 * 8);
+  if (p.VB >= p.V) p.VB = p.V;
+  p.nvb = (p.V + p.VB - 1) / p.VB;
   p.gate = !g.defined() ? 0 : (g.dim() == 3 ? 1 : 2);
   p.q = q.const_data_ptr<T>();
   p.k = k.const_data_ptr<T>();
@@ -252,7 +274,7 @@ Forward forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, c
     p.o = f.o.mutable_data_ptr<scalar_t>();
     p.fin = f.final_state.mutable_data_ptr<scalar_t>();
     p.ck = f.checkpoints.mutable_data_ptr<scalar_t>();
-    parallel_tasks(B * HV, 1, [&](int64_t lo, int64_t hi) { dr_run_forward(p, lo, hi); });
+    parallel_tasks(B * HV * p.nvb, 1, [&](int64_t lo, int64_t hi) { dr_run_forward(p, lo, hi); });
   });
   return f;
 }
@@ -262,24 +284,34 @@ Grads backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, co
                const at::Tensor& dfinal) {
   const int64_t B = q.size(0), L = q.size(1), H = q.size(2), K = q.size(3), HV = v.size(2), V = v.size(3);
   Grads r;
-  at::Tensor dq_e = dr_out({B, L, HV, K}, q.options()), dk_e = dr_out({B, L, HV, K}, q.options());
+  at::Tensor dq_p, dk_p, dbeta_p, dg_p;  // partial sums over column blocks, (nvb, ...)
   r.dv = dr_out({B, L, HV, V}, q.options());
-  r.dbeta = dr_out({B, L, HV}, q.options());
-  if (g.defined()) r.dg = dr_out(g.sizes(), q.options());
   if (h0.defined()) r.dh0 = dr_out({B, HV, K, V}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "delta_rule_cpu_backward", [&] {
     auto p = dr_inputs<scalar_t>(q, k, v, beta, g, h0);
+    dq_p = dr_out({p.nvb, B, L, HV, K}, q.options());
+    dk_p = dr_out({p.nvb, B, L, HV, K}, q.options());
+    dbeta_p = dr_out({p.nvb, B, L, HV}, q.options());
+    if (g.defined()) {
+      std::vector<int64_t> gs = {p.nvb};
+      for (int64_t s : g.sizes()) gs.push_back(s);
+      dg_p = dr_out(gs, q.options());
+    }
     p.ck = const_cast<scalar_t*>(checkpoints.const_data_ptr<scalar_t>());
     p.dout = ptr_or_null<scalar_t>(do_);
     p.dfin = ptr_or_null<scalar_t>(dfinal);
-    p.dq = dq_e.mutable_data_ptr<scalar_t>();
-    p.dk = dk_e.mutable_data_ptr<scalar_t>();
+    p.dq = dq_p.mutable_data_ptr<scalar_t>();
+    p.dk = dk_p.mutable_data_ptr<scalar_t>();
     p.dv = r.dv.mutable_data_ptr<scalar_t>();
-    p.dbeta = r.dbeta.mutable_data_ptr<scalar_t>();
-    p.dg = r.dg.defined() ? r.dg.mutable_data_ptr<scalar_t>() : nullptr;
+    p.dbeta = dbeta_p.mutable_data_ptr<scalar_t>();
+    p.dg = dg_p.defined() ? dg_p.mutable_data_ptr<scalar_t>() : nullptr;
     p.dh0 = r.dh0.defined() ? r.dh0.mutable_data_ptr<scalar_t>() : nullptr;
-    parallel_tasks(B * HV, 1, [&](int64_t lo, int64_t hi) { dr_run_backward(p, lo, hi); });
+    parallel_tasks(B * HV * p.nvb, 1, [&](int64_t lo, int64_t hi) { dr_run_backward(p, lo, hi); });
   });
+  auto blocks = [](const at::Tensor& t) { return t.size(0) == 1 ? t.squeeze(0) : t.sum(0); };
+  const at::Tensor dq_e = blocks(dq_p), dk_e = blocks(dk_p);  // (B, L, HV, K)
+  r.dbeta = blocks(dbeta_p);
+  if (dg_p.defined()) r.dg = blocks(dg_p);
   const int64_t rep = HV / H;
   r.dq = rep == 1 ? dq_e : dq_e.view({B, L, H, rep, K}).sum(3);
   r.dk = rep == 1 ? dk_e : dk_e.view({B, L, H, rep, K}).sum(3);
