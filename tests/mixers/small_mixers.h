@@ -28,6 +28,14 @@ inline mixers::MixerOptions small_mixer_options() {
   o.rwkv6.decay_rank = 5;
   o.hgrn2.n_heads = 4;
   o.hgrn2.expand_ratio = 5;
+  o.deltanet.n_heads = 2;
+  o.deltanet.head_dim = 4;
+  o.gated_deltanet.n_heads = 2;
+  o.gated_deltanet.n_v_heads = 4;  // grouped value heads
+  o.gated_deltanet.head_dim = 4;
+  o.gated_deltanet.expand_v = 1.5;
+  o.kda.n_heads = 2;
+  o.kda.head_dim = 5;
   return o;
 }
 

@@ -142,6 +142,17 @@ std::vector<Call> calls(at::ScalarType dt, at::Generator& gen) {
   c.push_back({"ssd_scan_update", {r({2, 4, 3}), r({2, 4}), neg({4}), r({2, 2, 5}), r({2, 2, 5}), r({2, 4, 3, 5})},
                {{"D", r({4})}, {"dt_bias", r({4})}, {"decay_mult", posv({4})}}});
   c.push_back({"ssd_scan_update", {r({1, 1, 1}), r({1, 1}), neg({1}), r({1, 1, 2}), r({1, 1, 2}), r({1, 1, 1, 2})}, {}});
+  for (const char* name : {"delta_rule", "delta_rule_ref"}) {
+    const auto st = dt == at::kDouble ? at::kDouble : at::kFloat;
+    // Gated DeltaNet with grouped value heads (H 2, HV 4) and an initial state; KDA's per-key gate; DeltaNet.
+    c.push_back({name, {r({2, 7, 2, 3}), r({2, 7, 2, 3}), r({2, 7, 4, 5}), posv({2, 7, 4})},
+                 {{"g", neg({2, 7, 4})}, {"initial_state", r({2, 4, 3, 5}).to(st)}, {"chunk_size", int64_t{4}}}});
+    c.push_back({name, {r({1, 5, 1, 3}), r({1, 5, 1, 3}), r({1, 5, 1, 2}), posv({1, 5, 1})}, {{"g", neg({1, 5, 1, 3})}}});
+    c.push_back({name, {r({1, 1, 1, 2}), r({1, 1, 1, 2}), r({1, 1, 1, 1}), posv({1, 1, 1})}, {}});
+  }
+  c.push_back({"delta_rule_update", {r({2, 2, 3}), r({2, 2, 3}), r({2, 4, 5}), posv({2, 4}), r({2, 4, 3, 5})},
+               {{"g", neg({2, 4})}}});
+  c.push_back({"delta_rule_update", {r({1, 1, 2}), r({1, 1, 2}), r({1, 1, 3}), posv({1, 1}), r({1, 1, 2, 3})}, {}});
   return c;
 }
 

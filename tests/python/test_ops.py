@@ -120,6 +120,29 @@ def ssd_update_samples(b=2, h=4, p=3, n=5, g=2):
     return [full, bare]
 
 
+def _l2(t):
+    with torch.no_grad():
+        n = t.detach().pow(2).sum(-1, keepdim=True).sqrt()
+    return (t.detach() / n).requires_grad_(t.requires_grad)
+
+
+def delta_samples(b=2, l=7, h=2, hv=4, k=3, v=5):
+    # L2-normalised keys (as the mixers give them), beta in (0, 1), log decays <= 0 (per head, then per key).
+    full = ((_l2(rnd(b, l, h, k)), _l2(rnd(b, l, h, k)), rnd(b, l, hv, v), pos(b, l, hv)),
+            dict(g=-pos(b, l, hv, lo=0.01, hi=0.5), initial_state=rnd(b, hv, k, v, scale=0.5), chunk_size=4))
+    kda = ((_l2(rnd(1, 5, 1, k)), _l2(rnd(1, 5, 1, k)), rnd(1, 5, 1, 2), pos(1, 5, 1)),
+           dict(g=-pos(1, 5, 1, k, lo=0.01, hi=0.5)))
+    bare = ((_l2(rnd(1, 4, 1, 2)), _l2(rnd(1, 4, 1, 2)), rnd(1, 4, 1, 3), pos(1, 4, 1)), {})
+    return [full, kda, bare]
+
+
+def delta_update_samples(b=2, h=2, hv=4, k=3, v=5):
+    full = ((_l2(rnd(b, h, k)), _l2(rnd(b, h, k)), rnd(b, hv, v), pos(b, hv), rnd(b, hv, k, v, grad=False)),
+            dict(g=-pos(b, hv, lo=0.01, hi=0.5)))
+    bare = ((_l2(rnd(1, 1, 2)), _l2(rnd(1, 1, 2)), rnd(1, 1, 3), pos(1, 1), rnd(1, 1, 2, 3, grad=False)), {})
+    return [full, bare]
+
+
 SAMPLES = {
     "selective_scan": scan_samples, "selective_scan_ref": scan_samples,
     "selective_scan_varlen": varlen_samples, "selective_scan_varlen_ref": varlen_samples,
@@ -129,6 +152,8 @@ SAMPLES = {
     "wkv": wkv_samples, "wkv_ref": wkv_samples,
     "ssd_scan": ssd_samples, "ssd_scan_ref": ssd_samples,
     "ssd_scan_update": ssd_update_samples,
+    "delta_rule": delta_samples, "delta_rule_ref": delta_samples,
+    "delta_rule_update": delta_update_samples,
 }
 
 

@@ -42,6 +42,18 @@ const std::vector<MixerInfo>& mixer_table() {
        [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
          return std::make_shared<Hgrn2Impl>(o.hgrn2, a.d_model, a.layer_idx, a.n_layers, gen);
        }},
+      {"deltanet", "DeltaNet: delta rule, short convs, L2-normalised q/k, RMSNorm output (fla's layer), ops/delta_rule",
+       [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
+         return std::make_shared<DeltaNetImpl>(o.deltanet, DeltaVariant::deltanet, a.d_model, a.backend, gen);
+       }},
+      {"gated_deltanet", "Gated DeltaNet: delta rule with one decay per head, gated RMSNorm output (fla's layer)",
+       [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
+         return std::make_shared<DeltaNetImpl>(o.gated_deltanet, DeltaVariant::gated, a.d_model, a.backend, gen);
+       }},
+      {"kda", "KDA (Kimi Delta Attention): delta rule with one decay per key channel, sigmoid-gated output",
+       [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
+         return std::make_shared<DeltaNetImpl>(o.kda, DeltaVariant::kda, a.d_model, a.backend, gen);
+       }},
   };
   return table;
 }

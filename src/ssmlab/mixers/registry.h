@@ -7,6 +7,7 @@
 
 #include "ssmlab/core/fields.h"
 #include "ssmlab/mixers/attention.h"
+#include "ssmlab/mixers/deltanet.h"
 #include "ssmlab/mixers/h3.h"
 #include "ssmlab/mixers/hgrn2.h"
 #include "ssmlab/mixers/mamba1.h"
@@ -30,6 +31,9 @@ struct MixerOptions {
   Rwkv5Options rwkv5;
   Rwkv6Options rwkv6;
   Hgrn2Options hgrn2;
+  DeltaNetOptions deltanet;
+  GatedDeltaNetOptions gated_deltanet;
+  KdaOptions kda;
 
   template <class V>
   void visit(V& v) {
@@ -42,6 +46,9 @@ struct MixerOptions {
     v("rwkv5", rwkv5, "RWKV-5 (Eagle) time mixer options");
     v("rwkv6", rwkv6, "RWKV-6 (Finch) time mixer options");
     v("hgrn2", hgrn2, "HGRN-2 options");
+    v("deltanet", deltanet, "DeltaNet (delta rule, no decay) options");
+    v("gated_deltanet", gated_deltanet, "Gated DeltaNet (delta rule, one decay per head) options");
+    v("kda", kda, "KDA (delta rule, one decay per key channel) options");
   }
 };
 

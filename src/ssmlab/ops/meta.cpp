@@ -13,6 +13,7 @@
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
+#include "ssmlab/ops/delta_rule/delta_rule.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 #include "ssmlab/ops/selective_state_update/selective_state_update.h"
 #include "ssmlab/ops/ssd_scan/ssd_scan.h"
@@ -179,6 +180,30 @@ Tensor ssd_scan_update(const Tensor& x, const Tensor& dt, const Tensor& A, const
   (void)dt, (void)A, (void)B, (void)C, (void)D, (void)dt_bias, (void)dt_softplus, (void)dt_min, (void)dt_max,
       (void)dt_mult, (void)decay_mult, (void)b_mult;
   return empty({x.sym_size(0), x.sym_size(1), x.sym_size(2)}, x, x.scalar_type());
+}
+
+std::tuple<Tensor, Tensor> delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
+                                      const OptT& g, const OptT& initial_state, int64_t chunk_size) {
+  check_rank(q, 4, "delta_rule", "q");
+  check_rank(v, 4, "delta_rule", "v");
+  if (!symbolic({&q, &k, &v, &beta}, {&g, &initial_state})) {
+    DeltaRuleOptions o;
+    o.g = g;
+    o.initial_state = initial_state;
+    o.chunk_size = chunk_size;
+    check_delta_rule_inputs(q, k, v, beta, o);
+  }
+  return {empty({q.sym_size(0), q.sym_size(1), v.sym_size(2), v.sym_size(3)}, q, q.scalar_type()),
+          empty({q.sym_size(0), v.sym_size(2), q.sym_size(3), v.sym_size(3)}, q, state_of(q))};
+}
+
+Tensor delta_rule_update(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, Tensor& state,
+                         const OptT& g) {
+  check_rank(q, 3, "delta_rule_update", "q");
+  check_rank(v, 3, "delta_rule_update", "v");
+  check_rank(state, 4, "delta_rule_update", "state");
+  (void)k, (void)beta, (void)g;
+  return empty({v.sym_size(0), v.sym_size(1), v.sym_size(2)}, q, q.scalar_type());
 }
 
 }  // namespace ssmlab::ops::meta

@@ -40,4 +40,10 @@ at::Tensor ssd_scan_update(const at::Tensor& x, const at::Tensor& dt, const at::
                            bool dt_softplus, double dt_min, std::optional<double> dt_max, const OptTensor& dt_mult,
                            const OptTensor& decay_mult, const OptTensor& b_mult);
 
+std::tuple<at::Tensor, at::Tensor> delta_rule(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                              const at::Tensor& beta, const OptTensor& g,
+                                              const OptTensor& initial_state, int64_t chunk_size);
+at::Tensor delta_rule_update(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& beta,
+                             at::Tensor& state, const OptTensor& g);
+
 }  // namespace ssmlab::ops::meta

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
+#include "ssmlab/ops/delta_rule/delta_rule.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 #include "ssmlab/ops/selective_state_update/selective_state_update.h"
 #include "ssmlab/ops/wkv/wkv.h"
@@ -160,6 +161,28 @@ std::tuple<at::Tensor, at::Tensor> wkv_op(const at::Tensor& w, const at::Tensor&
 constexpr const char* kWkvArgs =
     "(Tensor w, Tensor u, Tensor k, Tensor v, Tensor? initial_state=None) -> (Tensor, Tensor)";
 
+// ssmlab::delta_rule (kRef false) and ssmlab::delta_rule_ref (kRef true): (o, final_state).
+template <bool kRef>
+std::tuple<at::Tensor, at::Tensor> delta_rule_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                 const at::Tensor& beta, const std::optional<at::Tensor>& g,
+                                                 const std::optional<at::Tensor>& initial_state, int64_t chunk_size) {
+  DeltaRuleOptions o;
+  o.g = g;
+  o.initial_state = initial_state;
+  o.chunk_size = chunk_size;
+  auto r = delta_rule(q, k, v, beta, o, kRef ? "reference" : "auto");
+  return {r.o, r.final_state};
+}
+
+at::Tensor delta_rule_update_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& beta,
+                                at::Tensor& state, const std::optional<at::Tensor>& g) {
+  return delta_rule_update(q, k, v, beta, state, g);
+}
+
+constexpr const char* kDeltaArgs =
+    "(Tensor q, Tensor k, Tensor v, Tensor beta, Tensor? g=None, Tensor? initial_state=None, int chunk_size=64) "
+    "-> (Tensor, Tensor)";
+
 constexpr const char* kScanArgs =
     "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? z=None, "
     "Tensor? delta_bias=None, bool delta_softplus=False, Tensor? initial_state=None) -> (Tensor, Tensor)";
@@ -177,7 +200,8 @@ const std::vector<std::pair<std::string, const char*>>& differentiable_ops() {
       {"selective_scan_varlen", kScanVarlenArgs}, {"selective_scan_varlen_ref", kScanVarlenArgs},
       {"causal_conv1d", kConvArgs}, {"causal_conv1d_ref", kConvArgs},
       {"wkv", kWkvArgs}, {"wkv_ref", kWkvArgs},
-      {"ssd_scan", kSsdArgs}, {"ssd_scan_ref", kSsdArgs}};
+      {"ssd_scan", kSsdArgs}, {"ssd_scan_ref", kSsdArgs},
+      {"delta_rule", kDeltaArgs}, {"delta_rule_ref", kDeltaArgs}};
   return ops;
 }
 
@@ -249,6 +273,11 @@ TORCH_LIBRARY(ssmlab, m) {
   m.def("ssd_scan_update(Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, Tensor(a!) state, Tensor? D=None, "
         "Tensor? dt_bias=None, bool dt_softplus=True, float dt_min=0.0, float? dt_max=None, Tensor? dt_mult=None, "
         "Tensor? decay_mult=None, Tensor? b_mult=None) -> Tensor");
+  // The (gated) delta rule (ops/delta_rule): DeltaNet, Gated DeltaNet (g (B, L, HV)), KDA (g (B, L, HV, K)).
+  m.def((std::string("delta_rule") + kDeltaArgs).c_str());
+  m.def((std::string("delta_rule_ref") + kDeltaArgs).c_str());
+  // One decode step of delta_rule; state (B, HV, K, V) updated in place. Plain ATen everywhere (no _ref twin).
+  m.def("delta_rule_update(Tensor q, Tensor k, Tensor v, Tensor beta, Tensor(a!) state, Tensor? g=None) -> Tensor");
   // The backward of each differentiable op: gradients of its floating-point tensor inputs that are present, in
   // argument order (op_autograd.h).
   for (const auto& [name, args] : differentiable_ops()) {
@@ -275,6 +304,9 @@ TORCH_LIBRARY(ssmlab, m) {
     m.impl("ssd_scan", &Kernel<&ssd_scan_op<false>>::call);                                                      \
     m.impl("ssd_scan_ref", &Kernel<&ssd_scan_op<true>>::call);                                                   \
     m.impl("ssd_scan_update", &Kernel<&ssd_scan_update_op>::call);                                               \
+    m.impl("delta_rule", &Kernel<&delta_rule_op<false>>::call);                                                  \
+    m.impl("delta_rule_ref", &Kernel<&delta_rule_op<true>>::call);                                               \
+    m.impl("delta_rule_update", &Kernel<&delta_rule_update_op>::call);                                           \
     for (const auto& op : differentiable_ops())                                                                  \
       m.impl((op.first + "_backward").c_str(), torch::CppFunction::makeFromBoxedFunction<&backward_recompute_kernel>()); \
   }
@@ -298,6 +330,9 @@ TORCH_LIBRARY_IMPL(ssmlab, Meta, m) {
   m.impl("ssd_scan", &meta::ssd_scan);
   m.impl("ssd_scan_ref", &meta::ssd_scan);
   m.impl("ssd_scan_update", &meta::ssd_scan_update);
+  m.impl("delta_rule", &meta::delta_rule);
+  m.impl("delta_rule_ref", &meta::delta_rule);
+  m.impl("delta_rule_update", &meta::delta_rule_update);
   for (const auto& op : differentiable_ops())
     m.impl((op.first + "_backward").c_str(), torch::CppFunction::makeFromBoxedFunction<&backward_meta_kernel>());
 }
@@ -308,7 +343,7 @@ TORCH_LIBRARY_IMPL(ssmlab, Autograd, m) {
   for (const auto& op : differentiable_ops())
     m.impl((op.first + "_backward").c_str(), torch::CppFunction::makeFromBoxedFunction<&autograd_backward_kernel>());
   for (const char* name : {"causal_conv1d_update", "causal_conv1d_update_ref", "selective_state_update",
-                           "selective_state_update_ref", "ssd_scan_update"})
+                           "selective_state_update_ref", "ssd_scan_update", "delta_rule_update"})
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&autograd_decode_kernel>());
 }
 
