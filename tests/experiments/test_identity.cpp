@@ -30,6 +30,7 @@ TEST(Identity, WhatDoesNotDefineTheRunKeepsTheId) {
   c.run.name = "other";
   c.run.out_dir = "elsewhere";
   c.train.halt_after_steps = 5;
+  c.train.dist_backend = "gloo";  // how ranks talk, not what they compute
   c.analysis.after_training = "influence";
   c.analysis.influence.samples = 3;
   c.model.mixers.mamba2.d_state = 7;  // not the chosen mixer

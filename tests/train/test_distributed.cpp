@@ -2,6 +2,8 @@
 // (`ssmlab train --nproc N`, or RANK/WORLD_SIZE/MASTER_* set by hand as torchrun would), Gloo on CPU. Gradients
 // after one step and metrics after several equal one process's on the same global batches; a killed rank stops
 // the others with its name and the run resumes; a bad MASTER_PORT or a missing rank fails within a bounded time.
+// CUDA ranks: the backend choice, the device of each local rank and the refusal in CPU builds run everywhere;
+// DistCuda (2 ranks on GPUs, NCCL and Gloo, against one process) skips with its reason where no GPU is seen.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -9,11 +11,13 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "ssmlab/core/error_kinds.h"
 #include "ssmlab/core/io.h"
 #include "ssmlab/models/safetensors.h"
 #include "ssmlab/train/checkpoint.h"
 #include "ssmlab/train/distributed.h"
 #include "ssmlab/train/launch.h"
+#include "cuda_test_util.h"
 #include "test_util.h"
 #include "tolerances.h"
 
@@ -135,6 +139,135 @@ TEST(DistShard, RowsCoverTheBatchOnceAndEvenly) {
     }
   EXPECT_EQ(ssmlab::train::shard_rows(7, 0, 2), (std::pair<int64_t, int64_t>{0, 4}));
   EXPECT_EQ(ssmlab::train::shard_rows(7, 2, 3), (std::pair<int64_t, int64_t>{5, 7}));
+}
+
+// Runs `f` and returns the message of the ssmlab::Error it throws (as `E`), or a failure when it throws none.
+template <class E, class F>
+std::string dist_error_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "unexpected exception type: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "no error thrown";
+  return "";
+}
+
+TEST(DistBackend, AutoIsNcclForCudaGlooForCpuAndBadChoicesAreErrors) {
+  using ssmlab::train::choose_dist_backend;
+  using ssmlab::train::DistBackend;
+  EXPECT_EQ(choose_dist_backend("auto", false, false), DistBackend::gloo);
+  EXPECT_EQ(choose_dist_backend("auto", false, true), DistBackend::gloo);
+  EXPECT_EQ(choose_dist_backend("auto", true, true), DistBackend::nccl);
+  EXPECT_EQ(choose_dist_backend("gloo", true, true), DistBackend::gloo);
+  EXPECT_EQ(choose_dist_backend("gloo", false, false), DistBackend::gloo);
+  EXPECT_EQ(choose_dist_backend("nccl", true, true), DistBackend::nccl);
+  EXPECT_STREQ(ssmlab::train::dist_backend_name(DistBackend::nccl), "nccl");
+  EXPECT_STREQ(ssmlab::train::dist_backend_name(DistBackend::gloo), "gloo");
+  std::string m = dist_error_of<ssmlab::ConfigError>([] { choose_dist_backend("nccl", false, true); });
+  EXPECT_NE(m.find("CUDA tensors only"), std::string::npos) << m;
+  m = dist_error_of<ssmlab::ConfigError>([] { choose_dist_backend("mpi", false, true); });
+  EXPECT_NE(m.find("train.dist_backend = 'mpi'"), std::string::npos) << m;
+  // CUDA ranks in a build without CUDA: refused whatever the option, naming the reason.
+  for (const char* option : {"auto", "gloo", "nccl"}) {
+    m = dist_error_of<ssmlab::Error>([&] { choose_dist_backend(option, true, false); });
+    EXPECT_NE(m.find("built without CUDA"), std::string::npos) << option << ": " << m;
+  }
+}
+
+TEST(DistBackend, EachLocalRankTakesItsOwnGpu) {
+  using ssmlab::train::rank_cuda_index;
+  // (device, LOCAL_RANK, visible devices, CUDA_VISIBLE_DEVICES set, ranks may share a GPU) -> index
+  EXPECT_EQ(rank_cuda_index("cuda", 0, 2, false, false), 0);
+  EXPECT_EQ(rank_cuda_index("cuda", 1, 2, false, false), 1);
+  EXPECT_EQ(rank_cuda_index("auto", 3, 8, false, false), 3);
+  EXPECT_EQ(rank_cuda_index("cuda", 5, 8, true, false), 5);
+  EXPECT_EQ(rank_cuda_index("cuda:1", 1, 2, false, false), 1);  // the index it takes anyway
+  // One GPU per process through CUDA_VISIBLE_DEVICES (srun --gpus-per-task): every rank's cuda:0.
+  EXPECT_EQ(rank_cuda_index("cuda", 3, 1, true, false), 0);
+  EXPECT_EQ(rank_cuda_index("cuda:0", 1, 1, true, false), 0);
+  // Gloo lets ranks share: they wrap around the visible devices.
+  EXPECT_EQ(rank_cuda_index("cuda", 1, 1, false, true), 0);
+  EXPECT_EQ(rank_cuda_index("cuda", 5, 2, false, true), 1);
+  // NCCL: more local ranks than GPUs is an error naming both numbers and the way out.
+  std::string m = dist_error_of<ssmlab::Error>([] { rank_cuda_index("cuda", 2, 2, false, false); });
+  EXPECT_NE(m.find("LOCAL_RANK 2 but only 2 CUDA devices are visible"), std::string::npos) << m;
+  EXPECT_NE(m.find("train.dist_backend = gloo"), std::string::npos) << m;
+  m = dist_error_of<ssmlab::Error>([] { rank_cuda_index("cuda", 1, 1, false, false); });
+  EXPECT_NE(m.find("only 1 CUDA device is visible"), std::string::npos) << m;
+  m = dist_error_of<ssmlab::Error>([] { rank_cuda_index("cuda", 0, 0, false, true); });
+  EXPECT_NE(m.find("no CUDA device is visible"), std::string::npos) << m;
+  // A pinned cuda:K that is not the rank's own GPU would put every rank on one device.
+  m = dist_error_of<ssmlab::ConfigError>([] { rank_cuda_index("cuda:0", 1, 2, false, false); });
+  EXPECT_NE(m.find("would put every rank on one GPU"), std::string::npos) << m;
+  EXPECT_NE(m.find("takes cuda:1"), std::string::npos) << m;
+  m = dist_error_of<ssmlab::ConfigError>([] { rank_cuda_index("gpu", 0, 2, false, false); });
+  EXPECT_NE(m.find("unknown device 'gpu'"), std::string::npos) << m;
+}
+
+TEST(DistBackend, CpuBuildsRefuseCudaRanks) {
+  if (ssmlab::train::dist_cuda_build()) GTEST_SKIP() << "this build has CUDA (SSMLAB_WITH_CUDA): nothing to refuse";
+  // In process: a group of one binds no GPU.
+  ssmlab::train::DistEnv env;
+  env.master_port = ssmlab::train::free_local_port();
+  env.timeout = std::chrono::milliseconds(5000);
+  ssmlab::train::ProcessGroup g(env);
+  EXPECT_EQ(g.describe(), "Gloo");
+  std::string m = dist_error_of<ssmlab::Error>([&] { g.use_cuda(0, ssmlab::train::DistBackend::nccl); });
+  EXPECT_NE(m.find("built without CUDA"), std::string::npos) << m;
+  m = dist_error_of<ssmlab::Error>([&] { ssmlab::train::bind_rank_device(g, "cuda", "auto"); });
+  EXPECT_NE(m.find("built without CUDA"), std::string::npos) << m;
+  EXPECT_EQ(ssmlab::train::bind_rank_device(g, "cpu", "auto"), c10::Device(c10::kCPU));
+  EXPECT_EQ(ssmlab::train::bind_rank_device(g, "cpu", "gloo"), c10::Device(c10::kCPU));
+}
+
+TEST_F(DistTest, CpuBuildsRefuseCudaRanksFromTheCommandLine) {
+  if (ssmlab::train::dist_cuda_build()) GTEST_SKIP() << "this build has CUDA (SSMLAB_WITH_CUDA): nothing to refuse";
+  const fs::path cfg = config(1, 1, 1);
+  const auto c = run_dist("SSMLAB_DIST_TIMEOUT=30", "train " + cfg.string() + " --out " + (tmp.path / "run").string() +
+                          " --nproc 2 --set train.device=cuda", tmp.path / "cuda.log");
+  EXPECT_NE(c.status, 0) << c.output;
+  EXPECT_NE(c.output.find("built without CUDA"), std::string::npos) << c.output;
+  const auto bad = run_dist("", "config " + cfg.string() + " --set train.dist_backend=mpi", tmp.path / "mpi.log");
+  EXPECT_EQ(bad.status, 2) << bad.output;
+  EXPECT_NE(bad.output.find("dist_backend"), std::string::npos) << bad.output;
+}
+
+// GPU: 2 ranks against one process on the same global batches, gradients after one step compared. NCCL takes one
+// GPU per rank (2 needed); Gloo, staging CUDA tensors through host memory, lets both ranks share one GPU.
+class DistCuda : public DistTest {};
+
+TEST_F(DistCuda, TwoRanksGradientsEqualOneProcess) {
+  if (!ssmlab::train::dist_cuda_build()) GTEST_SKIP() << "a build without CUDA (SSMLAB_WITH_CUDA off)";
+  SKIP_WITHOUT_CUDA();
+  const int gpus = static_cast<int>(at::getNumGPUs());
+  const fs::path cfg = config(/*max_steps=*/1, /*eval_every=*/1, /*checkpoint_every=*/1);
+  const std::string on_gpu = " --set train.device=cuda";
+  const fs::path one = tmp.path / "one";
+  const auto c1 = run_dist("", "train " + cfg.string() + " --out " + one.string() + on_gpu, tmp.path / "one.log");
+  ASSERT_EQ(c1.status, 0) << c1.output;
+  const auto expected = first_step_gradients(one);
+  ASSERT_FALSE(expected.empty());
+  std::vector<std::string> backends{"gloo"};
+  if (gpus >= 2) backends.push_back("nccl");
+  for (const auto& backend : backends) {
+    const fs::path two = tmp.path / backend;
+    const auto c = run_dist("SSMLAB_DIST_TIMEOUT=60", "train " + cfg.string() + " --out " + two.string() + on_gpu +
+                            " --set train.dist_backend=" + backend + " --nproc 2", tmp.path / (backend + ".log"));
+    ASSERT_EQ(c.status, 0) << backend << "\n" << c.output;
+    EXPECT_NE(c.output.find(backend == "nccl" ? "NCCL (cuda:1)" : "Gloo (cuda:"), std::string::npos) << c.output;
+    const auto got = first_step_gradients(two);
+    ASSERT_EQ(got.size(), expected.size());
+    for (const auto& [name, g] : expected) {
+      ASSERT_TRUE(got.count(name)) << name;
+      EXPECT_GT(g.abs().max().item<double>(), 0.0) << name << ": a zero gradient proves nothing";
+      EXPECT_TRUE(ssmlab::test::all_close(got.at(name), g, ssmlab::test::kFp32Grad, name + " with 2 ranks, " + backend));
+    }
+  }
+  if (gpus < 2) GTEST_SKIP() << "Gloo on one GPU passed; NCCL needs one GPU per rank and this machine sees " << gpus;
 }
 
 TEST_F(DistTest, GradientsOfOneStepEqualOneProcessWith2And3Ranks) {

@@ -3,7 +3,7 @@
 //
 // The identity is the resolved config reduced to (1) the sections that shape the run: model (with the chosen
 // mixer's sub-table only), task (with the chosen task's sub-table only), train, ops and run.seed — not
-// run.name, run.out_dir, train.halt_after_steps or [analysis] (analyses read a run; they do not change it) —
+// run.name, run.out_dir, train.halt_after_steps, train.dist_backend or [analysis] (analyses read a run; they do not change it) —
 // and (2) of those, the values that differ from the defaults (an array of tables that differs is kept with each
 // item's non-default values). So adding an option with a default renames no run, and a run folder written
 // before the option existed still resumes. Changing an existing default does change what an omitted key means:

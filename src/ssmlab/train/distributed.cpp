@@ -13,9 +13,21 @@
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO 1
 #endif
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+// CUDA builds: ProcessGroupNCCL is declared by the wheel's headers (with nccl.h from the CUDA toolkit) and defined
+// in libtorch_cuda, which cmake/Cuda.cmake links whenever SSMLAB_WITH_CUDA is defined.
+#ifdef SSMLAB_WITH_CUDA
+#ifndef USE_C10D_NCCL
+#define USE_C10D_NCCL 1
+#endif
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
 #include "ssmlab/core/error_kinds.h"
 #include "ssmlab/core/log.h"
@@ -48,7 +60,74 @@ std::string dist_error_text(const std::exception& e) {
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+  int cuda_index = -1;  // use_cuda's device, -1 before
+  DistBackend cuda_backend = DistBackend::gloo;
+#ifdef SSMLAB_WITH_CUDA
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
+  ~Impl() {
+    if (nccl) try {
+        nccl->shutdown();
+      } catch (...) {  // leaving anyway; the error that ended the run is the one to report
+      }
+  }
+#endif
 };
+
+const char* dist_backend_name(DistBackend b) { return b == DistBackend::nccl ? "nccl" : "gloo"; }
+
+bool dist_cuda_build() {
+#ifdef SSMLAB_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+DistBackend choose_dist_backend(const std::string& option, bool device_is_cuda, bool cuda_build) {
+  if (option != "auto" && option != "gloo" && option != "nccl")
+    fail_config("train.dist_backend = '", option, "': expected auto, gloo or nccl");
+  if (device_is_cuda && !cuda_build)
+    fail("data-parallel training on CUDA: this ssmlab was built without CUDA (SSMLAB_WITH_CUDA off, so neither "
+         "libtorch_cuda nor ProcessGroupNCCL is linked); rebuild with -DSSMLAB_CUDA=ON on a machine whose LibTorch "
+         "has its CUDA libraries, or train on train.device = cpu (Gloo)");
+  if (option == "nccl" && !device_is_cuda)
+    fail_config("train.dist_backend = 'nccl' all-reduces CUDA tensors only, but train.device is the CPU: use gloo "
+                "or auto");
+  if (option == "gloo") return DistBackend::gloo;
+  if (option == "nccl") return DistBackend::nccl;
+  return device_is_cuda ? DistBackend::nccl : DistBackend::gloo;
+}
+
+int rank_cuda_index(const std::string& device, int local_rank, int visible, bool visible_env_set, bool share_ok) {
+  if (visible <= 0)
+    fail("train.device = '", device, "' on a rank with LOCAL_RANK ", local_rank, ", but no CUDA device is visible");
+  int index = -1;
+  if (local_rank < visible) {
+    index = local_rank;
+  } else if (visible == 1 && visible_env_set) {
+    index = 0;  // CUDA_VISIBLE_DEVICES gave this process its own GPU (srun --gpus-per-task, a sweep slot)
+  } else if (share_ok) {
+    index = local_rank % visible;
+  } else {
+    fail("LOCAL_RANK ", local_rank, " but only ", visible, " CUDA device", visible == 1 ? " is" : "s are",
+         " visible on this host: NCCL takes one GPU per rank (cuda:LOCAL_RANK), so start at most ", visible,
+         " ranks per host (--nproc), or let ranks share GPUs with train.dist_backend = gloo");
+  }
+  if (device != "cuda" && device != "auto") {
+    c10::Device d(c10::kCPU);
+    try {
+      d = c10::Device(device);
+    } catch (const c10::Error&) {
+      fail_config("unknown device '", device, "': expected cpu, cuda, cuda:N or auto");
+    }
+    if (!d.is_cuda())
+      fail_config("rank_cuda_index: train.device = '", device, "' is not a CUDA device");
+    if (d.has_index() && d.index() != index)
+      fail_config("train.device = '", device, "' would put every rank on one GPU; with several ranks write "
+                  "train.device = cuda: the rank with LOCAL_RANK ", local_rank, " takes cuda:", index);
+  }
+  return index;
+}
 
 std::optional<DistEnv> dist_env_from_environment() {
   DistEnv env;
@@ -130,6 +209,56 @@ ProcessGroup::ProcessGroup(const DistEnv& env) : env_(env), impl_(std::make_uniq
 
 ProcessGroup::~ProcessGroup() = default;
 
+void ProcessGroup::use_cuda(int index, DistBackend backend) {
+  if (impl_->cuda_index >= 0) {  // a second fit in this process: the same binding, or an error
+    SSMLAB_CHECK(impl_->cuda_index == index && impl_->cuda_backend == backend, "rank ", env_.rank,
+                 ": the process group is bound to cuda:", impl_->cuda_index, " with ",
+                 dist_backend_name(impl_->cuda_backend), "; it cannot move to cuda:", index, " with ",
+                 dist_backend_name(backend));
+    return;
+  }
+#ifdef SSMLAB_WITH_CUDA
+  SSMLAB_CHECK(index >= 0 && index < static_cast<int>(c10::cuda::device_count()), "rank ", env_.rank,
+               ": cuda:", index, " is not a visible CUDA device (", static_cast<int>(c10::cuda::device_count()),
+               " visible)");
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
+  impl_->cuda_index = index;
+  impl_->cuda_backend = backend;
+  if (backend != DistBackend::nccl) return;
+  const double secs = static_cast<double>(env_.timeout.count()) / 1000.0;
+  // Blocking waits: Work::wait throws after the timeout (instead of the watchdog ending the process), so a rank
+  // that died or hung is reported like Gloo's. A value the user set is kept.
+  setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
+  try {
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = env_.timeout;
+    auto store = c10::make_intrusive<c10d::PrefixStore>("ssmlab_nccl", impl_->store);
+    impl_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, env_.rank, env_.world_size, opts);
+    // NCCL builds its communicator at the first collective: do one now, so that a broken setup (two ranks on one
+    // GPU, no route between hosts, a missing rank) fails here with its reason.
+    std::vector<at::Tensor> probe{at::ones({1}, at::TensorOptions().dtype(at::kFloat).device(c10::kCUDA, index))};
+    impl_->nccl->allreduce(probe, c10d::AllreduceOptions{})->wait();
+    const double got = probe[0].item<double>();
+    SSMLAB_CHECK(got == static_cast<double>(env_.world_size), "the NCCL check all-reduce summed to ", got,
+                 " instead of ", env_.world_size, " (one per rank)");
+  } catch (const std::exception& e) {
+    fail("rank ", env_.rank, " of ", env_.world_size, " on cuda:", index, ": building the NCCL process group failed "
+         "within ", secs, " s (SSMLAB_DIST_TIMEOUT; another rank may have stopped, two ranks may share a GPU, or "
+         "the hosts cannot reach each other: NCCL_DEBUG=INFO tells more): ", dist_error_text(e));
+  }
+#else
+  (void)backend;
+  fail("rank ", env_.rank, " of ", env_.world_size, ": cuda:", index, " asked for, but this ssmlab was built without "
+       "CUDA (SSMLAB_WITH_CUDA off): rebuild with -DSSMLAB_CUDA=ON, or train on train.device = cpu");
+#endif
+}
+
+std::string ProcessGroup::describe() const {
+  if (impl_->cuda_index < 0) return "Gloo";
+  if (impl_->cuda_backend == DistBackend::nccl) return str("NCCL (cuda:", impl_->cuda_index, ")");
+  return str("Gloo (cuda:", impl_->cuda_index, ", staged through host memory)");
+}
+
 namespace {
 
 template <class F>
@@ -144,29 +273,66 @@ void dist_collective(const ProcessGroup& g, const char* what, F&& f) {
 
 }  // namespace
 
-void ProcessGroup::allreduce_sum(std::vector<at::Tensor>& tensors, const char* what) {
+namespace {
+
+// One tensor's collective, routed by its device: CPU tensors through Gloo, CUDA tensors through NCCL when the group
+// has it, else staged through host memory and Gloo (copied back once the work is done).
+struct DistPending {
+  c10::intrusive_ptr<c10d::Work> work;
+  at::Tensor staged;  // the host copy Gloo worked on, or undefined
+  at::Tensor target;  // the caller's CUDA tensor to copy it back into
+};
+
+}  // namespace
+
+template <class Launch>
+void ProcessGroup::run_collective(std::vector<at::Tensor>& tensors, const char* what, Launch&& launch) {
   dist_collective(*this, what, [&] {
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    std::vector<DistPending> pending;
     for (auto& t : tensors) {
-      SSMLAB_CHECK(t.is_contiguous() && t.device().is_cpu(), what, ": all-reduce takes contiguous CPU tensors; got ",
-                   tensor_str(t));
-      std::vector<at::Tensor> one{t};
-      works.push_back(impl_->gloo->allreduce(one, c10d::AllreduceOptions{}));
+      SSMLAB_CHECK(t.is_contiguous() && (t.device().is_cpu() || t.device().is_cuda()), what,
+                   ": collectives take contiguous CPU or CUDA tensors; got ", tensor_str(t));
+      DistPending p;
+      if (t.device().is_cpu()) {
+        std::vector<at::Tensor> one{t};
+        p.work = launch(*impl_->gloo, one);
+      } else {
+        SSMLAB_CHECK(impl_->cuda_index >= 0 && t.device().index() == impl_->cuda_index, what, ": a tensor on ",
+                     t.device().str(), " but this rank is bound to ",
+                     impl_->cuda_index < 0 ? std::string("no CUDA device") : str("cuda:", impl_->cuda_index));
+#ifdef SSMLAB_WITH_CUDA
+        if (impl_->nccl) {
+          std::vector<at::Tensor> one{t};
+          p.work = launch(*impl_->nccl, one);
+          pending.push_back(std::move(p));
+          continue;
+        }
+#endif
+        p.staged = t.to(at::kCPU);
+        p.target = t;
+        std::vector<at::Tensor> one{p.staged};
+        p.work = launch(*impl_->gloo, one);
+      }
+      pending.push_back(std::move(p));
     }
-    for (auto& w : works) w->wait();
+    for (auto& p : pending) {
+      p.work->wait();
+      if (p.target.defined()) p.target.copy_(p.staged);
+    }
+  });
+}
+
+void ProcessGroup::allreduce_sum(std::vector<at::Tensor>& tensors, const char* what) {
+  run_collective(tensors, what, [](c10d::Backend& b, std::vector<at::Tensor>& one) {
+    return b.allreduce(one, c10d::AllreduceOptions{});
   });
 }
 
 void ProcessGroup::broadcast(std::vector<at::Tensor>& tensors, int root, const char* what) {
-  dist_collective(*this, what, [&] {
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (auto& t : tensors) {
-      std::vector<at::Tensor> one{t};
-      c10d::BroadcastOptions o;
-      o.rootRank = root;
-      works.push_back(impl_->gloo->broadcast(one, o));
-    }
-    for (auto& w : works) w->wait();
+  run_collective(tensors, what, [root](c10d::Backend& b, std::vector<at::Tensor>& one) {
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    return b.broadcast(one, o);
   });
 }
 
@@ -189,8 +355,24 @@ ProcessGroup* init_distributed_from_env() {
   if (!env) return nullptr;
   set_current_group(std::make_shared<ProcessGroup>(*env));
   log::info(str("rank ", env->rank, " of ", env->world_size, " (", env->source, ", rendezvous ", env->master_addr, ":",
-                env->master_port, ", Gloo)"));
+                env->master_port, ")"));
   return current_group();
+}
+
+c10::Device bind_rank_device(ProcessGroup& group, const std::string& device, const std::string& backend_option) {
+  const bool wants_cuda = device.rfind("cuda", 0) == 0 || (device == "auto" && cuda_available());
+  const DistBackend backend = choose_dist_backend(backend_option, wants_cuda, dist_cuda_build());
+  if (!wants_cuda) {
+    const c10::Device d = parse_device(device);
+    SSMLAB_CHECK(d.is_cpu(), "data-parallel training: train.device = '", device, "' is neither cpu nor CUDA");
+    return d;
+  }
+  const int visible = cuda_available() ? static_cast<int>(at::getNumGPUs()) : 0;
+  const int index = rank_cuda_index(device, group.env().local_rank, visible, env_or_null("CUDA_VISIBLE_DEVICES") != nullptr,
+                                    backend == DistBackend::gloo);
+  group.use_cuda(index, backend);
+  log::info(str("rank ", group.rank(), " of ", group.size(), ": ", group.describe()));
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
 std::pair<int64_t, int64_t> shard_rows(int64_t rows, int rank, int world) {

@@ -31,6 +31,7 @@ struct TrainOptions {
   std::string device = "cpu";
   int64_t threads = 0;
   int64_t halt_after_steps = 0;
+  std::string dist_backend = "auto";
 
   template <class V>
   void visit(V& v) {
@@ -72,6 +73,11 @@ struct TrainOptions {
     const double cores = std::thread::hardware_concurrency();
     v("threads", threads, "CPU threads for ATen; 0 = ATen's default; at most this machine's cores",
       cores > 0 ? Check::range(0, cores) : Check::at_least(0));
+    v("dist_backend", dist_backend,
+      "collectives of data-parallel training (several ranks): auto (nccl for a CUDA train.device, gloo for cpu), "
+      "nccl (CUDA builds, one GPU per rank), or gloo (CUDA tensors staged through host memory); not part of the "
+      "run's identity",
+      Check::one_of({"auto", "gloo", "nccl"}));
     v("halt_after_steps", halt_after_steps,
       "testing aid: leave the process after this global step without finishing, as if killed; 0 = off",
       Check::at_least(0));

@@ -266,7 +266,10 @@ double batch_gradients(models::ModelImpl& model, const tasks::Task& task, const 
 FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData& data, const TrainOptions& o,
               const std::filesystem::path& run_dir, const TbSession* tb_session) {
   SSMLAB_CHECK(!data.train.empty(), "fit: no training segments");
-  const c10::Device device = parse_device(o.device);
+  ProcessGroup* group = current_group();
+  if (group != nullptr && group->size() == 1) group = nullptr;
+  // Several ranks: CPU ranks on Gloo; CUDA ranks each on cuda:LOCAL_RANK with NCCL (or Gloo, train.dist_backend).
+  const c10::Device device = group ? bind_rank_device(*group, o.device, o.dist_backend) : parse_device(o.device);
   if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
   for (const auto& seg : data.train) {
     if (seg.bptt_segments <= 1) continue;
@@ -279,12 +282,8 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
   model.to(device);
   model.train();
   torch::optim::AdamW opt(param_groups(model, o));
-  ProcessGroup* group = current_group();
-  if (group != nullptr && group->size() == 1) group = nullptr;
   const int rank = group ? group->rank() : 0;
   const bool lead = rank == 0;  // writes metrics, TensorBoard and checkpoints
-  SSMLAB_CHECK(!group || device.is_cpu(), "data-parallel training runs on Gloo, which this build uses for CPU tensors "
-               "only; train.device is ", o.device, " (NCCL for CUDA is not wired in yet)");
 
   const int64_t per_epoch = tasks::count_batches(data.train, data.batch_size);
   int64_t total = per_epoch * o.epochs;
