@@ -17,13 +17,17 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
-// CUDA builds: ProcessGroupNCCL is declared by the wheel's headers (with nccl.h from the CUDA toolkit) and defined
-// in libtorch_cuda, which cmake/Cuda.cmake links whenever SSMLAB_WITH_CUDA is defined.
+// CUDA builds: ProcessGroupNCCL is declared by the wheel's headers (with nccl.h, which src/CMakeLists.txt looks for
+// in the CUDA toolkit, /usr/local/include and the wheel's nvidia/nccl; SSMLAB_DIST_NCCL when found) and defined in
+// libtorch_cuda, which cmake/Cuda.cmake links whenever SSMLAB_WITH_CUDA is defined. A CUDA build without nccl.h
+// still trains CUDA ranks over Gloo (train.dist_backend = gloo) and refuses nccl, naming the missing header.
 #ifdef SSMLAB_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+#ifdef SSMLAB_DIST_NCCL
 #ifndef USE_C10D_NCCL
 #define USE_C10D_NCCL 1
 #endif
-#include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -62,7 +66,7 @@ struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
   int cuda_index = -1;  // use_cuda's device, -1 before
   DistBackend cuda_backend = DistBackend::gloo;
-#ifdef SSMLAB_WITH_CUDA
+#ifdef SSMLAB_DIST_NCCL
   c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
   ~Impl() {
     if (nccl) try {
@@ -225,6 +229,11 @@ void ProcessGroup::use_cuda(int index, DistBackend backend) {
   impl_->cuda_index = index;
   impl_->cuda_backend = backend;
   if (backend != DistBackend::nccl) return;
+#ifndef SSMLAB_DIST_NCCL
+  fail("rank ", env_.rank, " of ", env_.world_size, " on cuda:", index, ": train.dist_backend asks for NCCL, but this "
+       "CUDA build found no nccl.h when it was configured (SSMLAB_DIST_NCCL off): install NCCL's headers and "
+       "reconfigure, or set train.dist_backend = gloo");
+#else
   const double secs = static_cast<double>(env_.timeout.count()) / 1000.0;
   // Blocking waits: Work::wait throws after the timeout (instead of the watchdog ending the process), so a rank
   // that died or hung is reported like Gloo's. A value the user set is kept.
@@ -246,6 +255,7 @@ void ProcessGroup::use_cuda(int index, DistBackend backend) {
          "within ", secs, " s (SSMLAB_DIST_TIMEOUT; another rank may have stopped, two ranks may share a GPU, or "
          "the hosts cannot reach each other: NCCL_DEBUG=INFO tells more): ", dist_error_text(e));
   }
+#endif
 #else
   (void)backend;
   fail("rank ", env_.rank, " of ", env_.world_size, ": cuda:", index, " asked for, but this ssmlab was built without "
@@ -300,7 +310,7 @@ void ProcessGroup::run_collective(std::vector<at::Tensor>& tensors, const char* 
         SSMLAB_CHECK(impl_->cuda_index >= 0 && t.device().index() == impl_->cuda_index, what, ": a tensor on ",
                      t.device().str(), " but this rank is bound to ",
                      impl_->cuda_index < 0 ? std::string("no CUDA device") : str("cuda:", impl_->cuda_index));
-#ifdef SSMLAB_WITH_CUDA
+#ifdef SSMLAB_DIST_NCCL
         if (impl_->nccl) {
           std::vector<at::Tensor> one{t};
           p.work = launch(*impl_->nccl, one);
