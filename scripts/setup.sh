@@ -13,6 +13,7 @@ pkgs=(build-essential cmake ninja-build git python3 python3-venv python3-pip cca
       libgtest-dev libgmock-dev libbenchmark-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
       gnuplot-nox libsqlite3-dev zlib1g-dev dataset-fashion-mnist python3-pil libssl-dev
       libicu-dev linux-doc-6.1
+      slurmctld slurmd slurm-client munge  # a private single-node Slurm for the sweep --slurm test (scripts/slurm-local.sh)
       libgloo-dev  # Gloo's headers only, to declare c10d::ProcessGroupGloo (its code is in libtorch_cpu; train/distributed.cpp)
       chromium)  # headless, for the report's browser check (tests/report/test_browser.cpp)
 missing=()

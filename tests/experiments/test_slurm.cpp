@@ -4,7 +4,11 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
+#include <iterator>
+#include <optional>
+#include <string>
 #include <thread>
 
 #include "ssmlab/core/error_kinds.h"
@@ -116,12 +120,58 @@ TEST(SlurmScript, DryRunThroughTheCliPrintsTheScript) {
 
 // A real submission of a 3-run sweep: only where sbatch is installed and a controller answers (Debian's slurm-wlm
 // with munge, started outside the test). Elsewhere the test is reported as skipped, with the reason, never passed.
+// A private single-node Slurm (scripts/slurm-local.sh) for the test's lifetime, where Debian's slurmctld, slurmd,
+// slurm-client and munge are installed (scripts/setup.sh installs them); stopped and SLURM_CONF restored at the end.
+struct LocalSlurm {
+  std::string dir;
+  std::string old_conf;
+  bool had_conf = false;
+  bool started = false;
+  std::string error;
+  LocalSlurm() {
+    char tmpl[] = "/tmp/ssmlab-slurm-XXXXXX";  // short: munge's socket path must fit in sun_path
+    if (mkdtemp(tmpl) == nullptr) {
+      error = "mkdtemp failed";
+      return;
+    }
+    dir = tmpl;
+    const std::string script = std::string(SSMLAB_SOURCE_DIR) + "/scripts/slurm-local.sh";
+    const int rc = ssmlab::test::shell_status("bash '" + script + "' start '" + dir + "' > '" + dir +
+                                              "/start.log' 2>&1");
+    if (rc != 0) {
+      std::ifstream in(dir + "/start.log");
+      error = std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      return;
+    }
+    if (const char* c = std::getenv("SLURM_CONF")) {
+      had_conf = true;
+      old_conf = c;
+    }
+    setenv("SLURM_CONF", (dir + "/slurm.conf").c_str(), 1);
+    started = true;
+  }
+  ~LocalSlurm() {
+    if (dir.empty()) return;
+    ssmlab::test::shell_status("bash '" + std::string(SSMLAB_SOURCE_DIR) + "/scripts/slurm-local.sh' stop '" + dir +
+                               "' > /dev/null 2>&1; sleep 2; rm -rf '" + dir + "'");
+    if (!started) return;
+    if (had_conf)
+      setenv("SLURM_CONF", old_conf.c_str(), 1);
+    else
+      unsetenv("SLURM_CONF");
+  }
+};
+
 TEST(SlurmSubmit, ThreeRunSweepCompletes) {
   if (ssmlab::test::shell_status("command -v sbatch > /dev/null 2>&1") != 0)
-    GTEST_SKIP() << "not run: sbatch is not installed here (Debian's slurm-wlm + munge with a running slurmctld and "
-                    "slurmd are needed for a real submission)";
-  if (ssmlab::test::shell_status("scontrol ping 2>/dev/null | grep -q UP") != 0)
-    GTEST_SKIP() << "not run: sbatch is installed but no Slurm controller answers (scontrol ping)";
+    GTEST_SKIP() << "not run: sbatch is not installed here (Debian's slurmctld, slurmd, slurm-client and munge, "
+                    "which scripts/setup.sh installs, are needed for a real submission)";
+  std::optional<LocalSlurm> local;
+  if (ssmlab::test::shell_status("scontrol ping 2>/dev/null | grep -q UP") != 0) {
+    local.emplace();
+    ASSERT_TRUE(local->started) << "sbatch is installed but no Slurm controller answers, and a private one "
+                                   "(scripts/slurm-local.sh) did not start: " << local->error;
+  }
   ssmlab::test::TempDir tmp;
   const fs::path out = tmp.path / "sweep";
   std::ofstream(tmp.path / "s.toml") << slurm_sweep_text(out);
