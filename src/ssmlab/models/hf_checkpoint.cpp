@@ -114,6 +114,36 @@ class HfFields {
     if (!(v == want))
       fail_config(file_, ": config field '", prefix_ + k, "' = ", j_[k].dump(), " is not supported (", why, ")");
   }
+  // The causal conv's kernel width: ssmlab's op takes 1..4.
+  int64_t conv_kernel(const std::string& k, int64_t dflt) {
+    const int64_t conv = integer(k, dflt);
+    if (conv < 1 || conv > 4)
+      fail_config(file_, ": config field '", prefix_ + k, "' = ", conv, " is not supported (ssmlab's causal conv takes 1..4)");
+    return conv;
+  }
+  // Mamba-1's dt rank: an integer, or "auto" (0: ssmlab's ceil(d_model / 16)).
+  int64_t dt_rank(const std::string& k, int64_t dflt) {
+    if (has(k) && raw(k).is_string()) {
+      if (j_[k].get<std::string>() != "auto")
+        fail_config(file_, ": config field '", prefix_ + k, "' = ", j_[k].dump(), " must be an integer or \"auto\"");
+      return 0;
+    }
+    return integer(k, dflt);
+  }
+  // A [min, max] clamp of dt into (min, max); max inf (or export's 1e30) is no limit, stored as 0. False if absent.
+  bool dt_range(const std::string& k, double& lo, double& hi) {
+    if (!has(k)) return false;
+    const json& lim = raw(k);
+    const std::string name = prefix_ + k;
+    if (!lim.is_array() || lim.size() != 2)
+      fail_config(file_, ": config field '", name, "' must be [min, max]; got ", lim.dump());
+    lo = hf_number(lim[0], name + "[0]", file_);
+    const double max = hf_number(lim[1], name + "[1]", file_);
+    hi = max >= 1e30 ? 0.0 : max;
+    if (lo < 0 || (hi != 0.0 && hi < lo))
+      fail_config(file_, ": config field '", name, "' = ", lim.dump(), " is not a range 0 <= min <= max");
+    return true;
+  }
   // Every field not read or ignored: refused, since ssmlab cannot tell whether it changes the forward.
   void refuse_unknown() const {
     for (const auto& [k, v] : j_.items())
@@ -141,16 +171,33 @@ void check_vocab(int64_t v, const std::string& file, const char* field) {
   if (v < 1) fail_config(file, ": config field '", field, "' must be >= 1; got ", v);
 }
 
-HfModelInfo read_transformers(const json& j, const std::string& file, const std::string& model_type) {
-  HfFields f(j, file);
-  f.ignore(kHfBookkeeping);
+// What both layouts share: pre-norm RMSNorm blocks with no MLP, a final RMSNorm, mamba_ssm's init.
+HfModelInfo hf_model_info(const char* layout) {
   HfModelInfo info;
-  info.layout = "transformers";
+  info.layout = layout;
   ModelOptions& o = info.options;
   o.norm = "rmsnorm";
   o.final_norm = "rmsnorm";
   o.mlp_expand = 0;
   o.init = "mamba";
+  return info;
+}
+
+// The fields Mamba-1 and Mamba-2 options share.
+template <class MixerOptions>
+void set_mixer_shape(MixerOptions& m, int64_t d_state, int64_t expand, int64_t conv, bool bias, bool conv_bias) {
+  m.d_state = d_state;
+  m.expand = expand;
+  m.d_conv = conv;
+  m.bias = bias;
+  m.conv_bias = conv_bias;
+}
+
+HfModelInfo read_transformers(const json& j, const std::string& file, const std::string& model_type) {
+  HfFields f(j, file);
+  f.ignore(kHfBookkeeping);
+  HfModelInfo info = hf_model_info("transformers");
+  ModelOptions& o = info.options;
   o.d_model = f.integer("hidden_size");
   o.n_layers = f.integer("num_hidden_layers");
   info.vocab_size = f.integer("vocab_size");
@@ -164,8 +211,7 @@ HfModelInfo read_transformers(const json& j, const std::string& file, const std:
   f.boolean("residual_in_fp32", true);
   f.require<std::string>("hidden_act", "silu", "silu", "the mixers use SiLU");
   const int64_t expand = f.integer("expand", 2);
-  const int64_t conv = f.integer("conv_kernel", 4);
-  if (conv < 1 || conv > 4) fail_config(file, ": config field 'conv_kernel' = ", conv, " is not supported (ssmlab's causal conv takes 1..4)");
+  const int64_t conv = f.conv_kernel("conv_kernel", 4);
   const bool bias = f.boolean("use_bias", false), conv_bias = f.boolean("use_conv_bias", true);
   if (o.d_model < 1 || o.n_layers < 1 || expand < 1)
     fail_config(file, ": hidden_size, num_hidden_layers and expand must be >= 1");
@@ -185,31 +231,17 @@ HfModelInfo read_transformers(const json& j, const std::string& file, const std:
   if (model_type == "mamba") {
     o.mixer = "mamba1";
     auto& m = o.mixers.mamba1;
-    m.d_state = f.integer("state_size", 16);
-    m.expand = expand;
-    m.d_conv = conv;
-    m.bias = bias;
-    m.conv_bias = conv_bias;
+    set_mixer_shape(m, f.integer("state_size", 16), expand, conv, bias, conv_bias);
     if (f.has("intermediate_size") && f.integer("intermediate_size") != expand * o.d_model)
       fail_config(file, ": config field 'intermediate_size' = ", j["intermediate_size"].dump(),
                   " is not expand * hidden_size = ", expand * o.d_model, " (not supported)");
     f.ignore({"intermediate_size"});
-    if (f.has("time_step_rank") && f.raw("time_step_rank").is_string()) {
-      if (j["time_step_rank"].get<std::string>() != "auto")
-        fail_config(file, ": config field 'time_step_rank' = ", j["time_step_rank"].dump(), " must be an integer or \"auto\"");
-      m.dt_rank = 0;
-    } else {
-      m.dt_rank = f.integer("time_step_rank", (o.d_model + 15) / 16);
-    }
+    m.dt_rank = f.dt_rank("time_step_rank", (o.d_model + 15) / 16);
     alias("d_state", m.d_state);
   } else {
     o.mixer = "mamba2";
     auto& m = o.mixers.mamba2;
-    m.d_state = f.integer("state_size", 128);
-    m.expand = expand;
-    m.d_conv = conv;
-    m.bias = bias;
-    m.conv_bias = conv_bias;
+    set_mixer_shape(m, f.integer("state_size", 128), expand, conv, bias, conv_bias);
     m.n_groups = f.integer("n_groups", 8);
     m.head_dim = f.integer("head_dim", 64);
     const int64_t heads = f.integer("num_heads", 128);
@@ -221,16 +253,7 @@ HfModelInfo read_transformers(const json& j, const std::string& file, const std:
     m.chunk_size = f.integer("chunk_size", 256);
     m.norm_eps = o.norm_eps;  // transformers' gated norm uses layer_norm_epsilon
     f.require<bool>("rms_norm", true, true, "the gated norm is an RMSNorm");
-    if (f.has("time_step_limit")) {
-      const json& lim = f.raw("time_step_limit");
-      if (!lim.is_array() || lim.size() != 2)
-        fail_config(file, ": config field 'time_step_limit' must be [min, max]; got ", lim.dump());
-      m.dt_limit_min = hf_number(lim[0], "time_step_limit[0]", file);
-      const double hi = hf_number(lim[1], "time_step_limit[1]", file);
-      m.dt_limit_max = hi >= 1e30 ? 0.0 : hi;  // inf (or export's 1e30): no limit
-      if (m.dt_limit_min < 0 || (m.dt_limit_max != 0.0 && m.dt_limit_max < m.dt_limit_min))
-        fail_config(file, ": config field 'time_step_limit' = ", lim.dump(), " is not a range 0 <= min <= max");
-    }
+    f.dt_range("time_step_limit", m.dt_limit_min, m.dt_limit_max);
     f.ignore({"time_step_rank"});  // not used by Mamba-2's forward
   }
   f.refuse_unknown();
@@ -240,13 +263,8 @@ HfModelInfo read_transformers(const json& j, const std::string& file, const std:
 HfModelInfo read_mamba_ssm(const json& j, const std::string& file) {
   HfFields f(j, file);
   f.ignore(kHfBookkeeping);
-  HfModelInfo info;
-  info.layout = "mamba_ssm";
+  HfModelInfo info = hf_model_info("mamba_ssm");
   ModelOptions& o = info.options;
-  o.norm = "rmsnorm";
-  o.final_norm = "rmsnorm";
-  o.mlp_expand = 0;
-  o.init = "mamba";
   o.d_model = f.integer("d_model");
   o.n_layers = f.integer("n_layer");
   int64_t vocab = f.integer("vocab_size");
@@ -273,32 +291,17 @@ HfModelInfo read_mamba_ssm(const json& j, const std::string& file) {
   s.ignore({"dt_min", "dt_max", "dt_init", "dt_scale", "dt_init_floor", "A_init_range", "use_mem_eff_path",
             "use_fast_path", "layer_idx"});
   const int64_t expand = s.integer("expand", 2);
-  const int64_t conv = s.integer("d_conv", 4);
-  if (conv < 1 || conv > 4) fail_config(file, ": config field 'ssm_cfg.d_conv' = ", conv, " is not supported (ssmlab's causal conv takes 1..4)");
+  const int64_t conv = s.conv_kernel("d_conv", 4);
   const bool bias = s.boolean("bias", false), conv_bias = s.boolean("conv_bias", true);
   if (layer == "Mamba1") {
     o.mixer = "mamba1";
     auto& m = o.mixers.mamba1;
-    m.d_state = s.integer("d_state", 16);
-    m.expand = expand;
-    m.d_conv = conv;
-    m.bias = bias;
-    m.conv_bias = conv_bias;
-    if (s.has("dt_rank") && s.raw("dt_rank").is_string()) {
-      if (ssm["dt_rank"].get<std::string>() != "auto")
-        fail_config(file, ": config field 'ssm_cfg.dt_rank' = ", ssm["dt_rank"].dump(), " must be an integer or \"auto\"");
-      m.dt_rank = 0;
-    } else {
-      m.dt_rank = s.integer("dt_rank", (o.d_model + 15) / 16);
-    }
+    set_mixer_shape(m, s.integer("d_state", 16), expand, conv, bias, conv_bias);
+    m.dt_rank = s.dt_rank("dt_rank", (o.d_model + 15) / 16);
   } else if (layer == "Mamba2") {
     o.mixer = "mamba2";
     auto& m = o.mixers.mamba2;
-    m.d_state = s.integer("d_state", 128);
-    m.expand = expand;
-    m.d_conv = conv;
-    m.bias = bias;
-    m.conv_bias = conv_bias;
+    set_mixer_shape(m, s.integer("d_state", 128), expand, conv, bias, conv_bias);
     m.head_dim = s.integer("headdim", 64);
     m.n_groups = s.integer("ngroups", 1);
     m.chunk_size = s.integer("chunk_size", 256);
@@ -314,14 +317,7 @@ HfModelInfo read_mamba_ssm(const json& j, const std::string& file) {
     s.require<bool>("rmsnorm", true, true, "the gated norm is an RMSNorm");
     s.require<bool>("norm_before_gate", false, false, "the gate comes before the norm");
     s.require<bool>("D_has_hdim", false, false, "D is one value per head");
-    if (s.has("dt_limit")) {
-      const json& lim = s.raw("dt_limit");
-      if (!lim.is_array() || lim.size() != 2)
-        fail_config(file, ": config field 'ssm_cfg.dt_limit' must be [min, max]; got ", lim.dump());
-      m.dt_limit_min = hf_number(lim[0], "ssm_cfg.dt_limit[0]", file);
-      const double hi = hf_number(lim[1], "ssm_cfg.dt_limit[1]", file);
-      m.dt_limit_max = hi >= 1e30 ? 0.0 : hi;  // inf (or export's 1e30): no limit
-    }
+    s.dt_range("dt_limit", m.dt_limit_min, m.dt_limit_max);
   } else {
     fail_config(file, ": config field 'ssm_cfg.layer' = \"", layer, "\" is not supported (Mamba1 or Mamba2)");
   }
