@@ -143,7 +143,7 @@ def delta_update_samples(b=2, h=2, hv=4, k=3, v=5):
     return [full, bare]
 
 
-def mamba3_samples(b=2, t=7, r=2, h=3, n=4, p=5, s=2):
+def mamba3_samples(b=2, t=5, r=2, h=2, n=4, p=3, s=2):
     # MIMO (R 2, halves pairing) from a carried state; SISO (adjacent) from zeros. adt < 0, dt > 0, trap a logit.
     full = ((rnd(b, t, r, h, n), rnd(b, t, r, h, n), rnd(b, t, r, h, p), -pos(b, t, h), pos(b, t, h, hi=0.5),
              rnd(b, t, h), rnd(b, t, h, s)),
@@ -154,7 +154,7 @@ def mamba3_samples(b=2, t=7, r=2, h=3, n=4, p=5, s=2):
     return [full, bare]
 
 
-def mamba3_step_samples(b=2, r=2, h=3, n=4, p=5, s=2):
+def mamba3_step_samples(b=2, r=2, h=2, n=4, p=3, s=2):
     full = ((rnd(b, r, h, n), rnd(b, r, h, n), rnd(b, r, h, p), -pos(b, h), pos(b, h, hi=0.5), rnd(b, h),
              rnd(b, h, s), pos(b, h, s, lo=0.5, hi=5.5), rnd(b, h, p, n), rnd(b, r, h, n), rnd(b, r, h, p)),
             dict(D=rnd(h), pairing="halves"))
