@@ -351,6 +351,24 @@ TEST(Mamba3, ChunkedMatchesReferenceWithFastDecayAndTinyDt) {
   }
 }
 
+// Odd N (adjacent pairs, the last dim unrotated) and S = 0 (no rotation), both pairings.
+TEST(Mamba3, ChunkedAndFusedMatchReferenceWithOddNAndNoRotation) {
+  for (const auto& [n, s, pairing] : {std::tuple<int64_t, int64_t, Mamba3Pairing>{7, 3, Mamba3Pairing::adjacent},
+                                      {7, 0, Mamba3Pairing::adjacent}, {6, 0, Mamba3Pairing::halves},
+                                      {6, 3, Mamba3Pairing::halves}}) {
+    Shape sh;
+    sh.t = 23, sh.r = 2, sh.n = n, sh.s = s, sh.pairing = pairing;
+    const In in = make(sh, true, true, 64 + n + s);
+    const auto want = run(in, "reference");
+    for (const char* path : {"chunked", "fused"}) {
+      SCOPED_TRACE(ssmlab::str("N ", n, ", S ", s, ", ", ssmlab::ops::to_string(pairing), ", ", path));
+      const auto r = run(in, path, 8);
+      EXPECT_TRUE(all_close(r.y, want.y, ssmlab::test::kFp64Forward, "y"));
+      expect_state_close(r.final, want.final, ssmlab::test::kFp64Forward, "final");
+    }
+  }
+}
+
 std::vector<Tensor> grads_of(In in, const std::string& path, const Cotangents& c, int64_t chunk) {
   auto inputs = inputs_of(in);
   std::vector<Tensor> leaves;

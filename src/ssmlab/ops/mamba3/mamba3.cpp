@@ -2,6 +2,7 @@
 #include "ssmlab/ops/mamba3/mamba3.h"
 
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -75,20 +76,44 @@ Prepared prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, 
                                          : at::zeros({b, h, s}, x.options().dtype(at::kDouble));
   const at::Tensor phi = at::remainder(
       phase0.unsqueeze(1) + at::cumsum(dt.to(at::kDouble).unsqueeze(-1) * theta.to(at::kDouble), 1), 2 * M_PI);
-  const at::Tensor c = at::cos(phi).to(ct).unsqueeze(2), sn = at::sin(phi).to(ct).unsqueeze(2);  // (B, T, 1, H, S)
-  p.qr = rotate(q.to(ct), c, sn, opts.pairing);
-  const at::Tensor kr = rotate(k.to(ct), c, sn, opts.pairing);
+  const at::Tensor c = at::cos(phi).to(ct), sn = at::sin(phi).to(ct);                // (B, T, H, S)
   const at::Tensor lam = at::sigmoid(trap.to(ct)), dtc = dt.to(ct);                 // (B, T, H)
   const at::Tensor look = (1 - lam) * dtc;                                          // (1 - lambda_t) dt_t
   p.rho = at::cat({look.narrow(1, 1, t - 1), at::zeros({b, 1, h}, look.options())}, 1);
-  const at::Tensor sc = lam * dtc + p.rho;
-  p.kk = kr * sc.unsqueeze(2).unsqueeze(-1);
+  const at::Tensor sc = (lam * dtc + p.rho).unsqueeze(2).unsqueeze(-1);             // s_t (B, T, 1, H, 1)
+  const at::Tensor qc = q.to(ct), kc = k.to(ct);
+  const int64_t n = q.size(4), half = n / 2;
+  if (opts.pairing == Mamba3Pairing::adjacent && n % 2 == 1) {
+    p.qr = rotate(qc, c.unsqueeze(2), sn.unsqueeze(2), opts.pairing);
+    p.kk = rotate(kc, c.unsqueeze(2), sn.unsqueeze(2), opts.pairing) * sc;
+  } else {
+    // Full-width coefficients, Rot(v) = v o Cw + swap(v) o Sw, with swap exchanging the two members of each pair:
+    // fewer passes over the (B, T, R, H, N) tensors than rotating the pairs one by one (the reference does that).
+    const auto o = c.options();
+    at::Tensor Cw, Sw;
+    std::function<at::Tensor(const at::Tensor&)> swap;
+    if (opts.pairing == Mamba3Pairing::adjacent) {
+      const at::Tensor one = at::ones({b, t, h, n - 2 * s}, o), zero = at::zeros({b, t, h, n - 2 * s}, o);
+      Cw = at::cat({c.repeat_interleave(2, -1), one}, -1);
+      Sw = at::cat({at::stack({-sn, sn}, -1).flatten(-2), zero}, -1);
+      swap = [half](const at::Tensor& v) { return v.unflatten(-1, {half, 2}).flip(-1).flatten(-2); };
+    } else {
+      const at::Tensor one = at::ones({b, t, h, half - s}, o), zero = at::zeros({b, t, h, half - s}, o);
+      Cw = at::cat({c, one, c, one}, -1);
+      Sw = at::cat({-sn, zero, sn, zero}, -1);
+      swap = [half](const at::Tensor& v) { return at::roll(v, half, -1); };
+    }
+    Cw = Cw.unsqueeze(2), Sw = Sw.unsqueeze(2);                                      // (B, T, 1, H, N)
+    p.qr = qc * Cw + swap(qc) * Sw;
+    p.kk = kc * (Cw * sc) + swap(kc) * (Sw * sc);
+  }
   p.x = x.to(ct);
   p.adt = adt.to(ct);
   if (opts.initial)
     p.h0 = opts.initial->state.to(ct) + look.select(1, 0).unsqueeze(-1).unsqueeze(-1) *
                                             rank_outer(opts.initial->x_prev.to(ct), opts.initial->k_prev.to(ct));
-  p.kr_last = kr.select(1, t - 1);
+  p.kr_last = rotate(kc.select(1, t - 1), c.select(1, t - 1).unsqueeze(1), sn.select(1, t - 1).unsqueeze(1),
+                     opts.pairing);
   p.phase_last = phi.select(1, t - 1).to(ct);
   return p;
 }
@@ -98,10 +123,18 @@ Mamba3Out finish(const Prepared& p, const at::Tensor& q, const at::Tensor& k, co
   const auto ct = p.x.scalar_type();
   const int64_t h = q.size(3);
   // Diagonal correction: rho_t sum_b (q_{t,a} . k_{t,b}) x_{t,b} (rotation-invariant: same angle for q and k).
-  const at::Tensor qh = q.to(ct).transpose(2, 3), kh = k.to(ct).transpose(2, 3);   // (B, T, H, R, N)
-  const at::Tensor corr = at::matmul(at::matmul(qh, kh.transpose(-1, -2)), p.x.transpose(2, 3)).transpose(2, 3);
-  at::Tensor y = y_core - p.rho.unsqueeze(2).unsqueeze(-1) * corr;
-  if (opts.D) y = y + opts.D->to(ct).view({1, 1, 1, h, 1}) * p.x;
+  const at::Tensor rho = p.rho.unsqueeze(2).unsqueeze(-1);                          // (B, T, 1, H, 1)
+  at::Tensor y;
+  if (q.size(2) == 1) {  // SISO: y = y_core + (D - rho q.k) x, one pass over x
+    at::Tensor coef = -rho * (q.to(ct) * k.to(ct)).sum(-1, /*keepdim=*/true);
+    if (opts.D) coef = coef + opts.D->to(ct).view({1, 1, 1, h, 1});
+    y = y_core + coef * p.x;
+  } else {
+    const at::Tensor qh = q.to(ct).transpose(2, 3), kh = k.to(ct).transpose(2, 3);  // (B, T, H, R, N)
+    const at::Tensor corr = at::matmul(at::matmul(qh, kh.transpose(-1, -2)), p.x.transpose(2, 3)).transpose(2, 3);
+    y = y_core - rho * corr;
+    if (opts.D) y = y + opts.D->to(ct).view({1, 1, 1, h, 1}) * p.x;
+  }
   Mamba3Out out;
   out.y = y.to(x.scalar_type());
   out.final.phase = p.phase_last;
