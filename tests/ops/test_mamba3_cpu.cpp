@@ -1,7 +1,7 @@
 // The fused CPU Mamba-3 path (ops/mamba3/cpu.cpp + autograd.cpp) against the float64 reference, forward and
 // backward (every input's gradient, loss on y and on every carried tensor), with every kernel output buffer
 // NaN-filled before the kernels write it: odd sizes around the 32-step checkpoints, SISO (adjacent) and MIMO
-// (halves, R 2 and 4), rope S in {N/4, N/2}, with and without an initial state, float64 and float32, several
+// (halves, R 2, 3 and 4), rope S in {N/4, N/2}, with and without an initial state, float64 and float32, several
 // state-row blocks (N 300: blocks of 13 rows); "auto" picks the fused kernel on CPU; the dispatcher schemas.
 #include <gtest/gtest.h>
 
@@ -131,7 +131,8 @@ const std::vector<Case>& cases() {
   static const std::vector<Case> c = {
       {2, 1, 1, 3, 8, 5, 2, Mamba3Pairing::adjacent, true},   {2, 31, 1, 3, 8, 5, 4, Mamba3Pairing::adjacent, false},
       {1, 32, 2, 2, 8, 3, 2, Mamba3Pairing::halves, true},    {2, 33, 4, 3, 6, 5, 3, Mamba3Pairing::halves, true},
-      {1, 70, 1, 2, 12, 7, 3, Mamba3Pairing::adjacent, true}, {1, 65, 4, 1, 16, 9, 8, Mamba3Pairing::halves, false}};
+      {1, 70, 1, 2, 12, 7, 3, Mamba3Pairing::adjacent, true}, {1, 65, 4, 1, 16, 9, 8, Mamba3Pairing::halves, false},
+      {1, 40, 3, 2, 10, 5, 2, Mamba3Pairing::halves, true}};  // R 3: the kernel's generic-rank step
   return c;
 }
 

@@ -71,6 +71,54 @@ SSMLAB_CPU_INLINE void m3_step(T* __restrict S, int64_t n, int64_t N, int64_t R,
   }
 }
 
+// The same step with R a compile-time constant: one pass per row that updates each value and accumulates the R
+// read-out dots in 32-byte lanes (vectorises without reassociation flags), instead of R update passes and R dots.
+template <typename T, int RR>
+SSMLAB_CPU_INLINE void m3_step_r(T* __restrict S, int64_t n, int64_t N, T a, const T* __restrict q,
+                                 const T* __restrict k, const T* __restrict xs, int64_t HN, int64_t HP,
+                                 T* __restrict ys) {
+  constexpr int W = 32 / sizeof(T);
+  for (int64_t i = 0; i < n; ++i) {
+    T* __restrict row = S + i * N;
+    T xv[RR];
+    for (int r = 0; r < RR; ++r) xv[r] = xs[r * HP + i];
+    T lane[RR][W] = {};
+    int64_t j = 0;
+    for (; j + W <= N; j += W)
+      for (int w = 0; w < W; ++w) {
+        T v = a * row[j + w];
+        for (int r = 0; r < RR; ++r) v += xv[r] * k[r * HN + j + w];
+        row[j + w] = v;
+        for (int r = 0; r < RR; ++r) lane[r][w] += v * q[r * HN + j + w];
+      }
+    T tail[RR] = {};
+    for (; j < N; ++j) {
+      T v = a * row[j];
+      for (int r = 0; r < RR; ++r) v += xv[r] * k[r * HN + j];
+      row[j] = v;
+      for (int r = 0; r < RR; ++r) tail[r] += v * q[r * HN + j];
+    }
+    if (ys)
+      for (int r = 0; r < RR; ++r) {
+        for (int w = W / 2; w >= 1; w /= 2)
+          for (int u = 0; u < w; ++u) lane[r][u] += lane[r][u + w];
+        ys[r * HP + i] = lane[r][0] + tail[r];
+      }
+  }
+}
+
+template <typename T>
+SSMLAB_CPU_INLINE void m3_step_any(T* __restrict S, int64_t n, int64_t N, int64_t R, T a, const T* __restrict q,
+                                   const T* __restrict k, const T* __restrict xs, int64_t HN, int64_t HP,
+                                   T* __restrict ys) {
+  switch (R) {
+    case 1: m3_step_r<T, 1>(S, n, N, a, q, k, xs, HN, HP, ys); return;
+    case 2: m3_step_r<T, 2>(S, n, N, a, q, k, xs, HN, HP, ys); return;
+    case 4: m3_step_r<T, 4>(S, n, N, a, q, k, xs, HN, HP, ys); return;
+    default: m3_step(S, n, N, R, a, q, k, xs, HN, HP, ys);
+  }
+}
+
 template <typename T>
 SSMLAB_CPU_INLINE void m3_forward_range(const M3Ptrs<T>& p, int64_t lo, int64_t hi) {
   const int64_t N = p.N, P = p.P, H = p.H, R = p.R, T_ = p.T_, HN = H * N, HP = H * P;
@@ -87,7 +135,7 @@ SSMLAB_CPU_INLINE void m3_forward_range(const M3Ptrs<T>& p, int64_t lo, int64_t 
         std::memcpy(p.ck + ((bh * p.nck + t / kM3Ck) * P + p0) * N, S.data(), sizeof(T) * n * N);
       const int64_t bt = b * T_ + t;
       const int64_t iq = bt * R * HN + h * N, ix = bt * R * HP + h * P + p0;
-      m3_step(S.data(), n, N, R, exp_vec(p.adt[bt * H + h]), p.qr + iq, p.kk + iq, p.x + ix, HN, HP, p.y + ix);
+      m3_step_any(S.data(), n, N, R, exp_vec(p.adt[bt * H + h]), p.qr + iq, p.kk + iq, p.x + ix, HN, HP, p.y + ix);
     }
     std::memcpy(p.fin + (bh * P + p0) * N, S.data(), sizeof(T) * n * N);
   }
@@ -118,8 +166,8 @@ SSMLAB_CPU_INLINE void m3_backward_range(const M3Ptrs<T>& p, int64_t lo, int64_t
         const int64_t iq = bt * R * HN + h * N, ix = bt * R * HP + h * P + p0;
         T* Sn = buf.data() + (j + 1) * kn;
         std::memcpy(Sn, buf.data() + j * kn, sizeof(T) * kn);
-        m3_step(Sn, n, N, R, exp_vec(p.adt[bt * H + h]), p.qr + iq, p.kk + iq, p.x + ix, HN, HP,
-                static_cast<T*>(nullptr));
+        m3_step_any(Sn, n, N, R, exp_vec(p.adt[bt * H + h]), p.qr + iq, p.kk + iq, p.x + ix, HN, HP,
+                    static_cast<T*>(nullptr));
       }
       for (int64_t j = m - 1; j >= 0; --j) {
         const int64_t bt = b * T_ + t0 + j;
