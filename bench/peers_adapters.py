@@ -86,7 +86,7 @@ def _self_check(device):
         print(f"{case}: max rel err {max(checks.values()):.2e} (tol {tol:.0e})" + (f"  FAIL {bad}" if bad else ""))
         if bad:
             failures.append(case)
-        if o.dtype != v.dtype or o.shape != v.shape or s.shape != (b, hv, dk, dv):
+        if o.dtype != Y[2].dtype or o.shape != Y[2].shape or tuple(s.shape) != (b, hv, dk, dv):
             failures.append(f"{case}: layout o {tuple(o.shape)} {o.dtype}, final {tuple(s.shape)}")
     # output_final_state=False gives None, as fla does.
     if gated_delta_rule(*(x.to(device) for x in (q, k, v, g, beta)), 0.5)[1] is not None:

@@ -1,0 +1,91 @@
+"""GPU table for the gated delta rule (issue 23) at the peers kit's shape (fla's chunk_gated_delta_rule, B8 T2048
+H16 K128 V128 bf16, per-head gate): GPU time (CUDA events) of forward and forward+backward through
+torch.ops.ssmlab.delta_rule, for the CUDA kernels ("auto") and the chunked ATen algorithm (SSMLAB_DELTA_CUDA=chunked),
+side by side in one run, the error of each against a float64 loop on a short slice, and the top kernels of the
+"auto" forward+backward (torch.profiler).
+
+    python3 bench/gpu_delta_rule.py [build/src/libssmlab_ops.so]
+"""
+import math
+import os
+
+import torch
+
+from gpulib import load_ops
+from gpulib import median_ms as gpu_ms
+
+ops = load_ops()
+dev = "cuda"
+
+
+def inputs(b, t, h, k, v, dtype, gen_seed=0):
+    torch.manual_seed(gen_seed)
+    nrm = torch.nn.functional.normalize
+    q = (nrm(torch.randn(b, t, h, k, device=dev), dim=-1) * k ** -0.5).to(dtype)
+    kk = nrm(torch.randn(b, t, h, k, device=dev), dim=-1).to(dtype)
+    vv = torch.randn(b, t, h, v, device=dev).to(dtype)
+    dtv = torch.exp(torch.rand(b, t, h, device=dev) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    g = -torch.empty(b, t, h, device=dev).uniform_(1.0, 16.0) * dtv
+    beta = torch.rand(b, t, h, device=dev).to(dtype)
+    return q, kk, vv, beta, g
+
+
+def loop64(q, k, v, beta, g):
+    q, k, v, beta, g = (x.double() for x in (q, k, v, beta, g))
+    b, t, h, dk = k.shape
+    S = torch.zeros(b, h, dk, v.shape[-1], dtype=torch.float64, device=q.device)
+    outs = []
+    for i in range(t):
+        S = S * g[:, i].exp()[..., None, None]
+        u = beta[:, i, :, None] * (v[:, i] - torch.einsum("bhkv,bhk->bhv", S, k[:, i]))
+        S = S + k[:, i, ..., None] * u[..., None, :]
+        outs.append(torch.einsum("bhkv,bhk->bhv", S, q[:, i]))
+    return torch.stack(outs, 1)
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def row(name, b, t, h, k, v, dtype):
+    X = inputs(b, t, h, k, v, dtype)
+    small = [x[:1, :256].contiguous() for x in X]
+    truth = loop64(*small)
+    go = torch.randn(b, t, h, v, device=dev, dtype=dtype)
+    res = {}
+    for mode in ("kernels", "chunked"):
+        if mode == "chunked":
+            os.environ["SSMLAB_DELTA_CUDA"] = "chunked"
+        else:
+            os.environ.pop("SSMLAB_DELTA_CUDA", None)
+        err = rel(ops.delta_rule(*small[:4], small[4], None, 64)[0], truth)
+        with torch.no_grad():
+            f_ms = gpu_ms(lambda: ops.delta_rule(*X[:4], X[4], None, 64), reps=10, warmup=2)
+        L = [x.detach().clone().requires_grad_() for x in X]
+        fb_ms = gpu_ms(lambda: torch.autograd.grad(ops.delta_rule(*L[:4], L[4], None, 64)[0], L, go), reps=5,
+                       warmup=1)
+        res[mode] = (f_ms, fb_ms, err)
+    os.environ.pop("SSMLAB_DELTA_CUDA", None)
+    (kf, kfb, ke), (cf, cfb, ce) = res["kernels"], res["chunked"]
+    print(f"| {name} B{b} T{t} H{h} K{k} V{v} {str(dtype).split('.')[-1]} | {kf:.3f} / {cf:.3f} | "
+          f"{kfb:.3f} / {cfb:.3f} | {ke:.1e} / {ce:.1e} |", flush=True)
+    return X, go
+
+
+print("delta_rule on", torch.cuda.get_device_name(), "torch", torch.__version__)
+print("| case | fwd ms kernels / chunked ATen | fwd+bwd ms kernels / chunked ATen | err vs fp64 (B0, T256) |")
+print("| --- | --- | --- | --- |")
+X, go = row("gdn", 8, 2048, 16, 128, 128, torch.bfloat16)
+row("gdn", 8, 2048, 16, 128, 128, torch.float32)
+row("gdn", 2, 4096, 8, 64, 64, torch.bfloat16)
+try:
+    from torch.profiler import ProfilerActivity, profile
+    L = [x.detach().clone().requires_grad_() for x in X]
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            torch.autograd.grad(ops.delta_rule(*L[:4], L[4], None, 64)[0], L, go)
+        torch.cuda.synchronize()
+    print("top CUDA kernels of 3 x fwd+bwd (kernels), bf16 gdn:")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
+except Exception as exc:  # profiler unavailable
+    print(f"profile skipped: {type(exc).__name__}: {exc}")
