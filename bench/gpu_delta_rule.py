@@ -105,7 +105,9 @@ def agreement():
                  torch.randn(b, t, hv, v, dtype=torch.float64, device=dev),
                  torch.sigmoid(torch.randn(b, t, hv, dtype=torch.float64, device=dev)) * 2]
             gshape = {1: (b, t, hv), 2: (b, t, hv, k)}.get(gate)
-            gg = torch.nn.functional.logsigmoid(torch.randn(*gshape, dtype=torch.float64, device=dev) + 1) if gshape else None
+            gg = None
+            if gshape:
+                gg = torch.nn.functional.logsigmoid(torch.randn(*gshape, dtype=torch.float64, device=dev) + 1)
             h0 = torch.randn(b, hv, k, v, dtype=torch.float64, device=dev) * 0.5
             wide = torch.float32 if dt == torch.bfloat16 else dt
             Y = [x.to(dt) for x in X] + ([gg.to(wide)] if gate else []) + [h0.to(wide)]

@@ -63,7 +63,7 @@ def _self_check(device):
         scale = dk ** -0.5
         go, gs = r(b, t, hv, dv), r(b, hv, dk, dv)
         # Truth: float64 autograd through the loop.
-        X = [x.clone().requires_grad_() for x in (q, k, v, g, beta)] + ([h0.clone().requires_grad_()] if with_h0 else [])
+        X = [x.clone().requires_grad_() for x in (q, k, v, g, beta) + ((h0,) if with_h0 else ())]
         o_t, s_t = _gdn_loop64(*X[:5], scale, X[5] if with_h0 else None)
         G_t = torch.autograd.grad((o_t * go).sum() + (s_t * gs).sum(), X)
         # Under test: the adapter on `device` in `dtype` (g, h0 in fp32 or fp64 as fla's layout has them).

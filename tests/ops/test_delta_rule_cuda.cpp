@@ -45,7 +45,8 @@ struct Case {
 std::vector<Tensor> masters(const Case& c) {
   auto l2 = [](const Tensor& t) { return t / t.pow(2).sum(-1, true).sqrt(); };
   std::vector<Tensor> m = {l2(at::randn({c.b, c.l, c.h, c.k}, at::kDouble)) / std::sqrt(double(c.k)),
-                           l2(at::randn({c.b, c.l, c.h, c.k}, at::kDouble)), at::randn({c.b, c.l, c.hv, c.v}, at::kDouble),
+                           l2(at::randn({c.b, c.l, c.h, c.k}, at::kDouble)),
+                           at::randn({c.b, c.l, c.hv, c.v}, at::kDouble),
                            at::sigmoid(at::randn({c.b, c.l, c.hv}, at::kDouble)) * 2.0};
   if (c.gate == 1) m.push_back(at::log_sigmoid(at::randn({c.b, c.l, c.hv}, at::kDouble) + 1.0));
   if (c.gate == 2) m.push_back(at::log_sigmoid(at::randn({c.b, c.l, c.hv, c.k}, at::kDouble) + 1.0));
@@ -53,7 +54,8 @@ std::vector<Tensor> masters(const Case& c) {
   return m;
 }
 
-using Runner = std::function<ssmlab::ops::DeltaRuleOut(const std::vector<Tensor>&, const ssmlab::ops::DeltaRuleOptions&)>;
+using Runner =
+    std::function<ssmlab::ops::DeltaRuleOut(const std::vector<Tensor>&, const ssmlab::ops::DeltaRuleOptions&)>;
 
 // o, final state, then the gradient of <o, go> + <final, gs> w.r.t. every input, all as CPU float64.
 std::vector<Tensor> run(const Case& c, const std::vector<Tensor>& ms, at::Device dev, at::ScalarType dt,
@@ -110,7 +112,8 @@ TEST(DeltaRuleChunkPass, AtenPassMatchesReferenceForwardAndBackward) {
       SCOPED_TRACE(ssmlab::str("gate ", c.gate, ", L ", c.l, ", chunk ", chunk, ", h0 ", c.h0));
       at::manual_seed(20 + c.gate);
       const auto ms = masters(c);
-      const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble), gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
+      const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
+      const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
       const auto want = run(c, ms, at::kCPU, at::kDouble, backend("reference"), go, gs, chunk);
       const auto got = run(c, ms, at::kCPU, at::kDouble, pass_impl(pass::Impl::aten), go, gs, chunk);
       expect_match(got, want, at::kDouble);
@@ -211,7 +214,8 @@ TEST(DeltaRuleCuda, KernelsMatchFloat64ReferenceForwardAndBackward) {
                                  c.v, ", h0 ", c.h0));
         at::manual_seed(10 + c.gate);
         const auto ms = masters(c);
-        const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble), gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
+        const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
+      const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
         // The truth sees the inputs the run sees: rounded to dt (and g, h0 to fp32 for 16-bit runs) first.
         std::vector<Tensor> rounded;
         for (size_t i = 0; i < ms.size(); ++i) {
@@ -235,7 +239,8 @@ TEST(DeltaRuleCuda, KernelPassEqualsAtenPass) {
     SCOPED_TRACE(ssmlab::str("K ", c.k, ", V ", c.v, ", gate ", c.gate));
     at::manual_seed(7);
     const auto ms = masters(c);
-    const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble), gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
+    const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
+    const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
     const auto dt = c.k > 128 ? at::kFloat : at::kDouble;
     const auto want = run(c, ms, kCuda, dt, pass_impl(pass::Impl::aten), go, gs, 64);
     PoisonCuda poison;
@@ -253,7 +258,8 @@ TEST(DeltaRuleCuda, ChunkedSwitchMatchesCpuReference) {
     const Case c{2, 45, 2, 4, 16, 24, gate, true};
     at::manual_seed(10 + gate);
     const auto ms = masters(c);
-    const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble), gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
+    const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
+    const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
     const auto want = run(c, ms, at::kCPU, at::kDouble, backend("reference"), go, gs);
     const auto got = run(c, ms, kCuda, at::kFloat, backend("auto"), go, gs);
     expect_match(got, want, at::kFloat);

@@ -1,6 +1,7 @@
-// The fused CPU delta rule as one autograd Function (CUDA inputs go to chunk_pass.cpp's kernels): forward and backward are the kernels of cpu.cpp. Inputs of
-// any float dtype are computed in state_dtype(q) (float32, float64 for float64 q); o comes back in q's dtype, the
-// final state in the compute dtype, each gradient in its input's dtype.
+// The fused CPU delta rule as one autograd Function: forward and backward are the kernels of cpu.cpp (CUDA inputs
+// go to chunk_pass.cpp and its kernels instead). Inputs of any float dtype are computed in state_dtype(q)
+// (float32, float64 for float64 q); o comes back in q's dtype, the final state in the compute dtype, each gradient
+// in its input's dtype.
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 

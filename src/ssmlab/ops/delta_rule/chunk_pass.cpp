@@ -168,8 +168,11 @@ DeltaRuleOut run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   }
   const Tensor M = at::eye(qc, fopt) + KK.tril(-1) * bh;                              // I + diag(beta) A, unit lower
   const Tensor eG = at::exp(G);
-  const Tensor U = at::linalg_solve_triangular(M, bh * vh, /*upper=*/false, /*left=*/true, /*unitriangular=*/true);
-  const Tensor W = at::linalg_solve_triangular(M, bh * kh * eG, /*upper=*/false, /*left=*/true, /*unitriangular=*/true);
+  // T = M^-1 by one batched triangular solve against I (Q right-hand sides), then U and W as batched matmuls.
+  const Tensor I = at::eye(qc, fopt).expand_as(M).contiguous();
+  const Tensor T = at::linalg_solve_triangular(M, I, /*upper=*/false, /*left=*/true, /*unitriangular=*/true);
+  const Tensor U = at::matmul(T, bh * vh);
+  const Tensor W = at::matmul(T, bh * kh * eG);
   const Tensor G_last = G.narrow(3, qc - 1, 1);                                        // (B, HV, nc, 1, kg)
   const Tensor Qi = (qh * eG).contiguous();
   const Tensor Ko = (kh * at::exp(G_last - G)).contiguous();
