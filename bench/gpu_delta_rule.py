@@ -53,11 +53,11 @@ def row(name, b, t, h, k, v, dtype):
     truth = loop64(*small)
     go = torch.randn(b, t, h, v, device=dev, dtype=dtype)
     res = {}
-    for mode in ("kernels", "chunked"):
-        if mode == "chunked":
-            os.environ["SSMLAB_DELTA_CUDA"] = "chunked"
-        else:
+    for mode in ("kernels", "simple", "chunked"):
+        if mode == "kernels":
             os.environ.pop("SSMLAB_DELTA_CUDA", None)
+        else:
+            os.environ["SSMLAB_DELTA_CUDA"] = mode
         err = rel(ops.delta_rule(*small[:4], small[4], None, 64)[0], truth)
         with torch.no_grad():
             f_ms = gpu_ms(lambda: ops.delta_rule(*X[:4], X[4], None, 64), reps=10, warmup=2)
@@ -66,9 +66,9 @@ def row(name, b, t, h, k, v, dtype):
                        warmup=1)
         res[mode] = (f_ms, fb_ms, err)
     os.environ.pop("SSMLAB_DELTA_CUDA", None)
-    (kf, kfb, ke), (cf, cfb, ce) = res["kernels"], res["chunked"]
-    print(f"| {name} B{b} T{t} H{h} K{k} V{v} {str(dtype).split('.')[-1]} | {kf:.3f} / {cf:.3f} | "
-          f"{kfb:.3f} / {cfb:.3f} | {ke:.1e} / {ce:.1e} |", flush=True)
+    (kf, kfb, ke), (sf, sfb, se), (cf, cfb, ce) = res["kernels"], res["simple"], res["chunked"]
+    print(f"| {name} B{b} T{t} H{h} K{k} V{v} {str(dtype).split('.')[-1]} | {kf:.3f} / {sf:.3f} / {cf:.3f} | "
+          f"{kfb:.3f} / {sfb:.3f} / {cfb:.3f} | {ke:.1e} / {se:.1e} / {ce:.1e} |", flush=True)
     return X, go
 
 
@@ -130,7 +130,11 @@ def agreement():
 
 print("delta_rule on", torch.cuda.get_device_name(), "torch", torch.__version__)
 AGREE = agreement()
-print("| case | fwd ms kernels / chunked ATen | fwd+bwd ms kernels / chunked ATen | err vs fp64 (B0, T256) |")
+os.environ["SSMLAB_DELTA_CUDA"] = "simple"
+print("the same with SSMLAB_DELTA_CUDA=simple (scalar row loads):")
+AGREE = agreement() and AGREE
+os.environ.pop("SSMLAB_DELTA_CUDA", None)
+print("| case | fwd ms kernels / simple kernels / chunked ATen | fwd+bwd ms (same) | err vs fp64 (B0, T256) |")
 print("| --- | --- | --- | --- |")
 X, go = row("gdn", 8, 2048, 16, 128, 128, torch.bfloat16)
 row("gdn", 8, 2048, 16, 128, 128, torch.float32)

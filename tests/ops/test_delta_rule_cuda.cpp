@@ -230,22 +230,25 @@ TEST(DeltaRuleCuda, KernelsMatchFloat64ReferenceForwardAndBackward) {
       }
 }
 
-// The kernels' pass against the ATen pass on the same device and inputs (fp64: the two differ by rounding alone).
+// The kernels' pass against the ATen pass on the same device and inputs (fp64: the two differ by rounding alone),
+// both kernel variants (16-byte row loads, the default, and SSMLAB_DELTA_CUDA=simple).
 TEST(DeltaRuleCuda, KernelPassEqualsAtenPass) {
   SKIP_WITHOUT_CUDA();
-  EnvGuard env(nullptr);
-  for (const Case& c : {Case{2, 130, 2, 4, 128, 70, 1, true}, Case{1, 64, 1, 1, 256, 32, 0, true},
-                        Case{1, 20, 1, 3, 3, 1, 2, true}}) {
-    SCOPED_TRACE(ssmlab::str("K ", c.k, ", V ", c.v, ", gate ", c.gate));
-    at::manual_seed(7);
-    const auto ms = masters(c);
-    const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
-    const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
-    const auto dt = c.k > 128 ? at::kFloat : at::kDouble;
-    const auto want = run(c, ms, kCuda, dt, pass_impl(pass::Impl::aten), go, gs, 64);
-    PoisonCuda poison;
-    const auto got = run(c, ms, kCuda, dt, pass_impl(pass::Impl::cuda), go, gs, 64);
-    expect_match(got, want, dt);
+  for (const char* variant : {static_cast<const char*>(nullptr), "simple"}) {
+    for (const Case& c : {Case{2, 130, 2, 4, 128, 70, 1, true}, Case{1, 64, 1, 1, 256, 32, 0, true},
+                          Case{1, 20, 1, 3, 3, 1, 2, true}, Case{1, 77, 1, 1, 20, 40, 1, true}}) {
+      EnvGuard env(variant);
+      SCOPED_TRACE(ssmlab::str("K ", c.k, ", V ", c.v, ", gate ", c.gate, ", ", variant ? variant : "default"));
+      at::manual_seed(7);
+      const auto ms = masters(c);
+      const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
+      const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
+      const auto dt = c.k > 128 ? at::kFloat : at::kDouble;
+      const auto want = run(c, ms, kCuda, dt, pass_impl(pass::Impl::aten), go, gs, 64);
+      PoisonCuda poison;
+      const auto got = run(c, ms, kCuda, dt, pass_impl(pass::Impl::cuda), go, gs, 64);
+      expect_match(got, want, dt);
+    }
   }
 }
 

@@ -6,7 +6,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <cstdlib>
 #include <limits>
+#include <string>
 
 #include "ssmlab/ops/delta_rule/cuda.h"
 #include "ssmlab/ops/delta_rule/kernel_delta_pass.cuh"
@@ -56,14 +58,37 @@ void check_inputs(const delta_rule_pass::Inputs& in, const char* who) {
                 ": the pass inputs must be contiguous, of one dtype, on one device");
 }
 
+// SSMLAB_DELTA_CUDA=simple: the kernels with one scalar load per row operand (no 16-byte loads), for tests and
+// tables (read on every call).
+bool vector_loads() {
+  const char* v = std::getenv("SSMLAB_DELTA_CUDA");
+  return v == nullptr || std::string(v) != "simple";
+}
+
+template <typename T, bool kVec>
+void launch_forward(const kd::Params<T>& p, dim3 grid, size_t bytes, cudaStream_t stream) {
+  auto kernel = kd::delta_pass_forward_kernel<T, kVec>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  kernel<<<grid, kd::kThreads, bytes, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T, bool kVec>
+void launch_backward(const kd::Params<T>& p, dim3 grid, size_t bytes, cudaStream_t stream) {
+  auto kernel = kd::delta_pass_backward_kernel<T, kVec>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  kernel<<<grid, kd::kThreads, bytes, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 }  // namespace
 
 size_t forward_smem_bytes(int64_t k, int64_t q, size_t elem) {
-  return elem * static_cast<size_t>(k * kd::kCols + q * k + q * q + q * kd::kCols + k);
+  return elem * static_cast<size_t>(kd::forward_smem_elems(static_cast<int>(k), static_cast<int>(q)));
 }
 
 size_t backward_smem_bytes(int64_t k, int64_t q, size_t elem) {
-  return elem * static_cast<size_t>(k * kd::kCols + 2 * q * k + q * q + 2 * q * kd::kCols + k);
+  return elem * static_cast<size_t>(kd::backward_smem_elems(static_cast<int>(k), static_cast<int>(q)));
 }
 
 bool shared_memory_fits(int64_t k, int64_t q, c10::ScalarType compute, c10::DeviceIndex device) {
@@ -102,10 +127,10 @@ delta_rule_pass::Forward forward(const delta_rule_pass::Inputs& in, bool save) {
     p.Sentry = save ? f.S_entry.mutable_data_ptr<scalar_t>() : nullptr;
     p.Vn = save ? f.Vn.mutable_data_ptr<scalar_t>() : nullptr;
     const size_t bytes = forward_smem_bytes(k, q, sizeof(scalar_t));
-    auto kernel = kd::delta_pass_forward_kernel<scalar_t>;
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-    kernel<<<grid_of(in), kd::kThreads, bytes, stream>>>(p);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (vector_loads())
+      launch_forward<scalar_t, true>(p, grid_of(in), bytes, stream);
+    else
+      launch_forward<scalar_t, false>(p, grid_of(in), bytes, stream);
   });
   return f;
 }
@@ -142,10 +167,10 @@ delta_rule_pass::Backward backward(const delta_rule_pass::Inputs& in, const Tens
     p.dSx = g.dSx.mutable_data_ptr<scalar_t>();
     p.dS0 = g.dS0.mutable_data_ptr<scalar_t>();
     const size_t bytes = backward_smem_bytes(k, q, sizeof(scalar_t));
-    auto kernel = kd::delta_pass_backward_kernel<scalar_t>;
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-    kernel<<<grid_of(in), kd::kThreads, bytes, stream>>>(p);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (vector_loads())
+      launch_backward<scalar_t, true>(p, grid_of(in), bytes, stream);
+    else
+      launch_backward<scalar_t, false>(p, grid_of(in), bytes, stream);
   });
   return g;
 }
