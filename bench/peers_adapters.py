@@ -28,6 +28,51 @@ def gated_delta_rule(q, k, v, g, beta, scale, initial_state=None, output_final_s
     return o, (final if output_final_state else None)
 
 
+def _mamba3_siso(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D=None, Z=None, chunk_size=64):
+    """mamba_ssm's mamba3_siso_combined: Q, K (B, T, G, N) RMS-normalised C and B before their per-head biases
+    Q_bias, K_bias (H, N); V, Z (B, T, H, P); ADT = A dt, DT (B, H, T) fp32; Trap (B, H, T) pre-sigmoid logit;
+    Angles (B, T, H, S) fp32 raw rates; D (H). Returns out (B, T, H, P) in V's dtype: y * silu(Z) (y without Z).
+    Maps to ssmlab's mamba3_scan (ops/mamba3, SISO: R = 1, adjacent pairs): groups expanded to heads and the biases
+    added here (q, k in fp32), the (B, H, T) inputs transposed to (B, T, H), theta = pi tanh(Angles); the phase
+    sum with DT (mod 2 pi), the rotation, the trapezoid and D are the op's."""
+    h = V.shape[2]
+    rep = h // Q.shape[2]
+
+    def wide(t):  # at least fp32 (fp64 stays fp64)
+        return t.to(torch.promote_types(t.dtype, torch.float32))
+
+    def heads(t, bias):  # (B, T, G, N) -> (B, T, 1, H, N), + bias (H, N)
+        t = t.repeat_interleave(rep, dim=2) if rep > 1 else t
+        return (wide(t) + wide(bias)).unsqueeze(2)
+
+    def bth(t):  # (B, H, T) -> (B, T, H)
+        return wide(t).transpose(1, 2)
+
+    theta = torch.pi * torch.tanh(wide(Angles))
+    y = torch.ops.ssmlab.mamba3_scan(heads(Q, Q_bias), heads(K, K_bias), V.unsqueeze(2), bth(ADT), bth(DT),
+                                     bth(Trap), theta, D, None, None, None, None, "adjacent", chunk_size)[0]
+    y = y.squeeze(2)
+    if Z is not None:
+        y = y * torch.nn.functional.silu(Z.to(y.dtype))
+    return y.to(V.dtype)
+
+
+def _has_op(name):
+    try:
+        getattr(torch.ops.ssmlab, name)
+        return True
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def __getattr__(name):
+    """mamba3_siso exists only where the loaded ops library has ssmlab::mamba3_scan (the kit then times mamba_ssm
+    alone and says so)."""
+    if name == "mamba3_siso" and _has_op("mamba3_scan"):
+        return _mamba3_siso
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # ---- self-check --------------------------------------------------------------------------------------------------
 def _gdn_loop64(q, k, v, g, beta, scale, h0):
     """The recurrence step by step in float64 on whole (B, HV, K, V) tensors (value head j reads key head
@@ -94,12 +139,82 @@ def _self_check(device):
     return failures
 
 
+def _m3_loop64(Q, K, V, ADT, DT, Trap, Q_bias, K_bias, Angles, D, Z):
+    """Spec A.3 step by step in float64, in mamba_ssm's layout (adjacent pairs, phase mod 2 pi)."""
+    b, t, g, n = Q.shape
+    h, p, s = V.shape[2], V.shape[3], Angles.shape[3]
+    q = Q.repeat_interleave(h // g, 2) + Q_bias
+    k = K.repeat_interleave(h // g, 2) + K_bias
+    theta = torch.pi * torch.tanh(Angles)
+    phi = torch.zeros(b, h, s, dtype=torch.float64)
+    st = torch.zeros(b, h, p, n, dtype=torch.float64)
+    kp, xp = torch.zeros(b, h, n, dtype=torch.float64), torch.zeros(b, h, p, dtype=torch.float64)
+
+    def rot(v):
+        ve, vo = v[..., 0:2 * s:2], v[..., 1:2 * s:2]
+        c, sn = torch.cos(phi), torch.sin(phi)
+        pairs = torch.stack([ve * c - vo * sn, ve * sn + vo * c], -1).reshape(*v.shape[:-1], 2 * s)
+        return torch.cat([pairs, v[..., 2 * s:]], -1)
+    ys = []
+    for i in range(t):
+        dt_ = DT[:, :, i]
+        phi = torch.remainder(phi + dt_[..., None] * theta[:, i], 2 * torch.pi)
+        qt, kt, xt = rot(q[:, i]), rot(k[:, i]), V[:, i]
+        alpha = torch.exp(ADT[:, :, i])
+        lam = torch.sigmoid(Trap[:, :, i])
+        beta, gamma = (1 - lam) * dt_ * alpha, lam * dt_
+        st = (alpha[..., None, None] * st + beta[..., None, None] * xp[..., :, None] * kp[..., None, :]
+              + gamma[..., None, None] * xt[..., :, None] * kt[..., None, :])
+        ys.append(torch.einsum("bhpn,bhn->bhp", st, qt) + D[:, None] * xt)
+        kp, xp = kt, xt
+    return torch.stack(ys, 1) * torch.nn.functional.silu(Z)
+
+
+def _self_check_m3(device):
+    """mamba3_siso (fp64 and fp32) against _m3_loop64: out and the gradients of all 11 inputs."""
+    gen = torch.Generator().manual_seed(1)
+    failures = []
+    b, t, g, h, n, p, s = 2, 45, 2, 4, 16, 8, 4
+
+    def r(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+    rms = torch.nn.functional.rms_norm
+    DT = torch.exp(torch.rand(b, h, t, generator=gen, dtype=torch.float64) * 4 - 6)
+    X = [rms(r(b, t, g, n), (n,)), rms(r(b, t, g, n), (n,)), r(b, t, h, p),
+         -torch.rand(b, h, t, generator=gen, dtype=torch.float64) * 15 * DT - 1e-4 * DT, DT, r(b, h, t),
+         1 + 0.1 * r(h, n), 1 + 0.1 * r(h, n), r(b, t, h, s), 1 + 0.1 * r(h), r(b, t, h, p)]
+    go = r(b, t, h, p)
+    T = [x.clone().requires_grad_() for x in X]
+    o_t = _m3_loop64(*T)
+    G_t = torch.autograd.grad((o_t * go).sum(), T)
+    for dtype, tol in [(torch.float64, 1e-9), (torch.float32, 1e-3)]:
+        keep64 = {3, 4, 6, 7, 8, 9}  # ADT, DT, biases, Angles, D stay fp32 / fp64 as mamba_ssm has them
+        Y = [x.to(device=device, dtype=(dtype if i not in keep64 or dtype == torch.float64 else torch.float32))
+             .requires_grad_() for i, x in enumerate(X)]
+        o = _mamba3_siso(*Y[:9], D=Y[9], Z=Y[10])
+        G = torch.autograd.grad((o.double() * go.to(device)).sum(), Y)
+
+        def err(a, b_):
+            a, b_ = a.detach().double().cpu(), b_.detach().double().cpu()
+            return ((a - b_).norm() / b_.norm().clamp_min(1e-30)).item()
+        errs = [err(o, o_t)] + [err(a, c) for a, c in zip(G, G_t)]
+        case = f"mamba3_siso B{b} T{t} G{g} H{h} N{n} P{p} S{s} {str(dtype).split('.')[-1]} on {device}"
+        print(f"{case}: max rel err {max(errs):.2e} (tol {tol:.0e})")
+        if not max(errs) <= tol:
+            failures.append(f"{case}: errors {['%.1e' % e for e in errs]}")
+    return failures
+
+
 if __name__ == "__main__":
     lib = sys.argv[1] if len(sys.argv) > 1 else "build/src/libssmlab_ops.so"
     dev = sys.argv[2] if len(sys.argv) > 2 else "cpu"
     torch.ops.load_library(lib)
     fails = _self_check(dev)
+    if _has_op("mamba3_scan"):
+        fails += _self_check_m3(dev)
+    else:
+        print("peers_adapters: this ops library has no ssmlab::mamba3_scan: mamba3_siso not checked")
     if fails:
         print("peers_adapters: FAILED:\n  " + "\n  ".join(fails))
         sys.exit(1)
-    print("peers_adapters: gated_delta_rule agrees with the float64 loop")
+    print("peers_adapters: the adapters agree with their float64 loops")
