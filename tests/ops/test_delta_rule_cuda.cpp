@@ -1,14 +1,26 @@
-// The delta rule on a CUDA device (no CUDA kernel yet: "auto" runs the chunked UT/WY algorithm in ATen there)
-// against the time-stepped reference on CPU float64 copies of the same inputs: output, final state and every
-// gradient, for each gate kind, float64 and float32; the decode step on CUDA; the path named. Without a usable
-// CUDA device every test skips (visibly).
+// The delta rule's CUDA path (ops/delta_rule/chunk_pass.h, cuda.cu): the intra-chunk UT/WY part in ATen plus
+// one kernel per direction for the serial pass over chunks.
+// - DeltaRuleChunkPass (runs everywhere): the same decomposition with the pass as a loop of ATen matmuls
+//   (Impl::aten), forward and hand-written backward, against the time-stepped float64 reference; and the
+//   pass's own contract (forward and backward) against autograd through forward_aten.
+// - DeltaRuleCuda (skipped without a usable CUDA device): "auto" on CUDA takes the kernels; kernels against the
+//   float64 reference on CPU copies (output, final state, every gradient), fp64 / fp32 / bf16, no gate, per-head
+//   and per-key gates, grouped value heads, initial state, odd sizes (L not a multiple of the chunk, V not a
+//   multiple of 32, K odd), NaN-poisoned outputs; the kernels' pass against the ATen pass on the same inputs;
+//   the SSMLAB_DELTA_CUDA=chunked switch; the decode step on CUDA.
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include "cuda_test_util.h"
 #include "ssmlab/core/device.h"
+#include "ssmlab/ops/delta_rule/chunk_pass.h"
 #include "ssmlab/ops/delta_rule/delta_rule.h"
 #include "tolerances.h"
 
@@ -18,30 +30,48 @@ namespace {
 
 using at::Tensor;
 using ssmlab::test::all_close;
+namespace pass = ssmlab::ops::delta_rule_pass;
 
 const at::Device kCuda(at::kCUDA, 0);
 
-// Inputs as float64 CPU masters: q, k (L2-normalised), v, beta, g (by gate kind, or undefined), h0.
-std::vector<Tensor> masters(int64_t b, int64_t l, int64_t h, int64_t hv, int64_t k, int64_t v, int gate) {
+struct Case {
+  int64_t b, l, h, hv, k, v;
+  int gate;  // 0 none, 1 per head, 2 per key channel
+  bool h0;
+};
+
+// Inputs as float64 CPU masters: q, k (L2-normalised, q scaled by K^-1/2), v, beta in (0, 2), g (by gate kind),
+// h0 (when asked).
+std::vector<Tensor> masters(const Case& c) {
   auto l2 = [](const Tensor& t) { return t / t.pow(2).sum(-1, true).sqrt(); };
-  std::vector<Tensor> m = {l2(at::randn({b, l, h, k}, at::kDouble)) / std::sqrt(double(k)),
-                           l2(at::randn({b, l, h, k}, at::kDouble)), at::randn({b, l, hv, v}, at::kDouble),
-                           at::sigmoid(at::randn({b, l, hv}, at::kDouble)) * 2.0};
-  if (gate == 1) m.push_back(at::log_sigmoid(at::randn({b, l, hv}, at::kDouble)));
-  if (gate == 2) m.push_back(at::log_sigmoid(at::randn({b, l, hv, k}, at::kDouble)));
-  m.push_back(at::randn({b, hv, k, v}, at::kDouble) * 0.5);
+  std::vector<Tensor> m = {l2(at::randn({c.b, c.l, c.h, c.k}, at::kDouble)) / std::sqrt(double(c.k)),
+                           l2(at::randn({c.b, c.l, c.h, c.k}, at::kDouble)),
+                           at::randn({c.b, c.l, c.hv, c.v}, at::kDouble),
+                           at::sigmoid(at::randn({c.b, c.l, c.hv}, at::kDouble)) * 2.0};
+  if (c.gate == 1) m.push_back(at::log_sigmoid(at::randn({c.b, c.l, c.hv}, at::kDouble) + 1.0));
+  if (c.gate == 2) m.push_back(at::log_sigmoid(at::randn({c.b, c.l, c.hv, c.k}, at::kDouble) + 1.0));
+  if (c.h0) m.push_back(at::randn({c.b, c.hv, c.k, c.v}, at::kDouble) * 0.5);
   return m;
 }
 
-std::vector<Tensor> run(const std::vector<Tensor>& ms, at::Device dev, at::ScalarType dt, const std::string& backend,
-                        const Tensor& go, const Tensor& gs) {
+using Runner =
+    std::function<ssmlab::ops::DeltaRuleOut(const std::vector<Tensor>&, const ssmlab::ops::DeltaRuleOptions&)>;
+
+// o, final state, then the gradient of <o, go> + <final, gs> w.r.t. every input, all as CPU float64.
+std::vector<Tensor> run(const Case& c, const std::vector<Tensor>& ms, at::Device dev, at::ScalarType dt,
+                        const Runner& f, const Tensor& go, const Tensor& gs, int64_t chunk = 16) {
   std::vector<Tensor> in;
-  for (const auto& m : ms) in.push_back(m.to(dev, dt).detach().requires_grad_(true));
+  for (size_t i = 0; i < ms.size(); ++i) {
+    // g and h0 arrive in fp32 for 16-bit runs (fla's layout: the gate and the state are fp32).
+    const bool wide = (c.gate != 0 && i == 4) || (c.h0 && i + 1 == ms.size());
+    const auto t = (wide && (dt == at::kBFloat16 || dt == at::kHalf)) ? at::kFloat : dt;
+    in.push_back(ms[i].to(dev, t).detach().requires_grad_(true));
+  }
   ssmlab::ops::DeltaRuleOptions o;
-  if (in.size() == 6) o.g = in[4];
-  o.initial_state = in.back();
-  o.chunk_size = 16;
-  const auto r = ssmlab::ops::delta_rule(in[0], in[1], in[2], in[3], o, backend);
+  if (c.gate != 0) o.g = in[4];
+  if (c.h0) o.initial_state = in.back();
+  o.chunk_size = chunk;
+  const auto r = f(in, o);
   const Tensor loss = (r.o.to(at::kDouble) * go.to(dev)).sum() + (r.final_state.to(at::kDouble) * gs.to(dev)).sum();
   auto out = torch::autograd::grad({loss}, in);
   out.insert(out.begin(), {r.o, r.final_state});
@@ -49,30 +79,200 @@ std::vector<Tensor> run(const std::vector<Tensor>& ms, at::Device dev, at::Scala
   return out;
 }
 
-TEST(DeltaRuleCuda, AutoMatchesCpuReferenceForwardAndBackward) {
-  SKIP_WITHOUT_CUDA();
-  EXPECT_EQ(ssmlab::ops::delta_rule_path(at::zeros({1, 1, 1, 1}, at::TensorOptions().device(kCuda))),
-            ssmlab::ops::DeltaRulePath::chunked);
-  for (int gate : {0, 1, 2})
-    for (at::ScalarType dt : {at::kDouble, at::kFloat}) {
-      SCOPED_TRACE(ssmlab::str("gate ", gate, ", ", c10::toString(dt)));
-      at::manual_seed(10 + gate);
-      const auto ms = masters(2, 45, 2, 4, 16, 24, gate);
-      const Tensor go = at::randn({2, 45, 4, 24}, at::kDouble), gs = at::randn({2, 4, 16, 24}, at::kDouble);
-      const auto want = run(ms, at::kCPU, at::kDouble, "reference", go, gs);
-      const auto got = run(ms, kCuda, dt, "auto", go, gs);
-      for (size_t i = 0; i < want.size(); ++i) {
-        EXPECT_TRUE(ssmlab::test::all_finite(got[i], "output " + std::to_string(i)));
-        EXPECT_TRUE(all_close(got[i], want[i], i < 2 ? ssmlab::test::forward_tol(dt) : ssmlab::test::grad_tol(dt),
-                              "output " + std::to_string(i)));
-      }
+Runner backend(const std::string& name) {
+  return [name](const std::vector<Tensor>& in, const ssmlab::ops::DeltaRuleOptions& o) {
+    return ssmlab::ops::delta_rule(in[0], in[1], in[2], in[3], o, name);
+  };
+}
+
+Runner pass_impl(pass::Impl impl) {
+  return [impl](const std::vector<Tensor>& in, const ssmlab::ops::DeltaRuleOptions& o) {
+    ssmlab::ops::check_delta_rule_inputs(in[0], in[1], in[2], in[3], o);
+    return pass::run(in[0], in[1], in[2], in[3], o, impl);
+  };
+}
+
+const char* kNames[] = {"o", "final_state", "dq", "dk", "dv", "dbeta", "dg|dh0", "dh0"};
+
+void expect_match(const std::vector<Tensor>& got, const std::vector<Tensor>& want, at::ScalarType dt) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_TRUE(ssmlab::test::all_finite(got[i], kNames[i]));
+    EXPECT_TRUE(all_close(got[i], want[i], i < 2 ? ssmlab::test::forward_tol(dt) : ssmlab::test::grad_tol(dt),
+                          kNames[i]));
+  }
+}
+
+// ---- the decomposition on any device: Impl::aten ---------------------------------------------------------------
+
+TEST(DeltaRuleChunkPass, AtenPassMatchesReferenceForwardAndBackward) {
+  for (const Case& c : {Case{2, 45, 2, 4, 8, 6, 0, true}, Case{2, 45, 2, 4, 8, 6, 1, true},
+                        Case{1, 37, 1, 2, 5, 7, 2, false}, Case{2, 16, 2, 2, 4, 3, 1, false}})
+    for (int64_t chunk : {1, 7, 16, 64}) {
+      SCOPED_TRACE(ssmlab::str("gate ", c.gate, ", L ", c.l, ", chunk ", chunk, ", h0 ", c.h0));
+      at::manual_seed(20 + c.gate);
+      const auto ms = masters(c);
+      const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
+      const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
+      const auto want = run(c, ms, at::kCPU, at::kDouble, backend("reference"), go, gs, chunk);
+      const auto got = run(c, ms, at::kCPU, at::kDouble, pass_impl(pass::Impl::aten), go, gs, chunk);
+      expect_match(got, want, at::kDouble);
     }
+}
+
+// The pass's hand-written backward (backward_aten + the batched products of chunk_pass.cpp) against autograd
+// through forward_aten, on random pass inputs (not from a delta rule: A full lower, d anything in (0, 1]).
+TEST(DeltaRuleChunkPass, PassBackwardMatchesAutogradOfItsForward) {
+  at::manual_seed(5);
+  const int64_t b = 2, hv = 3, nc = 4, q = 5, k = 6, v = 7;
+  const auto o = at::TensorOptions().dtype(at::kDouble);
+  std::vector<Tensor> x = {at::randn({b, hv, nc, q, v}, o), at::randn({b, hv, nc, q, k}, o) * 0.3,
+                           at::randn({b, hv, nc, q, k}, o), at::randn({b, hv, nc, q, q}, o).tril(),
+                           at::randn({b, hv, nc, q, k}, o) * 0.3, at::rand({b, hv, nc, k}, o),
+                           at::randn({b, hv, k, v}, o)};
+  for (auto& t : x) t.requires_grad_(true);
+  const pass::Inputs in{x[0], x[1], x[2], x[3], x[4], x[5], x[6]};
+  const Tensor gO = at::randn({b, hv, nc, q, v}, o), gS = at::randn({b, hv, k, v}, o);
+  // Truth: autograd through the ATen loop.
+  const auto f = pass::forward_aten(in, /*save=*/true);
+  const auto want = torch::autograd::grad({(f.O * gO).sum() + (f.final_state * gS).sum()}, x);
+  // The pass contract's backward, assembled as chunk_pass.cpp does.
+  at::NoGradGuard ng;
+  const auto g = pass::backward_aten(in, gO, gS);
+  const Tensor St = f.S_entry.transpose(-1, -2);
+  const std::vector<Tensor> got = {g.dVn, -at::matmul(g.dVn, St), at::matmul(gO, St),
+                                   at::matmul(gO, f.Vn.transpose(-1, -2)), at::matmul(f.Vn, g.dSx.transpose(-1, -2)),
+                                   (g.dSx * f.S_entry).sum(-1), g.dS0};
+  const char* names[] = {"dU", "dW", "dQi", "dA", "dKo", "dd", "dS0"};
+  for (size_t i = 0; i < got.size(); ++i) {
+    // dA: only the lower triangle feeds the loss (A is lower by contract); autograd's dA is full (the product
+    // dO Vn^T), as is ours: compare everything.
+    EXPECT_TRUE(all_close(got[i], want[i], ssmlab::test::kFp64Grad, names[i]));
+  }
+}
+
+// ---- CUDA --------------------------------------------------------------------------------------------------------
+
+// NaN in every output buffer of the CUDA kernels and in the caching allocator, for the scope.
+struct PoisonCuda {
+  PoisonCuda() {
+    pass::set_poison_outputs(true);
+    ssmlab::test::poison_allocator();
+  }
+  ~PoisonCuda() { pass::set_poison_outputs(false); }
+};
+
+struct EnvGuard {
+  explicit EnvGuard(const char* value) {
+    const char* old = std::getenv("SSMLAB_DELTA_CUDA");
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    if (value)
+      setenv("SSMLAB_DELTA_CUDA", value, 1);
+    else
+      unsetenv("SSMLAB_DELTA_CUDA");
+  }
+  ~EnvGuard() {
+    if (had_)
+      setenv("SSMLAB_DELTA_CUDA", old_.c_str(), 1);
+    else
+      unsetenv("SSMLAB_DELTA_CUDA");
+  }
+  bool had_ = false;
+  std::string old_;
+};
+
+TEST(DeltaRuleCuda, AutoTakesTheKernelsAndTheSwitchTakesChunked) {
+  SKIP_WITHOUT_CUDA();
+  EnvGuard env(nullptr);
+  const auto opt = at::TensorOptions().device(kCuda);
+  EXPECT_EQ(ssmlab::ops::delta_rule_path(at::zeros({1, 1, 1, 128}, opt.dtype(at::kBFloat16))),
+            ssmlab::ops::DeltaRulePath::fused);
+  EXPECT_EQ(ssmlab::ops::delta_rule_path(at::zeros({1, 1, 1, 256}, opt.dtype(at::kFloat))),
+            ssmlab::ops::DeltaRulePath::fused);
+  EXPECT_EQ(ssmlab::ops::delta_rule_path(at::zeros({1, 1, 1, 257}, opt.dtype(at::kFloat))),
+            ssmlab::ops::DeltaRulePath::chunked);
+  {
+    EnvGuard chunked("chunked");
+    EXPECT_EQ(ssmlab::ops::delta_rule_path(at::zeros({1, 1, 1, 64}, opt.dtype(at::kFloat))),
+              ssmlab::ops::DeltaRulePath::chunked);
+  }
+  EXPECT_EQ(ssmlab::ops::delta_rule_path(at::zeros({1, 1, 1, 64}, opt.dtype(at::kFloat))),
+            ssmlab::ops::DeltaRulePath::fused);
+}
+
+TEST(DeltaRuleCuda, KernelsMatchFloat64ReferenceForwardAndBackward) {
+  SKIP_WITHOUT_CUDA();
+  EnvGuard env(nullptr);
+  // Odd sizes: L not a multiple of the chunk, V across two 32-column blocks with a tail, K odd, grouped value
+  // heads; with and without an initial state.
+  for (const Case& c : {Case{2, 45, 2, 4, 17, 37, 0, true}, Case{2, 45, 2, 4, 17, 37, 1, true},
+                        Case{1, 70, 1, 2, 9, 5, 2, false}, Case{2, 33, 2, 2, 16, 33, 1, false}})
+    for (at::ScalarType dt : {at::kDouble, at::kFloat, at::kBFloat16})
+      for (int64_t chunk : {16, 64}) {
+        SCOPED_TRACE(ssmlab::str("gate ", c.gate, ", ", c10::toString(dt), ", chunk ", chunk, ", K ", c.k, ", V ",
+                                 c.v, ", h0 ", c.h0));
+        at::manual_seed(10 + c.gate);
+        const auto ms = masters(c);
+        const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
+      const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
+        // The truth sees the inputs the run sees: rounded to dt (and g, h0 to fp32 for 16-bit runs) first.
+        std::vector<Tensor> rounded;
+        for (size_t i = 0; i < ms.size(); ++i) {
+          const bool wide = (c.gate != 0 && i == 4) || (c.h0 && i + 1 == ms.size());
+          const auto t = (wide && dt == at::kBFloat16) ? at::kFloat : dt;
+          rounded.push_back(ms[i].to(t).to(at::kDouble));
+        }
+        const auto want = run(c, rounded, at::kCPU, at::kDouble, backend("reference"), go, gs, chunk);
+        PoisonCuda poison;
+        const auto got = run(c, rounded, kCuda, dt, backend("auto"), go, gs, chunk);
+        expect_match(got, want, dt);
+      }
+}
+
+// The kernels' pass against the ATen pass on the same device and inputs (fp64: the two differ by rounding alone),
+// both kernel variants (16-byte row loads, the default, and SSMLAB_DELTA_CUDA=simple).
+TEST(DeltaRuleCuda, KernelPassEqualsAtenPass) {
+  SKIP_WITHOUT_CUDA();
+  for (const char* variant : {static_cast<const char*>(nullptr), "simple"}) {
+    for (const Case& c : {Case{2, 130, 2, 4, 128, 70, 1, true}, Case{1, 64, 1, 1, 256, 32, 0, true},
+                          Case{1, 20, 1, 3, 3, 1, 2, true}, Case{1, 77, 1, 1, 20, 40, 1, true}}) {
+      EnvGuard env(variant);
+      SCOPED_TRACE(ssmlab::str("K ", c.k, ", V ", c.v, ", gate ", c.gate, ", ", variant ? variant : "default"));
+      at::manual_seed(7);
+      const auto ms = masters(c);
+      const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
+      const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
+      const auto dt = c.k > 128 ? at::kFloat : at::kDouble;
+      const auto want = run(c, ms, kCuda, dt, pass_impl(pass::Impl::aten), go, gs, 64);
+      PoisonCuda poison;
+      const auto got = run(c, ms, kCuda, dt, pass_impl(pass::Impl::cuda), go, gs, 64);
+      expect_match(got, want, dt);
+    }
+  }
+}
+
+// The ATen fallback on CUDA (SSMLAB_DELTA_CUDA=chunked) stays right.
+TEST(DeltaRuleCuda, ChunkedSwitchMatchesCpuReference) {
+  SKIP_WITHOUT_CUDA();
+  EnvGuard env("chunked");
+  for (int gate : {0, 1, 2}) {
+    SCOPED_TRACE(ssmlab::str("gate ", gate));
+    const Case c{2, 45, 2, 4, 16, 24, gate, true};
+    at::manual_seed(10 + gate);
+    const auto ms = masters(c);
+    const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
+    const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
+    const auto want = run(c, ms, at::kCPU, at::kDouble, backend("reference"), go, gs);
+    const auto got = run(c, ms, kCuda, at::kFloat, backend("auto"), go, gs);
+    expect_match(got, want, at::kFloat);
+  }
 }
 
 TEST(DeltaRuleCuda, DecodeStepOnCudaMatchesCpu) {
   SKIP_WITHOUT_CUDA();
   at::manual_seed(3);
-  const auto ms = masters(2, 1, 2, 4, 8, 6, 2);
+  const auto ms = masters(Case{2, 1, 2, 4, 8, 6, 2, true});
   Tensor s_cpu = ms.back().clone(), s_gpu = ms.back().to(kCuda);
   const Tensor o_cpu = ssmlab::ops::delta_rule_update(ms[0].select(1, 0), ms[1].select(1, 0), ms[2].select(1, 0),
                                                       ms[3].select(1, 0), s_cpu, ms[4].select(1, 0));

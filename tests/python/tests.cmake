@@ -54,7 +54,12 @@ add_test(NAME python.ops
   COMMAND "${_py}" tests/python/test_ops.py $<TARGET_FILE:ssmlab_ops> --device cpu
   WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
 set_tests_properties(python.ops PROPERTIES TIMEOUT 1200 ENVIRONMENT "OMP_NUM_THREADS=1")
-set(_py_tests "python.ops")
+# bench/peers_adapters.py (the peers kit's gdn adapter) against its float64 loop, outputs and gradients, on CPU.
+add_test(NAME python.peers_adapters
+  COMMAND "${_py}" bench/peers_adapters.py $<TARGET_FILE:ssmlab_ops> cpu
+  WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+set_tests_properties(python.peers_adapters PROPERTIES TIMEOUT 300 ENVIRONMENT "OMP_NUM_THREADS=1")
+set(_py_tests "python.ops python.peers_adapters")
 if(SSMLAB_WITH_CUDA AND _py_gpu)
   add_test(NAME python.ops_cuda
     COMMAND "${_py}" tests/python/test_ops.py $<TARGET_FILE:ssmlab_ops> --device cuda

@@ -55,9 +55,14 @@ const std::vector<OpInfo>& op_table() {
 #else
        {"cpu"}},
 #endif
-      // "auto" off the CPU runs the chunked UT/WY algorithm in ATen (no CUDA kernel yet); delta_rule.cpp decides.
+      // "auto" runs the fused kernel of a listed device where it supports the case, else the chunked UT/WY
+      // algorithm in ATen (any device); delta_rule.cpp decides.
       {"delta_rule", "gated delta rule (DeltaNet, Gated DeltaNet, KDA): per-head or per-key decay, beta, GVA",
+#ifdef SSMLAB_WITH_CUDA
+       {"cpu", "cuda"}},
+#else
        {"cpu"}},
+#endif
       {"delta_rule_update", "one decode step of delta_rule, state in place (plain ATen)", {}, /*has_ref=*/false},
       // "auto" off the CPU runs the chunked quadratic form in ATen (no CUDA kernel); mamba3.cpp decides.
       {"mamba3_scan", "Mamba-3 scan (SISO and MIMO): trapezoidal update, data-dependent rotation, carried state",

@@ -1,11 +1,13 @@
-// The fused CPU delta rule as one autograd Function: forward and backward are the kernels of cpu.cpp. Inputs of
-// any float dtype are computed in state_dtype(q) (float32, float64 for float64 q); o comes back in q's dtype, the
-// final state in the compute dtype, each gradient in its input's dtype.
+// The fused CPU delta rule as one autograd Function: forward and backward are the kernels of cpu.cpp (CUDA inputs
+// go to chunk_pass.cpp and its kernels instead). Inputs of any float dtype are computed in state_dtype(q)
+// (float32, float64 for float64 q); o comes back in q's dtype, the final state in the compute dtype, each gradient
+// in its input's dtype.
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
+#include "ssmlab/ops/delta_rule/chunk_pass.h"
 #include "ssmlab/ops/delta_rule/cpu.h"
 #include "ssmlab/ops/delta_rule/delta_rule.h"
 
@@ -60,8 +62,10 @@ bool delta_rule_cpu_supports(const at::Tensor& q) { return q.is_cpu() && delta_f
 
 DeltaRuleOut delta_rule_fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& beta,
                               const DeltaRuleOptions& opts) {
-  SSMLAB_CHECK(delta_rule_cpu_supports(q), "delta_rule_fused: unsupported case (CPU, float32/float64/bfloat16/float16 "
-               "q); got q ", shape_str(q.sizes()), " ", c10::toString(q.scalar_type()), " on ", q.device().str());
+  if (delta_rule_cuda_supports(q)) return delta_rule_pass::run(q, k, v, beta, opts, delta_rule_pass::Impl::cuda);
+  SSMLAB_CHECK(delta_rule_cpu_supports(q), "delta_rule_fused: unsupported case (CPU, or CUDA with the kernels built "
+               "and K <= 256; float32/float64/bfloat16/float16 q); got q ", shape_str(q.sizes()), " ",
+               c10::toString(q.scalar_type()), " on ", q.device().str());
   auto outs = DeltaRuleFused::apply(q, k, v, beta, opts.g, opts.initial_state);
   return {outs[0], outs[1]};
 }

@@ -63,7 +63,7 @@ const char* to_string(DeltaRulePath path) {
 DeltaRulePath delta_rule_path(const at::Tensor& q, const std::string& backend) {
   check_backend_name(backend);
   if (backend == "reference") return DeltaRulePath::reference;
-  if (delta_rule_cpu_supports(q)) return DeltaRulePath::fused;
+  if (delta_rule_cpu_supports(q) || delta_rule_cuda_supports(q)) return DeltaRulePath::fused;
   return DeltaRulePath::chunked;
 }
 
@@ -77,9 +77,10 @@ DeltaRuleOut delta_rule(const at::Tensor& q, const at::Tensor& k, const at::Tens
     case DeltaRulePath::chunked: break;
   }
   const std::string dev = c10::DeviceTypeName(q.device().type(), /*lower_case=*/true);
-  log::warn_once("delta_rule:chunked:" + dev, str("ops: no fused delta_rule kernel for ", dev, " (", 
-                                                 c10::toString(q.scalar_type()),
-                                                 "); running the chunked UT/WY algorithm in ATen"));
+  log::warn_once("delta_rule:chunked:" + dev, str("ops: no fused delta_rule kernel for ", dev, " takes this case (",
+                                                 c10::toString(q.scalar_type()), ", K ", q.size(3),
+                                                 ", SSMLAB_DELTA_CUDA, or a build without CUDA kernels); running "
+                                                 "the chunked UT/WY algorithm in ATen"));
   return delta_rule_chunked(q, k, v, beta, opts);
 }
 

@@ -32,13 +32,15 @@ struct DeltaRuleOut {
 };
 
 // The implementation delta_rule(..., backend) runs: the time-stepped oracle, the chunked UT/WY algorithm in
-// ATen (any device), or the fused CPU kernel.
+// ATen (any device), or the fused kernels (CPU: cpu.cpp; CUDA: the UT/WY chunk form with its serial pass over
+// chunks as one CUDA kernel per direction, chunk_pass.h).
 enum class DeltaRulePath { reference, chunked, fused };
 const char* to_string(DeltaRulePath path);
 
 // Validates the inputs (errors print every shape) and runs the selected backend: "auto" (the fused CPU kernel
-// for CPU inputs; elsewhere the chunked ATen algorithm, logged once: there is no CUDA kernel yet) or
-// "reference" (the time-stepped oracle).
+// for CPU inputs; the CUDA kernels for CUDA inputs where delta_rule_cuda_supports(q); elsewhere the chunked ATen
+// algorithm, logged once) or "reference" (the time-stepped oracle). The environment variable
+// SSMLAB_DELTA_CUDA=chunked (read on every call) sends "auto" on CUDA to the chunked ATen algorithm instead.
 DeltaRuleOut delta_rule(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& beta,
                         const DeltaRuleOptions& opts = {}, const std::string& backend = "auto");
 DeltaRulePath delta_rule_path(const at::Tensor& q, const std::string& backend = "auto");
@@ -58,13 +60,18 @@ DeltaRuleOut delta_rule_reference(const at::Tensor& q, const at::Tensor& k, cons
 DeltaRuleOut delta_rule_chunked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& beta,
                                 const DeltaRuleOptions& opts);
 
-// The fused CPU kernel (cpu.cpp, autograd.cpp): the recurrence per (batch, value head) with the state held
+// The fused kernels. CPU (cpu.cpp, autograd.cpp): the recurrence per (batch, value head) with the state held
 // locally, vectorised over V, parallel over B HV; a hand-written backward from states saved every 64 steps.
-// Computes in fp32 (fp64 for fp64 q); o in q's dtype. Throws unless delta_rule_cpu_supports(q). Expects checked
-// inputs.
+// CUDA (chunk_pass.cpp, cuda.cu): the intra-chunk UT/WY part in batched ATen, the serial pass over chunks as one
+// kernel per direction (state on chip per (batch, value head, 32 value columns)), chunk size capped at 64.
+// Computes in fp32 (fp64 for fp64 q); o in q's dtype. Throws unless delta_rule_cpu_supports(q) or
+// delta_rule_cuda_supports(q). Expects checked inputs.
 DeltaRuleOut delta_rule_fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& beta,
                               const DeltaRuleOptions& opts);
 bool delta_rule_cpu_supports(const at::Tensor& q);
+// CUDA q of a float dtype, a build with the CUDA kernels, K <= 256 with the kernels' shared memory fitting the
+// device (fp32 compute: every K <= 256; fp64: K <= 128), and SSMLAB_DELTA_CUDA not "chunked".
+bool delta_rule_cuda_supports(const at::Tensor& q);
 
 // One decode step: q_t, k_t (B, H, K), v_t (B, HV, V), beta_t (B, HV), g_t (B, HV) or (B, HV, K) or nullopt
 // continue the recurrence held in `state` (B, HV, K, V), updated in place (it keeps its dtype; compute in fp32,

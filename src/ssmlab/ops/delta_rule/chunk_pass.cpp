@@ -1,0 +1,214 @@
+// The delta rule as intra-chunk UT/WY in ATen + one serial pass over chunks (chunk_pass.h), and the CUDA path's
+// entry (delta_rule_cuda_supports; delta_rule_fused on CUDA inputs runs delta_rule_pass::run with Impl::cuda).
+#include "ssmlab/ops/delta_rule/chunk_pass.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <limits>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "ssmlab/core/device.h"
+#include "ssmlab/core/error.h"
+#ifdef SSMLAB_WITH_CUDA
+#include "ssmlab/ops/delta_rule/cuda.h"
+#endif
+
+namespace ssmlab::ops {
+namespace delta_rule_pass {
+namespace {
+
+using at::Tensor;
+
+std::atomic<bool> dr_pass_poison{false};
+
+Forward pass_forward(const Inputs& in, bool save, Impl impl) {
+#ifdef SSMLAB_WITH_CUDA
+  if (impl == Impl::cuda) return delta_rule_cuda::forward(in, save);
+#endif
+  SSMLAB_CHECK(impl == Impl::aten, "delta_rule: this build has no CUDA delta-rule kernels");
+  return forward_aten(in, save);
+}
+
+Backward pass_backward(const Inputs& in, const Tensor& dO, const Tensor& dS_final, Impl impl) {
+#ifdef SSMLAB_WITH_CUDA
+  if (impl == Impl::cuda) return delta_rule_cuda::backward(in, dO, dS_final);
+#endif
+  SSMLAB_CHECK(impl == Impl::aten, "delta_rule: this build has no CUDA delta-rule kernels");
+  return backward_aten(in, dO, dS_final);
+}
+
+// The pass as one autograd Function over (U, W, Qi, A, Ko, d, S0); outputs (O, final state).
+class DeltaChunkPass : public torch::autograd::Function<DeltaChunkPass> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& U,
+                                                const Tensor& W, const Tensor& Qi, const Tensor& A, const Tensor& Ko,
+                                                const Tensor& d, const Tensor& S0, int64_t impl) {
+    const Inputs in{U, W, Qi, A, Ko, d, S0};
+    auto f = pass_forward(in, /*save=*/true, static_cast<Impl>(impl));
+    ctx->save_for_backward({U, W, Qi, A, Ko, d, S0, f.S_entry, f.Vn});
+    ctx->saved_data["impl"] = impl;
+    return {f.O, f.final_state};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const Inputs in{s[0], s[1], s[2], s[3], s[4], s[5], s[6]};
+    const Tensor &S_entry = s[7], &Vn = s[8];
+    const Tensor dO = grads[0].defined() ? grads[0].to(in.U.scalar_type()).contiguous() : at::zeros_like(in.U);
+    const Tensor dSf = grads[1].defined() ? grads[1].to(in.U.scalar_type()).contiguous() : Tensor();
+    const auto g = pass_backward(in, dO, dSf, static_cast<Impl>(ctx->saved_data["impl"].toInt()));
+    const Tensor St = S_entry.transpose(-1, -2);                          // (B, HV, nc, V, K)
+    torch::autograd::variable_list out(8);
+    out[0] = g.dVn;                                                       // dU
+    out[1] = -at::matmul(g.dVn, St);                                      // dW  (Q, K)
+    out[2] = at::matmul(dO, St);                                          // dQi (Q, K)
+    out[3] = at::matmul(dO, Vn.transpose(-1, -2));                        // dA  (Q, Q)
+    out[4] = at::matmul(Vn, g.dSx.transpose(-1, -2));                     // dKo (Q, K)
+    out[5] = (g.dSx * S_entry).sum(-1);                                   // dd  (K)
+    out[6] = g.dS0;
+    return out;
+  }
+};
+
+}  // namespace
+
+void set_poison_outputs(bool on) { dr_pass_poison = on; }
+bool poison_outputs() { return dr_pass_poison.load(); }
+
+Forward forward_aten(const Inputs& in, bool save) {
+  const int64_t nc = in.U.size(2);
+  Tensor S = in.S0;
+  std::vector<Tensor> os, entries, vns;
+  for (int64_t c = 0; c < nc; ++c) {
+    const Tensor vn = in.U.select(2, c) - at::matmul(in.W.select(2, c), S);              // (B, HV, Q, V)
+    os.push_back(at::matmul(in.Qi.select(2, c), S) + at::matmul(in.A.select(2, c), vn));
+    if (save) {
+      entries.push_back(S);
+      vns.push_back(vn);
+    }
+    S = in.d.select(2, c).unsqueeze(-1) * S + at::matmul(in.Ko.select(2, c).transpose(-1, -2), vn);
+  }
+  Forward f;
+  f.O = nc > 0 ? at::stack(os, 2) : at::zeros_like(in.U);
+  f.final_state = S.clone();
+  if (save) {
+    f.S_entry = nc > 0 ? at::stack(entries, 2) : at::zeros({in.S0.size(0), in.S0.size(1), 0, in.S0.size(2),
+                                                           in.S0.size(3)}, in.S0.options());
+    f.Vn = nc > 0 ? at::stack(vns, 2) : at::zeros_like(in.U);
+  }
+  return f;
+}
+
+Backward backward_aten(const Inputs& in, const Tensor& dO, const Tensor& dS_final) {
+  const int64_t nc = in.U.size(2);
+  Tensor dS = dS_final.defined() ? dS_final : at::zeros_like(in.S0);
+  std::vector<Tensor> dvns(nc), dsxs(nc);
+  for (int64_t c = nc - 1; c >= 0; --c) {
+    dsxs[c] = dS;
+    const Tensor dvn = at::matmul(in.A.select(2, c).transpose(-1, -2), dO.select(2, c)) +
+                       at::matmul(in.Ko.select(2, c), dS);                                 // (B, HV, Q, V)
+    dvns[c] = dvn;
+    dS = in.d.select(2, c).unsqueeze(-1) * dS + at::matmul(in.Qi.select(2, c).transpose(-1, -2), dO.select(2, c)) -
+         at::matmul(in.W.select(2, c).transpose(-1, -2), dvn);
+  }
+  Backward g;
+  g.dVn = nc > 0 ? at::stack(dvns, 2) : at::zeros_like(in.U);
+  g.dSx = nc > 0 ? at::stack(dsxs, 2)
+                 : at::zeros({in.S0.size(0), in.S0.size(1), 0, in.S0.size(2), in.S0.size(3)}, in.S0.options());
+  g.dS0 = dS.clone();
+  return g;
+}
+
+DeltaRuleOut run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& beta,
+                 const DeltaRuleOptions& opts, Impl impl) {
+  const auto ct = state_dtype(q.scalar_type());
+  const int64_t b = q.size(0), l = q.size(1), h = q.size(2), kd = q.size(3), hv = v.size(2), vd = v.size(3);
+  const int64_t rep = hv / h;
+  const auto fopt = q.options().dtype(ct);
+  const Tensor S0 = opts.initial_state ? opts.initial_state->to(ct).contiguous() : at::zeros({b, hv, kd, vd}, fopt);
+  if (l == 0) return {at::zeros({b, 0, hv, vd}, q.options()), S0.clone()};
+  int64_t qc = std::min(opts.chunk_size, l);
+#ifdef SSMLAB_WITH_CUDA
+  if (impl == Impl::cuda) qc = std::min<int64_t>(qc, delta_rule_cuda::kMaxQ);
+#endif
+  const int64_t nc = (l + qc - 1) / qc, lp = nc * qc;
+  // The intra-chunk part, as chunked.cpp: (B, L, HV, X) -> (B, HV, nc, Q, X), zero-padded steps at the end
+  // (k = q = beta = g = 0 leave the state unchanged).
+  auto pad_time = [&](const Tensor& t) {
+    if (lp == l) return t;
+    std::vector<int64_t> pad(2 * (t.dim() - 1), 0);
+    pad.back() = lp - l;
+    return at::constant_pad_nd(t, pad, 0.0);
+  };
+  auto chunks = [&](const Tensor& t) {
+    const int64_t x = t.size(3);
+    return pad_time(t.to(ct)).view({b, nc, qc, hv, x}).permute({0, 3, 1, 2, 4});
+  };
+  auto expand = [&](const Tensor& t) { return rep == 1 ? t : t.repeat_interleave(rep, 2); };
+  const Tensor qh = chunks(expand(q)), kh = chunks(expand(k)), vh = chunks(v);        // (B, HV, nc, Q, K|V)
+  const Tensor bh = chunks(beta.unsqueeze(-1));                                        // (B, HV, nc, Q, 1)
+  const Tensor g = opts.g ? chunks(opts.g->dim() == 3 ? opts.g->unsqueeze(-1) : *opts.g)
+                          : at::zeros({b, hv, nc, qc, 1}, fopt);
+  const Tensor G = at::cumsum(g, 3);                                                   // (B, HV, nc, Q, kg)
+  const Tensor upper = at::ones({qc, qc}, q.options().dtype(at::kBool)).triu(1).unsqueeze(-1);
+  const Tensor gam = at::exp((G.unsqueeze(-2) - G.unsqueeze(-3)).masked_fill(upper, -INFINITY));  // (.., Q, Q, kg)
+  Tensor KK, QK;
+  if (G.size(-1) == 1) {
+    const Tensor gm = gam.squeeze(-1);
+    KK = at::matmul(kh, kh.transpose(-1, -2)) * gm;
+    QK = at::matmul(qh, kh.transpose(-1, -2)) * gm;
+  } else {
+    KK = (kh.unsqueeze(-2) * kh.unsqueeze(-3) * gam).sum(-1);
+    QK = (qh.unsqueeze(-2) * kh.unsqueeze(-3) * gam).sum(-1);
+  }
+  const Tensor M = at::eye(qc, fopt) + KK.tril(-1) * bh;                              // I + diag(beta) A, unit lower
+  const Tensor eG = at::exp(G);
+  // T = M^-1 by one batched triangular solve against I (Q right-hand sides), then U and W as batched matmuls.
+  const Tensor I = at::eye(qc, fopt).expand_as(M).contiguous();
+  const Tensor T = at::linalg_solve_triangular(M, I, /*upper=*/false, /*left=*/true, /*unitriangular=*/true);
+  const Tensor U = at::matmul(T, bh * vh);
+  const Tensor W = at::matmul(T, bh * kh * eG);
+  const Tensor G_last = G.narrow(3, qc - 1, 1);                                        // (B, HV, nc, 1, kg)
+  const Tensor Qi = (qh * eG).contiguous();
+  const Tensor Ko = (kh * at::exp(G_last - G)).contiguous();
+  const Tensor d = at::exp(G_last).squeeze(3).expand({b, hv, nc, kd}).contiguous();   // (B, HV, nc, K)
+  const Inputs in{U.contiguous(), W.contiguous(), Qi, QK.contiguous(), Ko, d, S0};
+  bool grad = false;
+  if (at::GradMode::is_enabled())
+    for (const Tensor* t : {&in.U, &in.W, &in.Qi, &in.A, &in.Ko, &in.d, &in.S0}) grad = grad || t->requires_grad();
+  Tensor O, S;
+  if (grad) {
+    auto outs = DeltaChunkPass::apply(in.U, in.W, in.Qi, in.A, in.Ko, in.d, in.S0, static_cast<int64_t>(impl));
+    O = outs[0];
+    S = outs[1];
+  } else {
+    auto f = pass_forward(in, /*save=*/false, impl);
+    O = f.O;
+    S = f.final_state;
+  }
+  const Tensor o = O.permute({0, 2, 3, 1, 4}).reshape({b, lp, hv, vd}).narrow(1, 0, l);
+  return {o.to(q.scalar_type()), S};
+}
+
+}  // namespace delta_rule_pass
+
+bool delta_rule_cuda_supports(const at::Tensor& q) {
+#ifdef SSMLAB_WITH_CUDA
+  if (!q.is_cuda()) return false;
+  const auto t = q.scalar_type();
+  if (!(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf)) return false;
+  const char* env = std::getenv("SSMLAB_DELTA_CUDA");
+  if (env != nullptr && std::string(env) == "chunked") return false;
+  return delta_rule_cuda::shared_memory_fits(q.size(3), delta_rule_cuda::kMaxQ, state_dtype(t), q.device().index());
+#else
+  (void)q;
+  return false;
+#endif
+}
+
+}  // namespace ssmlab::ops

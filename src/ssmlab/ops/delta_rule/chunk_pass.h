@@ -1,0 +1,55 @@
+// The delta rule as "intra-chunk UT/WY in ATen + one serial pass over chunks" (README.md beside this file,
+// "CUDA"): the form the CUDA path runs. Internal to ops/delta_rule.
+//
+// The intra-chunk part (chunk-local cumulative decays, T = (I + A)^-1, U, W, the masked Q K^T products) is
+// batched ATen with autograd, exactly as chunked.cpp computes it. The serial pass over chunks is one autograd
+// Function with a hand-written backward; its forward and backward each have two implementations with one
+// contract: a loop of ATen matmuls over chunks (any device: the CPU tests check the decomposition and the
+// backward formulas with it) and one CUDA kernel per direction (cuda.cu, where the build has CUDA kernels).
+//
+// Pass contract, per (batch, value head), chunk c = 0..nc-1, all tensors contiguous in one dtype (fp32 / fp64):
+//   U (B, HV, nc, Q, V)   W, Qi, Ko (B, HV, nc, Q, K)   A (B, HV, nc, Q, Q) lower triangular incl. diagonal
+//   d (B, HV, nc, K) chunk decay per key row          S0 (B, HV, K, V) entry state
+// forward, from S = S0:
+//   Vn_c = U_c - W_c S;   O_c = Qi_c S + A_c Vn_c;   S <- diag(d_c) S + Ko_c^T Vn_c
+// giving O (B, HV, nc, Q, V), the final S, and (save) the entry state of every chunk S_entry (B, HV, nc, K, V)
+// and Vn (B, HV, nc, Q, V).
+// backward, from dS = dS_final (zero if undefined), c = nc-1..0 (dSx_c = the gradient of chunk c's exit state):
+//   dSx_c = dS;   dVn_c = A_c^T dO_c + Ko_c dS;   dS <- diag(d_c) dS + Qi_c^T dO_c - W_c^T dVn_c
+// giving dVn, dSx (B, HV, nc, K, V) and dS0 = the last dS. The remaining gradients are batched products
+// (chunk_pass.cpp): dU = dVn, dW = -dVn S_entry^T, dQi = dO S_entry^T, dA = dO Vn^T, dKo = Vn dSx^T,
+// dd = rowsum(dSx * S_entry).
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include "ssmlab/ops/delta_rule/delta_rule.h"
+
+namespace ssmlab::ops::delta_rule_pass {
+
+struct Inputs {
+  at::Tensor U, W, Qi, A, Ko, d, S0;
+};
+struct Forward {
+  at::Tensor O, final_state, S_entry, Vn;  // S_entry, Vn defined when saved
+};
+struct Backward {
+  at::Tensor dVn, dSx, dS0;
+};
+
+// The ATen implementation of the pass (any device).
+Forward forward_aten(const Inputs& in, bool save);
+Backward backward_aten(const Inputs& in, const at::Tensor& dO, const at::Tensor& dS_final);
+
+// Tests: fill every output buffer of the CUDA kernels with NaN before they write it.
+void set_poison_outputs(bool on);
+bool poison_outputs();
+
+// Which implementation of the pass runs.
+enum class Impl { aten, cuda };
+
+// The whole delta rule in this form (delta_rule.h's contract; checked inputs). Impl::cuda needs CUDA inputs that
+// delta_rule_cuda_supports(q) accepts; the chunk size is then capped at 64 (the result does not depend on it).
+DeltaRuleOut run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& beta,
+                 const DeltaRuleOptions& opts, Impl impl);
+
+}  // namespace ssmlab::ops::delta_rule_pass

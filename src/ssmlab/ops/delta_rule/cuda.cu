@@ -1,0 +1,178 @@
+// Host launchers of the CUDA delta-rule pass over chunks (cuda.h; kernels in kernel_delta_pass.cuh): sizes,
+// shared-memory opt-in, dtype dispatch, launches on the current stream.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cstdlib>
+#include <limits>
+#include <string>
+
+#include "ssmlab/ops/delta_rule/cuda.h"
+#include "ssmlab/ops/delta_rule/kernel_delta_pass.cuh"
+
+namespace ssmlab::ops::delta_rule_cuda {
+namespace {
+
+namespace kd = ssmlab::ops::delta_pass_kernels;
+using at::Tensor;
+
+static_assert(kMaxK == kd::kMaxK && kMaxQ == kd::kMaxQ, "cuda.h and kernel_delta_pass.cuh disagree on the limits");
+
+Tensor out_empty(at::IntArrayRef sizes, const at::TensorOptions& o) {
+  return delta_rule_pass::poison_outputs() ? at::full(sizes, std::numeric_limits<double>::quiet_NaN(), o)
+                                           : at::empty(sizes, o);
+}
+
+template <typename T>
+kd::Params<T> sizes_of(const delta_rule_pass::Inputs& in) {
+  kd::Params<T> p{};
+  p.bh = in.U.size(0) * in.U.size(1);
+  p.nc = static_cast<int>(in.U.size(2));
+  p.q = static_cast<int>(in.U.size(3));
+  p.v = static_cast<int>(in.U.size(4));
+  p.k = static_cast<int>(in.W.size(4));
+  p.W = in.W.const_data_ptr<T>();
+  p.Qi = in.Qi.const_data_ptr<T>();
+  p.A = in.A.const_data_ptr<T>();
+  p.Ko = in.Ko.const_data_ptr<T>();
+  p.d = in.d.const_data_ptr<T>();
+  return p;
+}
+
+dim3 grid_of(const delta_rule_pass::Inputs& in) {
+  const int64_t bh = in.U.size(0) * in.U.size(1), v = in.U.size(4);
+  return dim3(static_cast<unsigned>(bh), static_cast<unsigned>((v + kd::kCols - 1) / kd::kCols));
+}
+
+void check_inputs(const delta_rule_pass::Inputs& in, const char* who) {
+  const int64_t k = in.W.size(4), q = in.U.size(3);
+  TORCH_CHECK(in.U.is_cuda() && k <= kMaxK && q <= kMaxQ && in.U.size(2) <= std::numeric_limits<int>::max() &&
+                  in.U.size(0) * in.U.size(1) <= std::numeric_limits<int>::max(),
+              who, ": needs CUDA tensors with K <= ", kMaxK, " and a chunk of at most ", kMaxQ, " steps; got U ",
+              in.U.sizes(), ", W ", in.W.sizes());
+  for (const Tensor* t : {&in.U, &in.W, &in.Qi, &in.A, &in.Ko, &in.d, &in.S0})
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == in.U.scalar_type() && t->device() == in.U.device(), who,
+                ": the pass inputs must be contiguous, of one dtype, on one device");
+}
+
+// SSMLAB_DELTA_CUDA=simple: the kernels with one scalar load per row operand (no 16-byte loads), for tests and
+// tables (read on every call).
+bool vector_loads() {
+  const char* v = std::getenv("SSMLAB_DELTA_CUDA");
+  return v == nullptr || std::string(v) != "simple";
+}
+
+template <typename T, bool kVec>
+void launch_forward(const kd::Params<T>& p, dim3 grid, size_t bytes, cudaStream_t stream) {
+  auto kernel = kd::delta_pass_forward_kernel<T, kVec>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  kernel<<<grid, kd::kThreads, bytes, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T, bool kVec>
+void launch_backward(const kd::Params<T>& p, dim3 grid, size_t bytes, cudaStream_t stream) {
+  auto kernel = kd::delta_pass_backward_kernel<T, kVec>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  kernel<<<grid, kd::kThreads, bytes, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+size_t forward_smem_bytes(int64_t k, int64_t q, size_t elem) {
+  return elem * static_cast<size_t>(kd::forward_smem_elems(static_cast<int>(k), static_cast<int>(q)));
+}
+
+size_t backward_smem_bytes(int64_t k, int64_t q, size_t elem) {
+  return elem * static_cast<size_t>(kd::backward_smem_elems(static_cast<int>(k), static_cast<int>(q)));
+}
+
+bool shared_memory_fits(int64_t k, int64_t q, c10::ScalarType compute, c10::DeviceIndex device) {
+  if (k < 1 || k > kMaxK || q < 1 || q > kMaxQ) return false;
+  if (compute != at::kFloat && compute != at::kDouble) return false;
+  const size_t elem = compute == at::kDouble ? 8 : 4;
+  const size_t optin = at::cuda::getDeviceProperties(device)->sharedMemPerBlockOptin;
+  return forward_smem_bytes(k, q, elem) <= optin && backward_smem_bytes(k, q, elem) <= optin;
+}
+
+delta_rule_pass::Forward forward(const delta_rule_pass::Inputs& in, bool save) {
+  check_inputs(in, "delta_rule_cuda::forward");
+  const c10::cuda::CUDAGuard guard(in.U.device());
+  const int64_t b = in.U.size(0), hv = in.U.size(1), nc = in.U.size(2), q = in.U.size(3), v = in.U.size(4),
+                k = in.W.size(4);
+  const auto o = in.U.options();
+  delta_rule_pass::Forward f;
+  f.O = out_empty({b, hv, nc, q, v}, o);
+  f.final_state = out_empty({b, hv, k, v}, o);
+  if (save) {
+    f.S_entry = out_empty({b, hv, nc, k, v}, o);
+    f.Vn = out_empty({b, hv, nc, q, v}, o);
+  }
+  if (b * hv == 0 || v == 0) return f;
+  if (nc == 0) {
+    f.final_state.copy_(in.S0);
+    return f;
+  }
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(in.U.scalar_type(), "delta_rule_cuda_forward", [&] {
+    auto p = sizes_of<scalar_t>(in);
+    p.U = in.U.const_data_ptr<scalar_t>();
+    p.S0 = in.S0.const_data_ptr<scalar_t>();
+    p.O = f.O.mutable_data_ptr<scalar_t>();
+    p.Sfin = f.final_state.mutable_data_ptr<scalar_t>();
+    p.Sentry = save ? f.S_entry.mutable_data_ptr<scalar_t>() : nullptr;
+    p.Vn = save ? f.Vn.mutable_data_ptr<scalar_t>() : nullptr;
+    const size_t bytes = forward_smem_bytes(k, q, sizeof(scalar_t));
+    if (vector_loads())
+      launch_forward<scalar_t, true>(p, grid_of(in), bytes, stream);
+    else
+      launch_forward<scalar_t, false>(p, grid_of(in), bytes, stream);
+  });
+  return f;
+}
+
+delta_rule_pass::Backward backward(const delta_rule_pass::Inputs& in, const Tensor& dO, const Tensor& dS_final) {
+  check_inputs(in, "delta_rule_cuda::backward");
+  const c10::cuda::CUDAGuard guard(in.U.device());
+  const int64_t b = in.U.size(0), hv = in.U.size(1), nc = in.U.size(2), q = in.U.size(3), v = in.U.size(4),
+                k = in.W.size(4);
+  const auto o = in.U.options();
+  TORCH_CHECK(dO.sizes() == in.U.sizes() && dO.is_contiguous() && dO.scalar_type() == in.U.scalar_type(),
+              "delta_rule_cuda::backward: dO must be contiguous, shaped and typed like U");
+  TORCH_CHECK(!dS_final.defined() || (dS_final.sizes() == in.S0.sizes() && dS_final.is_contiguous() &&
+                                      dS_final.scalar_type() == in.U.scalar_type()),
+              "delta_rule_cuda::backward: dS_final must be contiguous, shaped and typed like S0");
+  delta_rule_pass::Backward g;
+  g.dVn = out_empty({b, hv, nc, q, v}, o);
+  g.dSx = out_empty({b, hv, nc, k, v}, o);
+  g.dS0 = out_empty({b, hv, k, v}, o);
+  if (b * hv == 0 || v == 0) return g;
+  if (nc == 0) {
+    if (dS_final.defined())
+      g.dS0.copy_(dS_final);
+    else
+      g.dS0.zero_();
+    return g;
+  }
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(in.U.scalar_type(), "delta_rule_cuda_backward", [&] {
+    auto p = sizes_of<scalar_t>(in);
+    p.dO = dO.const_data_ptr<scalar_t>();
+    p.dSfin = dS_final.defined() ? dS_final.const_data_ptr<scalar_t>() : nullptr;
+    p.dVn = g.dVn.mutable_data_ptr<scalar_t>();
+    p.dSx = g.dSx.mutable_data_ptr<scalar_t>();
+    p.dS0 = g.dS0.mutable_data_ptr<scalar_t>();
+    const size_t bytes = backward_smem_bytes(k, q, sizeof(scalar_t));
+    if (vector_loads())
+      launch_backward<scalar_t, true>(p, grid_of(in), bytes, stream);
+    else
+      launch_backward<scalar_t, false>(p, grid_of(in), bytes, stream);
+  });
+  return g;
+}
+
+}  // namespace ssmlab::ops::delta_rule_cuda

@@ -1,0 +1,25 @@
+// Host launchers of the CUDA delta-rule pass over chunks (cuda.cu, kernels in kernel_delta_pass.cuh); no
+// autograd here (chunk_pass.cpp wraps them). Internal to ops/delta_rule. Defined only where the CUDA kernels are
+// linked (SSMLAB_WITH_CUDA). The contract is chunk_pass.h's: every tensor on one CUDA device, contiguous, in one
+// compute dtype (float32 or float64); K <= kMaxK, Q <= kMaxQ, and shared_memory_fits(K, Q, dtype).
+#pragma once
+#include <cstddef>
+
+#include "ssmlab/ops/delta_rule/chunk_pass.h"
+
+namespace ssmlab::ops::delta_rule_cuda {
+
+inline constexpr int64_t kMaxK = 256;
+inline constexpr int64_t kMaxQ = 64;
+
+// Bytes of dynamic shared memory the forward / backward kernel needs for key dim k and chunk q.
+size_t forward_smem_bytes(int64_t k, int64_t q, size_t elem);
+size_t backward_smem_bytes(int64_t k, int64_t q, size_t elem);
+// Whether both kernels fit the shared memory of `device` (K <= kMaxK, Q <= kMaxQ, float32 or float64 compute).
+bool shared_memory_fits(int64_t k, int64_t q, c10::ScalarType compute, c10::DeviceIndex device);
+
+delta_rule_pass::Forward forward(const delta_rule_pass::Inputs& in, bool save);
+delta_rule_pass::Backward backward(const delta_rule_pass::Inputs& in, const at::Tensor& dO,
+                                   const at::Tensor& dS_final);
+
+}  // namespace ssmlab::ops::delta_rule_cuda
