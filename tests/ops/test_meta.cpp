@@ -153,6 +153,23 @@ std::vector<Call> calls(at::ScalarType dt, at::Generator& gen) {
   c.push_back({"delta_rule_update", {r({2, 2, 3}), r({2, 2, 3}), r({2, 4, 5}), posv({2, 4}), r({2, 4, 3, 5})},
                {{"g", neg({2, 4})}}});
   c.push_back({"delta_rule_update", {r({1, 1, 2}), r({1, 1, 2}), r({1, 1, 3}), posv({1, 1}), r({1, 1, 2, 3})}, {}});
+  {
+    const auto st = dt == at::kDouble ? at::kDouble : at::kFloat;
+    // Mamba-3 MIMO (R 2, halves) from an initial state; SISO (adjacent) from zeros; one decode step.
+    for (const char* name : {"mamba3_scan", "mamba3_scan_ref"}) {
+      c.push_back({name, {r({2, 7, 2, 3, 4}), r({2, 7, 2, 3, 4}), r({2, 7, 2, 3, 5}), neg({2, 7, 3}), posv({2, 7, 3}),
+                          r({2, 7, 3}), r({2, 7, 3, 2})},
+                   {{"D", r({3})}, {"phase", r({2, 3, 2}).to(st)}, {"state", r({2, 3, 5, 4}).to(st)},
+                    {"k_prev", r({2, 2, 3, 4})}, {"x_prev", r({2, 2, 3, 5})}, {"pairing", std::string("halves")},
+                    {"chunk_size", int64_t{4}}}});
+      c.push_back({name, {r({1, 5, 1, 1, 4}), r({1, 5, 1, 1, 4}), r({1, 5, 1, 1, 3}), neg({1, 5, 1}), posv({1, 5, 1}),
+                          r({1, 5, 1}), r({1, 5, 1, 1})}, {}});
+    }
+    c.push_back({"mamba3_step", {r({2, 2, 3, 4}), r({2, 2, 3, 4}), r({2, 2, 3, 5}), neg({2, 3}), posv({2, 3}), r({2, 3}),
+                                 r({2, 3, 2}), r({2, 3, 2}).to(st), r({2, 3, 5, 4}).to(st), r({2, 2, 3, 4}),
+                                 r({2, 2, 3, 5})},
+                 {{"D", r({3})}, {"pairing", std::string("halves")}}});
+  }
   return c;
 }
 

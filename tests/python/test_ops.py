@@ -143,6 +143,26 @@ def delta_update_samples(b=2, h=2, hv=4, k=3, v=5):
     return [full, bare]
 
 
+def mamba3_samples(b=2, t=5, r=2, h=2, n=4, p=3, s=2):
+    # MIMO (R 2, halves pairing) from a carried state; SISO (adjacent) from zeros. adt < 0, dt > 0, trap a logit.
+    full = ((rnd(b, t, r, h, n), rnd(b, t, r, h, n), rnd(b, t, r, h, p), -pos(b, t, h), pos(b, t, h, hi=0.5),
+             rnd(b, t, h), rnd(b, t, h, s)),
+            dict(D=rnd(h), phase=pos(b, h, s, lo=0.5, hi=5.5), state=rnd(b, h, p, n, scale=0.5),
+                 k_prev=rnd(b, r, h, n), x_prev=rnd(b, r, h, p), pairing="halves", chunk_size=4))
+    bare = ((rnd(1, 5, 1, 1, 4), rnd(1, 5, 1, 1, 4), rnd(1, 5, 1, 1, 3), -pos(1, 5, 1), pos(1, 5, 1, hi=0.5),
+             rnd(1, 5, 1), rnd(1, 5, 1, 1)), {})
+    return [full, bare]
+
+
+def mamba3_step_samples(b=2, r=2, h=2, n=4, p=3, s=2):
+    full = ((rnd(b, r, h, n), rnd(b, r, h, n), rnd(b, r, h, p), -pos(b, h), pos(b, h, hi=0.5), rnd(b, h),
+             rnd(b, h, s), pos(b, h, s, lo=0.5, hi=5.5), rnd(b, h, p, n), rnd(b, r, h, n), rnd(b, r, h, p)),
+            dict(D=rnd(h), pairing="halves"))
+    bare = ((rnd(1, 1, 1, 4), rnd(1, 1, 1, 4), rnd(1, 1, 1, 3), -pos(1, 1), pos(1, 1, hi=0.5), rnd(1, 1),
+             rnd(1, 1, 1), pos(1, 1, 1), rnd(1, 1, 3, 4), rnd(1, 1, 1, 4), rnd(1, 1, 1, 3)), {})
+    return [full, bare]
+
+
 SAMPLES = {
     "selective_scan": scan_samples, "selective_scan_ref": scan_samples,
     "selective_scan_varlen": varlen_samples, "selective_scan_varlen_ref": varlen_samples,
@@ -154,6 +174,7 @@ SAMPLES = {
     "ssd_scan_update": ssd_update_samples,
     "delta_rule": delta_samples, "delta_rule_ref": delta_samples,
     "delta_rule_update": delta_update_samples,
+    "mamba3_scan": mamba3_samples, "mamba3_scan_ref": mamba3_samples, "mamba3_step": mamba3_step_samples,
 }
 
 

@@ -59,6 +59,10 @@ const std::vector<OpInfo>& op_table() {
       {"delta_rule", "gated delta rule (DeltaNet, Gated DeltaNet, KDA): per-head or per-key decay, beta, GVA",
        {"cpu"}},
       {"delta_rule_update", "one decode step of delta_rule, state in place (plain ATen)", {}, /*has_ref=*/false},
+      // "auto" off the CPU runs the chunked quadratic form in ATen (no CUDA kernel); mamba3.cpp decides.
+      {"mamba3_scan", "Mamba-3 scan (SISO and MIMO): trapezoidal update, data-dependent rotation, carried state",
+       {"cpu"}},
+      {"mamba3_step", "one decode step of mamba3_scan, returns the next state (plain ATen)", {}, /*has_ref=*/false},
   };
   return table;
 }

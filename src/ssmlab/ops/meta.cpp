@@ -14,6 +14,7 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "ssmlab/ops/delta_rule/delta_rule.h"
+#include "ssmlab/ops/mamba3/mamba3.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 #include "ssmlab/ops/selective_state_update/selective_state_update.h"
 #include "ssmlab/ops/ssd_scan/ssd_scan.h"
@@ -204,6 +205,43 @@ Tensor delta_rule_update(const Tensor& q, const Tensor& k, const Tensor& v, cons
   check_rank(state, 4, "delta_rule_update", "state");
   (void)k, (void)beta, (void)g;
   return empty({v.sym_size(0), v.sym_size(1), v.sym_size(2)}, q, q.scalar_type());
+}
+
+Mamba3Tuple mamba3_scan(const Tensor& q, const Tensor& k, const Tensor& x, const Tensor& adt, const Tensor& dt,
+                        const Tensor& trap, const Tensor& theta, const OptT& D, const OptT& phase, const OptT& state,
+                        const OptT& k_prev, const OptT& x_prev, c10::string_view pairing, int64_t chunk_size) {
+  check_rank(q, 5, "mamba3_scan", "q");
+  check_rank(x, 5, "mamba3_scan", "x");
+  check_rank(theta, 4, "mamba3_scan", "theta");
+  const Mamba3Pairing pr = mamba3_pairing_from(std::string(pairing));
+  if (!symbolic({&q, &k, &x, &adt, &dt, &trap, &theta}, {&D, &phase, &state, &k_prev, &x_prev})) {
+    Mamba3Options o;
+    o.pairing = pr;
+    o.D = D;
+    if (phase || state || k_prev || x_prev)
+      o.initial = Mamba3State{phase.value_or(Tensor()), state.value_or(Tensor()), k_prev.value_or(Tensor()),
+                              x_prev.value_or(Tensor())};
+    o.chunk_size = chunk_size;
+    check_mamba3_inputs(q, k, x, adt, dt, trap, theta, o);
+  }
+  const auto b = q.sym_size(0), t = q.sym_size(1), r = q.sym_size(2), h = q.sym_size(3), n = q.sym_size(4);
+  const auto p = x.sym_size(4), s = theta.sym_size(3);
+  return {empty({b, t, r, h, p}, x, x.scalar_type()), empty({b, h, s}, x, state_of(x)), empty({b, h, p, n}, x, state_of(x)),
+          empty({b, r, h, n}, x, k.scalar_type()), empty({b, r, h, p}, x, x.scalar_type())};
+}
+
+Mamba3Tuple mamba3_step(const Tensor& q, const Tensor& k, const Tensor& x, const Tensor& adt, const Tensor& dt,
+                        const Tensor& trap, const Tensor& theta, const Tensor& phase, const Tensor& state,
+                        const Tensor& k_prev, const Tensor& x_prev, const OptT& D, c10::string_view pairing) {
+  check_rank(q, 4, "mamba3_step", "q");
+  check_rank(x, 4, "mamba3_step", "x");
+  check_rank(theta, 3, "mamba3_step", "theta");
+  (void)mamba3_pairing_from(std::string(pairing));
+  (void)adt, (void)dt, (void)trap, (void)phase, (void)state, (void)k_prev, (void)x_prev, (void)D;
+  const auto b = q.sym_size(0), r = q.sym_size(1), h = q.sym_size(2), n = q.sym_size(3);
+  const auto p = x.sym_size(3), s = theta.sym_size(2);
+  return {empty({b, r, h, p}, x, x.scalar_type()), empty({b, h, s}, x, state_of(x)), empty({b, h, p, n}, x, state_of(x)),
+          empty({b, r, h, n}, x, k.scalar_type()), empty({b, r, h, p}, x, x.scalar_type())};
 }
 
 }  // namespace ssmlab::ops::meta

@@ -45,5 +45,14 @@ std::tuple<at::Tensor, at::Tensor> delta_rule(const at::Tensor& q, const at::Ten
                                               const OptTensor& initial_state, int64_t chunk_size);
 at::Tensor delta_rule_update(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& beta,
                              at::Tensor& state, const OptTensor& g);
+using Mamba3Tuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+Mamba3Tuple mamba3_scan(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
+                        const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta, const OptTensor& D,
+                        const OptTensor& phase, const OptTensor& state, const OptTensor& k_prev,
+                        const OptTensor& x_prev, c10::string_view pairing, int64_t chunk_size);
+Mamba3Tuple mamba3_step(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
+                        const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta, const at::Tensor& phase,
+                        const at::Tensor& state, const at::Tensor& k_prev, const at::Tensor& x_prev, const OptTensor& D,
+                        c10::string_view pairing);
 
 }  // namespace ssmlab::ops::meta

@@ -15,6 +15,7 @@
 
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
 #include "ssmlab/ops/delta_rule/delta_rule.h"
+#include "ssmlab/ops/mamba3/mamba3.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 #include "ssmlab/ops/selective_state_update/selective_state_update.h"
 #include "ssmlab/ops/wkv/wkv.h"
@@ -183,6 +184,44 @@ constexpr const char* kDeltaArgs =
     "(Tensor q, Tensor k, Tensor v, Tensor beta, Tensor? g=None, Tensor? initial_state=None, int chunk_size=64) "
     "-> (Tensor, Tensor)";
 
+// ssmlab::mamba3_scan (kRef false) and ssmlab::mamba3_scan_ref (kRef true): (y, phase, state, k_prev, x_prev);
+// the initial state is the four optional tensors (all or none).
+using Mamba3Tuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+template <bool kRef>
+Mamba3Tuple mamba3_scan_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
+                           const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
+                           const std::optional<at::Tensor>& D, const std::optional<at::Tensor>& phase,
+                           const std::optional<at::Tensor>& state, const std::optional<at::Tensor>& k_prev,
+                           const std::optional<at::Tensor>& x_prev, c10::string_view pairing, int64_t chunk_size) {
+  Mamba3Options o;
+  o.pairing = mamba3_pairing_from(std::string(pairing));
+  o.D = D;
+  if (phase || state || k_prev || x_prev)
+    o.initial = Mamba3State{phase.value_or(at::Tensor()), state.value_or(at::Tensor()), k_prev.value_or(at::Tensor()),
+                            x_prev.value_or(at::Tensor())};
+  o.chunk_size = chunk_size;
+  auto r = mamba3_scan(q, k, x, adt, dt, trap, theta, o, kRef ? "reference" : "auto");
+  return {r.y, r.final.phase, r.final.state, r.final.k_prev, r.final.x_prev};
+}
+
+Mamba3Tuple mamba3_step_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
+                           const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
+                           const at::Tensor& phase, const at::Tensor& state, const at::Tensor& k_prev,
+                           const at::Tensor& x_prev, const std::optional<at::Tensor>& D, c10::string_view pairing) {
+  auto [y, next] = mamba3_step(q, k, x, adt, dt, trap, theta, Mamba3State{phase, state, k_prev, x_prev},
+                               mamba3_pairing_from(std::string(pairing)), D);
+  return {y, next.phase, next.state, next.k_prev, next.x_prev};
+}
+
+constexpr const char* kMamba3Args =
+    "(Tensor q, Tensor k, Tensor x, Tensor adt, Tensor dt, Tensor trap, Tensor theta, Tensor? D=None, "
+    "Tensor? phase=None, Tensor? state=None, Tensor? k_prev=None, Tensor? x_prev=None, str pairing=\"adjacent\", "
+    "int chunk_size=64) -> (Tensor, Tensor, Tensor, Tensor, Tensor)";
+constexpr const char* kMamba3StepArgs =
+    "(Tensor q, Tensor k, Tensor x, Tensor adt, Tensor dt, Tensor trap, Tensor theta, Tensor phase, Tensor state, "
+    "Tensor k_prev, Tensor x_prev, Tensor? D=None, str pairing=\"adjacent\") "
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor)";
+
 constexpr const char* kScanArgs =
     "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? z=None, "
     "Tensor? delta_bias=None, bool delta_softplus=False, Tensor? initial_state=None) -> (Tensor, Tensor)";
@@ -201,7 +240,8 @@ const std::vector<std::pair<std::string, const char*>>& differentiable_ops() {
       {"causal_conv1d", kConvArgs}, {"causal_conv1d_ref", kConvArgs},
       {"wkv", kWkvArgs}, {"wkv_ref", kWkvArgs},
       {"ssd_scan", kSsdArgs}, {"ssd_scan_ref", kSsdArgs},
-      {"delta_rule", kDeltaArgs}, {"delta_rule_ref", kDeltaArgs}};
+      {"delta_rule", kDeltaArgs}, {"delta_rule_ref", kDeltaArgs},
+      {"mamba3_scan", kMamba3Args}, {"mamba3_scan_ref", kMamba3Args}, {"mamba3_step", kMamba3StepArgs}};
   return ops;
 }
 
@@ -278,6 +318,11 @@ TORCH_LIBRARY(ssmlab, m) {
   m.def((std::string("delta_rule_ref") + kDeltaArgs).c_str());
   // One decode step of delta_rule; state (B, HV, K, V) updated in place. Plain ATen everywhere (no _ref twin).
   m.def("delta_rule_update(Tensor q, Tensor k, Tensor v, Tensor beta, Tensor(a!) state, Tensor? g=None) -> Tensor");
+  // The Mamba-3 scan (ops/mamba3), SISO and MIMO: returns (y, phase, state, k_prev, x_prev), the carried state.
+  m.def((std::string("mamba3_scan") + kMamba3Args).c_str());
+  m.def((std::string("mamba3_scan_ref") + kMamba3Args).c_str());
+  // One decode step of mamba3_scan, functional (returns the next state); plain ATen everywhere (no _ref twin).
+  m.def((std::string("mamba3_step") + kMamba3StepArgs).c_str());
   // The backward of each differentiable op: gradients of its floating-point tensor inputs that are present, in
   // argument order (op_autograd.h).
   for (const auto& [name, args] : differentiable_ops()) {
@@ -307,6 +352,9 @@ TORCH_LIBRARY(ssmlab, m) {
     m.impl("delta_rule", &Kernel<&delta_rule_op<false>>::call);                                                  \
     m.impl("delta_rule_ref", &Kernel<&delta_rule_op<true>>::call);                                               \
     m.impl("delta_rule_update", &Kernel<&delta_rule_update_op>::call);                                           \
+    m.impl("mamba3_scan", &Kernel<&mamba3_scan_op<false>>::call);                                                \
+    m.impl("mamba3_scan_ref", &Kernel<&mamba3_scan_op<true>>::call);                                             \
+    m.impl("mamba3_step", &Kernel<&mamba3_step_op>::call);                                                       \
     for (const auto& op : differentiable_ops())                                                                  \
       m.impl((op.first + "_backward").c_str(), torch::CppFunction::makeFromBoxedFunction<&backward_recompute_kernel>()); \
   }
@@ -333,6 +381,9 @@ TORCH_LIBRARY_IMPL(ssmlab, Meta, m) {
   m.impl("delta_rule", &meta::delta_rule);
   m.impl("delta_rule_ref", &meta::delta_rule);
   m.impl("delta_rule_update", &meta::delta_rule_update);
+  m.impl("mamba3_scan", &meta::mamba3_scan);
+  m.impl("mamba3_scan_ref", &meta::mamba3_scan);
+  m.impl("mamba3_step", &meta::mamba3_step);
   for (const auto& op : differentiable_ops())
     m.impl((op.first + "_backward").c_str(), torch::CppFunction::makeFromBoxedFunction<&backward_meta_kernel>());
 }

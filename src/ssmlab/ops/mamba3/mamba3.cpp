@@ -129,6 +129,13 @@ const char* to_string(Mamba3Pairing pairing) {
   return pairing == Mamba3Pairing::adjacent ? "adjacent" : "halves";
 }
 
+Mamba3Pairing mamba3_pairing_from(const std::string& name) {
+  if (name == "adjacent") return Mamba3Pairing::adjacent;
+  if (name == "halves") return Mamba3Pairing::halves;
+  throw Error(str("mamba3: unknown rotation pairing '", name, "': expected \"adjacent\" (pairs (2i, 2i+1), SISO) or "
+                  "\"halves\" (pairs (i, i + N/2), MIMO)"));
+}
+
 const char* to_string(Mamba3Path path) {
   switch (path) {
     case Mamba3Path::reference: return "reference";

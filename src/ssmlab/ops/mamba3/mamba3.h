@@ -21,6 +21,8 @@ namespace ssmlab::ops {
 
 enum class Mamba3Pairing { adjacent, halves };  // SISO: pairs (2i, 2i+1); MIMO: (i, i + N/2); i < S
 const char* to_string(Mamba3Pairing pairing);
+// "adjacent" or "halves"; anything else is an ssmlab::Error naming the choices.
+Mamba3Pairing mamba3_pairing_from(const std::string& name);
 
 struct Mamba3State {  // the carried decode / chunk-boundary state (spec A.3, A.6)
   at::Tensor phase;   // (B, H, S)     fp32 (fp64 for fp64 inputs): cumulative phase phi
