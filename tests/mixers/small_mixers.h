@@ -36,6 +36,9 @@ inline mixers::MixerOptions small_mixer_options() {
   o.gated_deltanet.expand_v = 1.5;
   o.kda.n_heads = 2;
   o.kda.head_dim = 5;
+  o.mamba3.d_state = 8;
+  o.mamba3.head_dim = 16;  // E = 64, H = 4, S = 2
+  o.mamba3.chunk_size = 4;
   return o;
 }
 

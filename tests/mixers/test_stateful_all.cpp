@@ -60,6 +60,11 @@ std::vector<Case> cases() {
   s4d_bilinear.opts.s4d.discretization = "bilinear";
   Case h3_window{"h3_lmax9", "h3"};
   h3_window.opts.h3.l_max = 9;
+  Case mamba3_mimo{"mamba3_mimo", "mamba3"};
+  mamba3_mimo.opts.mamba3.mimo = true;
+  mamba3_mimo.opts.mamba3.mimo_rank = 3;
+  mamba3_mimo.opts.mamba3.outproj_norm = true;
+  out.push_back(mamba3_mimo);
   out.push_back(s4d_window);
   out.push_back(s4d_bilinear);
   out.push_back(h3_window);

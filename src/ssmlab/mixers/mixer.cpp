@@ -14,7 +14,7 @@ at::Tensor MixerImpl::forward_stateful(const at::Tensor& x, State& state, Trace*
   (void)x, (void)state, (void)trace;
   fail("mixer '", kind(), "' has no state-carrying forward (forward_stateful): segment-by-segment "
        "evaluation needs a mixer whose supports_stateful() is true (mamba1, mamba2, s4d, h3, rwkv4, rwkv5, rwkv6, "
-       "hgrn2, deltanet, gated_deltanet, kda: every recurrent mixer); use forward() on the whole sequence or a "
+       "hgrn2, deltanet, gated_deltanet, kda, mamba3: every recurrent mixer); use forward() on the whole sequence or a "
        "step() loop");
 }
 

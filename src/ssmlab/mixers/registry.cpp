@@ -54,6 +54,10 @@ const std::vector<MixerInfo>& mixer_table() {
        [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
          return std::make_shared<DeltaNetImpl>(o.kda, DeltaVariant::kda, a.d_model, a.backend, gen);
        }},
+      {"mamba3", "Mamba-3 (SISO or MIMO): exponential-trapezoidal update, data-dependent rotation, no conv, ops/mamba3",
+       [](const MixerOptions& o, const MixerArgs& a, at::Generator& gen) -> MixerPtr {
+         return std::make_shared<Mamba3Impl>(o.mamba3, a.d_model, a.backend, gen);
+       }},
   };
   return table;
 }

@@ -12,6 +12,7 @@
 #include "ssmlab/mixers/hgrn2.h"
 #include "ssmlab/mixers/mamba1.h"
 #include "ssmlab/mixers/mamba2.h"
+#include "ssmlab/mixers/mamba3.h"
 #include "ssmlab/mixers/mixer.h"
 #include "ssmlab/mixers/rwkv4.h"
 #include "ssmlab/mixers/rwkv5.h"
@@ -34,6 +35,7 @@ struct MixerOptions {
   DeltaNetOptions deltanet;
   GatedDeltaNetOptions gated_deltanet;
   KdaOptions kda;
+  Mamba3Options mamba3;
 
   template <class V>
   void visit(V& v) {
@@ -49,6 +51,7 @@ struct MixerOptions {
     v("deltanet", deltanet, "DeltaNet (delta rule, no decay) options");
     v("gated_deltanet", gated_deltanet, "Gated DeltaNet (delta rule, one decay per head) options");
     v("kda", kda, "KDA (delta rule, one decay per key channel) options");
+    v("mamba3", mamba3, "Mamba-3 (SISO / MIMO) options");
   }
 };
 

@@ -68,7 +68,7 @@ at::Tensor LanguageModelImpl::forward_stateful(const at::Tensor& tokens, std::ve
                blocks.size(), " blocks");
   SSMLAB_CHECK(supports_stateful(), "LanguageModel.forward_stateful: mixer '", opts_.mixer,
                "' has no state-carrying forward (supported: mamba1, mamba2, s4d, h3, rwkv4, rwkv5, rwkv6, "
-               "hgrn2, deltanet, gated_deltanet, kda; not attention)");
+               "hgrn2, deltanet, gated_deltanet, kda, mamba3; not attention)");
   int64_t offset = 0;
   if (position_embedding) {
     at::Tensor& pos = states[0]["position"];  // () int64, the next position

@@ -33,7 +33,7 @@ void run_segments(LanguageModelImpl& model, const at::Tensor& tokens, int64_t se
   for (const auto& b : model.blocks)
     SSMLAB_CHECK(b->mixer->supports_stateful(), "run_segments: mixer '", b->mixer->kind(),
                  "' cannot carry its state across segments (no forward_stateful; supported: mamba1, mamba2, "
-                 "s4d, h3, rwkv4, rwkv5, rwkv6, hgrn2, deltanet, gated_deltanet, kda; not attention)");
+                 "s4d, h3, rwkv4, rwkv5, rwkv6, hgrn2, deltanet, gated_deltanet, kda, mamba3; not attention)");
   const auto params = model.parameters();
   SSMLAB_CHECK(!params.empty(), "run_segments: the model has no parameters");
   const c10::Device device = params.front().device();
