@@ -64,46 +64,83 @@ SSMLAB_CPU_INLINE void dr_decay(const DrPtrs<T>& p, int64_t b, int64_t hv, int64
   }
 }
 
-// One step on S (K x V): S <- diag(a) S (a null: no decay); e = v - S^T k; u = beta e; S += k u^T; o = S^T q.
-// w is V scratch; e and o may be null.
+// The forward step in ONE pass over the state block (the read of step t+1 folded into the write of step t):
+// with w = S_{t-1}^T (a_t o k_t) (from the previous pass), e = v - w, u = beta e, each row d becomes
+//   Sn[d] = a_t[d] Sp[d] + k_t[d] u;   o += q_t[d] Sn[d];   w_next += (a_{t+1} o k_{t+1})[d] Sn[d]
+// Sp and Sn may be the same buffer. Columns go in register blocks of JB (the d loop innermost), so u, o and
+// w_next stay in registers and every state value is loaded and stored once. a, e, ot and kn (= a_{t+1} o k_{t+1};
+// null: no next step) may be null.
 template <typename T>
-SSMLAB_CPU_INLINE void dr_step(T* __restrict S, int64_t K, int64_t V, const T* __restrict qt,
-                               const T* __restrict kt, const T* __restrict vt, T bt, const T* __restrict a,
-                               T* __restrict w, T* __restrict e, T* __restrict ot) {
-  for (int64_t j = 0; j < V; ++j) w[j] = T(0);
-  for (int64_t d = 0; d < K; ++d) {
-    T* __restrict row = S + d * V;
-    if (a) {
-      const T ad = a[d];
-      for (int64_t j = 0; j < V; ++j) row[j] *= ad;
+SSMLAB_CPU_INLINE void dr_step1(const T* Sp, T* Sn, int64_t K, int64_t n, const T* __restrict qt,
+                                const T* __restrict kt, const T* __restrict vt, T bt, const T* __restrict a,
+                                const T* __restrict w, T* __restrict e, T* __restrict ot, const T* __restrict kn,
+                                T* __restrict wn) {
+  constexpr int JB = 64 / sizeof(T);  // two 32-byte vectors
+  int64_t j0 = 0;
+  for (; j0 + JB <= n; j0 += JB) {
+    T u[JB], o[JB] = {}, s[JB] = {};
+    for (int j = 0; j < JB; ++j) {
+      const T ej = vt[j0 + j] - w[j0 + j];
+      if (e) e[j0 + j] = ej;
+      u[j] = bt * ej;
     }
-    const T kd = kt[d];
-    for (int64_t j = 0; j < V; ++j) w[j] += kd * row[j];
+    for (int64_t d = 0; d < K; ++d) {
+      const T* src = Sp + d * n + j0;
+      T* dst = Sn + d * n + j0;
+      const T ad = a ? a[d] : T(1), kd = kt[d], qd = qt[d], nd = kn ? kn[d] : T(0);
+      T old[JB];  // all loads before the stores: Sp and Sn may alias
+      for (int j = 0; j < JB; ++j) old[j] = src[j];
+      for (int j = 0; j < JB; ++j) {
+        const T val = ad * old[j] + kd * u[j];
+        dst[j] = val;
+        o[j] += qd * val;
+        s[j] += nd * val;
+      }
+    }
+    if (ot)
+      for (int j = 0; j < JB; ++j) ot[j0 + j] = o[j];
+    if (kn)
+      for (int j = 0; j < JB; ++j) wn[j0 + j] = s[j];
   }
-  for (int64_t j = 0; j < V; ++j) {
-    const T ej = vt[j] - w[j];
+  for (int64_t j = j0; j < n; ++j) {  // tail columns, one at a time
+    const T ej = vt[j] - w[j], uj = bt * ej;
     if (e) e[j] = ej;
-    w[j] = bt * ej;  // w now holds u
-  }
-  if (ot)
-    for (int64_t j = 0; j < V; ++j) ot[j] = T(0);
-  for (int64_t d = 0; d < K; ++d) {
-    T* __restrict row = S + d * V;
-    const T kd = kt[d];
-    for (int64_t j = 0; j < V; ++j) row[j] += kd * w[j];
-    if (ot) {
-      const T qd = qt[d];
-      for (int64_t j = 0; j < V; ++j) ot[j] += qd * row[j];
+    T o = T(0), s = T(0);
+    for (int64_t d = 0; d < K; ++d) {
+      const T val = (a ? a[d] : T(1)) * Sp[d * n + j] + kt[d] * uj;
+      Sn[d * n + j] = val;
+      o += qt[d] * val;
+      s += (kn ? kn[d] : T(0)) * val;
     }
+    if (ot) ot[j] = o;
+    if (kn) wn[j] = s;
   }
 }
 
+// w = S^T kd for the first step of a run (S: K x n).
+template <typename T>
+SSMLAB_CPU_INLINE void dr_read(const T* __restrict S, int64_t K, int64_t n, const T* __restrict kd,
+                               T* __restrict w) {
+  for (int64_t j = 0; j < n; ++j) w[j] = T(0);
+  for (int64_t d = 0; d < K; ++d) {
+    const T* __restrict row = S + d * n;
+    const T c = kd[d];
+    for (int64_t j = 0; j < n; ++j) w[j] += c * row[j];
+  }
+}
+
+// a_t o k_t into ak (K), with the decay a_t already in a (null: no gate -> k_t).
+template <typename T>
+SSMLAB_CPU_INLINE void dr_scaled_key(const T* __restrict a, const T* __restrict kt, int64_t K, T* __restrict ak) {
+  for (int64_t d = 0; d < K; ++d) ak[d] = a ? a[d] * kt[d] : kt[d];
+}
+
 // A task: (batch, value head, block of value columns); the columns of S evolve independently, so each task keeps
-// its K x n block (n <= VB) in a local buffer small enough for the L1 cache.
+// its K x n block (n <= VB) in a local buffer small enough for the L1 cache. Steps run dr_step1 (one pass each).
 template <typename T>
 SSMLAB_CPU_INLINE void dr_forward_range(const DrPtrs<T>& p, int64_t lo, int64_t hi) {
   const int64_t K = p.K, V = p.V, L = p.L, rep = p.HV / p.H;
-  std::vector<T> S(K * p.VB), a(K), w(p.VB);
+  std::vector<T> S(K * p.VB), a(2 * K), ak(K), w(p.VB), wn(p.VB);
   for (int64_t task = lo; task < hi; ++task) {
     const int64_t bh = task / p.nvb, vb = task % p.nvb, b = bh / p.HV, hv = bh % p.HV, hh = hv / rep;
     const int64_t j0 = vb * p.VB, n = std::min(p.VB, V - j0);
@@ -113,14 +150,27 @@ SSMLAB_CPU_INLINE void dr_forward_range(const DrPtrs<T>& p, int64_t lo, int64_t 
       else
         std::fill(S.data() + d * n, S.data() + (d + 1) * n, T(0));
     }
+    // a holds the decays of steps t (cur) and t + 1 (nxt), swapped every step.
+    T* cur = a.data();
+    T* nxt = a.data() + K;
+    if (p.gate) dr_decay(p, b, hv, 0, cur);
+    dr_scaled_key(p.gate ? cur : static_cast<T*>(nullptr), p.k + ((b * L) * p.H + hh) * K, K, ak.data());
+    dr_read(S.data(), K, n, ak.data(), w.data());
     for (int64_t t = 0; t < L; ++t) {
       if (t % kCk == 0)
         for (int64_t d = 0; d < K; ++d)
           std::memcpy(p.ck + ((bh * p.nck + t / kCk) * K + d) * V + j0, S.data() + d * n, sizeof(T) * n);
       const int64_t iq = ((b * L + t) * p.H + hh) * K, iv = (b * L + t) * p.HV + hv;
-      if (p.gate) dr_decay(p, b, hv, t, a.data());
-      dr_step(S.data(), K, n, p.q + iq, p.k + iq, p.v + iv * V + j0, p.beta[iv], p.gate ? a.data() : nullptr,
-              w.data(), static_cast<T*>(nullptr), p.o + iv * V + j0);
+      const bool more = t + 1 < L;
+      if (more) {
+        if (p.gate) dr_decay(p, b, hv, t + 1, nxt);
+        dr_scaled_key(p.gate ? nxt : static_cast<T*>(nullptr), p.k + iq + p.H * K, K, ak.data());
+      }
+      dr_step1(S.data(), S.data(), K, n, p.q + iq, p.k + iq, p.v + iv * V + j0, p.beta[iv],
+               p.gate ? cur : static_cast<T*>(nullptr), w.data(), static_cast<T*>(nullptr), p.o + iv * V + j0,
+               more ? ak.data() : static_cast<T*>(nullptr), wn.data());
+      std::swap(w, wn);
+      std::swap(cur, nxt);
     }
     for (int64_t d = 0; d < K; ++d) std::memcpy(p.fin + (bh * K + d) * V + j0, S.data() + d * n, sizeof(T) * n);
   }
@@ -135,7 +185,8 @@ SSMLAB_CPU_INLINE void dr_forward_range(const DrPtrs<T>& p, int64_t lo, int64_t 
 template <typename T>
 SSMLAB_CPU_INLINE void dr_backward_range(const DrPtrs<T>& p, int64_t lo, int64_t hi) {
   const int64_t K = p.K, V = p.V, L = p.L, rep = p.HV / p.H, KN = K * p.VB;
-  std::vector<T> buf((kCk + 1) * KN), es(kCk * p.VB), as(kCk * K), dS(KN), w(p.VB), du(p.VB), dw(p.VB), dga(K);
+  std::vector<T> buf((kCk + 1) * KN), es(kCk * p.VB), as(kCk * K), dS(KN), w(p.VB), wn(p.VB), du(p.VB), dw(p.VB),
+      dga(K), ak(K);
   const int64_t part = p.B * L * p.HV;  // (b, t, hv) entries per block of the partial sums
   for (int64_t task = lo; task < hi; ++task) {
     const int64_t bh = task / p.nvb, vb = task % p.nvb, b = bh / p.HV, hv = bh % p.HV, hh = hv / rep;
@@ -150,13 +201,24 @@ SSMLAB_CPU_INLINE void dr_backward_range(const DrPtrs<T>& p, int64_t lo, int64_t
       const int64_t t0 = c * kCk, m = std::min(kCk, L - t0);
       for (int64_t d = 0; d < K; ++d)
         std::memcpy(buf.data() + d * n, p.ck + ((bh * p.nck + c) * K + d) * V + j0, sizeof(T) * n);
+      {
+        const int64_t iq0 = ((b * L + t0) * p.H + hh) * K;
+        dr_decay(p, b, hv, t0, as.data());
+        dr_scaled_key(p.gate ? as.data() : static_cast<T*>(nullptr), p.k + iq0, K, ak.data());
+        dr_read(buf.data(), K, n, ak.data(), w.data());
+      }
       for (int64_t j = 0; j < m; ++j) {
         const int64_t t = t0 + j, iq = ((b * L + t) * p.H + hh) * K, iv = (b * L + t) * p.HV + hv;
-        T* Sn = buf.data() + (j + 1) * kn;
-        std::memcpy(Sn, buf.data() + j * kn, sizeof(T) * kn);
-        dr_decay(p, b, hv, t, as.data() + j * K);
-        dr_step(Sn, K, n, p.q + iq, p.k + iq, p.v + iv * V + j0, p.beta[iv], p.gate ? as.data() + j * K : nullptr,
-                w.data(), es.data() + j * n, static_cast<T*>(nullptr));
+        const bool more = j + 1 < m;
+        if (more) {
+          dr_decay(p, b, hv, t + 1, as.data() + (j + 1) * K);
+          dr_scaled_key(p.gate ? as.data() + (j + 1) * K : static_cast<T*>(nullptr), p.k + iq + p.H * K, K,
+                        ak.data());
+        }
+        dr_step1(buf.data() + j * kn, buf.data() + (j + 1) * kn, K, n, p.q + iq, p.k + iq, p.v + iv * V + j0,
+                 p.beta[iv], p.gate ? as.data() + j * K : static_cast<T*>(nullptr), w.data(), es.data() + j * n,
+                 static_cast<T*>(nullptr), more ? ak.data() : static_cast<T*>(nullptr), wn.data());
+        std::swap(w, wn);
       }
       for (int64_t j = m - 1; j >= 0; --j) {
         const int64_t t = t0 + j, iq = ((b * L + t) * p.H + hh) * K, iv = (b * L + t) * p.HV + hv;
