@@ -1,7 +1,8 @@
 // Fused CPU kernels of the whole Mamba-3 scan (README.md beside this file, "Fused CPU kernel"); no autograd here
 // (autograd.cpp wraps them). One task per (batch, head) runs the preparation (phase cumsum, rotation of q and k,
 // the key scale s_t), the look-ahead SSD recurrence of detail.h (Prepared)
-//   hbar_t = exp(adt_t) hbar_{t-1} + sum_r x_{t,r} (s_t k~_{t,r})^T,   hbar_{-1} = h0 + (1 - lambda_0) dt_0 x_prev k_prev^T
+//   hbar_t = exp(adt_t) hbar_{t-1} + sum_r x_{t,r} (s_t k~_{t,r})^T
+//   hbar_{-1} = h0 + (1 - lambda_0) dt_0 sum_r x_prev_r k_prev_r^T
 //   y_{t,r} = hbar_t q~_{t,r} - rho_t sum_b (q_{t,r} . k_{t,b}) x_{t,b} + D x_{t,r}
 // and, in the backward, the hand derivative of all of it. Every tensor is CPU, contiguous, in one compute dtype
 // (float32 or float64):
