@@ -398,6 +398,18 @@ TEST(DeltaRuleFused, MatchesReferenceAcrossValueColumnBlocks) {
   }
 }
 
+// The forward's vector blocks (two 32-byte vectors of columns: 16 in float32, 8 in float64) and the scalar tail:
+// V = 40 is 2 blocks + 8 tail columns in float32, 5 blocks in float64; V = 19 ends on a 3-column tail.
+TEST(DeltaRuleFused, MatchesReferenceOnVectorBlocksAndTails) {
+  for (const auto& var : variants())
+    for (int64_t vd : {40, 19}) {
+      SCOPED_TRACE(ssmlab::str(label(var), ", V ", vd));
+      const In in = make({1, 67, 2, 2, 12, vd}, var.gate, var.beta_max, var.h0, 31);
+      compare_fused(in, at::kFloat, true, true, 32);
+      compare_fused(in, at::kDouble, true, true, 33);
+    }
+}
+
 TEST(DeltaRuleFused, MatchesReferenceFloat32AndOneSidedCotangents) {
   for (const auto& var : variants()) {
     SCOPED_TRACE(label(var));

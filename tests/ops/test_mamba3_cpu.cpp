@@ -65,14 +65,20 @@ In make(const Case& c, uint64_t seed) {
   return in;
 }
 
-std::vector<Tensor*> inputs_of(In& in) {
-  std::vector<Tensor*> v = {&in.q, &in.k, &in.x, &in.adt, &in.dt, &in.trap, &in.theta, &*in.o.D};
-  if (in.o.initial)
-    for (Tensor* t : {&in.o.initial->phase, &in.o.initial->state, &in.o.initial->k_prev, &in.o.initial->x_prev})
-      v.push_back(t);
+// The differentiable inputs with their names (D and the initial state where present).
+std::vector<std::pair<std::string, Tensor*>> inputs_of(In& in) {
+  std::vector<std::pair<std::string, Tensor*>> v = {{"q", &in.q},       {"k", &in.k},   {"x", &in.x},
+                                                    {"adt", &in.adt},   {"dt", &in.dt}, {"trap", &in.trap},
+                                                    {"theta", &in.theta}};
+  if (in.o.D) v.emplace_back("D", &*in.o.D);
+  if (in.o.initial) {
+    v.emplace_back("phase0", &in.o.initial->phase);
+    v.emplace_back("state0", &in.o.initial->state);
+    v.emplace_back("k_prev0", &in.o.initial->k_prev);
+    v.emplace_back("x_prev0", &in.o.initial->x_prev);
+  }
   return v;
 }
-const char* kNames[] = {"q", "k", "x", "adt", "dt", "trap", "theta", "D", "phase0", "state0", "k_prev0", "x_prev0"};
 
 struct Poison {
   Poison() { ssmlab::ops::mamba3_cpu::set_poison_outputs(true); }
@@ -87,7 +93,7 @@ void compare_fused(const In& in64, at::ScalarType dt, bool loss_y, bool loss_sta
   auto leaves_of = [&](at::ScalarType t, In& x) {
     x = in64;
     std::vector<Tensor> leaves;
-    for (Tensor* v : inputs_of(x)) {
+    for (auto& [name, v] : inputs_of(x)) {
       *v = v->detach().to(t).clone().requires_grad_();
       leaves.push_back(*v);
     }
@@ -95,6 +101,8 @@ void compare_fused(const In& in64, at::ScalarType dt, bool loss_y, bool loss_sta
   };
   In xr, xf;
   const auto lr = leaves_of(at::kDouble, xr), lf = leaves_of(dt, xf);
+  std::vector<std::string> names;
+  for (auto& [name, v] : inputs_of(xr)) names.push_back(name);
   auto run = [](const In& x, const char* path) {
     return ssmlab::ops::mamba3_scan(x.q, x.k, x.x, x.adt, x.dt, x.trap, x.theta, x.o, path);
   };
@@ -122,8 +130,8 @@ void compare_fused(const In& in64, at::ScalarType dt, bool loss_y, bool loss_sta
   for (size_t i = 0; i < lr.size(); ++i) {
     const Tensor want = g_r[i].defined() ? g_r[i] : at::zeros_like(lr[i]);
     const Tensor got = g_f[i].defined() ? g_f[i] : at::zeros_like(lf[i]);
-    EXPECT_EQ(got.scalar_type(), dt) << kNames[i];
-    EXPECT_TRUE(all_close(got, want, gt, std::string("d/d") + kNames[i]));
+    EXPECT_EQ(got.scalar_type(), dt) << names[i];
+    EXPECT_TRUE(all_close(got, want, gt, "d/d" + names[i]));
   }
 }
 
@@ -165,6 +173,32 @@ TEST(Mamba3Fused, MatchesReferenceFloat32) {
     SCOPED_TRACE(label(c));
     compare_fused(make(c, 77), at::kFloat, true, true, 78);
   }
+}
+
+// The whole scan is one kernel per (batch, head): more tasks than threads (B 3 x H 3), four 32-token segments with
+// a short last one, no D, and theta shared by the heads as the layer passes it (an expand()ed view).
+TEST(Mamba3Fused, MatchesReferenceManyTasksNoSkipSharedTheta) {
+  for (const auto& c : {Case{3, 97, 1, 3, 10, 6, 3, Mamba3Pairing::adjacent, true},
+                        Case{3, 97, 2, 3, 10, 6, 5, Mamba3Pairing::halves, false}}) {
+    SCOPED_TRACE(label(c));
+    In in = make(c, 80);
+    in.o.D.reset();
+    in.theta = in.theta.select(2, 0).unsqueeze(2).expand({c.b, c.t, c.h, c.s});
+    compare_fused(in, at::kDouble, true, true, 81);
+    compare_fused(in, at::kFloat, true, true, 82);
+  }
+}
+
+// Large phases (many turns: dt theta up to ~1.5 per step over 300 steps, an initial phase of 40 turns) in float32:
+// the kernel's fp64 phase sum and quadrant-reduced float sin/cos against the float64 reference.
+TEST(Mamba3Fused, MatchesReferenceWithManyTurnsFloat32) {
+  const Case c{1, 300, 1, 2, 8, 4, 4, Mamba3Pairing::adjacent, true};
+  In in = make(c, 83);
+  in.dt = in.dt * 0 + 0.5;
+  in.adt = in.adt * 0 - 0.05;
+  in.theta = M_PI * at::tanh(3 * in.theta);
+  in.o.initial->phase = in.o.initial->phase + 80 * M_PI;
+  compare_fused(in, at::kFloat, true, true, 84);
 }
 
 TEST(Mamba3Fused, AutoTakesTheFusedKernelOnCpu) {

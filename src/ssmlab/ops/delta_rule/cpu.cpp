@@ -64,46 +64,103 @@ SSMLAB_CPU_INLINE void dr_decay(const DrPtrs<T>& p, int64_t b, int64_t hv, int64
   }
 }
 
-// One step on S (K x V): S <- diag(a) S (a null: no decay); e = v - S^T k; u = beta e; S += k u^T; o = S^T q.
-// w is V scratch; e and o may be null.
+// 32-byte vectors (GCC vector extensions: the update below must stay in registers, which the auto-vectoriser
+// did not manage).
 template <typename T>
-SSMLAB_CPU_INLINE void dr_step(T* __restrict S, int64_t K, int64_t V, const T* __restrict qt,
-                               const T* __restrict kt, const T* __restrict vt, T bt, const T* __restrict a,
-                               T* __restrict w, T* __restrict e, T* __restrict ot) {
-  for (int64_t j = 0; j < V; ++j) w[j] = T(0);
-  for (int64_t d = 0; d < K; ++d) {
-    T* __restrict row = S + d * V;
-    if (a) {
-      const T ad = a[d];
-      for (int64_t j = 0; j < V; ++j) row[j] *= ad;
+struct DrVec {
+  typedef T v __attribute__((vector_size(32)));
+};
+template <typename T>
+SSMLAB_CPU_INLINE typename DrVec<T>::v dr_ld(const T* p) {
+  typename DrVec<T>::v v;
+  __builtin_memcpy(&v, p, 32);
+  return v;
+}
+template <typename T>
+SSMLAB_CPU_INLINE void dr_st(T* p, typename DrVec<T>::v v) {
+  __builtin_memcpy(p, &v, 32);
+}
+
+// The forward step in ONE pass over the state block (the read of step t+1 folded into the write of step t):
+// with w = S_{t-1}^T (a_t o k_t) (from the previous pass), e = v - w, u = beta e, each row d becomes
+//   Sn[d] = a_t[d] Sp[d] + k_t[d] u;   o += q_t[d] Sn[d];   w_next += kn[d] Sn[d]     (kn = a_{t+1} o k_{t+1})
+// Sp and Sn may be the same buffer (each value is loaded before it is stored). Columns go in blocks of two
+// vectors with the d loop innermost, so u, o and w_next stay in registers and each state value is loaded and
+// stored once. a: the decay (ones without a gate); kn: zeros for the last step; e and ot may be null.
+template <typename T>
+SSMLAB_CPU_INLINE void dr_step1(const T* Sp, T* Sn, int64_t K, int64_t n, const T* __restrict qt,
+                                const T* __restrict kt, const T* __restrict vt, T bt, const T* __restrict a,
+                                const T* __restrict w, T* __restrict e, T* __restrict ot, const T* __restrict kn,
+                                T* __restrict wn) {
+  using V = typename DrVec<T>::v;
+  constexpr int VW = 32 / sizeof(T);
+  int64_t j0 = 0;
+  for (; j0 + 2 * VW <= n; j0 += 2 * VW) {
+    const V e0 = dr_ld(vt + j0) - dr_ld(w + j0), e1 = dr_ld(vt + j0 + VW) - dr_ld(w + j0 + VW);
+    if (e) {
+      dr_st(e + j0, e0);
+      dr_st(e + j0 + VW, e1);
     }
-    const T kd = kt[d];
-    for (int64_t j = 0; j < V; ++j) w[j] += kd * row[j];
-  }
-  for (int64_t j = 0; j < V; ++j) {
-    const T ej = vt[j] - w[j];
-    if (e) e[j] = ej;
-    w[j] = bt * ej;  // w now holds u
-  }
-  if (ot)
-    for (int64_t j = 0; j < V; ++j) ot[j] = T(0);
-  for (int64_t d = 0; d < K; ++d) {
-    T* __restrict row = S + d * V;
-    const T kd = kt[d];
-    for (int64_t j = 0; j < V; ++j) row[j] += kd * w[j];
+    const V u0 = bt * e0, u1 = bt * e1;
+    V o0 = {}, o1 = {}, s0 = {}, s1 = {};
+    for (int64_t d = 0; d < K; ++d) {
+      const T ad = a[d], kd = kt[d], qd = qt[d], nd = kn[d];
+      V x0 = dr_ld(Sp + d * n + j0), x1 = dr_ld(Sp + d * n + j0 + VW);
+      x0 = ad * x0 + kd * u0;
+      x1 = ad * x1 + kd * u1;
+      dr_st(Sn + d * n + j0, x0);
+      dr_st(Sn + d * n + j0 + VW, x1);
+      o0 += qd * x0;
+      o1 += qd * x1;
+      s0 += nd * x0;
+      s1 += nd * x1;
+    }
     if (ot) {
-      const T qd = qt[d];
-      for (int64_t j = 0; j < V; ++j) ot[j] += qd * row[j];
+      dr_st(ot + j0, o0);
+      dr_st(ot + j0 + VW, o1);
     }
+    dr_st(wn + j0, s0);
+    dr_st(wn + j0 + VW, s1);
+  }
+  for (int64_t j = j0; j < n; ++j) {  // tail columns, one at a time
+    const T ej = vt[j] - w[j], uj = bt * ej;
+    if (e) e[j] = ej;
+    T o = T(0), s = T(0);
+    for (int64_t d = 0; d < K; ++d) {
+      const T val = a[d] * Sp[d * n + j] + kt[d] * uj;
+      Sn[d * n + j] = val;
+      o += qt[d] * val;
+      s += kn[d] * val;
+    }
+    if (ot) ot[j] = o;
+    wn[j] = s;
   }
 }
 
+// w = S^T kd for the first step of a run (S: K x n).
+template <typename T>
+SSMLAB_CPU_INLINE void dr_read(const T* __restrict S, int64_t K, int64_t n, const T* __restrict kd,
+                               T* __restrict w) {
+  for (int64_t j = 0; j < n; ++j) w[j] = T(0);
+  for (int64_t d = 0; d < K; ++d) {
+    const T* __restrict row = S + d * n;
+    const T c = kd[d];
+    for (int64_t j = 0; j < n; ++j) w[j] += c * row[j];
+  }
+}
+
+// a_t o k_t into ak (K), with the decay a_t already in a (ones without a gate).
+template <typename T>
+SSMLAB_CPU_INLINE void dr_scaled_key(const T* __restrict a, const T* __restrict kt, int64_t K, T* __restrict ak) {
+  for (int64_t d = 0; d < K; ++d) ak[d] = a[d] * kt[d];
+}
+
 // A task: (batch, value head, block of value columns); the columns of S evolve independently, so each task keeps
-// its K x n block (n <= VB) in a local buffer small enough for the L1 cache.
+// its K x n block (n <= VB) in a local buffer small enough for the L1 cache. Steps run dr_step1 (one pass each).
 template <typename T>
 SSMLAB_CPU_INLINE void dr_forward_range(const DrPtrs<T>& p, int64_t lo, int64_t hi) {
   const int64_t K = p.K, V = p.V, L = p.L, rep = p.HV / p.H;
-  std::vector<T> S(K * p.VB), a(K), w(p.VB);
+  std::vector<T> S(K * p.VB), a(2 * K), ak(K), w(p.VB), wn(p.VB);
   for (int64_t task = lo; task < hi; ++task) {
     const int64_t bh = task / p.nvb, vb = task % p.nvb, b = bh / p.HV, hv = bh % p.HV, hh = hv / rep;
     const int64_t j0 = vb * p.VB, n = std::min(p.VB, V - j0);
@@ -113,14 +170,28 @@ SSMLAB_CPU_INLINE void dr_forward_range(const DrPtrs<T>& p, int64_t lo, int64_t 
       else
         std::fill(S.data() + d * n, S.data() + (d + 1) * n, T(0));
     }
+    // a holds the decays of steps t (cur) and t + 1 (nxt), swapped every step (ones without a gate); ak the
+    // next step's scaled key (zeros after the last step).
+    T* cur = a.data();
+    T* nxt = a.data() + K;
+    dr_decay(p, b, hv, 0, cur);
+    dr_scaled_key(cur, p.k + ((b * L) * p.H + hh) * K, K, ak.data());
+    dr_read(S.data(), K, n, ak.data(), w.data());
     for (int64_t t = 0; t < L; ++t) {
       if (t % kCk == 0)
         for (int64_t d = 0; d < K; ++d)
           std::memcpy(p.ck + ((bh * p.nck + t / kCk) * K + d) * V + j0, S.data() + d * n, sizeof(T) * n);
       const int64_t iq = ((b * L + t) * p.H + hh) * K, iv = (b * L + t) * p.HV + hv;
-      if (p.gate) dr_decay(p, b, hv, t, a.data());
-      dr_step(S.data(), K, n, p.q + iq, p.k + iq, p.v + iv * V + j0, p.beta[iv], p.gate ? a.data() : nullptr,
-              w.data(), static_cast<T*>(nullptr), p.o + iv * V + j0);
+      if (t + 1 < L) {
+        dr_decay(p, b, hv, t + 1, nxt);
+        dr_scaled_key(nxt, p.k + iq + p.H * K, K, ak.data());
+      } else {
+        std::fill(ak.begin(), ak.end(), T(0));
+      }
+      dr_step1(S.data(), S.data(), K, n, p.q + iq, p.k + iq, p.v + iv * V + j0, p.beta[iv], cur, w.data(),
+               static_cast<T*>(nullptr), p.o + iv * V + j0, ak.data(), wn.data());
+      std::swap(w, wn);
+      std::swap(cur, nxt);
     }
     for (int64_t d = 0; d < K; ++d) std::memcpy(p.fin + (bh * K + d) * V + j0, S.data() + d * n, sizeof(T) * n);
   }
@@ -135,7 +206,8 @@ SSMLAB_CPU_INLINE void dr_forward_range(const DrPtrs<T>& p, int64_t lo, int64_t 
 template <typename T>
 SSMLAB_CPU_INLINE void dr_backward_range(const DrPtrs<T>& p, int64_t lo, int64_t hi) {
   const int64_t K = p.K, V = p.V, L = p.L, rep = p.HV / p.H, KN = K * p.VB;
-  std::vector<T> buf((kCk + 1) * KN), es(kCk * p.VB), as(kCk * K), dS(KN), w(p.VB), du(p.VB), dw(p.VB), dga(K);
+  std::vector<T> buf((kCk + 1) * KN), es(kCk * p.VB), as(kCk * K), dS(KN), w(p.VB), wn(p.VB), du(p.VB), dw(p.VB),
+      dga(K), ak(K);
   const int64_t part = p.B * L * p.HV;  // (b, t, hv) entries per block of the partial sums
   for (int64_t task = lo; task < hi; ++task) {
     const int64_t bh = task / p.nvb, vb = task % p.nvb, b = bh / p.HV, hv = bh % p.HV, hh = hv / rep;
@@ -150,13 +222,24 @@ SSMLAB_CPU_INLINE void dr_backward_range(const DrPtrs<T>& p, int64_t lo, int64_t
       const int64_t t0 = c * kCk, m = std::min(kCk, L - t0);
       for (int64_t d = 0; d < K; ++d)
         std::memcpy(buf.data() + d * n, p.ck + ((bh * p.nck + c) * K + d) * V + j0, sizeof(T) * n);
+      {
+        const int64_t iq0 = ((b * L + t0) * p.H + hh) * K;
+        dr_decay(p, b, hv, t0, as.data());
+        dr_scaled_key(as.data(), p.k + iq0, K, ak.data());
+        dr_read(buf.data(), K, n, ak.data(), w.data());
+      }
       for (int64_t j = 0; j < m; ++j) {
         const int64_t t = t0 + j, iq = ((b * L + t) * p.H + hh) * K, iv = (b * L + t) * p.HV + hv;
-        T* Sn = buf.data() + (j + 1) * kn;
-        std::memcpy(Sn, buf.data() + j * kn, sizeof(T) * kn);
-        dr_decay(p, b, hv, t, as.data() + j * K);
-        dr_step(Sn, K, n, p.q + iq, p.k + iq, p.v + iv * V + j0, p.beta[iv], p.gate ? as.data() + j * K : nullptr,
-                w.data(), es.data() + j * n, static_cast<T*>(nullptr));
+        if (j + 1 < m) {
+          dr_decay(p, b, hv, t + 1, as.data() + (j + 1) * K);
+          dr_scaled_key(as.data() + (j + 1) * K, p.k + iq + p.H * K, K, ak.data());
+        } else {
+          std::fill(ak.begin(), ak.end(), T(0));
+        }
+        dr_step1(buf.data() + j * kn, buf.data() + (j + 1) * kn, K, n, p.q + iq, p.k + iq, p.v + iv * V + j0,
+                 p.beta[iv], as.data() + j * K, w.data(), es.data() + j * n, static_cast<T*>(nullptr), ak.data(),
+                 wn.data());
+        std::swap(w, wn);
       }
       for (int64_t j = m - 1; j >= 0; --j) {
         const int64_t t = t0 + j, iq = ((b * L + t) * p.H + hh) * K, iv = (b * L + t) * p.HV + hv;

@@ -1,6 +1,8 @@
-// The fused CPU Mamba-3 path (mamba3.h): the elementwise preparation and the diagonal correction in ATen under
-// autograd (detail.h), the sequential look-ahead SSD core as one autograd Function whose forward and backward
-// are the kernels of cpu.cpp.
+// The fused CPU Mamba-3 path (mamba3.h): the whole scan (preparation, look-ahead SSD recurrence, diagonal
+// correction, D) is one autograd Function whose forward and backward are the kernels of cpu.cpp. Only the small
+// carried outputs (the last phase and rotated key, the last input) are computed in ATen beside it.
+#include <cmath>
+
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -14,25 +16,34 @@ namespace {
 
 using at::Tensor;
 
-class Mamba3FusedCore : public torch::autograd::Function<Mamba3FusedCore> {
+class Mamba3FusedScan : public torch::autograd::Function<Mamba3FusedScan> {
  public:
-  // All inputs contiguous in the compute dtype; h0 may be undefined.
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& qr,
-                                                const Tensor& kk, const Tensor& x, const Tensor& adt,
-                                                const std::optional<Tensor>& h0_opt) {
-    const Tensor h0 = h0_opt.value_or(Tensor());
-    auto f = mamba3_cpu::forward(qr, kk, x, adt, h0);
-    ctx->save_for_backward({qr, kk, x, adt, h0, f.checkpoints});
+  // All tensors contiguous in the compute dtype; D and the initial state (all four or none) may be absent.
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& q,
+                                                const Tensor& k, const Tensor& x, const Tensor& adt,
+                                                const Tensor& dt, const Tensor& trap, const Tensor& theta,
+                                                const std::optional<Tensor>& D, const std::optional<Tensor>& phase0,
+                                                const std::optional<Tensor>& h0, const std::optional<Tensor>& k_prev0,
+                                                const std::optional<Tensor>& x_prev0, bool halves) {
+    mamba3_cpu::Inputs in{q, k, x, adt, dt, trap, theta, D.value_or(Tensor()), phase0.value_or(Tensor()),
+                          h0.value_or(Tensor()), k_prev0.value_or(Tensor()), x_prev0.value_or(Tensor()), halves};
+    auto f = mamba3_cpu::forward(in);
+    ctx->save_for_backward({q, k, x, adt, dt, trap, theta, in.D, in.phase0, in.h0, in.k_prev0, in.x_prev0,
+                            f.checkpoints});
+    ctx->saved_data["halves"] = halves;
     return {f.y, f.final_state};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const Tensor &qr = saved[0], &kk = saved[1], &x = saved[2], &adt = saved[3], &h0 = saved[4], &ck = saved[5];
-    auto conv = [&](const Tensor& t) { return t.defined() ? t.to(qr.scalar_type()).contiguous() : Tensor(); };
-    const auto g = mamba3_cpu::backward(qr, kk, x, adt, h0, ck, conv(grads[0]), conv(grads[1]));
-    return {g.dqr, g.dkk, g.dx, g.dadt, g.dh0};
+    const auto s = ctx->get_saved_variables();
+    mamba3_cpu::Inputs in{s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11],
+                          ctx->saved_data["halves"].toBool()};
+    auto conv = [&](const Tensor& t) { return t.defined() ? t.to(s[0].scalar_type()).contiguous() : Tensor(); };
+    auto g = mamba3_cpu::backward(in, s[12], conv(grads[0]), conv(grads[1]));
+    // One gradient per forward argument, in order (the last, `halves`, is not a tensor).
+    return {g.dq,   g.dk,     g.dx,  g.dadt,     g.ddt,      g.dtrap, g.dtheta,
+            g.dD,   g.dphase0, g.dh0, g.dk_prev0, g.dx_prev0, Tensor()};
   }
 };
 
@@ -50,12 +61,34 @@ Mamba3Out mamba3_fused(const at::Tensor& q, const at::Tensor& k, const at::Tenso
   namespace d = mamba3_detail;
   SSMLAB_CHECK(mamba3_cpu_supports(x), "mamba3_fused: unsupported case (CPU, float32/float64/bfloat16/float16 x); "
                "got x ", tensor_str(x));
-  if (q.size(1) == 0) return d::empty_scan(q, k, x, theta.size(3), opts);
-  const d::Prepared p = d::prepare(q, k, x, adt, dt, trap, theta, opts);
-  std::optional<Tensor> h0;
-  if (p.h0.defined()) h0 = p.h0.contiguous();
-  auto outs = Mamba3FusedCore::apply(p.qr.contiguous(), p.kk.contiguous(), p.x.contiguous(), p.adt.contiguous(), h0);
-  return d::finish(p, q, k, x, opts, outs[0], outs[1]);
+  const int64_t t_len = q.size(1), s = theta.size(3);
+  if (t_len == 0) return d::empty_scan(q, k, x, s, opts);
+  const auto ct = d::compute_dtype(x);
+  auto c = [&](const Tensor& t) { return t.to(ct).contiguous(); };
+  std::optional<Tensor> D, ph0, h0, kp0, xp0;
+  if (opts.D) D = c(*opts.D);
+  if (opts.initial) {
+    ph0 = c(opts.initial->phase);
+    h0 = c(opts.initial->state);
+    kp0 = c(opts.initial->k_prev);
+    xp0 = c(opts.initial->x_prev);
+  }
+  auto outs = Mamba3FusedScan::apply(c(q), c(k), c(x), c(adt), c(dt), c(trap), c(theta), D, ph0, h0, kp0, xp0,
+                                     opts.pairing == Mamba3Pairing::halves);
+  Mamba3Out out;
+  out.y = outs[0].to(x.scalar_type());
+  out.final.state = outs[1];
+  // The carried phase (fp64 sum, reduced into [0, 2pi)) and the last token's rotated key, in ATen.
+  const Tensor phase0 = opts.initial ? opts.initial->phase.to(at::kDouble)
+                                     : at::zeros({q.size(0), q.size(3), s}, x.options().dtype(at::kDouble));
+  const Tensor phi =
+      at::remainder(phase0 + (dt.to(at::kDouble).unsqueeze(-1) * theta.to(at::kDouble)).sum(1), 2 * M_PI);
+  out.final.phase = phi.to(ct);
+  out.final.k_prev = d::rotate(k.select(1, t_len - 1).to(ct), at::cos(phi).to(ct).unsqueeze(1),
+                               at::sin(phi).to(ct).unsqueeze(1), opts.pairing)
+                         .to(k.scalar_type());
+  out.final.x_prev = x.select(1, t_len - 1).clone(at::MemoryFormat::Contiguous);
+  return out;
 }
 
 }  // namespace ssmlab::ops

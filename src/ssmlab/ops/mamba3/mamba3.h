@@ -81,9 +81,9 @@ Mamba3Out mamba3_chunked(const at::Tensor& q, const at::Tensor& k, const at::Ten
                          const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
                          const Mamba3Options& opts);
 
-// The fused CPU kernel (cpu.cpp, autograd.cpp) for the sequential part, with a hand-written backward; the
-// elementwise preparation (phases, rotation, scales) and the diagonal correction run in ATen under autograd.
-// Throws unless mamba3_cpu_supports(x). Expects checked inputs.
+// The fused CPU kernel (cpu.cpp, autograd.cpp): the whole scan (phases, rotation, key scale, recurrence, diagonal
+// correction, D) per (batch, head), with a hand-written backward; only the carried phase and last rotated key are
+// ATen. Throws unless mamba3_cpu_supports(x). Expects checked inputs.
 Mamba3Out mamba3_fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
                        const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
                        const Mamba3Options& opts);
