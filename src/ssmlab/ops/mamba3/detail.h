@@ -54,5 +54,8 @@ Mamba3Out empty_scan(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 
 // The chunked SSD core in ATen (chunked.cpp): y_core and hbar_final from Prepared's qr, kk, x, adt, h0.
 std::pair<at::Tensor, at::Tensor> chunked_core(const Prepared& p, int64_t chunk_size);
+// The same core on ops/ssd_scan's fused kernels (ssd_kernels.cpp), CPU or CUDA by p's device; source: the dtype
+// the kernels treat as the inputs' (bf16: bf16 tensor-core products in the CUDA forward).
+std::pair<at::Tensor, at::Tensor> ssd_kernel_core(const Prepared& p, at::ScalarType source);
 
 }  // namespace ssmlab::ops::mamba3_detail
