@@ -1,6 +1,7 @@
 // The Mamba-3 scan's CUDA path (ops/mamba3/ssd_kernels.cpp): the fused path's preparation and finish around
 // ops/ssd_scan's fused kernels running the look-ahead SSD core (MIMO as T R rows plus the in-token term).
-// - Mamba3SsdKernels (runs everywhere): the same mapping with ssd_scan's fused CPU kernels as the core (the twin),
+// - Mamba3SsdKernels (runs everywhere): the same mapping with ssd_scan's fused CPU kernels as the core and the
+//   ATen twin of the rotation kernels (whose hand-written backward is checked against autograd),
 //   output, all four carried tensors and the gradient of every input against the time-stepped float64 reference,
 //   SISO and MIMO (R 2, 4), both pairings, initial states, T from 1 to past several kernel chunks, NaN-poisoned
 //   kernel outputs; float32; the SSMLAB_MAMBA3_CUDA values.
@@ -8,7 +9,8 @@
 //   float64 reference on CPU copies, forward and every gradient, float64 (time-stepped SSD kernels), float32
 //   (chunked tensor-core kernels, and the time-stepped ones by SSMLAB_SSD_CUDA=sequential), bfloat16 q/k/x (bf16
 //   tensor-core products, and split tf32 by SSMLAB_MAMBA3_CUDA=fp32), odd T, P and N, initial states, MIMO, the
-//   target head (N 128, P 64, S 32), on a NaN-poisoned allocator; the SSMLAB_MAMBA3_CUDA=chunked bypass.
+//   target head (N 128, P 64, S 32), on a NaN-poisoned allocator; the SSMLAB_MAMBA3_CUDA=chunked bypass; the
+//   rotation kernels against their ATen twin.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -20,11 +22,14 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "cuda_test_util.h"
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
+#include "ssmlab/ops/mamba3/detail.h"
 #include "ssmlab/ops/mamba3/mamba3.h"
 #include "ssmlab/ops/ssd_scan/cpu.h"
 #include "tolerances.h"
@@ -298,7 +303,90 @@ TEST(Mamba3SsdKernels, CudaModeSwitchValues) {
   EXPECT_TRUE(ssmlab::ops::mamba3_ssd_kernels_support(q, x));
 }
 
+// The rotation and key scale (detail.h rotate_scale; kernel_rotate.cuh's contract): q~ = Rot(phi, q),
+// kk = sc Rot(phi, k), with q, k, cos, sin, sc as leaves and random cotangents on both outputs. Returns q~, kk and
+// the five gradients as float64 CPU tensors.
+struct RotateCase {
+  int64_t b, t, r, h, n, s;
+  Mamba3Pairing pairing;
+};
+std::vector<Tensor> rotate_masters(const RotateCase& c, uint64_t seed) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const Tensor phi = at::rand({c.b, c.t, c.h, c.s}, gen, at::kDouble) * 2 * M_PI;
+  return {at::randn({c.b, c.t, c.r, c.h, c.n}, gen, at::kDouble), at::randn({c.b, c.t, c.r, c.h, c.n}, gen, at::kDouble),
+          at::cos(phi), at::sin(phi), at::rand({c.b, c.t, c.h}, gen, at::kDouble) + 0.1,
+          at::randn({c.b, c.t, c.r, c.h, c.n}, gen, at::kDouble), at::randn({c.b, c.t, c.r, c.h, c.n}, gen, at::kDouble)};
+}
+std::vector<Tensor> rotate_results(const std::vector<Tensor>& m, const RotateCase& c, at::Device dev,
+                                   at::ScalarType qk_dtype, at::ScalarType ct, bool via_autograd_of_aten) {
+  std::vector<Tensor> in;
+  for (int i = 0; i < 5; ++i) in.push_back(m[i].to(dev, i < 2 ? qk_dtype : ct).detach().requires_grad_(true));
+  Tensor qr, kk;
+  if (via_autograd_of_aten) {
+    const Tensor c5 = in[2].unsqueeze(2), s5 = in[3].unsqueeze(2);
+    qr = ssmlab::ops::mamba3_detail::rotate(in[0].to(ct), c5, s5, c.pairing);
+    kk = ssmlab::ops::mamba3_detail::rotate(in[1].to(ct), c5, s5, c.pairing) * in[4].unsqueeze(2).unsqueeze(-1);
+  } else {
+    std::tie(qr, kk) = ssmlab::ops::mamba3_detail::rotate_scale(in[0], in[1], in[2], in[3], in[4], c.pairing);
+  }
+  EXPECT_EQ(qr.scalar_type(), ct);
+  const Tensor loss = (qr.to(at::kDouble) * m[5].to(dev)).sum() + (kk.to(at::kDouble) * m[6].to(dev)).sum();
+  auto r = torch::autograd::grad({loss}, in, {}, false, false, /*allow_unused=*/true);  // S = 0: cos, sin unused
+  for (size_t i = 0; i < r.size(); ++i)
+    if (!r[i].defined()) r[i] = at::zeros_like(in[i]);
+  r.insert(r.begin(), {qr, kk});
+  for (auto& t : r) t = t.detach().to(at::kCPU, at::kDouble);
+  return r;
+}
+const char* kRotateNames[] = {"q~", "kk", "dq", "dk", "dcos", "dsin", "dsc"};
+const std::vector<RotateCase>& rotate_cases() {
+  static const std::vector<RotateCase> v = {{2, 5, 1, 3, 8, 2, Mamba3Pairing::adjacent},
+                                            {1, 7, 2, 2, 9, 3, Mamba3Pairing::adjacent},
+                                            {2, 3, 4, 2, 12, 3, Mamba3Pairing::halves},
+                                            {1, 4, 1, 2, 6, 0, Mamba3Pairing::halves},
+                                            {1, 3, 1, 33, 128, 32, Mamba3Pairing::adjacent},
+                                            {1, 3, 2, 5, 130, 65, Mamba3Pairing::halves}};
+  return v;
+}
+
+// The twin's hand-written backward against autograd through the plain ATen rotation (float64).
+TEST(Mamba3SsdKernels, RotateScaleBackwardMatchesAutograd) {
+  uint64_t seed = 900;
+  for (const RotateCase& c : rotate_cases()) {
+    SCOPED_TRACE(ssmlab::str("R ", c.r, " H ", c.h, " N ", c.n, " S ", c.s, " ", ssmlab::ops::to_string(c.pairing)));
+    const auto m = rotate_masters(c, seed++);
+    const auto want = rotate_results(m, c, at::kCPU, at::kDouble, at::kDouble, true);
+    const auto got = rotate_results(m, c, at::kCPU, at::kDouble, at::kDouble, false);
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_TRUE(all_close(got[i], want[i], ssmlab::test::kFp64Grad, kRotateNames[i]));
+  }
+}
+
 // ---- CUDA ----------------------------------------------------------------------------------------------------
+
+// The rotation kernels (kernel_rotate.cuh) against the ATen twin on CPU copies: float64 (to rounding), float32, and
+// bf16 / mixed q, k with fp32 compute; rows past one block, R > 1, odd N, S = 0, N / 2 pairs.
+TEST(Mamba3Cuda, RotateKernelsMatchTheTwin) {
+  SKIP_WITHOUT_CUDA();
+  const at::Device cuda(at::kCUDA, 0);
+  uint64_t seed = 950;
+  for (const RotateCase& c : rotate_cases())
+    for (const auto& [qk, ct] : {std::pair{at::kDouble, at::kDouble}, std::pair{at::kFloat, at::kFloat},
+                                 std::pair{at::kBFloat16, at::kFloat}}) {
+      SCOPED_TRACE(ssmlab::str("R ", c.r, " H ", c.h, " N ", c.n, " S ", c.s, " ", ssmlab::ops::to_string(c.pairing),
+                               " ", c10::toString(qk)));
+      ssmlab::test::poison_allocator();
+      const auto m = rotate_masters(c, seed++);
+      const auto want = rotate_results(m, c, at::kCPU, qk, ct, false);
+      const auto got = rotate_results(m, c, cuda, qk, ct, false);
+      const Tol tol = ct == at::kDouble ? ssmlab::test::kFp64Forward : ssmlab::test::kFp32Grad;
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_TRUE(ssmlab::test::all_finite(got[i], kRotateNames[i]));
+        EXPECT_TRUE(all_close(got[i], want[i], tol, kRotateNames[i]));
+      }
+    }
+}
+
 
 const at::Device kCuda(at::kCUDA, 0);
 

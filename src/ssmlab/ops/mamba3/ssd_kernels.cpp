@@ -12,14 +12,17 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <string>
+#include <tuple>
 
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/mamba3/detail.h"
 #include "ssmlab/ops/mamba3/mamba3.h"
 #include "ssmlab/ops/ssd_scan/cpu.h"
 #ifdef SSMLAB_WITH_CUDA
+#include "ssmlab/ops/mamba3/cuda.h"
 #include "ssmlab/ops/ssd_scan/cuda.h"
 #endif
 
@@ -86,6 +89,96 @@ class Mamba3SsdKernelCore : public torch::autograd::Function<Mamba3SsdKernelCore
   }
 };
 
+// ---- the rotation and key scale: q~ = Rot(phi, q), kk = sc Rot(phi, k), hand-written backward ------------------
+
+// The ATen twin of kernel_rotate.cuh (CPU, or CUDA without the kernels): the same contract and formulas.
+// Pairs as (B, T, R, H, S) views: adjacent (2i, 2i+1), halves (i, i + N/2).
+std::pair<Tensor, Tensor> m3k_pairs(const Tensor& v, int64_t s, Mamba3Pairing pairing) {
+  if (pairing == Mamba3Pairing::adjacent) {
+    const Tensor head = v.narrow(-1, 0, 2 * s).unflatten(-1, {s, 2});
+    return {head.select(-1, 0), head.select(-1, 1)};
+  }
+  return {v.narrow(-1, 0, s), v.narrow(-1, v.size(-1) / 2, s)};
+}
+
+mamba3_detail::RotateGrads m3k_rotate_backward_aten(const Tensor& q, const Tensor& k, const Tensor& c,
+                                                    const Tensor& sn, const Tensor& sc, const Tensor& dqr_in,
+                                                    const Tensor& dkk_in, Mamba3Pairing pairing) {
+  const auto ct = c.scalar_type();
+  const int64_t s = c.size(3);
+  const Tensor qc = q.to(ct), kc = k.to(ct);
+  const Tensor dqr = dqr_in.defined() ? dqr_in : at::zeros_like(qc);
+  const Tensor dkk = dkk_in.defined() ? dkk_in : at::zeros_like(kc);
+  const Tensor c5 = c.unsqueeze(2), s5 = sn.unsqueeze(2), sc5 = sc.unsqueeze(2).unsqueeze(-1);  // (B, T, 1, H, .)
+  mamba3_detail::RotateGrads g;
+  g.dq = mamba3_detail::rotate(dqr, c5, -s5, pairing);  // Rot^T turns by -phi
+  const Tensor gk = dkk * sc5;                           // the cotangent of Rot(k)
+  g.dk = mamba3_detail::rotate(gk, c5, -s5, pairing);
+  g.dsc = (dkk * mamba3_detail::rotate(kc, c5, s5, pairing)).sum(-1).sum(2);
+  if (s == 0) {
+    g.dcos = at::zeros_like(c);
+    g.dsin = at::zeros_like(sn);
+    return g;
+  }
+  const auto [qa, qb] = m3k_pairs(qc, s, pairing);
+  const auto [ka, kb] = m3k_pairs(kc, s, pairing);
+  const auto [gqa, gqb] = m3k_pairs(dqr, s, pairing);
+  const auto [gka, gkb] = m3k_pairs(gk, s, pairing);
+  g.dcos = (gqa * qa + gqb * qb + gka * ka + gkb * kb).sum(2);
+  g.dsin = (gqb * qa - gqa * qb + gkb * ka - gka * kb).sum(2);
+  return g;
+}
+
+// The rotation and key scale as one autograd Function over q, k, cos phi, sin phi, sc: the kernels of cuda.cu for
+// CUDA tensors where the build links them, the ATen twin above elsewhere.
+class Mamba3RotateScale : public torch::autograd::Function<Mamba3RotateScale> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& q,
+                                                const Tensor& k, const Tensor& c, const Tensor& sn, const Tensor& sc,
+                                                int64_t pairing) {
+    const auto pr = static_cast<Mamba3Pairing>(pairing);
+    const auto ct = c.scalar_type();
+    // One input dtype for the kernels (the peers layout's q and k are both fp32; mixed dtypes convert once).
+    const Tensor qi = q.scalar_type() == k.scalar_type() ? q.contiguous() : q.to(ct).contiguous();
+    const Tensor ki = q.scalar_type() == k.scalar_type() ? k.contiguous() : k.to(ct).contiguous();
+    const Tensor cc = c.contiguous(), sc_ = sn.contiguous(), scc = sc.contiguous();
+    ctx->save_for_backward({qi, ki, cc, sc_, scc});
+    ctx->saved_data["pairing"] = pairing;
+    ctx->saved_data["q_dtype"] = static_cast<int64_t>(q.scalar_type());
+    ctx->saved_data["k_dtype"] = static_cast<int64_t>(k.scalar_type());
+#ifdef SSMLAB_WITH_CUDA
+    if (qi.is_cuda()) {
+      auto [qr, kk] = mamba3_cuda::rotate_forward(qi, ki, cc, sc_, scc, pr == Mamba3Pairing::halves);
+      return {qr, kk};
+    }
+#endif
+    const Tensor c5 = cc.unsqueeze(2), s5 = sc_.unsqueeze(2);
+    return {mamba3_detail::rotate(qi.to(ct), c5, s5, pr),
+            mamba3_detail::rotate(ki.to(ct), c5, s5, pr) * scc.unsqueeze(2).unsqueeze(-1)};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto sv = ctx->get_saved_variables();
+    const Tensor &q = sv[0], &k = sv[1], &c = sv[2], &sn = sv[3], &sc = sv[4];
+    const auto pr = static_cast<Mamba3Pairing>(ctx->saved_data["pairing"].toInt());
+    const auto ct = c.scalar_type();
+    auto conv = [&](const Tensor& t) { return t.defined() ? t.to(ct).contiguous() : Tensor(); };
+    mamba3_detail::RotateGrads g;
+#ifdef SSMLAB_WITH_CUDA
+    if (q.is_cuda()) {
+      auto r = mamba3_cuda::rotate_backward(q, k, c, sn, sc, conv(grads[0]), conv(grads[1]),
+                                            pr == Mamba3Pairing::halves);
+      g = {r.dq, r.dk, r.dcos, r.dsin, r.dsc};
+    }
+#endif
+    if (!g.dq.defined()) g = m3k_rotate_backward_aten(q, k, c, sn, sc, conv(grads[0]), conv(grads[1]), pr);
+    const auto qt = static_cast<at::ScalarType>(ctx->saved_data["q_dtype"].toInt());
+    const auto kt = static_cast<at::ScalarType>(ctx->saved_data["k_dtype"].toInt());
+    return {g.dq.to(qt), g.dk.to(kt), g.dcos, g.dsin, g.dsc, Tensor()};
+  }
+};
+
 bool m3k_float_type(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
 }
@@ -128,6 +221,42 @@ bool mamba3_cuda_supports(const at::Tensor& q, const at::Tensor& x) {
 
 namespace mamba3_detail {
 
+std::pair<at::Tensor, at::Tensor> rotate_scale(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos_phi,
+                                               const at::Tensor& sin_phi, const at::Tensor& sc,
+                                               Mamba3Pairing pairing) {
+  auto outs = Mamba3RotateScale::apply(q, k, cos_phi, sin_phi, sc, static_cast<int64_t>(pairing));
+  return {outs[0], outs[1]};
+}
+
+// prepare() (mamba3.cpp) with q~ and s k~ from rotate_scale: one kernel per direction on CUDA instead of a dozen
+// ATen passes over (B, T, R, H, N). The same Prepared, term for term.
+Prepared prepare_fused_rotation(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
+                                const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
+                                const Mamba3Options& opts) {
+  const auto ct = compute_dtype(x);
+  const int64_t b = q.size(0), t = q.size(1), h = q.size(3), s = theta.size(3);
+  Prepared p;
+  // Phases in fp64 whatever the compute dtype (a cumulative sum over T steps), reduced into [0, 2pi).
+  const Tensor phase0 = opts.initial ? opts.initial->phase.to(at::kDouble)
+                                     : at::zeros({b, h, s}, x.options().dtype(at::kDouble));
+  const Tensor phi = at::remainder(
+      phase0.unsqueeze(1) + at::cumsum(dt.to(at::kDouble).unsqueeze(-1) * theta.to(at::kDouble), 1), 2 * M_PI);
+  const Tensor c = at::cos(phi).to(ct), sn = at::sin(phi).to(ct);  // (B, T, H, S)
+  const Tensor lam = at::sigmoid(trap.to(ct)), dtc = dt.to(ct);   // (B, T, H)
+  const Tensor look = (1 - lam) * dtc;                            // (1 - lambda_t) dt_t
+  p.rho = at::cat({look.narrow(1, 1, t - 1), at::zeros({b, 1, h}, look.options())}, 1);
+  std::tie(p.qr, p.kk) = rotate_scale(q, k, c, sn, lam * dtc + p.rho, opts.pairing);
+  p.x = x.to(ct);
+  p.adt = adt.to(ct);
+  if (opts.initial)
+    p.h0 = opts.initial->state.to(ct) + look.select(1, 0).unsqueeze(-1).unsqueeze(-1) *
+                                            rank_outer(opts.initial->x_prev.to(ct), opts.initial->k_prev.to(ct));
+  p.kr_last = rotate(k.select(1, t - 1).to(ct), c.select(1, t - 1).unsqueeze(1), sn.select(1, t - 1).unsqueeze(1),
+                     opts.pairing);
+  p.phase_last = phi.select(1, t - 1).to(ct);
+  return p;
+}
+
 std::pair<at::Tensor, at::Tensor> ssd_kernel_core(const Prepared& p, at::ScalarType source) {
   const int64_t b = p.qr.size(0), t = p.qr.size(1), r = p.qr.size(2), h = p.qr.size(3);
   const int64_t pd = p.x.size(4);
@@ -159,7 +288,7 @@ Mamba3Out mamba3_ssd_kernels(const at::Tensor& q, const at::Tensor& k, const at:
                "kernels with N <= 256 and P <= 64, of float32/float64/bfloat16/float16; got q ",
                tensor_str(q), ", x ", tensor_str(x));
   if (q.size(1) == 0) return d::empty_scan(q, k, x, theta.size(3), opts);
-  const d::Prepared p = d::prepare(q, k, x, adt, dt, trap, theta, opts);
+  const d::Prepared p = d::prepare_fused_rotation(q, k, x, adt, dt, trap, theta, opts);
   const bool wide = x.is_cuda() && mamba3_cuda_mode() == "fp32";
   const auto [y_core, h_final] = d::ssd_kernel_core(p, wide ? p.x.scalar_type() : x.scalar_type());
   return d::finish(p, q, k, x, opts, y_core, h_final);
