@@ -379,8 +379,13 @@ TEST(Mamba3Cuda, RotateKernelsMatchTheTwin) {
       const auto m = rotate_masters(c, seed++);
       const auto want = rotate_results(m, c, at::kCPU, qk, ct, false);
       const auto got = rotate_results(m, c, cuda, qk, ct, false);
-      const Tol tol = ct == at::kDouble ? ssmlab::test::kFp64Forward : ssmlab::test::kFp32Grad;
       for (size_t i = 0; i < got.size(); ++i) {
+        // dq, dk come back in q's and k's dtype: for bf16 both sides round fp32 values that differ in the last
+        // bits, so an element may land one bf16 step apart.
+        const bool rounded = (i == 2 || i == 3) && qk == at::kBFloat16;
+        const Tol tol = ct == at::kDouble ? ssmlab::test::kFp64Forward
+                        : rounded         ? ssmlab::test::kBf16Grad
+                                          : ssmlab::test::kFp32Grad;
         EXPECT_TRUE(ssmlab::test::all_finite(got[i], kRotateNames[i]));
         EXPECT_TRUE(all_close(got[i], want[i], tol, kRotateNames[i]));
       }
