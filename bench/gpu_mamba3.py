@@ -123,7 +123,8 @@ def agreement():
             outs_t = [y_t, *fin_t]
             G_t = torch.autograd.grad(sum((o * c).sum() for o, c in zip(outs_t, cot)), T)
             G = torch.autograd.grad(sum((o.double() * c).sum() for o, c in zip(out, cot)), leaves)
-            errs = [rel(out[0], y_t), rel(wrap(out[1].double() - fin_t[0]), torch.ones_like(fin_t[0])),
+            phase_err = (wrap(out[1].double() - fin_t[0]).norm() / fin_t[0].norm().clamp_min(1e-300)).item()
+            errs = [rel(out[0], y_t), phase_err,
                     rel(out[2], fin_t[1]), rel(out[3], fin_t[2]), rel(out[4], fin_t[3])]
             errs += [rel(a, c) for a, c in zip(G, G_t)]
             fin = all(torch.isfinite(v).all().item() for v in [*out, *G])
