@@ -64,9 +64,13 @@ const std::vector<OpInfo>& op_table() {
        {"cpu"}},
 #endif
       {"delta_rule_update", "one decode step of delta_rule, state in place (plain ATen)", {}, /*has_ref=*/false},
-      // "auto" off the CPU runs the chunked quadratic form in ATen (no CUDA kernel); mamba3.cpp decides.
+      // CUDA: ssd_scan's kernels under the look-ahead SSD core (ops/mamba3/ssd_kernels.cpp); mamba3.cpp decides.
       {"mamba3_scan", "Mamba-3 scan (SISO and MIMO): trapezoidal update, data-dependent rotation, carried state",
+#ifdef SSMLAB_WITH_CUDA
+       {"cpu", "cuda"}},
+#else
        {"cpu"}},
+#endif
       {"mamba3_step", "one decode step of mamba3_scan, returns the next state (plain ATen)", {}, /*has_ref=*/false},
   };
   return table;

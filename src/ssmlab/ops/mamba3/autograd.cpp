@@ -59,6 +59,7 @@ Mamba3Out mamba3_fused(const at::Tensor& q, const at::Tensor& k, const at::Tenso
                        const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
                        const Mamba3Options& opts) {
   namespace d = mamba3_detail;
+  if (x.is_cuda()) return mamba3_ssd_kernels(q, k, x, adt, dt, trap, theta, opts);  // ssd_kernels.cpp
   SSMLAB_CHECK(mamba3_cpu_supports(x), "mamba3_fused: unsupported case (CPU, float32/float64/bfloat16/float16 x); "
                "got x ", tensor_str(x));
   const int64_t t_len = q.size(1), s = theta.size(3);

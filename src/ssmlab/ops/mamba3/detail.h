@@ -54,5 +54,21 @@ Mamba3Out empty_scan(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 
 // The chunked SSD core in ATen (chunked.cpp): y_core and hbar_final from Prepared's qr, kk, x, adt, h0.
 std::pair<at::Tensor, at::Tensor> chunked_core(const Prepared& p, int64_t chunk_size);
+// The same core on ops/ssd_scan's fused kernels (ssd_kernels.cpp), CPU or CUDA by p's device; source: the dtype
+// the kernels treat as the inputs' (bf16: bf16 tensor-core products in the CUDA forward).
+std::pair<at::Tensor, at::Tensor> ssd_kernel_core(const Prepared& p, at::ScalarType source);
+
+// q~ = Rot(phi, q) and kk = sc Rot(phi, k) for q, k (B, T, R, H, N), cos/sin of phi (B, T, H, S) and sc (B, T, H) in
+// the compute dtype, as one autograd Function with a hand-written backward (ssd_kernels.cpp): the kernels of
+// cuda.cu on CUDA, the same formulas in ATen elsewhere (the twin). Outputs in cos's dtype.
+std::pair<at::Tensor, at::Tensor> rotate_scale(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos_phi,
+                                               const at::Tensor& sin_phi, const at::Tensor& sc, Mamba3Pairing pairing);
+struct RotateGrads {
+  at::Tensor dq, dk, dcos, dsin, dsc;
+};
+// prepare() with q~, s k~ from rotate_scale (the CUDA path's preparation; the same Prepared).
+Prepared prepare_fused_rotation(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
+                                const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
+                                const Mamba3Options& opts);
 
 }  // namespace ssmlab::ops::mamba3_detail

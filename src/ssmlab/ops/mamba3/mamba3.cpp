@@ -237,20 +237,20 @@ void check_mamba3_inputs(const at::Tensor& q, const at::Tensor& k, const at::Ten
   SSMLAB_CHECK(o.chunk_size >= 1, "mamba3_scan: chunk_size must be >= 1; got ", o.chunk_size);
 }
 
-Mamba3Path mamba3_path(const at::Tensor& q, const std::string& backend) {
+Mamba3Path mamba3_path(const at::Tensor& q, const std::string& backend, const at::Tensor& x) {
   SSMLAB_CHECK(backend == "auto" || backend == "reference" || backend == "chunked" || backend == "fused",
                "mamba3_scan: unknown backend '", backend, "': expected \"auto\", \"reference\", \"chunked\" or "
                "\"fused\"");
   if (backend == "reference") return Mamba3Path::reference;
   if (backend == "chunked") return Mamba3Path::chunked;
   if (backend == "fused") return Mamba3Path::fused;
-  return mamba3_cpu_supports(q) ? Mamba3Path::fused : Mamba3Path::chunked;
+  return mamba3_cpu_supports(q) || mamba3_cuda_supports(q, x) ? Mamba3Path::fused : Mamba3Path::chunked;
 }
 
 Mamba3Out mamba3_scan(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
                       const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta, const Mamba3Options& opts,
                       const std::string& backend) {
-  const Mamba3Path path = mamba3_path(q, backend);
+  const Mamba3Path path = mamba3_path(q, backend, x);
   check_mamba3_inputs(q, k, x, adt, dt, trap, theta, opts);
   switch (path) {
     case Mamba3Path::reference: return mamba3_reference(q, k, x, adt, dt, trap, theta, opts);
@@ -260,7 +260,9 @@ Mamba3Out mamba3_scan(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   if (backend == "auto") {
     const std::string dev = c10::DeviceTypeName(q.device().type(), /*lower_case=*/true);
     log::warn_once("mamba3_scan:chunked:" + dev, str("ops: no fused mamba3_scan kernel for ", dev, " (",
-                                                    c10::toString(x.scalar_type()),
+                                                    c10::toString(x.scalar_type()), ", N ", q.size(4), ", P ",
+                                                    x.size(4), "; CUDA: kernels built, N <= 256, P <= 64, "
+                                                    "SSMLAB_MAMBA3_CUDA not 'chunked'"
                                                     "); running the chunked quadratic form in ATen"));
   }
   return mamba3_chunked(q, k, x, adt, dt, trap, theta, opts);

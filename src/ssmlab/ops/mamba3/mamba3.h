@@ -48,8 +48,8 @@ struct Mamba3Out {
 // adt, dt, trap: (B, T, H) fp32 (fp64 ok): A*dt (< 0), dt, the trapezoid weight as a pre-sigmoid LOGIT;
 // theta: (B, T, H, S) fp32 angle rates AFTER pi*tanh, per head (head h advances phi_h by dt_h * theta_h; the layer
 //   shares one (B, T, S) vector across heads and passes an expand()ed view).
-// backend: "auto" (the fused kernel on CPU, the chunked ATen form elsewhere, logged once) | "reference" (the
-// time-stepped oracle) | "chunked" | "fused". Differentiable w.r.t. every tensor input on every path.
+// backend: "auto" (the fused kernel on CPU, ssd_scan's kernels on CUDA (mamba3_ssd_kernels), the chunked ATen form
+// elsewhere, logged once) | "reference" (the time-stepped oracle) | "chunked" | "fused". Differentiable w.r.t. every tensor input on every path.
 Mamba3Out mamba3_scan(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
                       const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
                       const Mamba3Options& opts = {}, const std::string& backend = "auto");
@@ -66,8 +66,9 @@ std::pair<at::Tensor, Mamba3State> mamba3_step(const at::Tensor& q, const at::Te
 
 enum class Mamba3Path { reference, chunked, fused };
 const char* to_string(Mamba3Path path);
-// The path mamba3_scan(..., backend) runs for inputs like q (throws on an unknown backend name).
-Mamba3Path mamba3_path(const at::Tensor& q, const std::string& backend = "auto");
+// The path mamba3_scan(..., backend) runs for inputs like q (and x, when given: P enters the CUDA limits; throws on
+// an unknown backend name). "auto": fused where mamba3_cpu_supports(q) or mamba3_cuda_supports(q, x), else chunked.
+Mamba3Path mamba3_path(const at::Tensor& q, const std::string& backend = "auto", const at::Tensor& x = {});
 
 // The oracle: the recurrence above one time step at a time on whole (B, R, H, .) tensors in plain ATen,
 // differentiable by autograd; computes in fp32 (fp64 for fp64 x). Expects checked inputs.
@@ -81,13 +82,31 @@ Mamba3Out mamba3_chunked(const at::Tensor& q, const at::Tensor& k, const at::Ten
                          const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
                          const Mamba3Options& opts);
 
-// The fused CPU kernel (cpu.cpp, autograd.cpp): the whole scan (phases, rotation, key scale, recurrence, diagonal
-// correction, D) per (batch, head), with a hand-written backward; only the carried phase and last rotated key are
-// ATen. Throws unless mamba3_cpu_supports(x). Expects checked inputs.
+// CUDA inputs: mamba3_ssd_kernels (below). CPU: the fused CPU kernel (cpu.cpp, autograd.cpp): the whole scan
+// (phases, rotation, key scale, recurrence, diagonal correction, D) per (batch, head), with a hand-written backward;
+// only the carried phase and last rotated key are ATen. Throws unless mamba3_cpu_supports(x). Expects checked inputs.
 Mamba3Out mamba3_fused(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
                        const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
                        const Mamba3Options& opts);
 bool mamba3_cpu_supports(const at::Tensor& x);
+
+// The CUDA path (ssd_kernels.cpp; README.md, "CUDA path"): the fused path's preparation and finish around
+// ops/ssd_scan's fused kernels, which run the look-ahead SSD core (MIMO as T R rows plus an in-token term). On
+// CUDA: ssd_scan's chunked tensor-core kernels (fp32 compute, N <= 128; bf16 products in the forward of bf16 x),
+// its time-stepped kernels otherwise (fp64, N <= 256). On CPU: ssd_scan's fused CPU kernels, the twin that tests
+// the mapping without a GPU. mamba3_fused runs it for CUDA inputs. Throws unless mamba3_ssd_kernels_support(q, x).
+// Expects checked inputs.
+Mamba3Out mamba3_ssd_kernels(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
+                             const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
+                             const Mamba3Options& opts);
+// CPU tensors, or CUDA ones where the build links the kernels (SSMLAB_WITH_CUDA) with N <= 256, P <= 64; float types.
+bool mamba3_ssd_kernels_support(const at::Tensor& q, const at::Tensor& x);
+// What "auto" takes on CUDA: mamba3_ssd_kernels_support, unless SSMLAB_MAMBA3_CUDA=chunked (the bypass: the
+// chunked ATen form). x may be undefined (then only q's dtype and N are checked).
+bool mamba3_cuda_supports(const at::Tensor& q, const at::Tensor& x = {});
+// SSMLAB_MAMBA3_CUDA, read on every call: "kernels" (unset), "chunked" ("auto" on CUDA runs the ATen quadratic
+// form) or "fp32" (16-bit inputs multiply in split tf32 instead of bf16 in the kernels' forward); else an Error.
+std::string mamba3_cuda_mode();
 
 // Throws ssmlab::Error naming every offending shape, dtype or device.
 void check_mamba3_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
