@@ -2,7 +2,6 @@
 // entry (delta_rule_cuda_supports; delta_rule_fused on CUDA inputs runs delta_rule_pass::run with Impl::cuda).
 #include "ssmlab/ops/delta_rule/chunk_pass.h"
 
-#include <atomic>
 #include <cstdlib>
 #include <limits>
 #include <string>
@@ -13,6 +12,7 @@
 
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
+#include "ssmlab/ops/poison.h"
 #ifdef SSMLAB_WITH_CUDA
 #include "ssmlab/ops/delta_rule/cuda.h"
 #endif
@@ -23,7 +23,7 @@ namespace {
 
 using at::Tensor;
 
-std::atomic<bool> dr_pass_poison{false};
+OutputPoison dr_pass_poison;
 
 Forward pass_forward(const Inputs& in, bool save, Impl impl) {
 #ifdef SSMLAB_WITH_CUDA
@@ -77,8 +77,8 @@ class DeltaChunkPass : public torch::autograd::Function<DeltaChunkPass> {
 
 }  // namespace
 
-void set_poison_outputs(bool on) { dr_pass_poison = on; }
-bool poison_outputs() { return dr_pass_poison.load(); }
+void set_poison_outputs(bool on) { dr_pass_poison.set(on); }
+at::Tensor poisoned_empty(at::IntArrayRef sizes, const at::TensorOptions& o) { return dr_pass_poison.empty(sizes, o); }
 
 Forward forward_aten(const Inputs& in, bool save) {
   const int64_t nc = in.U.size(2);

@@ -42,7 +42,7 @@ Backward backward_aten(const Inputs& in, const at::Tensor& dO, const at::Tensor&
 
 // Tests: fill every output buffer of the CUDA kernels with NaN before they write it.
 void set_poison_outputs(bool on);
-bool poison_outputs();
+at::Tensor poisoned_empty(at::IntArrayRef sizes, const at::TensorOptions& o);  // at::empty, NaN while on
 
 // Which implementation of the pass runs.
 enum class Impl { aten, cuda };

@@ -6,7 +6,6 @@
 #include "ssmlab/ops/delta_rule/cpu.h"
 
 #include <algorithm>
-#include <atomic>
 #include <limits>
 #include <cmath>
 #include <cstring>
@@ -20,6 +19,7 @@
 #pragma GCC optimize("no-trapping-math")
 #endif
 #include "ssmlab/ops/cpu_kernels.h"
+#include "ssmlab/ops/poison.h"
 
 namespace ssmlab::ops::delta_rule_cpu {
 namespace {
@@ -31,11 +31,9 @@ using cpu::ptr_or_null;
 
 constexpr int64_t kCk = kDeltaCheckpoint;
 
-std::atomic<bool> dr_poison{false};
+OutputPoison dr_poison;
 
-at::Tensor dr_out(at::IntArrayRef sizes, const at::TensorOptions& o) {
-  return dr_poison.load() ? at::full(sizes, std::numeric_limits<double>::quiet_NaN(), o) : at::empty(sizes, o);
-}
+at::Tensor dr_out(at::IntArrayRef sizes, const at::TensorOptions& o) { return dr_poison.empty(sizes, o); }
 
 template <typename T>
 struct DrPtrs {
@@ -343,7 +341,7 @@ DrPtrs<T> dr_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
 
 }  // namespace
 
-void set_poison_outputs(bool on) { dr_poison.store(on); }
+void set_poison_outputs(bool on) { dr_poison.set(on); }
 
 Forward forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& beta,
                 const at::Tensor& g, const at::Tensor& h0) {

@@ -9,7 +9,6 @@
 #include "ssmlab/ops/mamba3/cpu.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -23,6 +22,7 @@
 #pragma GCC optimize("no-trapping-math")
 #endif
 #include "ssmlab/ops/cpu_kernels.h"
+#include "ssmlab/ops/poison.h"
 
 namespace ssmlab::ops::mamba3_cpu {
 namespace {
@@ -34,11 +34,9 @@ using cpu::ptr_or_null;
 
 constexpr int64_t kM3Ck = kMamba3Checkpoint;
 
-std::atomic<bool> m3_poison{false};
+OutputPoison m3_poison;
 
-at::Tensor m3_out(at::IntArrayRef sizes, const at::TensorOptions& o) {
-  return m3_poison.load() ? at::full(sizes, std::numeric_limits<double>::quiet_NaN(), o) : at::empty(sizes, o);
-}
+at::Tensor m3_out(at::IntArrayRef sizes, const at::TensorOptions& o) { return m3_poison.empty(sizes, o); }
 
 template <typename T>
 struct M3Ptrs {
@@ -536,7 +534,7 @@ void m3_check(const Inputs& in) {
 
 }  // namespace
 
-void set_poison_outputs(bool on) { m3_poison.store(on); }
+void set_poison_outputs(bool on) { m3_poison.set(on); }
 
 Forward forward(const Inputs& in) {
   m3_check(in);

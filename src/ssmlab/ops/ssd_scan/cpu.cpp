@@ -6,7 +6,6 @@
 #include "ssmlab/ops/ssd_scan/cpu.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -14,6 +13,7 @@
 #include <ATen/ATen.h>
 
 #include "ssmlab/ops/cpu_kernels.h"
+#include "ssmlab/ops/poison.h"
 
 // Lets the compiler if-convert the clamps in exp_vec (exception flags are never read here).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -28,11 +28,9 @@ using cpu::mut_or_null;
 using cpu::ptr_or_null;
 using cpu::parallel_tasks;
 
-std::atomic<bool> g_poison{false};
+OutputPoison g_poison;
 
-at::Tensor out_like(at::IntArrayRef sizes, const at::TensorOptions& o) {
-  return g_poison.load() ? at::full(sizes, std::numeric_limits<double>::quiet_NaN(), o) : at::empty(sizes, o);
-}
+at::Tensor out_like(at::IntArrayRef sizes, const at::TensorOptions& o) { return g_poison.empty(sizes, o); }
 
 template <typename T>
 struct Ptrs {
@@ -196,7 +194,7 @@ void backward_any(const Ptrs<double>& q, int64_t lo, int64_t hi) { backward_f64(
 
 }  // namespace
 
-void set_poison_outputs(bool on) { g_poison.store(on); }
+void set_poison_outputs(bool on) { g_poison.set(on); }
 
 Forward forward(const Inputs& in) {
   const int64_t b = in.x.size(0), l = in.x.size(1), h = in.x.size(2), p = in.x.size(3), n = in.B.size(3);
