@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include <ATen/ATen.h>
 
@@ -47,6 +48,24 @@ struct CePtrs {
   I* dx = nullptr;
 };
 
+// Element access in the logits' dtype. bfloat16 is handled as its uint16_t bits (widening is a shift, the
+// narrowing below rounds to nearest even as c10::BFloat16 does), so both directions vectorise.
+SSMLAB_CPU_INLINE float ce_ld(float v) { return v; }
+SSMLAB_CPU_INLINE double ce_ld(double v) { return v; }
+SSMLAB_CPU_INLINE float ce_ld(uint16_t bf16_bits) { return __builtin_bit_cast(float, uint32_t{bf16_bits} << 16); }
+SSMLAB_CPU_INLINE float ce_ld(c10::Half v) { return static_cast<float>(v); }
+
+template <typename I, typename T>
+SSMLAB_CPU_INLINE I ce_st(T v) {
+  if constexpr (std::is_same_v<I, uint16_t>) {
+    const uint32_t u = __builtin_bit_cast(uint32_t, v);
+    const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    return v != v ? uint16_t{0x7FC0} : static_cast<uint16_t>(rounded);
+  } else {
+    return static_cast<I>(v);
+  }
+}
+
 // Lanes per row reduction: two 32-byte vectors of T.
 template <typename T>
 inline constexpr int kCeLanes = 64 / static_cast<int>(sizeof(T));
@@ -60,14 +79,14 @@ SSMLAB_CPU_INLINE T ce_row_max(const I* __restrict x, int64_t V) {
   int64_t n = 0;
   for (; n + W <= V; n += W)
     for (int j = 0; j < W; ++j) {
-      const T v = static_cast<T>(x[n + j]);
+      const T v = ce_ld(x[n + j]);
       lane[j] = v > lane[j] ? v : lane[j];
     }
   for (int w = W / 2; w >= 1; w /= 2)
     for (int j = 0; j < w; ++j) lane[j] = lane[j + w] > lane[j] ? lane[j + w] : lane[j];
   T m = lane[0];
   for (; n < V; ++n) {
-    const T v = static_cast<T>(x[n]);
+    const T v = ce_ld(x[n]);
     m = v > m ? v : m;
   }
   return m;
@@ -79,11 +98,11 @@ SSMLAB_CPU_INLINE T ce_row_sumexp(const I* __restrict x, int64_t V, T m) {
   T lane[W] = {};
   int64_t n = 0;
   for (; n + W <= V; n += W)
-    for (int j = 0; j < W; ++j) lane[j] += exp_vec(static_cast<T>(x[n + j]) - m);
+    for (int j = 0; j < W; ++j) lane[j] += exp_vec(ce_ld(x[n + j]) - m);
   for (int w = W / 2; w >= 1; w /= 2)
     for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
   T s = lane[0];
-  for (; n < V; ++n) s += exp_vec(static_cast<T>(x[n]) - m);
+  for (; n < V; ++n) s += exp_vec(ce_ld(x[n]) - m);
   return s;
 }
 
@@ -97,7 +116,7 @@ SSMLAB_CPU_INLINE void ce_forward_rows(const CePtrs<I, T>& p, int64_t lo, int64_
     const T lse = m == -std::numeric_limits<T>::infinity() ? m : m + std::log(ce_row_sumexp<I, T>(x, V, m));
     p.lse[r] = lse;
     const int64_t t = p.tg[r];
-    p.loss[r] = t == p.ignore ? T(0) : lse - static_cast<T>(x[t]);
+    p.loss[r] = t == p.ignore ? T(0) : lse - ce_ld(x[t]);
   }
 }
 
@@ -116,15 +135,15 @@ SSMLAB_CPU_INLINE void ce_backward_rows(const CePtrs<I, T>& p, int64_t lo, int64
       continue;
     }
     const T l = p.lse_in[r];
-    for (int64_t v = 0; v < V; ++v) dx[v] = static_cast<I>(exp_vec(static_cast<T>(x[v]) - l) * c);
-    if (counted) dx[t] = static_cast<I>(exp_vec(static_cast<T>(x[t]) - l) * c - gl);
+    for (int64_t v = 0; v < V; ++v) dx[v] = ce_st<I, T>(exp_vec(ce_ld(x[v]) - l) * c);
+    if (counted) dx[t] = ce_st<I, T>(exp_vec(ce_ld(x[t]) - l) * c - gl);
   }
 }
 
 // ISA clones per logits dtype (cpu_kernels.h: SSMLAB_CPU_CLONES); the templates above inline into each.
 SSMLAB_CPU_CLONES void ce_fwd_f32(const CePtrs<float, float>& p, int64_t lo, int64_t hi) { ce_forward_rows(p, lo, hi); }
 SSMLAB_CPU_CLONES void ce_fwd_f64(const CePtrs<double, double>& p, int64_t lo, int64_t hi) { ce_forward_rows(p, lo, hi); }
-SSMLAB_CPU_CLONES void ce_fwd_bf16(const CePtrs<c10::BFloat16, float>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_CLONES void ce_fwd_bf16(const CePtrs<uint16_t, float>& p, int64_t lo, int64_t hi) {
   ce_forward_rows(p, lo, hi);
 }
 SSMLAB_CPU_CLONES void ce_fwd_f16(const CePtrs<c10::Half, float>& p, int64_t lo, int64_t hi) { ce_forward_rows(p, lo, hi); }
@@ -132,7 +151,7 @@ SSMLAB_CPU_CLONES void ce_bwd_f32(const CePtrs<float, float>& p, int64_t lo, int
 SSMLAB_CPU_CLONES void ce_bwd_f64(const CePtrs<double, double>& p, int64_t lo, int64_t hi) {
   ce_backward_rows(p, lo, hi);
 }
-SSMLAB_CPU_CLONES void ce_bwd_bf16(const CePtrs<c10::BFloat16, float>& p, int64_t lo, int64_t hi) {
+SSMLAB_CPU_CLONES void ce_bwd_bf16(const CePtrs<uint16_t, float>& p, int64_t lo, int64_t hi) {
   ce_backward_rows(p, lo, hi);
 }
 SSMLAB_CPU_CLONES void ce_bwd_f16(const CePtrs<c10::Half, float>& p, int64_t lo, int64_t hi) {
@@ -141,11 +160,11 @@ SSMLAB_CPU_CLONES void ce_bwd_f16(const CePtrs<c10::Half, float>& p, int64_t lo,
 
 void ce_fwd_any(const CePtrs<float, float>& p, int64_t lo, int64_t hi) { ce_fwd_f32(p, lo, hi); }
 void ce_fwd_any(const CePtrs<double, double>& p, int64_t lo, int64_t hi) { ce_fwd_f64(p, lo, hi); }
-void ce_fwd_any(const CePtrs<c10::BFloat16, float>& p, int64_t lo, int64_t hi) { ce_fwd_bf16(p, lo, hi); }
+void ce_fwd_any(const CePtrs<uint16_t, float>& p, int64_t lo, int64_t hi) { ce_fwd_bf16(p, lo, hi); }
 void ce_fwd_any(const CePtrs<c10::Half, float>& p, int64_t lo, int64_t hi) { ce_fwd_f16(p, lo, hi); }
 void ce_bwd_any(const CePtrs<float, float>& p, int64_t lo, int64_t hi) { ce_bwd_f32(p, lo, hi); }
 void ce_bwd_any(const CePtrs<double, double>& p, int64_t lo, int64_t hi) { ce_bwd_f64(p, lo, hi); }
-void ce_bwd_any(const CePtrs<c10::BFloat16, float>& p, int64_t lo, int64_t hi) { ce_bwd_bf16(p, lo, hi); }
+void ce_bwd_any(const CePtrs<uint16_t, float>& p, int64_t lo, int64_t hi) { ce_bwd_bf16(p, lo, hi); }
 void ce_bwd_any(const CePtrs<c10::Half, float>& p, int64_t lo, int64_t hi) { ce_bwd_f16(p, lo, hi); }
 
 // About 64K logits per task: enough work to amortise a task, small enough to balance a few rows.
@@ -157,7 +176,7 @@ void ce_dispatch(at::ScalarType dt, const F& fn) {
   switch (dt) {
     case at::kFloat: fn.template operator()<float, float>(); break;
     case at::kDouble: fn.template operator()<double, double>(); break;
-    case at::kBFloat16: fn.template operator()<c10::BFloat16, float>(); break;
+    case at::kBFloat16: fn.template operator()<uint16_t, float>(); break;
     case at::kHalf: fn.template operator()<c10::Half, float>(); break;
     default: fail("cross_entropy_cpu: unsupported logits dtype ", c10::toString(dt));
   }
@@ -177,7 +196,7 @@ Forward forward(const at::Tensor& logits, const at::Tensor& targets, int64_t ign
     CePtrs<I, T> p;
     p.V = V;
     p.ignore = ignore_index;
-    p.x = logits.const_data_ptr<I>();
+    p.x = static_cast<const I*>(logits.const_data_ptr());
     p.tg = targets.const_data_ptr<int64_t>();
     p.loss = f.loss.mutable_data_ptr<T>();
     p.lse = f.lse.mutable_data_ptr<T>();
@@ -194,12 +213,12 @@ at::Tensor backward(const at::Tensor& logits, const at::Tensor& targets, int64_t
     CePtrs<I, T> p;
     p.V = V;
     p.ignore = ignore_index;
-    p.x = logits.const_data_ptr<I>();
+    p.x = static_cast<const I*>(logits.const_data_ptr());
     p.tg = targets.const_data_ptr<int64_t>();
     p.lse_in = lse.const_data_ptr<T>();
     p.gloss = cpu::ptr_or_null<T>(gloss);
     p.glse = cpu::ptr_or_null<T>(glse);
-    p.dx = dx.mutable_data_ptr<I>();
+    p.dx = static_cast<I*>(dx.mutable_data_ptr());
     parallel_tasks(M, ce_grain(V), [&](int64_t lo, int64_t hi) { ce_bwd_any(p, lo, hi); });
   });
   return dx;
