@@ -11,6 +11,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -41,10 +42,14 @@ struct NamedPath {
   Path run;
 };
 
-// Every fast path; "blocked 3" runs several blocks (and a short last one) on every M > 3.
+// Every fast path; "blocked M/4" runs several blocks of max(3, M / 4) rows (a short last one where 4 does not
+// divide M), the automatic block count being one block at the tests' sizes.
 std::vector<NamedPath> fast_paths() {
   return {{"fused", [](const Tensor& x, const Tensor& t) { return ops::cross_entropy_fused(x, t, kIgn); }},
-          {"blocked 3", [](const Tensor& x, const Tensor& t) { return ops::cross_entropy_blocked(x, t, kIgn, 3); }},
+          {"blocked M/4",
+           [](const Tensor& x, const Tensor& t) {
+             return ops::cross_entropy_blocked(x, t, kIgn, std::max<int64_t>(3, x.size(0) / 4));
+           }},
           {"blocked", [](const Tensor& x, const Tensor& t) { return ops::cross_entropy_blocked(x, t, kIgn); }},
           {"auto", [](const Tensor& x, const Tensor& t) { return ops::cross_entropy(x, t, kIgn, "auto"); }}};
 }
@@ -272,7 +277,8 @@ TEST(CrossEntropy, DispatcherSchemaMatchesCppEntry) {
   auto op = c10::Dispatcher::singleton().findSchemaOrThrow("ssmlab::cross_entropy", "").typed<Sig>();
   auto [ml, ms] = op.call(at::empty({5, 8}, at::TensorOptions().device(at::kMeta).dtype(at::kBFloat16)),
                           at::empty({5}, at::TensorOptions().device(at::kMeta).dtype(at::kLong)), kIgn);
-  EXPECT_EQ(ml.sizes(), at::IntArrayRef({5}));
+  EXPECT_EQ(ml.dim(), 1);
+  EXPECT_EQ(ml.size(0), 5);
   EXPECT_EQ(ml.scalar_type(), at::kFloat);
   EXPECT_EQ(ms.scalar_type(), at::kFloat);
 }
@@ -321,7 +327,9 @@ TEST(CrossEntropy, MeanCrossEntropyEqualsOldFormula) {
     EXPECT_TRUE(all_close(got, want, ssmlab::test::kFp32Forward, "mean loss"));
     got.backward();
     want.backward();
-    EXPECT_TRUE(all_close(a.grad(), o.grad(), ssmlab::test::grad_tol(dt), "dlogits"));
+    // The old formula differentiates in float32 (bf16 gradients then rounded), so float32's tolerance at best.
+    const auto gtol = dt == at::kBFloat16 ? ssmlab::test::kBf16Grad : ssmlab::test::kFp32Grad;
+    EXPECT_TRUE(all_close(a.grad(), o.grad(), gtol, "dlogits"));
   }
   const Tensor none = at::full({2, 3}, kIgn, at::kLong);
   EXPECT_TRUE(std::isnan(ssmlab::tasks::mean_cross_entropy(at::randn({2, 3, 4}), none).item<double>()));
