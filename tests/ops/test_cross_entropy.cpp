@@ -1,7 +1,7 @@
 // ops/cross_entropy: the fused CPU kernel, the row-blocked ATen path (several blocks, and its automatic block) and
 // the "auto" entry against the float64 oracle run on float64 copies of the same (rounded) logits: loss, lse and
 // d/dlogits for output gradients on both loss and lse; float64 / float32 / bfloat16 (and float16) logits; odd
-// sizes (M 1, 7, 4099; V 1, 3, 1000, 50257); ignored rows (none, some, all); extreme logits (1e4, -1e4, -inf);
+// sizes (M 1, 7, 4099; V 1, 3, 129, 1000, 50257); ignored rows (none, some, all); extreme logits (1e4, -1e4, -inf);
 // NaN-poisoned kernel outputs; a hand-computed case; finite differences in float64; the dispatcher schema; bad
 // inputs; tasks::mean_cross_entropy against the formula it replaced (at::cross_entropy_loss on float32 logits).
 #include <gtest/gtest.h>
@@ -17,6 +17,7 @@
 #include <limits>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "ssmlab/core/error.h"
@@ -141,18 +142,20 @@ TEST(CrossEntropy, HandComputedCase) {
   }
 }
 
+// (M, V): M in {1, 7} with V in {1, 3, 1000}; M 4099 (many threads' tasks, a short last block) with V 3 and 129.
+constexpr std::pair<int64_t, int64_t> kOddSizes[] = {{1, 1}, {1, 3}, {1, 1000}, {7, 1},      {7, 3},
+                                                     {7, 1000}, {4099, 1}, {4099, 3}, {4099, 129}};
+
 TEST(CrossEntropy, MatchesOracleFloat64OddSizes) {
   uint64_t seed = 100;
-  for (const int64_t m : {1, 7, 4099})
-    for (const int64_t v : {1, 3, 1000}) expect_matches_oracle({m, v, at::kDouble, 2.0, 0.2}, seed++);
+  for (const auto [m, v] : kOddSizes) expect_matches_oracle({m, v, at::kDouble, 2.0, 0.2}, seed++);
   expect_matches_oracle({7, 50257, at::kDouble, 3.0, 0.2}, seed++);
 }
 
 TEST(CrossEntropy, MatchesOracleFloat32AndBfloat16) {
   uint64_t seed = 200;
   for (const auto dt : {at::kFloat, at::kBFloat16}) {
-    for (const int64_t m : {1, 7, 4099})
-      for (const int64_t v : {1, 3, 1000}) expect_matches_oracle({m, v, dt, 2.0, 0.2}, seed++);
+    for (const auto [m, v] : kOddSizes) expect_matches_oracle({m, v, dt, 2.0, 0.2}, seed++);
     // A vocabulary-sized row; peaked (scale 6) so that gradient entries near 1 exist beside the tiny ones.
     expect_matches_oracle({7, 50257, dt, 6.0, 0.2}, seed++);
   }

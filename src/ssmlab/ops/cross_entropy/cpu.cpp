@@ -1,6 +1,6 @@
 // Fused CPU cross_entropy (cpu.h). Per row r of logits x (V entries, read in their own dtype, widened to T):
 //   m = max_v x[v];  s = sum_v exp(x[v] - m);  lse = m + log s   (lse = -inf when m = -inf: an all -inf row)
-//   loss = lse - x[t] (t = targets[r]), or 0 when t is ignore_index
+//   loss = (m - x[t]) + log s (t = targets[r]), or 0 when t is ignore_index
 // backward: dx[v] = exp(x[v] - lse) * (gl + ge) - [v == t] * gl, gl = gloss[r] (0 when ignored), ge = glse[r],
 // written straight into the logits' dtype (the target entry rounded once, from T). A row with gl + ge = 0 that
 // is ignored is written as zeros without reading it.
@@ -112,11 +112,18 @@ SSMLAB_CPU_INLINE void ce_forward_rows(const CePtrs<I, T>& p, int64_t lo, int64_
   for (int64_t r = lo; r < hi; ++r) {
     const I* x = p.x + r * V;
     const T m = ce_row_max<I, T>(x, V);
-    // m is -inf only for an all -inf row (NaNs are skipped by the max; they reach s through exp and poison it).
-    const T lse = m == -std::numeric_limits<T>::infinity() ? m : m + std::log(ce_row_sumexp<I, T>(x, V, m));
-    p.lse[r] = lse;
     const int64_t t = p.tg[r];
-    p.loss[r] = t == p.ignore ? T(0) : lse - ce_ld(x[t]);
+    // m is -inf only for an all -inf row (NaNs are skipped by the max; they reach s through exp and poison it):
+    // lse -inf, loss NaN (-inf - -inf), as the oracle. The loss is (m - x[t]) + log s, not lse - x[t]: at large
+    // |logits| the rounded lse would lose the loss's low bits.
+    T lse = m, loss = std::numeric_limits<T>::quiet_NaN();
+    if (m != -std::numeric_limits<T>::infinity()) {
+      const T logs = std::log(ce_row_sumexp<I, T>(x, V, m));
+      lse = m + logs;
+      if (t != p.ignore) loss = (m - ce_ld(x[t])) + logs;
+    }
+    p.lse[r] = lse;
+    p.loss[r] = t == p.ignore ? T(0) : loss;
   }
 }
 

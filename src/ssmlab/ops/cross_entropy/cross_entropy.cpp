@@ -67,12 +67,18 @@ class CrossEntropyBlockedFn : public torch::autograd::Function<CrossEntropyBlock
     Tensor lse = at::empty({M}, logits.options().dtype(ct));
     for (int64_t r0 = 0; r0 < M; r0 += rows) {
       const int64_t n = std::min(rows, M - r0);
-      const Tensor xb = logits.narrow(0, r0, n).to(ct);  // (n, V): the only widened copy, one block
-      const Tensor lb = at::logsumexp(xb, {1});
+      // lse = m + log s and loss = log s - (x[t] - m), with m the row max (0 for an all -inf row) and
+      // s = sum exp(x - m): the loss never takes the difference of two large numbers (lse - x[t]).
+      Tensor m = logits.narrow(0, r0, n).amax({1}, /*keepdim=*/true).to(ct);                 // (n, 1)
+      m.masked_fill_(m.isneginf(), 0.0);
+      Tensor sh = at::sub(logits.narrow(0, r0, n).to(ct), m);  // (n, V): one widened block (+ one for bf16)
       const auto mk = ce_masks(targets.narrow(0, r0, n), V, ignore_index);
-      const Tensor picked = xb.gather(1, mk.safe).squeeze(1);
+      const Tensor picked = sh.gather(1, mk.safe).squeeze(1);                                 // x[t] - m
+      const Tensor logs = sh.exp_().sum({1}).log_();
+      sh = Tensor();
+      const Tensor lb = m.squeeze(1) + logs;
       const Tensor nan = at::full({}, std::numeric_limits<double>::quiet_NaN(), lb.options());
-      const Tensor lossb = at::where(mk.counted, at::where(mk.valid, lb - picked, nan), at::zeros({}, lb.options()));
+      const Tensor lossb = at::where(mk.counted, at::where(mk.valid, logs - picked, nan), at::zeros({}, lb.options()));
       lse.narrow(0, r0, n).copy_(lb);
       loss.narrow(0, r0, n).copy_(lossb);
     }
