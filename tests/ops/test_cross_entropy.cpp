@@ -148,14 +148,14 @@ constexpr std::pair<int64_t, int64_t> kOddSizes[] = {{1, 1}, {1, 3}, {1, 1000}, 
 
 TEST(CrossEntropy, MatchesOracleFloat64OddSizes) {
   uint64_t seed = 100;
-  for (const auto [m, v] : kOddSizes) expect_matches_oracle({m, v, at::kDouble, 2.0, 0.2}, seed++);
+  for (const auto& [m, v] : kOddSizes) expect_matches_oracle({m, v, at::kDouble, 2.0, 0.2}, seed++);
   expect_matches_oracle({7, 50257, at::kDouble, 3.0, 0.2}, seed++);
 }
 
 TEST(CrossEntropy, MatchesOracleFloat32AndBfloat16) {
   uint64_t seed = 200;
   for (const auto dt : {at::kFloat, at::kBFloat16}) {
-    for (const auto [m, v] : kOddSizes) expect_matches_oracle({m, v, dt, 2.0, 0.2}, seed++);
+    for (const auto& [m, v] : kOddSizes) expect_matches_oracle({m, v, dt, 2.0, 0.2}, seed++);
     // A vocabulary-sized row; peaked (scale 6) so that gradient entries near 1 exist beside the tiny ones.
     expect_matches_oracle({7, 50257, dt, 6.0, 0.2}, seed++);
   }
