@@ -1,5 +1,6 @@
 // CPU benchmarks of the op references (selective_scan forward and forward+backward, causal_conv1d
-// forward and forward+backward, each beside the fused CPU conv kernel) and a plain copy_ of a large
+// forward and forward+backward, each beside the fused CPU conv kernel; token cross-entropy forward+backward,
+// ops::cross_entropy beside the formula it replaced) and a plain copy_ of a large
 // buffer, so the bytes/s counters can be read against the machine's copy bandwidth in one table (llm.c
 // dev/cuda style: time plus bandwidth math).
 //
@@ -17,6 +18,7 @@
 #include <string>
 
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
+#include "ssmlab/ops/cross_entropy/cross_entropy.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
 #include "ssmlab/ops/selective_state_update/selective_state_update.h"
 
@@ -168,7 +170,45 @@ void BM_SelectiveStateUpdateFused(benchmark::State& state) {
   state_update(state, &ssmlab::ops::selective_state_update_cpu);
 }
 
+// Token cross-entropy, mean loss forward + backward to the logits (M, V) in `dtype`; `path`: 0 the formula
+// ops::cross_entropy replaced (cross_entropy_loss on a float32 copy), 1 ops::cross_entropy "auto" (the fused CPU
+// kernel), 2 the row-blocked ATen path (what runs off the CPU). Counter extra_bytes: the peak bytes beyond the
+// logits and their gradient that the path holds, from the shapes: old, float32 (M, V) tensors live in the
+// backward: log_softmax's saved output and nll_loss's gradient, plus for bf16 logits log_softmax's float32
+// gradient before its cast (8 M V bytes for float32, 12 M V for bf16); fused, loss + lse (M); blocked, 2
+// float32 blocks (the widened rows and the softmax) of cross_entropy_block_rows(M, V) rows.
+void cross_entropy_fwd_bwd(benchmark::State& state, at::ScalarType dtype, int path) {
+  const int64_t m = state.range(0), v = state.range(1);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  const at::Tensor logits = (at::randn({m, v}, gen) * 2).to(dtype).requires_grad_(true);
+  const at::Tensor targets = at::randint(v, {m}, gen, at::TensorOptions().dtype(at::kLong));
+  for (auto _ : state) {
+    const at::Tensor loss =
+        path == 0 ? at::cross_entropy_loss(logits.to(at::kFloat), targets)
+                  : (path == 1 ? ssmlab::ops::cross_entropy(logits, targets)
+                               : ssmlab::ops::cross_entropy_blocked(logits, targets, ssmlab::ops::kCrossEntropyIgnoreIndex))
+                        .loss.mean();
+    const auto g = torch::autograd::grad({loss}, {logits});
+    benchmark::DoNotOptimize(g[0].data_ptr());
+  }
+  const double mv = double(m) * v;
+  const double extra = path == 0 ? (dtype == at::kFloat ? 8.0 : 12.0) * mv : path == 1 ? 8.0 * m
+                                            : 2.0 * 4.0 * double(ssmlab::ops::cross_entropy_block_rows(m, v)) * v;
+  state.counters["extra_bytes"] = extra;
+  // Compulsory traffic: the logits read twice (forward, backward) and their gradient written once.
+  set_counters(state, mv, 3.0 * mv * double(at::elementSize(dtype)));
+}
+
 }  // namespace
+
+// (M, V): a batch of 4096 tokens over the GPT-NeoX vocabulary, float32 and bfloat16 logits.
+#define SSMLAB_CE_ARGS ArgNames({"M", "V"})->Args({4096, 50257})->Unit(benchmark::kMillisecond)->UseRealTime()
+BENCHMARK_CAPTURE(cross_entropy_fwd_bwd, old_fp32, at::kFloat, 0)->SSMLAB_CE_ARGS;
+BENCHMARK_CAPTURE(cross_entropy_fwd_bwd, fused_fp32, at::kFloat, 1)->SSMLAB_CE_ARGS;
+BENCHMARK_CAPTURE(cross_entropy_fwd_bwd, blocked_fp32, at::kFloat, 2)->SSMLAB_CE_ARGS;
+BENCHMARK_CAPTURE(cross_entropy_fwd_bwd, old_bf16, at::kBFloat16, 0)->SSMLAB_CE_ARGS;
+BENCHMARK_CAPTURE(cross_entropy_fwd_bwd, fused_bf16, at::kBFloat16, 1)->SSMLAB_CE_ARGS;
+BENCHMARK_CAPTURE(cross_entropy_fwd_bwd, blocked_bf16, at::kBFloat16, 2)->SSMLAB_CE_ARGS;
 
 // (B, E, N): one decode step of a Mamba-1 layer of d_model 1536 (E = 3072), batch 1 and 8.
 BENCHMARK(BM_SelectiveStateUpdateRef)

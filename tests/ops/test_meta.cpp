@@ -170,6 +170,12 @@ std::vector<Call> calls(at::ScalarType dt, at::Generator& gen) {
                                  r({2, 2, 3, 5})},
                  {{"D", r({3})}, {"pairing", std::string("halves")}}});
   }
+  // Token cross-entropy: some rows ignored; V = 1.
+  const at::Tensor ce_targets = at::tensor(std::vector<int64_t>{0, 4, -100, 2, 1, 3, -100}, at::kLong);
+  for (const char* name : {"cross_entropy", "cross_entropy_ref"}) {
+    c.push_back({name, {r({7, 5}, 2.0), ce_targets}, {{"ignore_index", int64_t{-100}}}});
+    c.push_back({name, {r({3, 1}), at::zeros({3}, at::kLong)}, {}});
+  }
   return c;
 }
 

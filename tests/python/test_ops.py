@@ -163,6 +163,13 @@ def mamba3_step_samples(b=2, r=2, h=2, n=4, p=3, s=2):
     return [full, bare]
 
 
+def ce_samples(m=7, v=5):
+    # Some rows ignored (-100), then every row counted with a vocabulary of 1 (V = 1: loss 0, lse = the logit).
+    t = torch.tensor([0, 4, -100, 2, 1, -100, 3], dtype=torch.long, device=DEVICE)
+    return [((rnd(m, v, scale=2.0), t), dict(ignore_index=-100)),
+            ((rnd(3, 1), torch.zeros(3, dtype=torch.long, device=DEVICE)), {})]
+
+
 SAMPLES = {
     "selective_scan": scan_samples, "selective_scan_ref": scan_samples,
     "selective_scan_varlen": varlen_samples, "selective_scan_varlen_ref": varlen_samples,
@@ -175,6 +182,7 @@ SAMPLES = {
     "delta_rule": delta_samples, "delta_rule_ref": delta_samples,
     "delta_rule_update": delta_update_samples,
     "mamba3_scan": mamba3_samples, "mamba3_scan_ref": mamba3_samples, "mamba3_step": mamba3_step_samples,
+    "cross_entropy": ce_samples, "cross_entropy_ref": ce_samples,
 }
 
 

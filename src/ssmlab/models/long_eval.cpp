@@ -1,11 +1,13 @@
 #include "ssmlab/models/long_eval.h"
 
 #include <algorithm>
+#include <limits>
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
 #include "ssmlab/core/error.h"
+#include "ssmlab/ops/cross_entropy/cross_entropy.h"
 
 namespace ssmlab::models {
 
@@ -61,9 +63,13 @@ at::Tensor next_token_losses(LanguageModelImpl& model, const at::Tensor& tokens,
     // Position t predicts token t+1; the sequence's last position has no target.
     const int64_t n = std::min(logits.size(1), L - 1 - t0);
     if (n <= 0) return;
-    const at::Tensor logp = at::log_softmax(logits.narrow(1, 0, n).to(at::kFloat), -1);      // (B, n, V)
-    const at::Tensor target = tokens.narrow(1, t0 + 1, n).to(logits.device()).unsqueeze(-1);  // (B, n, 1)
-    losses.narrow(1, t0, n).copy_(-logp.gather(-1, target).squeeze(-1));
+    // ops::cross_entropy reads the logits in their own dtype: no float32 (B, n, V) copy or log-softmax.
+    const int64_t V = logits.size(-1);
+    const at::Tensor target = tokens.narrow(1, t0 + 1, n).reshape({-1}).to(logits.device(), at::kLong);  // (B n)
+    // Every position counts: an ignore_index no token can take (a bad token is an error naming its row).
+    const int64_t no_ignore = std::numeric_limits<int64_t>::min();
+    const at::Tensor loss = ops::cross_entropy(logits.narrow(1, 0, n).reshape({-1, V}), target, no_ignore).loss;
+    losses.narrow(1, t0, n).copy_(loss.reshape({B, n}));
   });
   return losses;
 }

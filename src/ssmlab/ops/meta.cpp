@@ -13,6 +13,7 @@
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
+#include "ssmlab/ops/cross_entropy/cross_entropy.h"
 #include "ssmlab/ops/delta_rule/delta_rule.h"
 #include "ssmlab/ops/mamba3/mamba3.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
@@ -242,6 +243,16 @@ Mamba3Tuple mamba3_step(const Tensor& q, const Tensor& k, const Tensor& x, const
   const auto p = x.sym_size(3), s = theta.sym_size(2);
   return {empty({b, r, h, p}, x, x.scalar_type()), empty({b, h, s}, x, state_of(x)), empty({b, h, p, n}, x, state_of(x)),
           empty({b, r, h, n}, x, k.scalar_type()), empty({b, r, h, p}, x, x.scalar_type())};
+}
+
+std::tuple<Tensor, Tensor> cross_entropy(const Tensor& logits, const Tensor& targets, int64_t) {
+  if (symbolic({&logits, &targets})) {
+    check_rank(logits, 2, "cross_entropy", "logits");
+    check_rank(targets, 1, "cross_entropy", "targets");
+  } else {
+    check_cross_entropy_inputs(logits, targets);
+  }
+  return {empty({logits.sym_size(0)}, logits, state_of(logits)), empty({logits.sym_size(0)}, logits, state_of(logits))};
 }
 
 }  // namespace ssmlab::ops::meta

@@ -55,4 +55,7 @@ Mamba3Tuple mamba3_step(const at::Tensor& q, const at::Tensor& k, const at::Tens
                         const at::Tensor& state, const at::Tensor& k_prev, const at::Tensor& x_prev, const OptTensor& D,
                         c10::string_view pairing);
 
+std::tuple<at::Tensor, at::Tensor> cross_entropy(const at::Tensor& logits, const at::Tensor& targets,
+                                                 int64_t ignore_index);
+
 }  // namespace ssmlab::ops::meta

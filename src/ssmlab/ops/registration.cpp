@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ssmlab/ops/causal_conv1d/causal_conv1d.h"
+#include "ssmlab/ops/cross_entropy/cross_entropy.h"
 #include "ssmlab/ops/delta_rule/delta_rule.h"
 #include "ssmlab/ops/mamba3/mamba3.h"
 #include "ssmlab/ops/selective_scan/selective_scan.h"
@@ -222,6 +223,16 @@ constexpr const char* kMamba3StepArgs =
     "Tensor k_prev, Tensor x_prev, Tensor? D=None, str pairing=\"adjacent\") "
     "-> (Tensor, Tensor, Tensor, Tensor, Tensor)";
 
+// ssmlab::cross_entropy (kRef false) and ssmlab::cross_entropy_ref (kRef true): (loss, lse), both (M).
+template <bool kRef>
+std::tuple<at::Tensor, at::Tensor> cross_entropy_op(const at::Tensor& logits, const at::Tensor& targets,
+                                                    int64_t ignore_index) {
+  auto r = cross_entropy(logits, targets, ignore_index, kRef ? "reference" : "auto");
+  return {r.loss, r.lse};
+}
+
+constexpr const char* kCrossEntropyArgs = "(Tensor logits, Tensor targets, int ignore_index=-100) -> (Tensor, Tensor)";
+
 constexpr const char* kScanArgs =
     "(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? z=None, "
     "Tensor? delta_bias=None, bool delta_softplus=False, Tensor? initial_state=None) -> (Tensor, Tensor)";
@@ -241,7 +252,8 @@ const std::vector<std::pair<std::string, const char*>>& differentiable_ops() {
       {"wkv", kWkvArgs}, {"wkv_ref", kWkvArgs},
       {"ssd_scan", kSsdArgs}, {"ssd_scan_ref", kSsdArgs},
       {"delta_rule", kDeltaArgs}, {"delta_rule_ref", kDeltaArgs},
-      {"mamba3_scan", kMamba3Args}, {"mamba3_scan_ref", kMamba3Args}, {"mamba3_step", kMamba3StepArgs}};
+      {"mamba3_scan", kMamba3Args}, {"mamba3_scan_ref", kMamba3Args}, {"mamba3_step", kMamba3StepArgs},
+      {"cross_entropy", kCrossEntropyArgs}, {"cross_entropy_ref", kCrossEntropyArgs}};
   return ops;
 }
 
@@ -323,6 +335,9 @@ TORCH_LIBRARY(ssmlab, m) {
   m.def((std::string("mamba3_scan_ref") + kMamba3Args).c_str());
   // One decode step of mamba3_scan, functional (returns the next state); plain ATen everywhere (no _ref twin).
   m.def((std::string("mamba3_step") + kMamba3StepArgs).c_str());
+  // Token cross-entropy (ops/cross_entropy): logits (M, V), targets (M) int64 -> (loss, lse), (M) each.
+  m.def((std::string("cross_entropy") + kCrossEntropyArgs).c_str());
+  m.def((std::string("cross_entropy_ref") + kCrossEntropyArgs).c_str());
   // The backward of each differentiable op: gradients of its floating-point tensor inputs that are present, in
   // argument order (op_autograd.h).
   for (const auto& [name, args] : differentiable_ops()) {
@@ -355,6 +370,8 @@ TORCH_LIBRARY(ssmlab, m) {
     m.impl("mamba3_scan", &Kernel<&mamba3_scan_op<false>>::call);                                                \
     m.impl("mamba3_scan_ref", &Kernel<&mamba3_scan_op<true>>::call);                                             \
     m.impl("mamba3_step", &Kernel<&mamba3_step_op>::call);                                                       \
+    m.impl("cross_entropy", &Kernel<&cross_entropy_op<false>>::call);                                            \
+    m.impl("cross_entropy_ref", &Kernel<&cross_entropy_op<true>>::call);                                         \
     for (const auto& op : differentiable_ops())                                                                  \
       m.impl((op.first + "_backward").c_str(), torch::CppFunction::makeFromBoxedFunction<&backward_recompute_kernel>()); \
   }
@@ -384,6 +401,8 @@ TORCH_LIBRARY_IMPL(ssmlab, Meta, m) {
   m.impl("mamba3_scan", &meta::mamba3_scan);
   m.impl("mamba3_scan_ref", &meta::mamba3_scan);
   m.impl("mamba3_step", &meta::mamba3_step);
+  m.impl("cross_entropy", &meta::cross_entropy);
+  m.impl("cross_entropy_ref", &meta::cross_entropy);
   for (const auto& op : differentiable_ops())
     m.impl((op.first + "_backward").c_str(), torch::CppFunction::makeFromBoxedFunction<&backward_meta_kernel>());
 }

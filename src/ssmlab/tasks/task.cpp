@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "ssmlab/core/error.h"
+#include "ssmlab/ops/cross_entropy/cross_entropy.h"
 
 namespace ssmlab::tasks {
 
@@ -92,8 +93,11 @@ at::Tensor mean_cross_entropy(const at::Tensor& logits, const at::Tensor& target
                "mean_cross_entropy: expected logits (..., V) with targets (...); got logits ",
                logits.defined() ? shape_str(logits.sizes()) : "undefined", " and targets ",
                targets.defined() ? shape_str(targets.sizes()) : "undefined");
-  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets.reshape({-1}), {},
-                                at::Reduction::Mean, kIgnoreIndex);
+  // ops::cross_entropy reads the logits in their own dtype (no float32 copy of (M, V)); the mean over counted
+  // rows is at::cross_entropy_loss's (Mean, ignore_index): NaN when no row counts. float32 as before.
+  const at::Tensor tg = targets.reshape({-1}).to(logits.device(), at::kLong);
+  const at::Tensor loss = ops::cross_entropy(logits.reshape({-1, logits.size(-1)}), tg, kIgnoreIndex).loss;
+  return (loss.sum() / tg.ne(kIgnoreIndex).sum()).to(at::kFloat);
 }
 
 at::Tensor Task::loss(const at::Tensor& outputs, const at::Tensor& targets) const {

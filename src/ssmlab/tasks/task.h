@@ -74,8 +74,9 @@ at::Tensor per_example_accuracy(const at::Tensor& logits, const at::Tensor& targ
 // Classification: logits (M, classes), labels (M) -> (M) float64 of [argmax == label].
 at::Tensor classification_accuracy(const at::Tensor& logits, const at::Tensor& labels);
 
-// Mean cross-entropy over the counted targets (fp32 logits): per_position logits (B, L, V) with targets
-// (B, L) (kIgnoreIndex skipped), or per_sequence logits (B, classes) with labels (B).
+// Mean cross-entropy over the counted targets, float32 (ops::cross_entropy: the logits are read in their own
+// dtype, never copied to float32): per_position logits (B, L, V) with targets (B, L) (kIgnoreIndex skipped), or
+// per_sequence logits (B, classes) with labels (B). NaN when no target counts (as at::cross_entropy_loss).
 at::Tensor mean_cross_entropy(const at::Tensor& logits, const at::Tensor& targets);
 
 class Task {
