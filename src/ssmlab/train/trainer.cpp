@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <optional>
 
 #include <ATen/ATen.h>
@@ -387,9 +388,12 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
       fused->step();
   };
 
-  // train.cuda_graph (one rank): the step of the fixed batch shape captured once and replayed. The loss is summed
+  // train.cuda_graph (one rank): the step of each full-batch shape (one per train segment shape, at most
+  // kMaxGraphs) captured once and replayed; each graph has its own memory pool. The loss is summed
   // on the device (read at log steps), and the first non-finite loss is remembered there with its step.
-  std::unique_ptr<CudaGraphStep> graph;
+  constexpr size_t kMaxGraphs = 8;
+  std::map<std::pair<std::vector<int64_t>, std::vector<int64_t>>, std::unique_ptr<CudaGraphStep>> graphs;
+  CudaGraphStep::Body graph_body;
   std::optional<DeviceLossLog> graph_losses;
   bool graph_pending = false;  // graph steps ran since their losses were last read
   if (o.cuda_graph && group) {
@@ -397,7 +401,7 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
                         "training runs eagerly");
   } else if (o.cuda_graph) {
     graph_losses.emplace(device);
-    auto body = [&](const at::Tensor& inputs, const at::Tensor& targets) {
+    graph_body = [&](const at::Tensor& inputs, const at::Tensor& targets) {
       at::Tensor loss;
       {
         AutocastGuard autocast(o.precision, device);
@@ -407,7 +411,6 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
       graph_losses->record(loss);
       clip_and_step();
     };
-    graph = std::make_unique<CudaGraphStep>(device, body, [&] { opt.zero_grad(); });
   }
   // Reads what graph steps left on the device (a host sync): their loss sum into the window, and the first
   // non-finite loss as the same error an eager step throws, naming its step.
@@ -463,7 +466,17 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     if (lr_dev.defined()) lr_dev.fill_(lr);
     const int64_t bptt = data.train[static_cast<size_t>(batch.segment)].bptt_segments;
     double loss_v = NAN;
-    const bool graphed = graph && bptt == 1 && graph->accepts(batch.inputs, batch.targets);
+    // The graph of this batch's shape (made on first sight): full batches only, so that a last partial batch
+    // costs no capture of its own.
+    CudaGraphStep* graph = nullptr;
+    if (graph_body && bptt == 1 && batch.inputs.size(0) == data.batch_size) {
+      auto key = std::make_pair(batch.inputs.sizes().vec(), batch.targets.sizes().vec());
+      auto it = graphs.find(key);
+      if (it == graphs.end() && graphs.size() < kMaxGraphs)
+        it = graphs.emplace(key, std::make_unique<CudaGraphStep>(device, graph_body, [&] { opt.zero_grad(); })).first;
+      if (it != graphs.end() && it->second->accepts(batch.inputs, batch.targets)) graph = it->second.get();
+    }
+    const bool graphed = graph != nullptr;
     if (!graphed) opt.zero_grad();
     if (graphed) {
       graph_losses->set_step(step + 1);
