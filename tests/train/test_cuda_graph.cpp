@@ -95,10 +95,11 @@ void cg_expect_same_metrics(const fs::path& eager, const fs::path& graphed, doub
       if (!v.is_number_float()) continue;
       const double e = v, g = mg[i][key];
       EXPECT_TRUE(std::isfinite(g)) << key << " at step " << me[i]["step"];
-      if (key.rfind("test_acc", 0) == 0)  // one flipped argmax of a segment's >= 256 test queries: <= 1/256
+      if (key.rfind("test_acc", 0) == 0) {  // one flipped argmax of a segment's >= 256 test queries: <= 1/256
         EXPECT_NEAR(g, e, 2.5 / 256) << key << " at step " << me[i]["step"];
-      else
+      } else {
         EXPECT_NEAR(g, e, rtol * std::abs(e) + 1e-7) << key << " at step " << me[i]["step"];
+      }
       ++compared;
     }
   }
@@ -150,7 +151,8 @@ class NanAtCallTask : public ssmlab::tasks::Task {
   ssmlab::tasks::Splits make_splits() const override { return base_->make_splits(); }
   at::Tensor loss(const at::Tensor& outputs, const at::Tensor& targets) const override {
     calls_.add_(1);
-    const at::Tensor poison = at::where(calls_.eq(static_cast<double>(nan_at_)), at::scalar_tensor(kNaN).to(calls_.device()),
+    // Device-side only (no host copy, which a capture refuses).
+    const at::Tensor poison = at::where(calls_.eq(static_cast<double>(nan_at_)), at::full({}, kNaN, calls_.options()),
                                         at::zeros({}, calls_.options()));
     return base_->loss(outputs, targets) + poison;
   }

@@ -67,8 +67,9 @@ struct TrainOptions {
       Check::one_of({"fused", "torch"}));
     v("cuda_graph", cuda_graph,
       "CUDA devices, optimizer_impl = fused: capture forward, loss, backward, clipping and the optimizer step of "
-      "the fixed batch shape into one CUDA graph after 3 eager warm-up steps and replay it (the loss stays on the "
-      "device, read at log steps); batches of another shape and truncated BPTT or several ranks run eagerly");
+      "each full-batch shape (up to 8) into a CUDA graph after 3 eager warm-up steps and replay it (the loss stays "
+      "on the device, read at log steps); partial batches, truncated BPTT and several ranks run eagerly; not part "
+      "of the run's identity");
     v("precision", precision, "fp32, or bf16 autocast (state and residual stay fp32)",
       Check::one_of({"fp32", "bf16"}));
     v("eval_every", eval_every, "evaluate every N steps; 0 = at the end of every epoch", Check::at_least(0));
