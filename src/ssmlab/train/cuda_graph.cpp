@@ -1,5 +1,7 @@
 #include "ssmlab/train/cuda_graph.h"
 
+#include <exception>
+#include <string>
 #include <utility>
 
 #include "ssmlab/core/error.h"
@@ -141,8 +143,24 @@ void CudaGraphStep::run(const at::Tensor& inputs, const at::Tensor& targets) {
     m.on_side([&] {
       GraphStepAutocastCacheOff cache_off;
       graph->capture_begin();
-      m.body(m.static_inputs, m.static_targets);
-      graph->capture_end();
+      // An op of the step that waits for the host or copies from it is not capturable: it throws, or it
+      // invalidates the capture and capture_end throws. The capture is ended either way (the allocator stops
+      // routing to the graph's pool) before the error says what to do.
+      std::string failure;
+      try {
+        m.body(m.static_inputs, m.static_targets);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      try {
+        graph->capture_end();
+      } catch (const std::exception& e) {
+        if (failure.empty()) failure = e.what();
+      }
+      if (!failure.empty())
+        fail("train.cuda_graph: capturing the training step failed: ", failure,
+             " (an op of this model or task synchronises with the host during the step; set train.cuda_graph = "
+             "false to train eagerly)");
     });
     m.graph = std::move(graph);
   }
