@@ -34,6 +34,11 @@ inline constexpr Tol kBf16Grad{5e-2, 5e-2};
 inline constexpr Tol kFp16Forward{5e-3, 5e-3};
 // float16 gradients: as for bf16, scaled to fp16's finer mantissa.
 inline constexpr Tol kFp16Grad{1e-2, 1e-2};
+// Two float32 implementations of the same optimizer (ATen's fused AdamW vs torch::optim::AdamW, or a CUDA-graph
+// step vs an eager one) after ~20-30 steps of lr <= 1e-2: each step rounds a handful of fp32 operations per element
+// (~1e-7 relative of an update of size <= lr), and the difference feeds back through the gradients; 2e-6 absolute is
+// ~1e-4 of the parameters' total movement, while a wrong bias correction, weight decay or clip moves them by >= 1e-4.
+inline constexpr Tol kFp32Steps{1e-5, 2e-6};
 // Central finite differences in float64 with step kFiniteDiffStep: truncation error O(h^2 f''') ~ 1e-12
 // plus cancellation eps/h ~ 1e-10, so analytic vs numeric gradients agree to ~1e-7.
 inline constexpr Tol kFiniteDiff{1e-6, 1e-7};

@@ -69,6 +69,7 @@ toml::table identity_table(const Config& cfg) {
   c.run.out_dir = RunOptions{}.out_dir;
   c.train.halt_after_steps = 0;
   c.train.dist_backend = train::TrainOptions{}.dist_backend;  // how ranks talk, not what they compute
+  c.train.cuda_graph = false;  // how the step is launched, not what it computes (the same numbers, tested)
   c.analysis = analysis::AnalysisOptions{};
   c.task.text.cache_dir = tasks::TextConfig{}.cache_dir;  // where token files are cached, not what they hold
   toml::table t = to_toml(c);

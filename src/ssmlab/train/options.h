@@ -21,6 +21,8 @@ struct TrainOptions {
   double min_lr_ratio = 0.0;
   double wsd_decay_fraction = 0.1;
   double grad_clip = 1.0;
+  std::string optimizer_impl = "fused";
+  bool cuda_graph = false;
   std::string precision = "fp32";
   int64_t eval_every = 0;
   double early_stop_acc = 0.99;
@@ -58,6 +60,16 @@ struct TrainOptions {
       "wsd: the final fraction of the steps that decays linearly (the last ceil(fraction x steps))",
       Check{0.0, 1.0, /*min_open=*/true, /*max_open=*/false});
     v("grad_clip", grad_clip, "clip the global gradient norm to this; 0 = off", Check::at_least(0));
+    v("optimizer_impl", optimizer_impl,
+      "fused: AdamW through ATen's multi-tensor _fused_adamw_ and gradient clipping on the device (no host sync; "
+      "torch::optim::AdamW's numbers to fp32 rounding, same checkpoints); torch: torch::optim::AdamW::step and "
+      "clip_grad_norm_ (one host sync per step)",
+      Check::one_of({"fused", "torch"}));
+    v("cuda_graph", cuda_graph,
+      "CUDA devices, optimizer_impl = fused: capture forward, loss, backward, clipping and the optimizer step of "
+      "each full-batch shape (up to 8) into a CUDA graph after 3 eager warm-up steps and replay it (the loss stays "
+      "on the device, read at log steps); partial batches, truncated BPTT and several ranks run eagerly; not part "
+      "of the run's identity");
     v("precision", precision, "fp32, or bf16 autocast (state and residual stay fp32)",
       Check::one_of({"fp32", "bf16"}));
     v("eval_every", eval_every, "evaluate every N steps; 0 = at the end of every epoch", Check::at_least(0));

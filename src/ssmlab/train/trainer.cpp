@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <optional>
 
 #include <ATen/ATen.h>
@@ -12,12 +13,15 @@
 
 #include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
+#include "ssmlab/core/error_kinds.h"
 #include "ssmlab/core/fault.h"
 #include "ssmlab/core/io.h"
 #include "ssmlab/core/log.h"
 #include "ssmlab/models/language_model.h"
 #include "ssmlab/train/checkpoint.h"
+#include "ssmlab/train/cuda_graph.h"
 #include "ssmlab/train/distributed.h"
+#include "ssmlab/train/fused_adamw.h"
 #include "ssmlab/train/progress.h"
 #include "ssmlab/train/schedule.h"
 #include "ssmlab/train/tb_writer.h"
@@ -270,6 +274,14 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
   if (group != nullptr && group->size() == 1) group = nullptr;
   // Several ranks: CPU ranks on Gloo; CUDA ranks each on cuda:LOCAL_RANK with NCCL (or Gloo, train.dist_backend).
   const c10::Device device = group ? bind_rank_device(*group, o.device, o.dist_backend) : parse_device(o.device);
+  if (o.cuda_graph) {
+    if (o.optimizer_impl != "fused")
+      fail_config("train.cuda_graph = true needs train.optimizer_impl = \"fused\" (torch::optim::AdamW and "
+                  "clip_grad_norm_ wait for the device every step); got \"", o.optimizer_impl, "\"");
+    if (!device.is_cuda())
+      fail_config("train.cuda_graph = true captures the training step into a CUDA graph, but train.device = \"",
+                  o.device, "\" resolved to ", device.str(), ": set train.cuda_graph = false or use a CUDA device");
+  }
   if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
   for (const auto& seg : data.train) {
     if (seg.bptt_segments <= 1) continue;
@@ -356,6 +368,65 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     log_record(rec);
   };
 
+  // train.optimizer_impl = fused: torch's AdamW keeps the groups and the state, the update runs fused on the device.
+  std::optional<FusedAdamW> fused;
+  if (o.optimizer_impl == "fused") fused.emplace(opt);
+  // CUDA: the fused kernels read lr from this device tensor (float32, as a CUDA graph replays it), filled each
+  // step, so that eager and graph-captured steps compute the same numbers.
+  const at::Tensor lr_dev =
+      device.is_cuda() ? at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device)) : at::Tensor();
+  auto clip_and_step = [&] {
+    if (!fused) {
+      if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), o.grad_clip);
+      opt.step();
+      return;
+    }
+    if (o.grad_clip > 0) clip_grad_norm_nosync(model.parameters(), o.grad_clip);
+    if (lr_dev.defined())
+      fused->step(lr_dev);
+    else
+      fused->step();
+  };
+
+  // train.cuda_graph (one rank): the step of each full-batch shape (one per train segment shape, at most
+  // kMaxGraphs) captured once and replayed; each graph has its own memory pool. The loss is summed
+  // on the device (read at log steps), and the first non-finite loss is remembered there with its step.
+  constexpr size_t kMaxGraphs = 8;
+  std::map<std::pair<std::vector<int64_t>, std::vector<int64_t>>, std::unique_ptr<CudaGraphStep>> graphs;
+  CudaGraphStep::Body graph_body;
+  std::optional<DeviceLossLog> graph_losses;
+  bool graph_pending = false;  // graph steps ran since their losses were last read
+  if (o.cuda_graph && group) {
+    if (lead) log::warn("train.cuda_graph: data-parallel ranks all-reduce gradients between backward and step; "
+                        "training runs eagerly");
+  } else if (o.cuda_graph) {
+    graph_losses.emplace(device);
+    graph_body = [&](const at::Tensor& inputs, const at::Tensor& targets) {
+      at::Tensor loss;
+      {
+        AutocastGuard autocast(o.precision, device);
+        loss = task.loss(model.forward(inputs), targets);
+      }
+      loss.backward();
+      graph_losses->record(loss);
+      clip_and_step();
+    };
+  }
+  // Reads what graph steps left on the device (a host sync): their loss sum into the window, and the first
+  // non-finite loss as the same error an eager step throws, naming its step.
+  auto collect_graph_losses = [&](double& loss_window) {
+    if (!graph_pending) return;
+    graph_pending = false;
+    const DeviceLossLog::Taken t = graph_losses->take();
+    if (t.bad_step > 0) {
+      const int64_t e = (t.bad_step - 1) / per_epoch;
+      fail("training diverged: the loss is ", t.bad_loss, " at step ", t.bad_step, " (epoch ", e, ", lr ",
+           learning_rate(o, t.bad_step - 1, total, e), "; a CUDA-graph step, seen at step ", step,
+           "); checkpoints under ", ckpt_root.string(), " are untouched. Lower train.lr or set train.grad_clip.");
+    }
+    loss_window += t.loss_sum;
+  };
+
   std::optional<Progress> progress;
   if (lead) progress.emplace(total, step);
   const auto t_start = std::chrono::steady_clock::now();
@@ -372,6 +443,7 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
   // results.json and DONE from them).
   auto save = [&](double last_acc) {
     if (!lead) return;
+    if (fused) fused->sync_host_steps();  // graph replays advance only the device step counters
     TrainState st;
     st.step = step;
     st.epoch = step / per_epoch;
@@ -391,10 +463,28 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     const auto batch = tasks::batch_at(data.train, data.batch_size, step % per_epoch);
     const double lr = learning_rate(o, step, total, epoch);
     set_lr(opt, lr);
-    opt.zero_grad();
+    if (lr_dev.defined()) lr_dev.fill_(lr);
     const int64_t bptt = data.train[static_cast<size_t>(batch.segment)].bptt_segments;
     double loss_v = NAN;
-    if (!group) {
+    // The graph of this batch's shape (made on first sight): full batches only, so that a last partial batch
+    // costs no capture of its own.
+    CudaGraphStep* graph = nullptr;
+    if (graph_body && bptt == 1 && batch.inputs.size(0) == data.batch_size) {
+      auto key = std::make_pair(batch.inputs.sizes().vec(), batch.targets.sizes().vec());
+      auto it = graphs.find(key);
+      if (it == graphs.end() && graphs.size() < kMaxGraphs)
+        it = graphs.emplace(key, std::make_unique<CudaGraphStep>(device, graph_body, [&] { opt.zero_grad(); })).first;
+      if (it != graphs.end() && it->second->accepts(batch.inputs, batch.targets)) graph = it->second.get();
+    }
+    const bool graphed = graph != nullptr;
+    if (!graphed) opt.zero_grad();
+    if (graphed) {
+      graph_losses->set_step(step + 1);
+      graph->run(batch.inputs, batch.targets);
+      graph_pending = true;
+      loss_v = 0.0;  // summed on the device, read at the next log step
+      ++result.graph_steps;
+    } else if (!group) {
       const at::Tensor inputs = batch.inputs.to(device), targets = batch.targets.to(device);
       loss_v = batch_gradients(model, task, inputs, targets, bptt, o.precision, device);
     } else {
@@ -424,8 +514,7 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     SSMLAB_CHECK(std::isfinite(loss_v), "training diverged: the loss is ", loss_v, " at step ", step + 1, " (epoch ",
                  epoch, ", lr ", lr, "); checkpoints under ", ckpt_root.string(),
                  " are untouched. Lower train.lr or set train.grad_clip.");
-    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), o.grad_clip);
-    opt.step();
+    if (!graphed) clip_and_step();
     ++step;
 
     tokens_window += batch.inputs.size(0) * batch.inputs.size(1);  // positions (feature inputs are (B, L, C))
@@ -437,6 +526,7 @@ FitResult fit(models::ModelImpl& model, const tasks::Task& task, const TrainData
     // A train record is also written at every checkpoint, so a resumed run's averaging windows line up
     // with an uninterrupted run's.
     if (step % o.log_every == 0 || step == total || ckpt_due || eval_due) {
+      collect_graph_losses(loss_window);
       const auto now = std::chrono::steady_clock::now();
       const double dt = std::chrono::duration<double>(now - t_window).count();
       tok_per_s = dt > 0 ? static_cast<double>(tokens_window) / dt : 0.0;

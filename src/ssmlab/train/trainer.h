@@ -55,6 +55,7 @@ struct FitResult {
   bool early_stopped = false;
   bool halted = false;         // left early by train.halt_after_steps
   bool resumed = false;
+  int64_t graph_steps = 0;     // steps run through train.cuda_graph (warm-up, capture and replays)
   double seconds = 0.0;        // wall time of this process's training
 };
 
