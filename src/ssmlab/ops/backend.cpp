@@ -72,9 +72,14 @@ const std::vector<OpInfo>& op_table() {
        {"cpu"}},
 #endif
       {"mamba3_step", "one decode step of mamba3_scan, returns the next state (plain ATen)", {}, /*has_ref=*/false},
-      // Off the CPU "auto" runs the row-blocked ATen path (one block widened at a time); cross_entropy.cpp decides.
+      // Where no fused kernel runs, "auto" takes the row-blocked ATen path (one block widened at a time);
+      // cross_entropy.cpp decides.
       {"cross_entropy", "token cross-entropy (loss and logsumexp per row, ignore_index) without fp32 (M, V) copies",
+#ifdef SSMLAB_WITH_CUDA
+       {"cpu", "cuda"}},
+#else
        {"cpu"}},
+#endif
   };
   return table;
 }

@@ -12,6 +12,8 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/backend.h"
 #include "ssmlab/ops/cross_entropy/cpu.h"
+#include "ssmlab/ops/cross_entropy/cuda.h"
+#include "ssmlab/ops/poison.h"
 
 namespace ssmlab::ops {
 namespace {
@@ -37,7 +39,17 @@ class CrossEntropyFusedFn : public torch::autograd::Function<CrossEntropyFusedFn
                                                 const Tensor& targets, int64_t ignore_index) {
     ctx->set_materialize_grads(false);
     const Tensor x = logits.contiguous(), tg = targets.contiguous();
-    auto f = cross_entropy_cpu::forward(x, tg, ignore_index);
+    CrossEntropyOut f;
+#ifdef SSMLAB_WITH_CUDA
+    if (x.is_cuda()) {
+      auto c = cross_entropy_cuda::forward(x, tg, ignore_index);
+      f = {c.loss, c.lse};
+    }
+#endif
+    if (!f.loss.defined()) {
+      auto c = cross_entropy_cpu::forward(x, tg, ignore_index);
+      f = {c.loss, c.lse};
+    }
     ctx->save_for_backward({logits, targets, f.lse});
     ctx->saved_data["ignore_index"] = ignore_index;
     return {f.loss, f.lse};
@@ -49,6 +61,12 @@ class CrossEntropyFusedFn : public torch::autograd::Function<CrossEntropyFusedFn
     const Tensor &logits = saved[0], &targets = saved[1], &lse = saved[2];
     const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
     auto plain = [&](const Tensor& g) { return g.defined() ? g.to(lse.scalar_type()).contiguous() : g; };
+#ifdef SSMLAB_WITH_CUDA
+    if (logits.is_cuda())
+      return {cross_entropy_cuda::backward(logits.contiguous(), targets, ignore_index, lse, plain(grads[0]),
+                                          plain(grads[1])),
+              Tensor(), Tensor()};
+#endif
     Tensor dx = cross_entropy_cpu::backward(logits.contiguous(), targets.contiguous(), ignore_index, lse,
                                             plain(grads[0]), plain(grads[1]));
     return {dx, Tensor(), Tensor()};
@@ -155,6 +173,21 @@ bool cross_entropy_cpu_supports(const at::Tensor& logits, const at::Tensor& targ
   return dt == at::kFloat || dt == at::kDouble || dt == at::kBFloat16 || dt == at::kHalf;
 }
 
+bool cross_entropy_fused_supports(const at::Tensor& logits, const at::Tensor& targets) {
+#ifdef SSMLAB_WITH_CUDA
+  if (cross_entropy_cuda::supports(logits, targets)) return true;
+#endif
+  return cross_entropy_cpu_supports(logits, targets);
+}
+
+namespace cross_entropy_cuda {
+namespace {
+OutputPoison ce_cuda_poison;
+}  // namespace
+void set_poison_outputs(bool on) { ce_cuda_poison.set(on); }
+at::Tensor out_empty(at::IntArrayRef sizes, const at::TensorOptions& o) { return ce_cuda_poison.empty(sizes, o); }
+}  // namespace cross_entropy_cuda
+
 CrossEntropyOut cross_entropy_reference(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index) {
   const int64_t V = logits.size(1);
   const auto ct = state_dtype(logits.scalar_type());
@@ -171,9 +204,10 @@ CrossEntropyOut cross_entropy_reference(const at::Tensor& logits, const at::Tens
 }
 
 CrossEntropyOut cross_entropy_fused(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index) {
-  SSMLAB_CHECK(cross_entropy_cpu_supports(logits, targets),
-               "cross_entropy_fused: unsupported case (CPU logits float32/float64/bfloat16/float16, CPU targets); "
-               "got logits ", tensor_str(logits), ", targets ", tensor_str(targets));
+  SSMLAB_CHECK(cross_entropy_fused_supports(logits, targets),
+               "cross_entropy_fused: unsupported case (CPU logits float32/float64/bfloat16/float16, CPU targets; "
+               "or the same on one CUDA device with contiguous rows in a CUDA build); got logits ", tensor_str(logits),
+               ", targets ", tensor_str(targets));
   auto outs = CrossEntropyFusedFn::apply(logits, targets, ignore_index);
   return {outs[0], outs[1]};
 }
@@ -191,9 +225,9 @@ CrossEntropyOut cross_entropy(const at::Tensor& logits, const at::Tensor& target
   check_cross_entropy_inputs(logits, targets);
   if (targets.is_cpu()) check_cross_entropy_targets(targets, logits.size(1), ignore_index);
   if (backend == "reference") return cross_entropy_reference(logits, targets, ignore_index);
-  // "auto": the fused kernel on CPU; elsewhere the blocked ATen path, which never widens more than one block
+  // "auto": the fused kernels on CPU and CUDA; elsewhere the blocked ATen path, which never widens more than one block
   // (not the reference, which widens everything to float64).
-  if (cross_entropy_cpu_supports(logits, targets)) return cross_entropy_fused(logits, targets, ignore_index);
+  if (cross_entropy_fused_supports(logits, targets)) return cross_entropy_fused(logits, targets, ignore_index);
   return cross_entropy_blocked(logits, targets, ignore_index);
 }
 

@@ -22,7 +22,7 @@ struct CrossEntropyOut {
   at::Tensor lse;   // (M), same dtype: the log-sum-exp of each row
 };
 
-// backend "auto": the fused CPU kernel on CPU, the row-blocked ATen path on any other device;
+// backend "auto": the fused kernels on CPU and (CUDA builds) CUDA, the row-blocked ATen path on any other device;
 // "reference": the float64 oracle. A target outside [0, V) that is not ignore_index is an ssmlab::Error
 // naming the row on CPU; on other devices the row's loss is NaN instead (checking there would synchronise the
 // device every step and break CUDA graph capture).
@@ -33,15 +33,18 @@ CrossEntropyOut cross_entropy(const at::Tensor& logits, const at::Tensor& target
 // output dtype above. Expects checked inputs.
 CrossEntropyOut cross_entropy_reference(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index);
 
-// The fused CPU kernels (cpu.cpp; autograd Function in cross_entropy.cpp): per row a max pass and a sum-exp
+// The fused kernels, CPU (cpu.cpp) and CUDA (cuda.cu) (autograd Function in cross_entropy.cpp): per row a max pass and a sum-exp
 // pass in float32 (float64 for float64 logits) over the logits in their own dtype; the backward writes the
-// gradient row by row in the logits' dtype. Throws unless cross_entropy_cpu_supports(...). Expects checked
+// gradient row by row in the logits' dtype. Throws unless cross_entropy_fused_supports(...). Expects checked
 // inputs.
 CrossEntropyOut cross_entropy_fused(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index);
 // True for CPU logits of dtype float32/float64/bfloat16/float16 and CPU targets.
 bool cross_entropy_cpu_supports(const at::Tensor& logits, const at::Tensor& targets);
+// What cross_entropy_fused takes: the CPU case above, or (CUDA builds) the same dtypes on one CUDA device with
+// contiguous rows (the CUDA kernels, cuda.h: one block per row, no float32 copy).
+bool cross_entropy_fused_supports(const at::Tensor& logits, const at::Tensor& targets);
 
-// Plain ATen on any device (what "auto" runs off the CPU): row blocks of `block_rows` rows (0: as many as fit
+// Plain ATen on any device (what "auto" runs where no fused kernel does): row blocks of `block_rows` rows (0: as many as fit
 // kCrossEntropyBlockElements elements) are widened to the compute dtype one at a time, for logsumexp and the
 // gather forward and softmax - onehot backward, so the extra memory is one block, never (M, V). An autograd
 // Function that saves lse. Expects checked inputs.
