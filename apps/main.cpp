@@ -12,6 +12,7 @@
 //   ssmlab tokenize CONFIG [--set key=value]... [--encode TEXT]   (the text task's token file, or TEXT's ids)
 //   ssmlab export RUN_DIR OUT                    (a run's Mamba / Mamba-2 as a Hugging Face transformers folder)
 //   ssmlab generate MODEL --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
+//                  [--device cuda --cuda-graph]
 //                  (MODEL: run folder, Hugging Face folder or cached model id)
 #include <cstdio>
 #include <iostream>
@@ -417,7 +418,8 @@ int cmd_generate(const std::string& target, const GenerateArgs& a, const std::st
   std::printf("\n");
   std::fprintf(stderr, "%s: %zu prompt tokens in %.3f s, %zu new tokens in %.3f s (%s): %.1f tokens/s\n",
                lm.source.c_str(), prompt.size(), r.prompt_seconds, r.tokens.size(),
-               r.prompt_seconds + r.decode_seconds, o.use_step ? "recurrent step" : "full forward",
+               r.prompt_seconds + r.decode_seconds,
+               !o.use_step ? "full forward" : o.cuda_graph ? "recurrent step, CUDA graph" : "recurrent step",
                r.tokens_per_second);
   return 0;
 }
@@ -573,6 +575,8 @@ int run(int argc, char** argv) {
   generate->add_flag_function("--greedy", [&](int64_t) { gen_args.opts.temperature = 0.0; }, "argmax decoding (temperature 0)");
   generate->add_flag("--full-forward", gen_args.full_forward,
                      "re-run the whole sequence for every token instead of the recurrent step (a check; slow)");
+  generate->add_flag("--cuda-graph", gen_args.opts.cuda_graph,
+                     "capture the decode step in a CUDA graph and replay it per token (--device cuda)");
   generate->add_option("--tokenizer", gen_args.tokenizer, "a tokenizer.json to use instead of the model's");
   generate->add_option("--dtype", gen_args.dtype, "float32 (default) or float64")
       ->check(CLI::IsMember({"float32", "float64"}));

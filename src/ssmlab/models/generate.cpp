@@ -8,6 +8,7 @@
 
 #include "ssmlab/core/error.h"
 #include "ssmlab/core/error_kinds.h"
+#include "ssmlab/models/generate_graph.h"
 
 namespace ssmlab::models {
 
@@ -42,9 +43,21 @@ GenerateResult generate(LanguageModelImpl& model, const std::vector<int64_t>& pr
     if (t < 0 || t >= V) fail_config("generate: prompt token ", t, " is outside the vocabulary of ", V);
   if (opts.use_step && !model.supports_stateful())
     fail_config("generate: mixer '", model.options().mixer, "' has no recurrent step; use the full forward");
+  const c10::Device dev = model.embedding->weight.device();
+  if (opts.cuda_graph) {
+    if (!opts.use_step)
+      fail_config("generate: --cuda-graph captures the recurrent step; it does not go with --full-forward "
+                  "(use_step = false)");
+    if (!dev.is_cuda())
+      fail_config("generate: --cuda-graph needs the model on a CUDA device; it is on ", dev.str(),
+                  " (give --device cuda, or decode without --cuda-graph)");
+    if (model.position_embedding)
+      fail_config("generate: --cuda-graph cannot capture a model with position embeddings "
+                  "(model.max_position_embeddings > 0: the step reads its position on the host); decode without "
+                  "--cuda-graph");
+  }
   at::NoGradGuard no_grad;
   model.eval();
-  const c10::Device dev = model.embedding->weight.device();
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(opts.seed);
   using clock = std::chrono::steady_clock;
   auto sync = [&] {
@@ -70,6 +83,11 @@ GenerateResult generate(LanguageModelImpl& model, const std::vector<int64_t>& pr
     seq.push_back(next);
     if (opts.eos_token_id && next == *opts.eos_token_id) break;
     if (i + 1 == opts.max_new_tokens) break;
+    if (opts.cuda_graph && i == 1) {
+      // One eager step is done (i == 0): every state tensor has its final shape and dtype.
+      r.graph_replays = decode_with_cuda_graph(model, states, next, opts.max_new_tokens - i - 1, opts, gen, r.tokens);
+      break;
+    }
     if (opts.use_step) {
       logits = model.step(at::full({1}, next, at::TensorOptions().dtype(at::kLong).device(dev)), states).squeeze(0);
     } else {

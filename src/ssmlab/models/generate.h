@@ -21,6 +21,9 @@ struct GenerateOptions {
   // false: every token re-runs the full forward over the whole sequence (the reference the step is tested
   // against; quadratic in length).
   bool use_step = true;
+  // `--cuda-graph`: after the prompt and one eager step, the decode step is captured into a CUDA graph and
+  // replayed per token (models/generate_graph.h). Needs use_step, a CUDA device and no position embeddings.
+  bool cuda_graph = false;
 };
 
 struct GenerateResult {
@@ -28,6 +31,7 @@ struct GenerateResult {
   double prompt_seconds = 0;    // the prompt's forward pass
   double decode_seconds = 0;    // the generated tokens after the first
   double tokens_per_second = 0; // generated tokens / (prompt_seconds + decode_seconds)
+  int64_t graph_replays = 0;    // cuda_graph: the decode steps that were graph replays
 };
 
 // The next token from one row of logits (V): greedy, or sampled as the options say. `gen` is used only when

@@ -7,12 +7,12 @@
 #include "ssmlab/core/error.h"
 
 #ifdef SSMLAB_WITH_CUDA
-#include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAGraph.h>
-#include <c10/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+
+#include "ssmlab/core/cuda_graph_util.h"
 #endif
 
 namespace ssmlab::train {
@@ -43,30 +43,6 @@ DeviceLossLog::Taken DeviceLossLog::take() {
 
 #ifdef SSMLAB_WITH_CUDA
 
-namespace {
-
-// `waiter` does nothing more until all work queued on `source` so far is done (torch.cuda.Stream.wait_stream).
-void graph_step_wait(const c10::cuda::CUDAStream& waiter, const c10::cuda::CUDAStream& source) {
-  c10::cuda::CUDAEvent ev;
-  ev.record(source);
-  ev.block(waiter);
-}
-
-// Autocast's cast cache off while capturing (its cached casts would outlive or alias the graph's memory);
-// restored after, whatever happens.
-class GraphStepAutocastCacheOff {
- public:
-  GraphStepAutocastCacheOff() : was_(at::autocast::is_autocast_cache_enabled()) {
-    at::autocast::set_autocast_cache_enabled(false);
-  }
-  ~GraphStepAutocastCacheOff() { at::autocast::set_autocast_cache_enabled(was_); }
-
- private:
-  bool was_;
-};
-
-}  // namespace
-
 struct CudaGraphStep::Impl {
   c10::Device device;
   Body body;
@@ -87,12 +63,12 @@ struct CudaGraphStep::Impl {
   template <class Fn>
   void on_side(Fn&& fn) {
     const c10::cuda::CUDAStream current = c10::cuda::getCurrentCUDAStream(device.index());
-    graph_step_wait(side, current);
+    cuda_graph::wait_stream(side, current);
     {
       c10::cuda::CUDAStreamGuard guard(side);
       fn();
     }
-    graph_step_wait(current, side);
+    cuda_graph::wait_stream(current, side);
   }
 };
 
@@ -141,22 +117,9 @@ void CudaGraphStep::run(const at::Tensor& inputs, const at::Tensor& targets) {
     // writes them afresh (no zeroing between replays).
     m.zero_grad();
     m.on_side([&] {
-      GraphStepAutocastCacheOff cache_off;
-      graph->capture_begin();
-      // An op of the step that waits for the host or copies from it is not capturable: it throws, or it
-      // invalidates the capture and capture_end throws. The capture is ended either way (the allocator stops
-      // routing to the graph's pool) before the error says what to do.
-      std::string failure;
-      try {
-        m.body(m.static_inputs, m.static_targets);
-      } catch (const std::exception& e) {
-        failure = e.what();
-      }
-      try {
-        graph->capture_end();
-      } catch (const std::exception& e) {
-        if (failure.empty()) failure = e.what();
-      }
+      // The capture is ended before the error says what to do (cuda_graph::capture_into).
+      const std::string failure =
+          cuda_graph::capture_into(*graph, [&] { m.body(m.static_inputs, m.static_targets); });
       if (!failure.empty())
         fail("train.cuda_graph: capturing the training step failed: ", failure,
              " (an op of this model or task synchronises with the host during the step; set train.cuda_graph = "
