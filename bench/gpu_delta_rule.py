@@ -6,6 +6,10 @@ side by side in one run, the error of each against a float64 loop on a short sli
 
     python3 bench/gpu_delta_rule.py [build/src/libssmlab_ops.so]
 """
+import faulthandler
+
+faulthandler.enable()  # a crash in the extension prints the Python stack (2026-12-07: the timing rows vanished)
+
 import math
 import os
 

@@ -7,6 +7,10 @@ form (SSMLAB_MAMBA3_CUDA=chunked), side by side in one run, and the top kernels 
 
     python3 bench/gpu_mamba3.py [build/src/libssmlab_ops.so]
 """
+import faulthandler
+
+faulthandler.enable()  # a crash in the extension prints the Python stack (2026-12-07: the timing rows vanished)
+
 import math
 import os
 
