@@ -24,6 +24,7 @@
 #include "ssmlab/ops/cross_entropy/cpu.h"
 #include "ssmlab/ops/cross_entropy/cross_entropy.h"
 #include "ssmlab/tasks/task.h"
+#include "cross_entropy_test_util.h"
 #include "test_util.h"
 #include "tolerances.h"
 
@@ -36,12 +37,11 @@ using ssmlab::test::all_close;
 namespace ops = ssmlab::ops;
 constexpr int64_t kIgn = ops::kCrossEntropyIgnoreIndex;
 
-using Path = std::function<ops::CrossEntropyOut(const Tensor&, const Tensor&)>;
-
-struct NamedPath {
-  std::string name;
-  Path run;
-};
+using Path = ssmlab::test::CePath;
+using NamedPath = ssmlab::test::CeNamedPath;
+using Result = ssmlab::test::CeResult;
+using ssmlab::test::ce_oracle;
+using ssmlab::test::ce_run;
 
 // Every fast path; "blocked M/4" runs several blocks of max(3, M / 4) rows (a short last one where 4 does not
 // divide M), the automatic block count being one block at the tests' sizes.
@@ -55,24 +55,6 @@ std::vector<NamedPath> fast_paths() {
           {"auto", [](const Tensor& x, const Tensor& t) { return ops::cross_entropy(x, t, kIgn, "auto"); }}};
 }
 
-struct Result {
-  Tensor loss, lse, dx;
-};
-
-// loss, lse and the gradient of sum(gloss * loss + glse * lse) w.r.t. the logits (a leaf copy of x).
-Result run(const Path& path, const Tensor& x, const Tensor& targets, const Tensor& gloss, const Tensor& glse) {
-  const Tensor leaf = x.detach().clone().requires_grad_(true);
-  const auto out = path(leaf, targets);
-  const Tensor obj = (out.loss * gloss.to(out.loss.scalar_type())).sum() + (out.lse * glse.to(out.lse.scalar_type())).sum();
-  obj.backward();
-  return {out.loss.detach(), out.lse.detach(), leaf.grad()};
-}
-
-// The oracle on a float64 copy of the same rounded logits (so the tolerance budgets only the path's error).
-Result oracle(const Tensor& x, const Tensor& targets, const Tensor& gloss, const Tensor& glse) {
-  return run([](const Tensor& a, const Tensor& t) { return ops::cross_entropy_reference(a, t, kIgn); },
-             x.to(at::kDouble), targets, gloss.to(at::kDouble), glse.to(at::kDouble));
-}
 
 struct Case {
   int64_t m, v;
@@ -104,12 +86,12 @@ Inputs make(const Case& c, uint64_t seed) {
 void expect_matches_oracle(const Case& c, uint64_t seed) {
   SCOPED_TRACE(describe(c));
   const Inputs in = make(c, seed);
-  const Result want = oracle(in.x, in.targets, in.gloss, in.glse);
+  const Result want = ce_oracle(in.x, in.targets, in.gloss, in.glse);
   const auto ftol = ssmlab::test::forward_tol(c.dtype), gtol = ssmlab::test::grad_tol(c.dtype);
   const auto out_dtype = c.dtype == at::kDouble ? at::kDouble : at::kFloat;
   for (const auto& p : fast_paths()) {
     SCOPED_TRACE(p.name);
-    const Result got = run(p.run, in.x, in.targets, in.gloss, in.glse);
+    const Result got = ce_run(p.run, in.x, in.targets, in.gloss, in.glse);
     EXPECT_EQ(got.loss.scalar_type(), out_dtype);
     EXPECT_EQ(got.lse.scalar_type(), out_dtype);
     EXPECT_EQ(got.dx.scalar_type(), c.dtype);
@@ -135,7 +117,7 @@ TEST(CrossEntropy, HandComputedCase) {
   paths.push_back({"reference", [](const Tensor& a, const Tensor& b) { return ops::cross_entropy_reference(a, b, kIgn); }});
   for (const auto& p : paths) {
     SCOPED_TRACE(p.name);
-    const Result got = run(p.run, x, t, at::ones({3}, at::kDouble), at::zeros({3}, at::kDouble));
+    const Result got = ce_run(p.run, x, t, at::ones({3}, at::kDouble), at::zeros({3}, at::kDouble));
     EXPECT_TRUE(all_close(got.loss, want_loss, ssmlab::test::kFp64Forward, "loss"));
     EXPECT_TRUE(all_close(got.lse, want_lse, ssmlab::test::kFp64Forward, "lse"));
     EXPECT_TRUE(all_close(got.dx, want_dx, ssmlab::test::kFp64Grad, "dlogits"));
@@ -169,7 +151,7 @@ TEST(CrossEntropy, IgnoredRows) {
   ASSERT_TRUE(in.targets.eq(kIgn).all().item<bool>());
   for (const auto& p : fast_paths()) {
     SCOPED_TRACE(p.name);
-    const Result got = run(p.run, in.x, in.targets, at::ones({9}, at::kDouble) * 1e30, at::zeros({9}, at::kDouble));
+    const Result got = ce_run(p.run, in.x, in.targets, at::ones({9}, at::kDouble) * 1e30, at::zeros({9}, at::kDouble));
     EXPECT_TRUE(got.loss.eq(0).all().item<bool>()) << got.loss;
     EXPECT_TRUE(got.dx.eq(0).all().item<bool>());
   }
@@ -191,10 +173,10 @@ TEST(CrossEntropy, ExtremeLogits) {
     SCOPED_TRACE(c10::toString(dt));
     // bf16 cannot hold -1e4 + 1 apart from -1e4: its last row is compared with the oracle only.
     const Tensor x = x64.to(dt);
-    const Result want = oracle(x, t, at::ones({3}, at::kDouble), at::zeros({3}, at::kDouble));
+    const Result want = ce_oracle(x, t, at::ones({3}, at::kDouble), at::zeros({3}, at::kDouble));
     for (const auto& p : fast_paths()) {
       SCOPED_TRACE(p.name);
-      const Result got = run(p.run, x, t, at::ones({3}, at::kDouble), at::zeros({3}, at::kDouble));
+      const Result got = ce_run(p.run, x, t, at::ones({3}, at::kDouble), at::zeros({3}, at::kDouble));
       EXPECT_TRUE(all_close(got.loss, want.loss, ssmlab::test::forward_tol(dt), "loss vs oracle"));
       EXPECT_TRUE(all_close(got.dx, want.dx, ssmlab::test::grad_tol(dt), "dlogits vs oracle"));
       const int64_t rows = dt == at::kBFloat16 ? 2 : 3;
@@ -226,10 +208,10 @@ TEST(CrossEntropy, PoisonedOutputsAreOverwritten) {
   // Ignored rows with and without an lse gradient take the zero-fill and the general branch respectively.
   for (const auto dt : {at::kDouble, at::kFloat, at::kBFloat16}) {
     const Inputs in = make({37, 129, dt, 2.0, 0.4}, 400);
-    const Result want = oracle(in.x, in.targets, in.gloss, in.glse);
+    const Result want = ce_oracle(in.x, in.targets, in.gloss, in.glse);
     for (const Tensor& glse : {in.glse, at::zeros_like(in.glse)}) {
-      const Result got = run(fast_paths()[0].run, in.x, in.targets, in.gloss, glse);
-      const Result w = glse.eq(0).all().item<bool>() ? oracle(in.x, in.targets, in.gloss, glse) : want;
+      const Result got = ce_run(fast_paths()[0].run, in.x, in.targets, in.gloss, glse);
+      const Result w = glse.eq(0).all().item<bool>() ? ce_oracle(in.x, in.targets, in.gloss, glse) : want;
       EXPECT_TRUE(all_close(got.loss, w.loss, ssmlab::test::forward_tol(dt), "loss"));
       EXPECT_TRUE(all_close(got.lse, w.lse, ssmlab::test::forward_tol(dt), "lse"));
       EXPECT_TRUE(all_close(got.dx, w.dx, ssmlab::test::grad_tol(dt), "dlogits"));
@@ -246,7 +228,7 @@ TEST(CrossEntropy, GradientMatchesFiniteDifferences) {
       const auto out = p.run(x, in.targets);
       return ((out.loss * in.gloss).sum() + (out.lse * in.glse).sum()).item<double>();
     };
-    const Result got = run(p.run, in.x, in.targets, in.gloss, in.glse);
+    const Result got = ce_run(p.run, in.x, in.targets, in.gloss, in.glse);
     Tensor num = at::empty_like(in.x);
     for (int64_t i = 0; i < in.x.numel(); ++i) {
       Tensor xp = in.x.clone(), xm = in.x.clone();
@@ -261,12 +243,12 @@ TEST(CrossEntropy, GradientMatchesFiniteDifferences) {
 TEST(CrossEntropy, DispatcherSchemaMatchesCppEntry) {
   using Sig = std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, int64_t);
   const Inputs in = make({6, 9, at::kDouble, 2.0, 0.3}, 600);
-  const Result want = oracle(in.x, in.targets, in.gloss, in.glse);
+  const Result want = ce_oracle(in.x, in.targets, in.gloss, in.glse);
   for (const char* name : {"ssmlab::cross_entropy", "ssmlab::cross_entropy_ref"}) {
     SCOPED_TRACE(name);
     auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
     // Through the schema's Autograd kernel (its backward recomputes through the C++ entry).
-    const Result got = run(
+    const Result got = ce_run(
         [&](const Tensor& x, const Tensor& t) {
           auto [loss, lse] = op.call(x, t, kIgn);
           return ops::CrossEntropyOut{loss, lse};

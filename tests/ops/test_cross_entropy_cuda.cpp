@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "cross_entropy_test_util.h"
 #include "cuda_test_util.h"
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/cross_entropy/cross_entropy.h"
@@ -33,12 +34,10 @@ using ssmlab::test::all_close;
 namespace ops = ssmlab::ops;
 constexpr int64_t kCeIgn = ops::kCrossEntropyIgnoreIndex;
 
-using CePath = std::function<ops::CrossEntropyOut(const Tensor&, const Tensor&)>;
-
-struct CeNamedPath {
-  std::string name;
-  CePath run;
-};
+using ssmlab::test::ce_oracle;
+using ssmlab::test::ce_run;
+using ssmlab::test::CeNamedPath;
+using ssmlab::test::CeResult;
 
 std::vector<CeNamedPath> ce_cuda_paths() {
   return {{"auto", [](const Tensor& x, const Tensor& t) { return ops::cross_entropy(x, t, kCeIgn, "auto"); }},
@@ -48,23 +47,6 @@ std::vector<CeNamedPath> ce_cuda_paths() {
            }}};
 }
 
-struct CeResult {
-  Tensor loss, lse, dx;  // on the CPU
-};
-
-// loss, lse and the gradient of sum(gloss * loss + glse * lse) w.r.t. a leaf copy of x (x's device).
-CeResult ce_run(const CePath& path, const Tensor& x, const Tensor& targets, const Tensor& gloss, const Tensor& glse) {
-  const Tensor leaf = x.detach().clone().requires_grad_(true);
-  const auto out = path(leaf, targets);
-  const Tensor obj = (out.loss * gloss.to(out.loss.options())).sum() + (out.lse * glse.to(out.lse.options())).sum();
-  obj.backward();
-  return {out.loss.detach().cpu(), out.lse.detach().cpu(), leaf.grad().cpu()};
-}
-
-CeResult ce_oracle(const Tensor& x, const Tensor& targets, const Tensor& gloss, const Tensor& glse) {
-  return ce_run([](const Tensor& a, const Tensor& t) { return ops::cross_entropy_reference(a, t, kCeIgn); },
-                x.cpu().to(at::kDouble), targets.cpu(), gloss.cpu().to(at::kDouble), glse.cpu().to(at::kDouble));
-}
 
 struct CeCase {
   int64_t m, v;

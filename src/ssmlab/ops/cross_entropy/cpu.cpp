@@ -193,10 +193,10 @@ void ce_dispatch(at::ScalarType dt, const F& fn) {
 
 void set_poison_outputs(bool on) { ce_poison.store(on); }
 
-Forward forward(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index) {
+CrossEntropyOut forward(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index) {
   const int64_t M = logits.size(0), V = logits.size(1);
   const auto ct = state_dtype(logits.scalar_type());
-  Forward f;
+  CrossEntropyOut f;
   f.loss = ce_out({M}, logits.options().dtype(ct));
   f.lse = ce_out({M}, logits.options().dtype(ct));
   ce_dispatch(logits.scalar_type(), [&]<typename I, typename T>() {

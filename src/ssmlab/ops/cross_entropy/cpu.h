@@ -10,17 +10,15 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "ssmlab/ops/cross_entropy/cross_entropy.h"
+
 namespace ssmlab::ops::cross_entropy_cpu {
 
 // Tests: outputs are allocated filled with NaN instead of uninitialised, so an element a kernel misses shows.
 void set_poison_outputs(bool on);
 
-struct Forward {
-  at::Tensor loss;  // (M), T; 0 for ignored rows
-  at::Tensor lse;   // (M), T
-};
-
-Forward forward(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index);
+// loss (M) T, 0 for ignored rows; lse (M) T.
+CrossEntropyOut forward(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index);
 
 // dlogits (M, V) in the logits' dtype, from lse (forward's, (M) T) and the output gradients gloss, glse
 // ((M) T, contiguous; either may be undefined = zero).

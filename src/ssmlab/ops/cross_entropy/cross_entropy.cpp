@@ -39,17 +39,12 @@ class CrossEntropyFusedFn : public torch::autograd::Function<CrossEntropyFusedFn
                                                 const Tensor& targets, int64_t ignore_index) {
     ctx->set_materialize_grads(false);
     const Tensor x = logits.contiguous(), tg = targets.contiguous();
-    CrossEntropyOut f;
 #ifdef SSMLAB_WITH_CUDA
-    if (x.is_cuda()) {
-      auto c = cross_entropy_cuda::forward(x, tg, ignore_index);
-      f = {c.loss, c.lse};
-    }
+    const CrossEntropyOut f = x.is_cuda() ? cross_entropy_cuda::forward(x, tg, ignore_index)
+                                          : cross_entropy_cpu::forward(x, tg, ignore_index);
+#else
+    const CrossEntropyOut f = cross_entropy_cpu::forward(x, tg, ignore_index);
 #endif
-    if (!f.loss.defined()) {
-      auto c = cross_entropy_cpu::forward(x, tg, ignore_index);
-      f = {c.loss, c.lse};
-    }
     ctx->save_for_backward({logits, targets, f.lse});
     ctx->saved_data["ignore_index"] = ignore_index;
     return {f.loss, f.lse};

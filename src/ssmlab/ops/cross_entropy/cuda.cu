@@ -17,6 +17,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "ssmlab/core/device.h"
 #include "ssmlab/core/error.h"
 
 namespace ssmlab::ops::cross_entropy_cuda {
@@ -138,8 +139,6 @@ int64_t ce_grid(int64_t M) {
   return std::max<int64_t>(1, std::min<int64_t>(M, int64_t{1} << 20));
 }
 
-at::ScalarType ce_acc(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
 }  // namespace
 
 bool supports(const Tensor& logits, const Tensor& targets) {
@@ -150,14 +149,14 @@ bool supports(const Tensor& logits, const Tensor& targets) {
   return targets.scalar_type() == at::kLong && (logits.size(1) <= 1 || logits.stride(1) == 1);
 }
 
-Forward forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
+CrossEntropyOut forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
   SSMLAB_CHECK(supports(logits, targets), "cross_entropy_cuda::forward: unsupported logits ", logits.sizes(),
                " / targets");
   const c10::cuda::CUDAGuard guard(logits.device());
   const int64_t M = logits.size(0), V = logits.size(1);
-  const auto acc = ce_acc(logits.scalar_type());
+  const auto acc = state_dtype(logits.scalar_type());
   const Tensor tg = targets.contiguous();
-  Forward f{out_empty({M}, logits.options().dtype(acc)), out_empty({M}, logits.options().dtype(acc))};
+  CrossEntropyOut f{out_empty({M}, logits.options().dtype(acc)), out_empty({M}, logits.options().dtype(acc))};
   if (M == 0) return f;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, logits.scalar_type(), "cross_entropy_cuda_fwd", [&] {
@@ -176,7 +175,7 @@ Tensor backward(const Tensor& logits, const Tensor& targets, int64_t ignore_inde
                " / targets");
   const c10::cuda::CUDAGuard guard(logits.device());
   const int64_t M = logits.size(0), V = logits.size(1);
-  const auto acc = ce_acc(logits.scalar_type());
+  const auto acc = state_dtype(logits.scalar_type());
   const Tensor tg = targets.contiguous();
   const Tensor l = lse.to(acc).contiguous();
   const Tensor gl = gloss.defined() ? gloss.to(acc).contiguous() : Tensor();

@@ -11,16 +11,13 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "ssmlab/ops/cross_entropy/cross_entropy.h"
+
 namespace ssmlab::ops::cross_entropy_cuda {
 
 // Tests: outputs are allocated filled with NaN instead of uninitialised, so an element a kernel misses shows.
 void set_poison_outputs(bool on);
 at::Tensor out_empty(at::IntArrayRef sizes, const at::TensorOptions& o);  // at::empty, NaN while poisoned
-
-struct Forward {
-  at::Tensor loss;  // (M), T; 0 for ignored rows
-  at::Tensor lse;   // (M), T
-};
 
 #ifdef SSMLAB_WITH_CUDA
 // Whether the kernels take these tensors (CUDA, the dtypes above, rows contiguous, targets int64 on the device).
@@ -28,7 +25,7 @@ bool supports(const at::Tensor& logits, const at::Tensor& targets);
 
 // Per row one pass over the logits: a running (max, sum of exp(x - max)) per thread, merged over the block.
 // loss = log s - (x[t] - m) (m the row max, 0 for an all -inf row), lse = m + log s.
-Forward forward(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index);
+CrossEntropyOut forward(const at::Tensor& logits, const at::Tensor& targets, int64_t ignore_index);
 
 // dlogits (M, V) contiguous, in the logits' dtype: exp(x - lse) * (gl + glse) - [v == t] * gl, gl = gloss
 // (0 for an ignored row, NaN for an out-of-range target); gloss, glse (M) T, either undefined = zero.
