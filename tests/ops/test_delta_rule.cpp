@@ -18,6 +18,7 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/delta_rule/cpu.h"
 #include "ssmlab/ops/delta_rule/delta_rule.h"
+#include "finite_diff.h"
 #include "tolerances.h"
 
 namespace ops_test_delta_rule {
@@ -301,30 +302,9 @@ TEST(DeltaRule, ReferenceGradientsMatchFiniteDifferences) {
       const auto r = run(in, "reference");
       return (r.o * wo).sum() + (r.final_state * ws).sum();
     };
-    std::vector<Tensor> leaves;
-    for (Tensor* t : inputs) {
-      *t = t->clone().requires_grad_();
-      leaves.push_back(*t);
-    }
-    const auto grads = torch::autograd::grad({loss()}, leaves);
-    at::NoGradGuard ng;
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      Tensor base = inputs[i]->detach().clone();
-      const int64_t n = base.numel();
-      for (int64_t j : {int64_t{0}, n / 2, n - 1}) {
-        auto at_value = [&](double delta) {
-          Tensor x = base.clone();
-          x.view(-1)[j] += delta;
-          *inputs[i] = x;
-          return loss().item<double>();
-        };
-        const double h = ssmlab::test::kFiniteDiffStep;
-        const double numeric = (at_value(h) - at_value(-h)) / (2 * h);
-        *inputs[i] = base;
-        EXPECT_TRUE(all_close(grads[i].reshape(-1)[j], at::scalar_tensor(numeric, at::kDouble),
-                              ssmlab::test::kFiniteDiff, ssmlab::str("input ", i, " element ", j)));
-      }
-    }
+    std::vector<std::string> names;
+    for (size_t i = 0; i < inputs.size(); ++i) names.push_back(ssmlab::str("input ", i));
+    ssmlab::test::expect_grads_match_finite_differences(loss, inputs, names);
   }
 }
 

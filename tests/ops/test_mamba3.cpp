@@ -18,6 +18,7 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/mamba3/mamba3.h"
 #include "ssmlab/ops/ssd_scan/ssd_scan.h"
+#include "finite_diff.h"
 #include "tolerances.h"
 
 namespace ops_test_mamba3 {
@@ -285,31 +286,9 @@ TEST(Mamba3, ReferenceGradientsMatchFiniteDifferences) {
     In in = make(shape_of(var, 6), true, true, 35);
     const Cotangents c = cotangents(in, 36);
     auto loss = [&]() { return loss_of(run(in, "reference"), c); };
-    auto inputs = inputs_of(in);
-    std::vector<Tensor> leaves;
-    for (Tensor* t : inputs) {
-      *t = t->clone().requires_grad_();
-      leaves.push_back(*t);
-    }
-    const auto grads = torch::autograd::grad({loss()}, leaves);
-    at::NoGradGuard ng;
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      Tensor base = inputs[i]->detach().clone();
-      const int64_t n = base.numel();
-      for (int64_t j : {int64_t{0}, n / 2, n - 1}) {
-        auto at_value = [&](double delta) {
-          Tensor v = base.clone();
-          v.view(-1)[j] += delta;
-          *inputs[i] = v;
-          return loss().item<double>();
-        };
-        const double h = ssmlab::test::kFiniteDiffStep;
-        const double numeric = (at_value(h) - at_value(-h)) / (2 * h);
-        *inputs[i] = base;
-        EXPECT_TRUE(all_close(grads[i].reshape(-1)[j], at::scalar_tensor(numeric, at::kDouble),
-                              ssmlab::test::kFiniteDiff, ssmlab::str(kInputNames[i], " element ", j)));
-      }
-    }
+    const auto inputs = inputs_of(in);
+    ssmlab::test::expect_grads_match_finite_differences(
+        loss, inputs, std::vector<std::string>(std::begin(kInputNames), std::begin(kInputNames) + inputs.size()));
   }
 }
 
