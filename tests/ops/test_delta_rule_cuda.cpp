@@ -120,6 +120,31 @@ TEST(DeltaRuleChunkPass, AtenPassMatchesReferenceForwardAndBackward) {
     }
 }
 
+// bf16 inputs with grouped value heads (HV = 2 H) and no decay: each key head's dq / dk is the sum of its value
+// heads' contributions, which grow large without decay (|.| ~ 30-60 here) and cancel. The sum must happen in the
+// compute dtype before the one rounding to bf16; summing bf16-rounded parts (repeat_interleave before the cast)
+// quantised dq / dk to multiples of 0.25 (seen on an H100, 2026-12-07: dq 0.25 for 0.323). CPU, both decompositions.
+TEST(DeltaRuleChunkPass, Bf16GroupedHeadGradientsSumBeforeRounding) {
+  const Case c{2, 45, 2, 4, 17, 37, 0, true};
+  at::manual_seed(10);
+  const auto ms = masters(c);
+  const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
+  const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
+  std::vector<Tensor> rounded;
+  for (size_t i = 0; i < ms.size(); ++i)
+    rounded.push_back(ms[i].to(i + 1 == ms.size() ? at::kFloat : at::kBFloat16).to(at::kDouble));
+  const auto want = run(c, rounded, at::kCPU, at::kDouble, backend("reference"), go, gs, 16);
+  for (const bool chunked_form : {false, true}) {
+    SCOPED_TRACE(chunked_form ? "chunked.cpp" : "chunk_pass Impl::aten");
+    const Runner f = chunked_form ? Runner([](const std::vector<Tensor>& in, const ssmlab::ops::DeltaRuleOptions& o) {
+      return ssmlab::ops::delta_rule_chunked(in[0], in[1], in[2], in[3], o);
+    })
+                                  : pass_impl(pass::Impl::aten);
+    const auto got = run(c, rounded, at::kCPU, at::kBFloat16, f, go, gs, 16);
+    expect_match(got, want, at::kBFloat16);
+  }
+}
+
 // The pass's hand-written backward (backward_aten + the batched products of chunk_pass.cpp) against autograd
 // through forward_aten, on random pass inputs (not from a delta rule: A full lower, d anything in (0, 1]).
 TEST(DeltaRuleChunkPass, PassBackwardMatchesAutogradOfItsForward) {

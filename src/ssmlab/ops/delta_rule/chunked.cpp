@@ -34,7 +34,8 @@ DeltaRuleOut delta_rule_chunked(const at::Tensor& q, const at::Tensor& k, const 
     const int64_t x = t.size(3);
     return pad_time(t.to(ct)).view({b, nc, qc, hv, x}).permute({0, 3, 1, 2, 4});
   };
-  auto expand = [&](const at::Tensor& t) { return rep == 1 ? t : t.repeat_interleave(rep, 2); };
+  // Cast before the group expand: the backward then sums a key head's value-head gradients in ct, rounding once.
+  auto expand = [&](const at::Tensor& t) { return rep == 1 ? t : t.to(ct).repeat_interleave(rep, 2); };
   const at::Tensor qh = chunks(expand(q)), kh = chunks(expand(k)), vh = chunks(v);    // (B, HV, nc, Q, K|V)
   const at::Tensor bh = chunks(beta.unsqueeze(-1));                                    // (B, HV, nc, Q, 1)
   // Log decay with its key extent kg: 1 (none, or one gate per head) or K (one per key channel).
