@@ -41,6 +41,69 @@ Backward pass_backward(const Inputs& in, const Tensor& dO, const Tensor& dS_fina
   return backward_aten(in, dO, dS_final);
 }
 
+StateForward state_pass_forward(const StateInputs& in, Impl impl) {
+#ifdef SSMLAB_WITH_CUDA
+  if (impl == Impl::cuda) return delta_rule_cuda::state_forward(in);
+#endif
+  SSMLAB_CHECK(impl == Impl::aten, "delta_rule: this build has no CUDA delta-rule kernels");
+  return state_forward_aten(in);
+}
+
+StateBackward state_pass_backward(const StateInputs& in, const Tensor& gS_entry, const Tensor& gVn,
+                                  const Tensor& dS_final, Impl impl) {
+#ifdef SSMLAB_WITH_CUDA
+  if (impl == Impl::cuda) return delta_rule_cuda::state_backward(in, gS_entry, gVn, dS_final);
+#endif
+  SSMLAB_CHECK(impl == Impl::aten, "delta_rule: this build has no CUDA delta-rule kernels");
+  return state_backward_aten(in, gS_entry, gVn, dS_final);
+}
+
+// (..., M, N) contiguous -> (prod(...), M, N) view.
+Tensor dr_batched3(const Tensor& t) { return t.reshape({-1, t.size(-2), t.size(-1)}); }
+
+// alpha * a b over the leading dims (a (..., M, P), b (..., P, N)), no extra elementwise pass for alpha.
+Tensor dr_scaled_matmul(const Tensor& a, const Tensor& b, double alpha) {
+  std::vector<int64_t> sizes(a.sizes().begin(), a.sizes().end());
+  sizes.back() = b.size(-1);
+  const Tensor a3 = dr_batched3(a), b3 = dr_batched3(b);
+  const Tensor out = at::empty({a3.size(0), a3.size(1), b3.size(2)}, a.options());
+  return at::baddbmm(out, a3, b3, /*beta=*/0.0, alpha).view(sizes);
+}
+
+// The state pass as one autograd Function over (U, W, Ko, d, S0); outputs (S_entry, Vn, final state).
+class DeltaStatePass : public torch::autograd::Function<DeltaStatePass> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& U,
+                                                const Tensor& W, const Tensor& Ko, const Tensor& d, const Tensor& S0,
+                                                int64_t impl) {
+    ctx->set_materialize_grads(false);  // an unused output's gradient stays undefined (the kernels read it as zero)
+    auto f = state_pass_forward(StateInputs{U, W, Ko, d, S0}, static_cast<Impl>(impl));
+    ctx->save_for_backward({W, Ko, d, S0, f.S_entry, f.Vn});
+    ctx->saved_data["impl"] = impl;
+    return {f.S_entry, f.Vn, f.final_state};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const Tensor &W = s[0], &Ko = s[1], &d = s[2], &S0 = s[3], &S_entry = s[4], &Vn = s[5];
+    auto prep = [&](size_t i) {
+      return i < grads.size() && grads[i].defined() ? grads[i].to(W.scalar_type()).contiguous() : Tensor();
+    };
+    const Tensor gSe = prep(0), gVn = prep(1), dSf = prep(2);
+    // The backward pass reads U only for its shape, dtype and device: Vn stands in (U is not saved).
+    const auto g = state_pass_backward(StateInputs{Vn, W, Ko, d, S0}, gSe, gVn, dSf,
+                                       static_cast<Impl>(ctx->saved_data["impl"].toInt()));
+    torch::autograd::variable_list out(7);
+    out[0] = g.dVn;                                                        // dU
+    out[1] = dr_scaled_matmul(g.dVn, S_entry.transpose(-1, -2), -1.0);   // dW  (Q, K)
+    out[2] = dr_scaled_matmul(Vn, g.dSx.transpose(-1, -2), 1.0);          // dKo (Q, K)
+    out[3] = (g.dSx * S_entry).sum(-1);                                    // dd  (K)
+    out[4] = g.dS0;
+    return out;
+  }
+};
+
 // The pass as one autograd Function over (U, W, Qi, A, Ko, d, S0); outputs (O, final state).
 class DeltaChunkPass : public torch::autograd::Function<DeltaChunkPass> {
  public:
@@ -117,6 +180,45 @@ Backward backward_aten(const Inputs& in, const Tensor& dO, const Tensor& dS_fina
          at::matmul(in.W.select(2, c).transpose(-1, -2), dvn);
   }
   Backward g;
+  g.dVn = nc > 0 ? at::stack(dvns, 2) : at::zeros_like(in.U);
+  g.dSx = nc > 0 ? at::stack(dsxs, 2)
+                 : at::zeros({in.S0.size(0), in.S0.size(1), 0, in.S0.size(2), in.S0.size(3)}, in.S0.options());
+  g.dS0 = dS.clone();
+  return g;
+}
+
+StateForward state_forward_aten(const StateInputs& in) {
+  const int64_t nc = in.U.size(2);
+  Tensor S = in.S0;
+  std::vector<Tensor> entries, vns;
+  for (int64_t c = 0; c < nc; ++c) {
+    const Tensor vn = in.U.select(2, c) - at::matmul(in.W.select(2, c), S);              // (B, HV, Q, V)
+    entries.push_back(S);
+    vns.push_back(vn);
+    S = in.d.select(2, c).unsqueeze(-1) * S + at::matmul(in.Ko.select(2, c).transpose(-1, -2), vn);
+  }
+  StateForward f;
+  f.S_entry = nc > 0 ? at::stack(entries, 2)
+                     : at::zeros({in.S0.size(0), in.S0.size(1), 0, in.S0.size(2), in.S0.size(3)}, in.S0.options());
+  f.Vn = nc > 0 ? at::stack(vns, 2) : at::zeros_like(in.U);
+  f.final_state = S.clone();
+  return f;
+}
+
+StateBackward state_backward_aten(const StateInputs& in, const Tensor& gS_entry, const Tensor& gVn,
+                                  const Tensor& dS_final) {
+  const int64_t nc = in.U.size(2);
+  Tensor dS = dS_final.defined() ? dS_final : at::zeros_like(in.S0);
+  std::vector<Tensor> dvns(nc), dsxs(nc);
+  for (int64_t c = nc - 1; c >= 0; --c) {
+    dsxs[c] = dS;
+    Tensor dvn = at::matmul(in.Ko.select(2, c), dS);                                       // (B, HV, Q, V)
+    if (gVn.defined()) dvn = dvn + gVn.select(2, c);
+    dvns[c] = dvn;
+    dS = in.d.select(2, c).unsqueeze(-1) * dS - at::matmul(in.W.select(2, c).transpose(-1, -2), dvn);
+    if (gS_entry.defined()) dS = dS + gS_entry.select(2, c);
+  }
+  StateBackward g;
   g.dVn = nc > 0 ? at::stack(dvns, 2) : at::zeros_like(in.U);
   g.dSx = nc > 0 ? at::stack(dsxs, 2)
                  : at::zeros({in.S0.size(0), in.S0.size(1), 0, in.S0.size(2), in.S0.size(3)}, in.S0.options());

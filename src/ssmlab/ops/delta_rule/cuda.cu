@@ -6,20 +6,24 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <limits>
 #include <string>
 
 #include "ssmlab/ops/delta_rule/cuda.h"
 #include "ssmlab/ops/delta_rule/kernel_delta_pass.cuh"
+#include "ssmlab/ops/delta_rule/kernel_delta_state_pass.cuh"
 
 namespace ssmlab::ops::delta_rule_cuda {
 namespace {
 
 namespace kd = ssmlab::ops::delta_pass_kernels;
+namespace ks = ssmlab::ops::delta_state_kernels;
 using at::Tensor;
 
 static_assert(kMaxK == kd::kMaxK && kMaxQ == kd::kMaxQ, "cuda.h and kernel_delta_pass.cuh disagree on the limits");
+static_assert(kMaxK == ks::kMaxK && kMaxQ == ks::kMaxQ, "cuda.h and kernel_delta_state_pass.cuh disagree");
 
 Tensor out_empty(at::IntArrayRef sizes, const at::TensorOptions& o) { return delta_rule_pass::poisoned_empty(sizes, o); }
 
@@ -55,11 +59,47 @@ void check_inputs(const delta_rule_pass::Inputs& in, const char* who) {
                 ": the pass inputs must be contiguous, of one dtype, on one device");
 }
 
-// SSMLAB_DELTA_CUDA=simple: the kernels with one scalar load per row operand (no 16-byte loads), for tests and
-// tables (read on every call).
-bool vector_loads() {
+// SSMLAB_DELTA_CUDA (read on every call), for tests and tables:
+//   unset / anything else: float32 compute runs the state-only pass on tensor cores (kernel_delta_state_pass.cuh,
+//            the output products batched outside it, chunk_pass.cpp); float64 runs the SIMT pass kernels;
+//   simt:    the SIMT pass kernels of kernel_delta_pass.cuh (output inside the pass) for every dtype, 16-byte
+//            broadcast loads of the row operands (fp32);
+//   simple:  the same SIMT kernels with one scalar load per row operand (no 16-byte loads);
+//   chunked: never reaches this file (delta_rule_cuda_supports is false: "auto" runs chunked.cpp).
+std::string delta_cuda_env() {
   const char* v = std::getenv("SSMLAB_DELTA_CUDA");
-  return v == nullptr || std::string(v) != "simple";
+  return v == nullptr ? std::string() : std::string(v);
+}
+
+// The SIMT kernels' 16-byte row-operand loads: off only for SSMLAB_DELTA_CUDA=simple.
+bool vector_loads() { return delta_cuda_env() != "simple"; }
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+size_t state_smem_bytes(int64_t k, int64_t q) {
+  return sizeof(float) * static_cast<size_t>(ks::StateLayout(static_cast<int>(k), static_cast<int>(q)).floats);
+}
+
+template <bool kReverse>
+void launch_state(const ks::StateParams& p, int64_t k, int64_t q, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.bh), static_cast<unsigned>((p.v + ks::kVc - 1) / ks::kVc));
+  const size_t bytes = state_smem_bytes(k, q);
+  auto kernel = k <= ks::kSmallK ? ks::delta_state_pass_kernel<kReverse, false> : ks::delta_state_pass_kernel<kReverse, true>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  kernel<<<grid, ks::kThreads, bytes, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+void check_state_inputs(const delta_rule_pass::StateInputs& in, const char* who) {
+  const int64_t k = in.W.size(4), q = in.U.size(3);
+  TORCH_CHECK(in.U.is_cuda() && in.U.scalar_type() == at::kFloat && k <= kMaxK && q <= kMaxQ &&
+                  in.U.size(2) <= std::numeric_limits<int>::max() &&
+                  in.U.size(0) * in.U.size(1) <= std::numeric_limits<int>::max(),
+              who, ": needs float32 CUDA tensors with K <= ", kMaxK, " and a chunk of at most ", kMaxQ,
+              " steps; got U ", in.U.sizes(), " ", in.U.scalar_type(), ", W ", in.W.sizes());
+  for (const Tensor* t : {&in.U, &in.W, &in.Ko, &in.d, &in.S0})
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == in.U.scalar_type() && t->device() == in.U.device(), who,
+                ": the pass inputs must be contiguous, of one dtype, on one device");
 }
 
 template <typename T, bool kVec>
@@ -93,7 +133,99 @@ bool shared_memory_fits(int64_t k, int64_t q, c10::ScalarType compute, c10::Devi
   if (compute != at::kFloat && compute != at::kDouble) return false;
   const size_t elem = compute == at::kDouble ? 8 : 4;
   const size_t optin = at::cuda::getDeviceProperties(device)->sharedMemPerBlockOptin;
+  if (compute == at::kFloat && state_smem_bytes(k, q) > optin) return false;
   return forward_smem_bytes(k, q, elem) <= optin && backward_smem_bytes(k, q, elem) <= optin;
+}
+
+bool state_pass_selected(c10::ScalarType compute) {
+  if (compute != at::kFloat) return false;
+  const std::string v = delta_cuda_env();
+  return v != "simt" && v != "simple";
+}
+
+delta_rule_pass::StateForward state_forward(const delta_rule_pass::StateInputs& in) {
+  check_state_inputs(in, "delta_rule_cuda::state_forward");
+  const c10::cuda::CUDAGuard guard(in.U.device());
+  const int64_t b = in.U.size(0), hv = in.U.size(1), nc = in.U.size(2), q = in.U.size(3), v = in.U.size(4),
+                k = in.W.size(4);
+  const auto o = in.U.options();
+  delta_rule_pass::StateForward f;
+  f.S_entry = out_empty({b, hv, nc, k, v}, o);
+  f.Vn = out_empty({b, hv, nc, q, v}, o);
+  f.final_state = out_empty({b, hv, k, v}, o);
+  if (b * hv == 0 || v == 0) return f;
+  if (nc == 0) {
+    f.final_state.copy_(in.S0);
+    return f;
+  }
+  ks::StateParams p{};
+  p.bh = b * hv;
+  p.nc = static_cast<int>(nc);
+  p.q = static_cast<int>(q);
+  p.k = static_cast<int>(k);
+  p.v = static_cast<int>(v);
+  p.M1 = in.W.const_data_ptr<float>();
+  p.M2 = in.Ko.const_data_ptr<float>();
+  p.d = in.d.const_data_ptr<float>();
+  p.P = in.U.const_data_ptr<float>();
+  p.R = nullptr;
+  p.X0 = in.S0.const_data_ptr<float>();
+  p.Xsave = f.S_entry.mutable_data_ptr<float>();
+  p.Y = f.Vn.mutable_data_ptr<float>();
+  p.Xfin = f.final_state.mutable_data_ptr<float>();
+  p.s1 = -1.f;
+  p.s2 = 1.f;
+  p.vec = k % 4 == 0 && aligned16(p.M1) && aligned16(p.M2);
+  launch_state<false>(p, k, q, c10::cuda::getCurrentCUDAStream());
+  return f;
+}
+
+delta_rule_pass::StateBackward state_backward(const delta_rule_pass::StateInputs& in, const Tensor& gS_entry,
+                                              const Tensor& gVn, const Tensor& dS_final) {
+  check_state_inputs(in, "delta_rule_cuda::state_backward");
+  const c10::cuda::CUDAGuard guard(in.U.device());
+  const int64_t b = in.U.size(0), hv = in.U.size(1), nc = in.U.size(2), q = in.U.size(3), v = in.U.size(4),
+                k = in.W.size(4);
+  const auto o = in.U.options();
+  auto ok = [&](const Tensor& t, at::IntArrayRef sizes) {
+    return !t.defined() || (t.sizes() == sizes && t.is_contiguous() && t.scalar_type() == at::kFloat &&
+                            t.device() == in.U.device());
+  };
+  TORCH_CHECK(ok(gS_entry, {b, hv, nc, k, v}) && ok(gVn, in.U.sizes()) && ok(dS_final, in.S0.sizes()),
+              "delta_rule_cuda::state_backward: the incoming gradients must be contiguous float32, shaped like "
+              "S_entry, Vn and S0 (or undefined)");
+  delta_rule_pass::StateBackward g;
+  g.dVn = out_empty({b, hv, nc, q, v}, o);
+  g.dSx = out_empty({b, hv, nc, k, v}, o);
+  g.dS0 = out_empty({b, hv, k, v}, o);
+  if (b * hv == 0 || v == 0) return g;
+  if (nc == 0) {
+    if (dS_final.defined())
+      g.dS0.copy_(dS_final);
+    else
+      g.dS0.zero_();
+    return g;
+  }
+  ks::StateParams p{};
+  p.bh = b * hv;
+  p.nc = static_cast<int>(nc);
+  p.q = static_cast<int>(q);
+  p.k = static_cast<int>(k);
+  p.v = static_cast<int>(v);
+  p.M1 = in.Ko.const_data_ptr<float>();
+  p.M2 = in.W.const_data_ptr<float>();
+  p.d = in.d.const_data_ptr<float>();
+  p.P = gVn.defined() ? gVn.const_data_ptr<float>() : nullptr;
+  p.R = gS_entry.defined() ? gS_entry.const_data_ptr<float>() : nullptr;
+  p.X0 = dS_final.defined() ? dS_final.const_data_ptr<float>() : nullptr;
+  p.Xsave = g.dSx.mutable_data_ptr<float>();
+  p.Y = g.dVn.mutable_data_ptr<float>();
+  p.Xfin = g.dS0.mutable_data_ptr<float>();
+  p.s1 = 1.f;
+  p.s2 = -1.f;
+  p.vec = k % 4 == 0 && aligned16(p.M1) && aligned16(p.M2);
+  launch_state<true>(p, k, q, c10::cuda::getCurrentCUDAStream());
+  return g;
 }
 
 delta_rule_pass::Forward forward(const delta_rule_pass::Inputs& in, bool save) {

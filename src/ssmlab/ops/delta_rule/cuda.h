@@ -18,6 +18,16 @@ size_t backward_smem_bytes(int64_t k, int64_t q, size_t elem);
 // Whether both kernels fit the shared memory of `device` (K <= kMaxK, Q <= kMaxQ, float32 or float64 compute).
 bool shared_memory_fits(int64_t k, int64_t q, c10::ScalarType compute, c10::DeviceIndex device);
 
+// Whether the pass for this compute dtype runs the state-only tensor-core kernel (chunk_pass.h's state pass:
+// float32 unless SSMLAB_DELTA_CUDA is simt or simple) rather than the SIMT kernels of the full pass.
+bool state_pass_selected(c10::ScalarType compute);
+
+// The state pass (float32 only); gS_entry, gVn, dS_final may be undefined (zero).
+delta_rule_pass::StateForward state_forward(const delta_rule_pass::StateInputs& in);
+delta_rule_pass::StateBackward state_backward(const delta_rule_pass::StateInputs& in, const at::Tensor& gS_entry,
+                                              const at::Tensor& gVn, const at::Tensor& dS_final);
+
+// The full pass (SIMT kernels, float32 or float64).
 delta_rule_pass::Forward forward(const delta_rule_pass::Inputs& in, bool save);
 delta_rule_pass::Backward backward(const delta_rule_pass::Inputs& in, const at::Tensor& dO,
                                    const at::Tensor& dS_final);
