@@ -178,6 +178,42 @@ TEST(SsdScanCuda, DecodeStepMatchesScan) {
   EXPECT_TRUE(all_close(S.cpu(), r.final_state, ssmlab::test::kFp32Forward, "state"));
 }
 
+// The decode step on 16-bit inputs: x, dt, B, C read in their own dtype by the kernel (one launch), y returned in
+// it; also the mixed case (dt in fp32, the rest bf16), which converts all four to fp32 first. The truth is the
+// float64 reference on the same rounded values, y rounded to the output dtype once. Odd sizes (P 24, N 40 over two
+// lane groups, two groups) and the fp32 state carried over 20 steps.
+TEST(SsdScanCuda, DecodeStep16BitInputsMatchReference) {
+  SKIP_WITHOUT_CUDA();
+  const at::Device cuda(at::kCUDA, 0);
+  for (const auto dt16 : {at::kBFloat16, at::kHalf})
+    for (const bool mixed : {false, true}) {
+      SCOPED_TRACE(ssmlab::str(c10::toString(dt16), mixed ? ", dt in fp32" : ", dt in the same dtype"));
+      SsdInputs in = ssmlab::test::make_ssd_inputs({2, 20, 4, 24, 40, 2}, at::kFloat, 910);
+      // Round the sequence tensors to the 16-bit dtype; the reference sees the rounded values in float64.
+      SsdInputs ref = in;
+      for (at::Tensor* t : {&ref.x, &ref.dt, &ref.B, &ref.C}) *t = t->to(dt16).to(at::kDouble);
+      for (auto& [name, t] : ssmlab::test::ssd_leaves(ref)) *t = t->to(at::kDouble);
+      const SsdScanOut r = ssmlab::ops::ssd_scan(ref.x, ref.dt, ref.A, ref.B, ref.C, ref.opts, "reference");
+      SsdInputs d = to_device(in, cuda);
+      d.x = d.x.to(dt16);
+      d.B = d.B.to(dt16);
+      d.C = d.C.to(dt16);
+      d.dt = mixed ? ref.dt.to(cuda, at::kFloat) : d.dt.to(dt16);
+      at::Tensor S = d.opts.initial_state->clone();
+      d.opts.initial_state.reset();
+      std::vector<at::Tensor> ys;
+      for (int64_t t = 0; t < 20; ++t) {
+        at::Tensor y = ssmlab::ops::ssd_scan_update(d.x.select(1, t), d.dt.select(1, t), d.A, d.B.select(1, t),
+                                                    d.C.select(1, t), S, d.opts);
+        ASSERT_EQ(y.scalar_type(), dt16);
+        ys.push_back(y);
+      }
+      const ssmlab::test::Tol tol = ssmlab::test::forward_tol(dt16);
+      EXPECT_TRUE(all_close(at::stack(ys, 1).cpu().to(at::kDouble), r.y, tol, "y"));
+      EXPECT_TRUE(all_close(S.cpu().to(at::kDouble), r.final_state, ssmlab::test::kFp32Forward, "state"));
+    }
+}
+
 }  // namespace
 
 }  // namespace ops_test_ssd_scan_cuda

@@ -287,26 +287,35 @@ at::Tensor update(const Tensor& x_t, const Tensor& dt_t, const Tensor& A, const 
               "dtype, P <= 64, N <= 256");
   auto conv = [&](const Tensor& t) { return t.to(ct).contiguous(); };
   auto opt = [&](const std::optional<Tensor>& t) { return t ? conv(*t) : Tensor(); };
-  const Tensor x = conv(x_t), dt = conv(dt_t), Ac = conv(A), Bc = conv(B_t), Cc = conv(C_t);
+  // x, dt, B, C are read in their own dtype when they share one (a 16-bit model's step: no conversion kernels);
+  // otherwise all four are converted to the compute dtype first.
+  const auto xt = x_t.scalar_type();
+  const bool same = dt_t.scalar_type() == xt && B_t.scalar_type() == xt && C_t.scalar_type() == xt &&
+                    (xt == ct || xt == at::kBFloat16 || xt == at::kHalf);
+  const auto it = same ? xt : ct;
+  auto in = [&](const Tensor& t) { return t.to(it).contiguous(); };
+  const Tensor x = in(x_t), dt = in(dt_t), Bc = in(B_t), Cc = in(C_t), Ac = conv(A);
   const Tensor D = opt(opts.D), bias = opt(opts.dt_bias), dtm = opt(opts.dt_mult), dm = opt(opts.decay_mult),
                bm = opt(opts.b_mult);
   const int64_t b = x.size(0), h = x.size(1), p = x.size(2), g = Bc.size(1), n = Bc.size(2);
   Tensor y = at::empty({b, h, p}, x.options());
   if (b * h == 0) return y.to(x_t.scalar_type());
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(ct, "ssd_scan_cuda_update", [&] {
-    k::UpdateParams<scalar_t> q{};
+  auto launch = [&](auto tag_t, auto tag_in) {
+    using scalar_t = decltype(tag_t);
+    using in_t = decltype(tag_in);
+    k::UpdateParams<scalar_t, in_t> q{};
     q.b = b;
     q.h = h;
     q.p = p;
     q.n = n;
     q.g = g;
     q.hg = h / g;
-    q.x = x.const_data_ptr<scalar_t>();
-    q.dt = dt.const_data_ptr<scalar_t>();
+    q.x = static_cast<const in_t*>(x.const_data_ptr());
+    q.dt = static_cast<const in_t*>(dt.const_data_ptr());
+    q.B = static_cast<const in_t*>(Bc.const_data_ptr());
+    q.C = static_cast<const in_t*>(Cc.const_data_ptr());
     q.A = Ac.const_data_ptr<scalar_t>();
-    q.B = Bc.const_data_ptr<scalar_t>();
-    q.C = Cc.const_data_ptr<scalar_t>();
     q.D = cptr<scalar_t>(D);
     q.dt_bias = cptr<scalar_t>(bias);
     q.dt_mult = cptr<scalar_t>(dtm);
@@ -317,18 +326,26 @@ at::Tensor update(const Tensor& x_t, const Tensor& dt_t, const Tensor& A, const 
     q.dt_min = static_cast<scalar_t>(opts.dt_min);
     q.dt_max = static_cast<scalar_t>(std::isfinite(opts.dt_max) ? opts.dt_max : 1e300);
     q.state = state.mutable_data_ptr<scalar_t>();
-    q.y = y.mutable_data_ptr<scalar_t>();
+    q.y = static_cast<in_t*>(y.mutable_data_ptr());
     const auto blocks = static_cast<unsigned>(b * h);
     if (n <= 32)
-      k::ssd_update_kernel<scalar_t, 1><<<blocks, k::kThreads, 0, stream>>>(q);
+      k::ssd_update_kernel<scalar_t, in_t, 1><<<blocks, k::kThreads, 0, stream>>>(q);
     else if (n <= 64)
-      k::ssd_update_kernel<scalar_t, 2><<<blocks, k::kThreads, 0, stream>>>(q);
+      k::ssd_update_kernel<scalar_t, in_t, 2><<<blocks, k::kThreads, 0, stream>>>(q);
     else if (n <= 128)
-      k::ssd_update_kernel<scalar_t, 4><<<blocks, k::kThreads, 0, stream>>>(q);
+      k::ssd_update_kernel<scalar_t, in_t, 4><<<blocks, k::kThreads, 0, stream>>>(q);
     else
-      k::ssd_update_kernel<scalar_t, 8><<<blocks, k::kThreads, 0, stream>>>(q);
+      k::ssd_update_kernel<scalar_t, in_t, 8><<<blocks, k::kThreads, 0, stream>>>(q);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  };
+  if (ct == at::kDouble)
+    launch(double{}, double{});
+  else if (it == at::kBFloat16)
+    launch(float{}, __nv_bfloat16{});
+  else if (it == at::kHalf)
+    launch(float{}, __half{});
+  else
+    launch(float{}, float{});
   return y.to(x_t.scalar_type());
 }
 

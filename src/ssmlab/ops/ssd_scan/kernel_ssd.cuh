@@ -10,6 +10,10 @@
 // the host. Offsets are int64.
 #pragma once
 #include <cstdint>
+#include <type_traits>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 namespace ssmlab::ops::ssd_scan_cuda_kernels {
 
@@ -241,23 +245,48 @@ __global__ void __launch_bounds__(kThreads) ssd_backward_kernel(Params<T> q) {
 }
 
 // One decode step (ssd_scan_update), the per-step coefficients fused in: one block per (batch, head), the
-// same thread layout as the scan; the state is read and written once.
-template <typename T>
+// same thread layout as the scan; the state is read and written once. x, dt, B, C and y are in the caller's
+// dtype In (bf16 / fp16 / the compute dtype T), converted in registers: a 16-bit step launches this one kernel
+// instead of five conversion kernels around it (a decode step is launch-bound). A, D and the per-head
+// multipliers are in T.
+template <typename T, typename In = T>
 struct UpdateParams {
   int64_t b, h, p, n, g, hg;
-  const T *x, *dt, *A, *B, *C;                          // x (B, H, P), dt (B, H), A (H), B, C (B, G, N)
+  const In *x, *dt, *B, *C;                             // x (B, H, P), dt (B, H), B, C (B, G, N)
+  const T* A;                                           // (H)
   const T *D, *dt_bias, *dt_mult, *decay_mult, *b_mult;  // (H) each, may be null
   bool softplus, clamp;
   T dt_min, dt_max;
-  T *state, *y;                                         // state (B, H, P, N) in place, y (B, H, P)
+  T* state;                                             // state (B, H, P, N) in place
+  In* y;                                                // y (B, H, P)
 };
 
-template <typename T, int NPL>
-__global__ void __launch_bounds__(kThreads) ssd_update_kernel(UpdateParams<T> q) {
+template <typename T, typename In>
+__device__ __forceinline__ T upd_load(In v) {
+  if constexpr (std::is_same_v<In, __nv_bfloat16>)
+    return static_cast<T>(__bfloat162float(v));
+  else if constexpr (std::is_same_v<In, __half>)
+    return static_cast<T>(__half2float(v));
+  else
+    return static_cast<T>(v);
+}
+
+template <typename In, typename T>
+__device__ __forceinline__ In upd_store(T v) {
+  if constexpr (std::is_same_v<In, __nv_bfloat16>)
+    return __float2bfloat16(static_cast<float>(v));
+  else if constexpr (std::is_same_v<In, __half>)
+    return __float2half(static_cast<float>(v));
+  else
+    return static_cast<In>(v);
+}
+
+template <typename T, typename In, int NPL>
+__global__ void __launch_bounds__(kThreads) ssd_update_kernel(UpdateParams<T, In> q) {
   const int64_t bh = blockIdx.x, b = bh / q.h, h = bh % q.h, g = h / q.hg;
   const int wp = threadIdx.x / 32, ln = threadIdx.x % 32;
   const int64_t P = q.p, N = q.n, PN = P * N;
-  T d = q.dt[bh] + (q.dt_bias ? q.dt_bias[h] : T(0));
+  T d = upd_load<T>(q.dt[bh]) + (q.dt_bias ? q.dt_bias[h] : T(0));
   if (q.softplus) d = d > T(20) ? d : log1p(exp(d));  // torch's softplus threshold
   if (q.clamp) d = fmin(fmax(d, q.dt_min), q.dt_max);
   if (q.dt_mult) d *= q.dt_mult[h];
@@ -265,21 +294,21 @@ __global__ void __launch_bounds__(kThreads) ssd_update_kernel(UpdateParams<T> q)
   if (q.decay_mult) a += log(q.decay_mult[h]);
   const T alpha = exp(a), w = q.b_mult ? d * q.b_mult[h] : d;
   const T Dv = q.D ? q.D[h] : T(0);
-  const T* Bt = q.B + (b * q.g + g) * N;
-  const T* Ct = q.C + (b * q.g + g) * N;
+  const In* Bt = q.B + (b * q.g + g) * N;
+  const In* Ct = q.C + (b * q.g + g) * N;
   T* S = q.state + bh * PN;
   T Bv[NPL], Cv[NPL];
 #pragma unroll
   for (int j = 0; j < NPL; ++j) {
     const int64_t n = ln + 32 * j;
-    Bv[j] = n < N ? Bt[n] : T(0);
-    Cv[j] = n < N ? Ct[n] : T(0);
+    Bv[j] = n < N ? upd_load<T>(Bt[n]) : T(0);
+    Cv[j] = n < N ? upd_load<T>(Ct[n]) : T(0);
   }
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const int64_t p = wp + kWarps * r;
     if (p >= P) break;  // warp-uniform
-    const T xp = q.x[bh * P + p], xw = w * xp;
+    const T xp = upd_load<T>(q.x[bh * P + p]), xw = w * xp;
     T acc = 0;
 #pragma unroll
     for (int j = 0; j < NPL; ++j) {
@@ -291,7 +320,7 @@ __global__ void __launch_bounds__(kThreads) ssd_update_kernel(UpdateParams<T> q)
       }
     }
     acc = warp_sum(acc);
-    if (ln == 0) q.y[bh * P + p] = acc + Dv * xp;
+    if (ln == 0) q.y[bh * P + p] = upd_store<In>(acc + Dv * xp);
   }
 }
 
