@@ -42,6 +42,7 @@ struct Prepared {
   at::Tensor h0;              // hbar_{-1} (B, H, P, N), undefined without an initial state
   at::Tensor kr_last;         // k~ of the last token (B, R, H, N)
   at::Tensor phase_last;      // (B, H, S) in [0, 2pi)
+  at::Tensor qk;              // q_r . k_r (B, T, R, H) from the phase kernels, or undefined (finish computes it)
 };
 Prepared prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
                  const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta, const Mamba3Options& opts);
@@ -66,7 +67,20 @@ std::pair<at::Tensor, at::Tensor> rotate_scale(const at::Tensor& q, const at::Te
 struct RotateGrads {
   at::Tensor dq, dk, dcos, dsin, dsc;
 };
-// prepare() with q~, s k~ from rotate_scale (the CUDA path's preparation; the same Prepared).
+// The phase sum, rotation, key scale and per-rank q.k as one autograd Function (ssd_kernels.cpp; phase_rotate.h:
+// the kernels of phase_kernels.cu on CUDA, their CPU twin elsewhere): q, k (B, T, R, H, N), dt (B, T, H), theta
+// (B, T, H, S), sc (B, T, H) in the compute dtype, phase0 (B, H, S) or none. Returns q~, s k~ (B, T, R, H, N) and
+// q.k (B, T, R, H) in sc's dtype and the last phase (B, H, S) in float64, reduced into [0, 2pi).
+struct PhaseRotated {
+  at::Tensor qr, kk, qk, phase_last;
+};
+PhaseRotated phase_rotate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& dt, const at::Tensor& theta,
+                          const at::Tensor& sc, const std::optional<at::Tensor>& phase0, Mamba3Pairing pairing);
+// prepare() on the phase kernels (phase_rotate): the CUDA path's preparation unless SSMLAB_MAMBA3_CUDA=aten_phase.
+Prepared prepare_phase_kernels(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
+                               const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
+                               const Mamba3Options& opts);
+// prepare() with q~, s k~ from rotate_scale, the phases in ATen (SSMLAB_MAMBA3_CUDA=aten_phase; the same Prepared).
 Prepared prepare_fused_rotation(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
                                 const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
                                 const Mamba3Options& opts);

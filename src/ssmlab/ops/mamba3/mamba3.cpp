@@ -126,7 +126,8 @@ Mamba3Out finish(const Prepared& p, const at::Tensor& q, const at::Tensor& k, co
   const at::Tensor rho = p.rho.unsqueeze(2).unsqueeze(-1);                          // (B, T, 1, H, 1)
   at::Tensor y;
   if (q.size(2) == 1) {  // SISO: y = y_core + (D - rho q.k) x, one pass over x
-    at::Tensor coef = -rho * (q.to(ct) * k.to(ct)).sum(-1, /*keepdim=*/true);
+    const at::Tensor qk = p.qk.defined() ? p.qk.unsqueeze(-1) : (q.to(ct) * k.to(ct)).sum(-1, /*keepdim=*/true);
+    at::Tensor coef = -rho * qk;
     if (opts.D) coef = coef + opts.D->to(ct).view({1, 1, 1, h, 1});
     y = y_core + coef * p.x;
   } else {

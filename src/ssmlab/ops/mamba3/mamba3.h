@@ -105,7 +105,9 @@ bool mamba3_ssd_kernels_support(const at::Tensor& q, const at::Tensor& x);
 // chunked ATen form). x may be undefined (then only q's dtype and N are checked).
 bool mamba3_cuda_supports(const at::Tensor& q, const at::Tensor& x = {});
 // SSMLAB_MAMBA3_CUDA, read on every call: "kernels" (unset), "chunked" ("auto" on CUDA runs the ATen quadratic
-// form) or "fp32" (16-bit inputs multiply in split tf32 instead of bf16 in the kernels' forward); else an Error.
+// form), "fp32" (16-bit inputs multiply in split tf32 instead of bf16 in the kernels' forward) or "aten_phase" (the
+// kernels with the older preparation: phases, cos/sin and q.k in ATen, the rotation kernel of kernel_rotate.cuh,
+// for comparison with the phase kernels of kernel_phase.cuh); else an Error.
 std::string mamba3_cuda_mode();
 
 // Throws ssmlab::Error naming every offending shape, dtype or device.

@@ -20,6 +20,7 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/mamba3/detail.h"
 #include "ssmlab/ops/mamba3/mamba3.h"
+#include "ssmlab/ops/mamba3/phase_rotate.h"
 #include "ssmlab/ops/ssd_scan/cpu.h"
 #ifdef SSMLAB_WITH_CUDA
 #include "ssmlab/ops/mamba3/cuda.h"
@@ -179,6 +180,61 @@ class Mamba3RotateScale : public torch::autograd::Function<Mamba3RotateScale> {
   }
 };
 
+// ---- the phase sum, rotation, key scale and q.k in one Function (phase_rotate.h) ---------------------------------
+
+// Inputs q, k, dt, theta, sc, phase0 (optional); outputs q~, s k~, q.k (compute dtype) and the last phase (float64).
+// Saves q, k, dt, theta, sc and the (B, H, nC, S) chunk offsets; the backward recomputes the phases from them.
+class Mamba3PhaseRotate : public torch::autograd::Function<Mamba3PhaseRotate> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& q,
+                                                const Tensor& k, const Tensor& dt, const Tensor& theta,
+                                                const Tensor& sc, const std::optional<Tensor>& phase0_opt,
+                                                int64_t pairing) {
+    const bool halves = static_cast<Mamba3Pairing>(pairing) == Mamba3Pairing::halves;
+    const auto ct = sc.scalar_type();
+    // One input dtype for the kernels (the peers layout's q and k are both fp32; mixed dtypes convert once).
+    const Tensor qi = q.scalar_type() == k.scalar_type() ? q.contiguous() : q.to(ct).contiguous();
+    const Tensor ki = q.scalar_type() == k.scalar_type() ? k.contiguous() : k.to(ct).contiguous();
+    const Tensor scc = sc.contiguous();
+    const Tensor p0 = phase0_opt ? phase0_opt->to(at::kDouble).contiguous() : Tensor();
+    mamba3_phase::PhaseRotateOut o;
+#ifdef SSMLAB_WITH_CUDA
+    if (qi.is_cuda()) o = mamba3_cuda::phase_rotate_forward(qi, ki, dt, theta, scc, p0, halves);
+#endif
+    if (!o.qr.defined()) o = mamba3_phase::forward_cpu(qi, ki, dt, theta, scc, p0, halves);
+    ctx->save_for_backward({qi, ki, dt, theta, scc, o.offsets});
+    ctx->saved_data["halves"] = halves;
+    ctx->saved_data["q_dtype"] = static_cast<int64_t>(q.scalar_type());
+    ctx->saved_data["k_dtype"] = static_cast<int64_t>(k.scalar_type());
+    ctx->saved_data["phase0_dtype"] =
+        static_cast<int64_t>(phase0_opt ? phase0_opt->scalar_type() : at::kDouble);
+    ctx->saved_data["has_phase0"] = phase0_opt.has_value();
+    return {o.qr, o.kk, o.qk, o.phase_last};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto sv = ctx->get_saved_variables();
+    const Tensor &q = sv[0], &k = sv[1], &dt = sv[2], &theta = sv[3], &sc = sv[4], &off = sv[5];
+    const bool halves = ctx->saved_data["halves"].toBool();
+    const auto ct = sc.scalar_type();
+    auto conv = [](const Tensor& t, at::ScalarType st) { return t.defined() ? t.to(st).contiguous() : Tensor(); };
+    const Tensor dqr = conv(grads[0], ct), dkk = conv(grads[1], ct), dqk = conv(grads[2], ct);
+    const Tensor dlast = conv(grads[3], at::kDouble);
+    mamba3_phase::PhaseRotateGrads g;
+#ifdef SSMLAB_WITH_CUDA
+    if (q.is_cuda()) g = mamba3_cuda::phase_rotate_backward(q, k, dt, theta, sc, off, dqr, dkk, dqk, dlast, halves);
+#endif
+    if (!g.dq.defined()) g = mamba3_phase::backward_cpu(q, k, dt, theta, sc, off, dqr, dkk, dqk, dlast, halves);
+    const auto qt = static_cast<at::ScalarType>(ctx->saved_data["q_dtype"].toInt());
+    const auto kt = static_cast<at::ScalarType>(ctx->saved_data["k_dtype"].toInt());
+    const auto pt = static_cast<at::ScalarType>(ctx->saved_data["phase0_dtype"].toInt());
+    const Tensor dphase0 = ctx->saved_data["has_phase0"].toBool() ? g.dphase0.to(pt) : Tensor();
+    return {g.dq.to(qt), g.dk.to(kt), g.ddt.to(dt.scalar_type()), g.dtheta.to(theta.scalar_type()), g.dsc, dphase0,
+            Tensor()};
+  }
+};
+
 bool m3k_float_type(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
 }
@@ -188,9 +244,10 @@ bool m3k_float_type(at::ScalarType t) {
 std::string mamba3_cuda_mode() {
   const char* v = std::getenv("SSMLAB_MAMBA3_CUDA");
   const std::string m = v ? std::string(v) : std::string();
-  SSMLAB_CHECK(m.empty() || m == "kernels" || m == "chunked" || m == "fp32",
+  SSMLAB_CHECK(m.empty() || m == "kernels" || m == "chunked" || m == "fp32" || m == "aten_phase",
                "SSMLAB_MAMBA3_CUDA='", m, "': expected unset, \"kernels\", \"chunked\" (the ATen quadratic form on "
-               "CUDA) or \"fp32\" (the kernels in split tf32 for 16-bit inputs)");
+               "CUDA), \"fp32\" (the kernels in split tf32 for 16-bit inputs) or \"aten_phase\" (the kernels with the "
+               "phases, cos/sin and q.k in ATen and the older rotation kernel, as before the phase kernels)");
   return m.empty() ? std::string("kernels") : m;
 }
 
@@ -226,6 +283,40 @@ std::pair<at::Tensor, at::Tensor> rotate_scale(const at::Tensor& q, const at::Te
                                                Mamba3Pairing pairing) {
   auto outs = Mamba3RotateScale::apply(q, k, cos_phi, sin_phi, sc, static_cast<int64_t>(pairing));
   return {outs[0], outs[1]};
+}
+
+PhaseRotated phase_rotate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& dt, const at::Tensor& theta,
+                          const at::Tensor& sc, const std::optional<at::Tensor>& phase0, Mamba3Pairing pairing) {
+  auto outs = Mamba3PhaseRotate::apply(q, k, dt, theta, sc, phase0, static_cast<int64_t>(pairing));
+  return {outs[0], outs[1], outs[2], outs[3]};
+}
+
+// prepare() (mamba3.cpp) on the phase kernels: the phases never exist as a (B, T, H, S) tensor outside the kernels;
+// the last one (float64) gives the carried phase and the last rotated key in ATen. The same Prepared, plus q.k.
+Prepared prepare_phase_kernels(const at::Tensor& q, const at::Tensor& k, const at::Tensor& x, const at::Tensor& adt,
+                               const at::Tensor& dt, const at::Tensor& trap, const at::Tensor& theta,
+                               const Mamba3Options& opts) {
+  const auto ct = compute_dtype(x);
+  const int64_t b = q.size(0), t = q.size(1), h = q.size(3);
+  Prepared p;
+  const Tensor lam = at::sigmoid(trap.to(ct)), dtc = dt.to(ct);  // (B, T, H)
+  const Tensor look = (1 - lam) * dtc;                           // (1 - lambda_t) dt_t
+  p.rho = at::cat({look.narrow(1, 1, t - 1), at::zeros({b, 1, h}, look.options())}, 1);
+  std::optional<Tensor> phase0;
+  if (opts.initial) phase0 = opts.initial->phase;
+  const PhaseRotated pr = phase_rotate(q, k, dt, theta, lam * dtc + p.rho, phase0, opts.pairing);
+  p.qr = pr.qr;
+  p.kk = pr.kk;
+  p.qk = pr.qk;
+  p.x = x.to(ct);
+  p.adt = adt.to(ct);
+  if (opts.initial)
+    p.h0 = opts.initial->state.to(ct) + look.select(1, 0).unsqueeze(-1).unsqueeze(-1) *
+                                            rank_outer(opts.initial->x_prev.to(ct), opts.initial->k_prev.to(ct));
+  const Tensor c_last = at::cos(pr.phase_last).to(ct).unsqueeze(1), s_last = at::sin(pr.phase_last).to(ct).unsqueeze(1);
+  p.kr_last = rotate(k.select(1, t - 1).to(ct), c_last, s_last, opts.pairing);
+  p.phase_last = pr.phase_last.to(ct);
+  return p;
 }
 
 // prepare() (mamba3.cpp) with q~ and s k~ from rotate_scale: one kernel per direction on CUDA instead of a dozen
@@ -288,8 +379,10 @@ Mamba3Out mamba3_ssd_kernels(const at::Tensor& q, const at::Tensor& k, const at:
                "kernels with N <= 256 and P <= 64, of float32/float64/bfloat16/float16; got q ",
                tensor_str(q), ", x ", tensor_str(x));
   if (q.size(1) == 0) return d::empty_scan(q, k, x, theta.size(3), opts);
-  const d::Prepared p = d::prepare_fused_rotation(q, k, x, adt, dt, trap, theta, opts);
-  const bool wide = x.is_cuda() && mamba3_cuda_mode() == "fp32";
+  const std::string mode = mamba3_cuda_mode();
+  const d::Prepared p = mode == "aten_phase" ? d::prepare_fused_rotation(q, k, x, adt, dt, trap, theta, opts)
+                                             : d::prepare_phase_kernels(q, k, x, adt, dt, trap, theta, opts);
+  const bool wide = x.is_cuda() && mode == "fp32";
   const auto [y_core, h_final] = d::ssd_kernel_core(p, wide ? p.x.scalar_type() : x.scalar_type());
   return d::finish(p, q, k, x, opts, y_core, h_final);
 }
