@@ -94,7 +94,7 @@ class DeltaStatePass : public torch::autograd::Function<DeltaStatePass> {
     // The backward pass reads U only for its shape, dtype and device: Vn stands in (U is not saved).
     const auto g = state_pass_backward(StateInputs{Vn, W, Ko, d, S0}, gSe, gVn, dSf,
                                        static_cast<Impl>(ctx->saved_data["impl"].toInt()));
-    torch::autograd::variable_list out(7);
+    torch::autograd::variable_list out(6);                                // the last: impl
     out[0] = g.dVn;                                                        // dU
     out[1] = dr_scaled_matmul(g.dVn, S_entry.transpose(-1, -2), -1.0);   // dW  (Q, K)
     out[2] = dr_scaled_matmul(Vn, g.dSx.transpose(-1, -2), 1.0);          // dKo (Q, K)
@@ -235,12 +235,18 @@ DeltaRuleOut run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   const Tensor S0 = opts.initial_state ? opts.initial_state->to(ct).contiguous() : at::zeros({b, hv, kd, vd}, fopt);
   if (l == 0) return {at::zeros({b, 0, hv, vd}, q.options()), S0.clone()};
   int64_t qc = std::min(opts.chunk_size, l);
+  bool state_form = impl == Impl::aten;
 #ifdef SSMLAB_WITH_CUDA
-  if (impl == Impl::cuda) qc = std::min<int64_t>(qc, delta_rule_cuda::kMaxQ);
+  if (impl == Impl::cuda) {
+    qc = std::min<int64_t>(qc, delta_rule_cuda::kMaxQ);
+    state_form = delta_rule_cuda::state_pass_selected(ct);
+  }
 #endif
   const int64_t nc = (l + qc - 1) / qc, lp = nc * qc;
   // The intra-chunk part, as chunked.cpp: (B, L, HV, X) -> (B, HV, nc, Q, X), zero-padded steps at the end
-  // (k = q = beta = g = 0 leave the state unchanged).
+  // (k = q = beta = g = 0 leave the state unchanged). The cast to the compute dtype comes before the repetition of
+  // grouped key heads, so the backward sums a key head's value-head gradients before its one rounding to a 16-bit
+  // input dtype. q, k, v chunks are made contiguous once (the matmuls below then need no copies of their own).
   auto pad_time = [&](const Tensor& t) {
     if (lp == l) return t;
     std::vector<int64_t> pad(2 * (t.dim() - 1), 0);
@@ -249,13 +255,13 @@ DeltaRuleOut run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   };
   auto chunks = [&](const Tensor& t) {
     const int64_t x = t.size(3);
-    return pad_time(t.to(ct)).view({b, nc, qc, hv, x}).permute({0, 3, 1, 2, 4});
+    return pad_time(t).view({b, nc, qc, hv, x}).permute({0, 3, 1, 2, 4});
   };
-  // Cast before the group expand: the backward then sums a key head's value-head gradients in ct, rounding once.
-  auto expand = [&](const Tensor& t) { return rep == 1 ? t : t.to(ct).repeat_interleave(rep, 2); };
-  const Tensor qh = chunks(expand(q)), kh = chunks(expand(k)), vh = chunks(v);        // (B, HV, nc, Q, K|V)
-  const Tensor bh = chunks(beta.unsqueeze(-1));                                        // (B, HV, nc, Q, 1)
-  const Tensor g = opts.g ? chunks(opts.g->dim() == 3 ? opts.g->unsqueeze(-1) : *opts.g)
+  auto expand = [&](const Tensor& t) { return rep == 1 ? t : t.repeat_interleave(rep, 2); };
+  const Tensor qh = chunks(expand(q.to(ct))).contiguous(), kh = chunks(expand(k.to(ct))).contiguous(),
+               vh = chunks(v.to(ct)).contiguous();                                    // (B, HV, nc, Q, K|V)
+  const Tensor bh = chunks(beta.to(ct).unsqueeze(-1));                                 // (B, HV, nc, Q, 1)
+  const Tensor g = opts.g ? chunks((opts.g->dim() == 3 ? opts.g->unsqueeze(-1) : *opts.g).to(ct))
                           : at::zeros({b, hv, nc, qc, 1}, fopt);
   const Tensor G = at::cumsum(g, 3);                                                   // (B, HV, nc, Q, kg)
   const Tensor upper = at::ones({qc, qc}, q.options().dtype(at::kBool)).triu(1).unsqueeze(-1);
@@ -271,31 +277,58 @@ DeltaRuleOut run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, 
   }
   const Tensor M = at::eye(qc, fopt) + KK.tril(-1) * bh;                              // I + diag(beta) A, unit lower
   const Tensor eG = at::exp(G);
-  // T = M^-1 by one batched triangular solve against I (Q right-hand sides), then U and W as batched matmuls.
+  // T = M^-1 by one batched triangular solve against I (Q right-hand sides); Tb = T diag(beta) (beta on T's
+  // columns, a Q x Q scaling instead of two Q x K|V ones), then U = Tb V and W = Tb (K e^G) as batched matmuls.
   const Tensor I = at::eye(qc, fopt).expand_as(M).contiguous();
   const Tensor T = at::linalg_solve_triangular(M, I, /*upper=*/false, /*left=*/true, /*unitriangular=*/true);
-  const Tensor U = at::matmul(T, bh * vh);
-  const Tensor W = at::matmul(T, bh * kh * eG);
+  const Tensor Tb = T * bh.transpose(-1, -2);
+  const Tensor U = at::matmul(Tb, vh);
+  const Tensor W = at::matmul(Tb, opts.g ? kh * eG : kh);
   const Tensor G_last = G.narrow(3, qc - 1, 1);                                        // (B, HV, nc, 1, kg)
-  const Tensor Qi = (qh * eG).contiguous();
-  const Tensor Ko = (kh * at::exp(G_last - G)).contiguous();
+  const Tensor Qi = opts.g ? (qh * eG).contiguous() : qh;
+  const Tensor Ko = opts.g ? (kh * at::exp(G_last - G)).contiguous() : kh;
   const Tensor d = at::exp(G_last).squeeze(3).expand({b, hv, nc, kd}).contiguous();   // (B, HV, nc, K)
-  const Inputs in{U.contiguous(), W.contiguous(), Qi, QK.contiguous(), Ko, d, S0};
-  bool grad = false;
-  if (at::GradMode::is_enabled())
-    for (const Tensor* t : {&in.U, &in.W, &in.Qi, &in.A, &in.Ko, &in.d, &in.S0}) grad = grad || t->requires_grad();
+  const Tensor A = QK.contiguous();
+  auto needs_grad = [](std::initializer_list<const Tensor*> ts) {
+    if (!at::GradMode::is_enabled()) return false;
+    for (const Tensor* t : ts)
+      if (t->requires_grad()) return true;
+    return false;
+  };
   Tensor O, S;
-  if (grad) {
-    auto outs = DeltaChunkPass::apply(in.U, in.W, in.Qi, in.A, in.Ko, in.d, in.S0, static_cast<int64_t>(impl));
-    O = outs[0];
-    S = outs[1];
+  if (state_form) {
+    // The serial pass gives every chunk's entry state and Vn; O_c = Qi_c S_entry_c + A_c Vn_c is then batched over
+    // all chunks at once.
+    const StateInputs in{U.contiguous(), W.contiguous(), Ko, d, S0};
+    Tensor Se, Vn;
+    if (needs_grad({&in.U, &in.W, &in.Ko, &in.d, &in.S0})) {
+      auto outs = DeltaStatePass::apply(in.U, in.W, in.Ko, in.d, in.S0, static_cast<int64_t>(impl));
+      Se = outs[0];
+      Vn = outs[1];
+      S = outs[2];
+    } else {
+      auto f = state_pass_forward(in, impl);
+      Se = f.S_entry;
+      Vn = f.Vn;
+      S = f.final_state;
+    }
+    O = at::baddbmm(dr_batched3(at::matmul(A, Vn)), dr_batched3(Qi), dr_batched3(Se)).view({b, hv, nc, qc, vd});
   } else {
-    auto f = pass_forward(in, /*save=*/false, impl);
-    O = f.O;
-    S = f.final_state;
+    const Inputs in{U.contiguous(), W.contiguous(), Qi, A, Ko, d, S0};
+    if (needs_grad({&in.U, &in.W, &in.Qi, &in.A, &in.Ko, &in.d, &in.S0})) {
+      auto outs = DeltaChunkPass::apply(in.U, in.W, in.Qi, in.A, in.Ko, in.d, in.S0, static_cast<int64_t>(impl));
+      O = outs[0];
+      S = outs[1];
+    } else {
+      auto f = pass_forward(in, /*save=*/false, impl);
+      O = f.O;
+      S = f.final_state;
+    }
   }
-  const Tensor o = O.permute({0, 2, 3, 1, 4}).reshape({b, lp, hv, vd}).narrow(1, 0, l);
-  return {o.to(q.scalar_type()), S};
+  // (B, HV, nc, Q, V) -> (B, L, HV, V) in the input dtype: the cast keeps O's permuted strides (one pass), the
+  // reshape then copies the (16-bit, for 16-bit inputs) result into place.
+  const Tensor o = O.permute({0, 2, 3, 1, 4}).to(q.scalar_type()).reshape({b, lp, hv, vd}).narrow(1, 0, l);
+  return {o, S};
 }
 
 }  // namespace delta_rule_pass

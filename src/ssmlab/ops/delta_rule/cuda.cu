@@ -22,7 +22,7 @@ namespace kd = ssmlab::ops::delta_pass_kernels;
 namespace ks = ssmlab::ops::delta_state_kernels;
 using at::Tensor;
 
-static_assert(kMaxK == kd::kMaxK && kMaxQ == kd::kMaxQ, "cuda.h and kernel_delta_pass.cuh disagree on the limits");
+static_assert(kMaxK == kd::kMaxK && kMaxQ == kd::kMaxQ, "cuda.h and kernel_delta_pass.cuh disagree on limits");
 static_assert(kMaxK == ks::kMaxK && kMaxQ == ks::kMaxQ, "cuda.h and kernel_delta_state_pass.cuh disagree");
 
 Tensor out_empty(at::IntArrayRef sizes, const at::TensorOptions& o) { return delta_rule_pass::poisoned_empty(sizes, o); }
@@ -84,7 +84,8 @@ template <bool kReverse>
 void launch_state(const ks::StateParams& p, int64_t k, int64_t q, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.bh), static_cast<unsigned>((p.v + ks::kVc - 1) / ks::kVc));
   const size_t bytes = state_smem_bytes(k, q);
-  auto kernel = k <= ks::kSmallK ? ks::delta_state_pass_kernel<kReverse, false> : ks::delta_state_pass_kernel<kReverse, true>;
+  auto kernel = k <= ks::kSmallK ? ks::delta_state_pass_kernel<kReverse, false>
+                                 : ks::delta_state_pass_kernel<kReverse, true>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   kernel<<<grid, ks::kThreads, bytes, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
