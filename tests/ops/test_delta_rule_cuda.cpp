@@ -1,13 +1,15 @@
 // The delta rule's CUDA path (ops/delta_rule/chunk_pass.h, cuda.cu): the intra-chunk UT/WY part in ATen plus
 // one kernel per direction for the serial pass over chunks.
 // - DeltaRuleChunkPass (runs everywhere): the same decomposition with the pass as a loop of ATen matmuls
-//   (Impl::aten), forward and hand-written backward, against the time-stepped float64 reference; and the
-//   pass's own contract (forward and backward) against autograd through forward_aten.
+//   (Impl::aten: the state pass, the output batched outside it), forward and hand-written backward, against the
+//   time-stepped float64 reference; and both pass contracts (the full pass with the output inside, which the SIMT
+//   kernels run, and the state pass) forward and backward against autograd through their ATen forwards.
 // - DeltaRuleCuda (skipped without a usable CUDA device): "auto" on CUDA takes the kernels; kernels against the
 //   float64 reference on CPU copies (output, final state, every gradient), fp64 / fp32 / bf16, no gate, per-head
 //   and per-key gates, grouped value heads, initial state, odd sizes (L not a multiple of the chunk, V not a
 //   multiple of 32, K odd), NaN-poisoned outputs; the kernels' pass against the ATen pass on the same inputs;
-//   the SSMLAB_DELTA_CUDA=chunked switch; the decode step on CUDA.
+//   the SSMLAB_DELTA_CUDA=chunked switch; the decode step on CUDA. Kernel variants (SSMLAB_DELTA_CUDA): unset
+//   (float32: the tensor-core state pass; float64: the SIMT kernels), simt and simple (the SIMT full-pass kernels).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -176,6 +178,73 @@ TEST(DeltaRuleChunkPass, PassBackwardMatchesAutogradOfItsForward) {
   }
 }
 
+// The state pass's hand-written backward (state_backward_aten + the batched products of chunk_pass.cpp) against
+// autograd through state_forward_aten, with gradients on every output and with some of them absent (undefined).
+TEST(DeltaRuleChunkPass, StatePassBackwardMatchesAutogradOfItsForward) {
+  at::manual_seed(6);
+  const int64_t b = 2, hv = 3, nc = 4, q = 5, k = 6, v = 7;
+  const auto o = at::TensorOptions().dtype(at::kDouble);
+  std::vector<Tensor> x = {at::randn({b, hv, nc, q, v}, o), at::randn({b, hv, nc, q, k}, o) * 0.3,
+                           at::randn({b, hv, nc, q, k}, o) * 0.3, at::rand({b, hv, nc, k}, o),
+                           at::randn({b, hv, k, v}, o)};
+  for (auto& t : x) t.requires_grad_(true);
+  const pass::StateInputs in{x[0], x[1], x[2], x[3], x[4]};
+  const Tensor gSe = at::randn({b, hv, nc, k, v}, o), gVn = at::randn({b, hv, nc, q, v}, o),
+               gS = at::randn({b, hv, k, v}, o);
+  for (int mask : {7, 1, 2, 4, 6}) {  // bit 0: S_entry, 1: Vn, 2: final state carry a gradient
+    SCOPED_TRACE(ssmlab::str("outputs with a gradient: mask ", mask));
+    const auto f = pass::state_forward_aten(in);
+    Tensor loss = at::zeros({}, o);
+    if (mask & 1) loss = loss + (f.S_entry * gSe).sum();
+    if (mask & 2) loss = loss + (f.Vn * gVn).sum();
+    if (mask & 4) loss = loss + (f.final_state * gS).sum();
+    const auto want = torch::autograd::grad({loss}, x, {}, /*retain_graph=*/false, /*create_graph=*/false,
+                                            /*allow_unused=*/true);
+    at::NoGradGuard ng;
+    const auto g = pass::state_backward_aten(in, (mask & 1) ? gSe : Tensor(), (mask & 2) ? gVn : Tensor(),
+                                             (mask & 4) ? gS : Tensor());
+    const Tensor St = f.S_entry.transpose(-1, -2);
+    const std::vector<Tensor> got = {g.dVn, -at::matmul(g.dVn, St), at::matmul(f.Vn, g.dSx.transpose(-1, -2)),
+                                     (g.dSx * f.S_entry).sum(-1), g.dS0};
+    const char* names[] = {"dU", "dW", "dKo", "dd", "dS0"};
+    for (size_t i = 0; i < got.size(); ++i) {
+      const Tensor w = want[i].defined() ? want[i] : at::zeros_like(got[i]);
+      EXPECT_TRUE(all_close(got[i], w, ssmlab::test::kFp64Grad, names[i]));
+    }
+  }
+}
+
+// The state pass (Impl::aten) on the whole delta rule when only one of the outputs is used: the pass's other
+// incoming gradients stay undefined (the CUDA kernels read them as zero).
+TEST(DeltaRuleChunkPass, AtenPassWithOneOutputUsed) {
+  const Case c{2, 45, 2, 4, 8, 6, 1, true};
+  at::manual_seed(30);
+  const auto ms = masters(c);
+  const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
+  const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
+  for (const bool use_o : {true, false}) {
+    SCOPED_TRACE(use_o ? "o only" : "final state only");
+    const Tensor go_i = use_o ? go : at::zeros_like(go), gs_i = use_o ? at::zeros_like(gs) : gs;
+    const auto want = run(c, ms, at::kCPU, at::kDouble, backend("reference"), go_i, gs_i, 16);
+    // run() adds <final, 0>, which still defines the gradient; build the loss from one output instead.
+    std::vector<Tensor> in;
+    for (const auto& m : ms) in.push_back(m.clone().requires_grad_(true));
+    ssmlab::ops::DeltaRuleOptions o;
+    o.g = in[4];
+    o.initial_state = in.back();
+    o.chunk_size = 16;
+    const auto r = pass_impl(pass::Impl::aten)(in, o);
+    const Tensor loss = use_o ? (r.o * go).sum() : (r.final_state * gs).sum();
+    // q feeds only o: unused (undefined gradient, compared as zero) when only the final state is.
+    auto got = torch::autograd::grad({loss}, in, {}, /*retain_graph=*/false, /*create_graph=*/false,
+                                     /*allow_unused=*/true);
+    for (size_t i = 0; i < got.size(); ++i)
+      if (!got[i].defined()) got[i] = at::zeros_like(in[i]);
+    got.insert(got.begin(), {r.o.detach(), r.final_state.detach()});
+    expect_match(got, want, at::kDouble);
+  }
+}
+
 // ---- CUDA --------------------------------------------------------------------------------------------------------
 
 // NaN in every output buffer of the CUDA kernels and in the caching allocator, for the scope.
@@ -228,15 +297,17 @@ TEST(DeltaRuleCuda, AutoTakesTheKernelsAndTheSwitchTakesChunked) {
 
 TEST(DeltaRuleCuda, KernelsMatchFloat64ReferenceForwardAndBackward) {
   SKIP_WITHOUT_CUDA();
-  EnvGuard env(nullptr);
   // Odd sizes: L not a multiple of the chunk, V across two 32-column blocks with a tail, K odd, grouped value
-  // heads; with and without an initial state.
+  // heads; with and without an initial state. Both kernel families: the default (float32: tensor-core state pass)
+  // and SSMLAB_DELTA_CUDA=simt (the SIMT full-pass kernels).
+  for (const char* variant : {static_cast<const char*>(nullptr), "simt"})
   for (const Case& c : {Case{2, 45, 2, 4, 17, 37, 0, true}, Case{2, 45, 2, 4, 17, 37, 1, true},
                         Case{1, 70, 1, 2, 9, 5, 2, false}, Case{2, 33, 2, 2, 16, 33, 1, false}})
     for (at::ScalarType dt : {at::kDouble, at::kFloat, at::kBFloat16})
       for (int64_t chunk : {16, 64}) {
+        EnvGuard env(variant);
         SCOPED_TRACE(ssmlab::str("gate ", c.gate, ", ", c10::toString(dt), ", chunk ", chunk, ", K ", c.k, ", V ",
-                                 c.v, ", h0 ", c.h0));
+                                 c.v, ", h0 ", c.h0, ", ", variant ? variant : "default"));
         at::manual_seed(10 + c.gate);
         const auto ms = masters(c);
         const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
@@ -256,24 +327,65 @@ TEST(DeltaRuleCuda, KernelsMatchFloat64ReferenceForwardAndBackward) {
 }
 
 // The kernels' pass against the ATen pass on the same device and inputs (fp64: the two differ by rounding alone),
-// both kernel variants (16-byte row loads, the default, and SSMLAB_DELTA_CUDA=simple).
+// every kernel variant: the default (float32: the tensor-core state pass, K up to 256 and K = 100, whose rows take
+// the 16-byte copies, beside odd K's 4-byte ones; float64: SIMT), SSMLAB_DELTA_CUDA=simt and simple (the SIMT
+// kernels with 16-byte and with scalar row loads).
 TEST(DeltaRuleCuda, KernelPassEqualsAtenPass) {
   SKIP_WITHOUT_CUDA();
-  for (const char* variant : {static_cast<const char*>(nullptr), "simple"}) {
+  for (const char* variant : {static_cast<const char*>(nullptr), "simt", "simple"}) {
     for (const Case& c : {Case{2, 130, 2, 4, 128, 70, 1, true}, Case{1, 64, 1, 1, 256, 32, 0, true},
-                          Case{1, 20, 1, 3, 3, 1, 2, true}, Case{1, 77, 1, 1, 20, 40, 1, true}}) {
-      EnvGuard env(variant);
-      SCOPED_TRACE(ssmlab::str("K ", c.k, ", V ", c.v, ", gate ", c.gate, ", ", variant ? variant : "default"));
-      at::manual_seed(7);
-      const auto ms = masters(c);
-      const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
-      const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
-      const auto dt = c.k > 128 ? at::kFloat : at::kDouble;
-      const auto want = run(c, ms, kCuda, dt, pass_impl(pass::Impl::aten), go, gs, 64);
-      PoisonCuda poison;
-      const auto got = run(c, ms, kCuda, dt, pass_impl(pass::Impl::cuda), go, gs, 64);
-      expect_match(got, want, dt);
+                          Case{1, 20, 1, 3, 3, 1, 2, true}, Case{1, 77, 1, 1, 20, 40, 1, true},
+                          Case{1, 200, 1, 2, 100, 65, 2, true}, Case{2, 150, 2, 2, 192, 31, 1, false}}) {
+      for (const at::ScalarType dt : {at::kDouble, at::kFloat}) {
+        if (dt == at::kDouble && c.k > 128) continue;  // fp64 SIMT kernels: K <= 128
+        EnvGuard env(variant);
+        SCOPED_TRACE(ssmlab::str("K ", c.k, ", V ", c.v, ", gate ", c.gate, ", ", c10::toString(dt), ", ",
+                                 variant ? variant : "default"));
+        at::manual_seed(7);
+        const auto ms = masters(c);
+        const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
+        const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
+        const auto want = run(c, ms, kCuda, dt, pass_impl(pass::Impl::aten), go, gs, 64);
+        PoisonCuda poison;
+        const auto got = run(c, ms, kCuda, dt, pass_impl(pass::Impl::cuda), go, gs, 64);
+        expect_match(got, want, dt);
+      }
     }
+  }
+}
+
+// The tensor-core state pass when only one output of the delta rule is used (the kernels then read undefined
+// incoming gradients as zero), float32 against the float64 reference.
+TEST(DeltaRuleCuda, StatePassWithOneOutputUsed) {
+  SKIP_WITHOUT_CUDA();
+  EnvGuard env(nullptr);
+  const Case c{2, 100, 2, 4, 64, 40, 1, true};
+  at::manual_seed(31);
+  const auto ms = masters(c);
+  const Tensor go = at::randn({c.b, c.l, c.hv, c.v}, at::kDouble);
+  const Tensor gs = at::randn({c.b, c.hv, c.k, c.v}, at::kDouble);
+  for (const bool use_o : {true, false}) {
+    SCOPED_TRACE(use_o ? "o only" : "final state only");
+    const auto want = run(c, ms, at::kCPU, at::kDouble, backend("reference"), use_o ? go : at::zeros_like(go),
+                          use_o ? at::zeros_like(gs) : gs, 64);
+    PoisonCuda poison;
+    std::vector<Tensor> in;
+    for (const auto& m : ms) in.push_back(m.to(kCuda, at::kFloat).requires_grad_(true));
+    ssmlab::ops::DeltaRuleOptions o;
+    o.g = in[4];
+    o.initial_state = in.back();
+    o.chunk_size = 64;
+    const auto r = ssmlab::ops::delta_rule(in[0], in[1], in[2], in[3], o, "auto");
+    const Tensor loss = use_o ? (r.o.to(at::kDouble) * go.to(kCuda)).sum()
+                              : (r.final_state.to(at::kDouble) * gs.to(kCuda)).sum();
+    // q feeds only o: unused (undefined gradient, compared as zero) when only the final state is.
+    auto got = torch::autograd::grad({loss}, in, {}, /*retain_graph=*/false, /*create_graph=*/false,
+                                     /*allow_unused=*/true);
+    for (size_t i = 0; i < got.size(); ++i)
+      if (!got[i].defined()) got[i] = at::zeros_like(in[i]);
+    got.insert(got.begin(), {r.o, r.final_state});
+    for (auto& t : got) t = t.detach().to(at::kCPU, at::kDouble);
+    expect_match(got, want, at::kFloat);
   }
 }
 
