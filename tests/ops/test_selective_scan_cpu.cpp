@@ -4,6 +4,7 @@
 // odd B and E, float64 / float32 / bfloat16 / float16 inputs; plus backend selection.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 
 #include <ATen/Parallel.h>
@@ -48,13 +49,16 @@ std::string describe(const ScanShape& s, const ScanFlags& f, at::ScalarType dtyp
 }
 
 // Fused (inputs in `dtype`) vs reference on float64 copies: y, final state, and every gradient.
-void check_case(const ScanShape& s, const ScanFlags& f, at::ScalarType dtype, uint64_t seed, bool grads = true) {
+using ScanRunner = ssmlab::ops::SelectiveScanOut (*)(const ScanInputs&);
+
+void check_case(const ScanShape& s, const ScanFlags& f, at::ScalarType dtype, uint64_t seed, bool grads = true,
+                ScanRunner runner = &run_fused) {
   SCOPED_TRACE(describe(s, f, dtype));
   using ssmlab::test::all_close;
   const ScanInputs in = ssmlab::test::make_scan_inputs(s, f, dtype, seed);
   const ScanInputs got_leaves = leaves_of(in);
   const ScanInputs ref_leaves = ssmlab::test::to_f64_leaves(in, /*requires_grad=*/true);
-  const auto got = run_fused(got_leaves);
+  const auto got = runner(got_leaves);
   const auto ref = run_reference(ref_leaves);
   EXPECT_EQ(got.y.scalar_type(), dtype);
   EXPECT_EQ(got.final_state.scalar_type(), dtype == at::kDouble ? at::kDouble : at::kFloat);
@@ -195,6 +199,88 @@ TEST(SelectiveScanCpu, BackendSelection) {
   // N > 256: "auto" falls back to the reference (and still works).
   const ScanInputs big = ssmlab::test::make_scan_inputs({1, 3, 2, 300, 0}, kNone, at::kDouble, 8002);
   EXPECT_TRUE(at::equal(run_entry(big, "auto").y, run_reference(big).y));
+}
+
+// ---- time segments side by side (segmented.cpp) ------------------------------------------------------------
+
+// Sets SSMLAB_SCAN_SEGMENTS until destroyed (null: unset).
+struct SegmentsEnv {
+  explicit SegmentsEnv(const char* v) {
+    if (const char* old = std::getenv("SSMLAB_SCAN_SEGMENTS")) old_ = old;
+    if (v)
+      setenv("SSMLAB_SCAN_SEGMENTS", v, 1);
+    else
+      unsetenv("SSMLAB_SCAN_SEGMENTS");
+  }
+  ~SegmentsEnv() {
+    if (old_.empty())
+      unsetenv("SSMLAB_SCAN_SEGMENTS");
+    else
+      setenv("SSMLAB_SCAN_SEGMENTS", old_.c_str(), 1);
+  }
+  SegmentsEnv(const SegmentsEnv&) = delete;
+  SegmentsEnv& operator=(const SegmentsEnv&) = delete;
+  std::string old_;
+};
+
+ssmlab::ops::SelectiveScanOut run_auto(const ScanInputs& in) { return run_entry(in, "auto"); }
+
+// The split scan (forced on the CPU) against the reference: y, final state and every gradient, initial state
+// and gate included, segments of 9, 12 and 18 steps of a 36-step sequence, one segment of 1 step, groups.
+TEST(SelectiveScanSegments, SplitScanMatchesReference) {
+  for (const char* k : {"2", "3", "4"}) {
+    SegmentsEnv env(k);
+    SCOPED_TRACE(ssmlab::str(k, " segments"));
+    check_case({3, 36, 5, 17, 0}, kAll, at::kDouble, 7000);
+    check_case({2, 36, 6, 16, 2}, {true, false, true, true, true}, at::kDouble, 7001);
+    check_case({2, 36, 6, 4, 0}, {false, true, false, true, false}, at::kDouble, 7002);
+    check_case({3, 36, 5, 16, 0}, kAll, at::kFloat, 7003);
+    check_case({2, 36, 8, 16, 1}, kAll, at::kBFloat16, 7004);
+  }
+  SegmentsEnv env("5");
+  check_case({2, 5, 3, 4, 0}, kAll, at::kDouble, 7005);  // segments of one step
+}
+
+// A wrong split would change the result: the chain of pass 2 must carry the state across segments. With a state
+// that decays slowly, dropping h_in (or the decay) moves y far beyond the tolerance; this pins that the comparison
+// above can fail.
+TEST(SelectiveScanSegments, SplitMattersForTheResult) {
+  SegmentsEnv env("4");
+  const ScanInputs in = ssmlab::test::make_scan_inputs({1, 32, 3, 4, 0}, kAll, at::kDouble, 7100);
+  const auto whole = run_reference(in);
+  // The first segment alone from zero equals the whole scan's first 8 steps; the last segment from zero does not
+  // equal the whole scan's last 8 steps (the carried state matters).
+  ScanInputs last = in;
+  for (at::Tensor* t : {&last.u, &last.delta, &last.B, &last.C, &last.z}) *t = t->narrow(1, 24, 8).contiguous();
+  last.h0 = at::Tensor();
+  const auto from_zero = run_reference(last);
+  EXPECT_FALSE(at::allclose(from_zero.y, whole.y.narrow(1, 24, 8), 1e-6, 1e-6));
+  EXPECT_TRUE(ssmlab::test::all_close(run_auto(in).y, whole.y, ssmlab::test::kFp64Forward, "y"));
+}
+
+TEST(SelectiveScanSegments, Policy) {
+  const at::Device cpu(at::kCPU), cuda(at::kCUDA, 0);
+  SegmentsEnv env(nullptr);
+  EXPECT_EQ(ssmlab::ops::selective_scan_segments(2, 8192, 1536, cpu), 1);        // never on the CPU by default
+  EXPECT_EQ(ssmlab::ops::selective_scan_segments(2, 8192, 1536, cuda), 4);       // 3072 rows -> 12288
+  EXPECT_EQ(ssmlab::ops::selective_scan_segments(1, 8192, 1536, cuda), 8);
+  EXPECT_EQ(ssmlab::ops::selective_scan_segments(8, 2048, 1536, cuda), 1);       // fills the GPU already
+  EXPECT_EQ(ssmlab::ops::selective_scan_segments(1, 1024, 1536, cuda), 2);       // segments of >= 512 steps
+  EXPECT_EQ(ssmlab::ops::selective_scan_segments(1, 1000, 1536, cuda), 1);       // 2 x 500: too short
+  EXPECT_EQ(ssmlab::ops::selective_scan_segments(2, 8190, 1536, cuda), 2);       // 4 does not divide 8190
+  {
+    SegmentsEnv off("1");
+    EXPECT_EQ(ssmlab::ops::selective_scan_segments(2, 8192, 1536, cuda), 1);
+  }
+  {
+    SegmentsEnv forced("3");
+    EXPECT_EQ(ssmlab::ops::selective_scan_segments(2, 36, 5, cpu), 3);
+    EXPECT_EQ(ssmlab::ops::selective_scan_segments(2, 35, 5, cpu), 1);  // 3 does not divide 35: no split
+  }
+  {
+    SegmentsEnv bad("many");
+    EXPECT_THROW(ssmlab::ops::selective_scan_segments(2, 36, 5, cpu), ssmlab::Error);
+  }
 }
 
 }  // namespace

@@ -70,8 +70,10 @@ using ssmlab::test::all_finite;
 enum class Oracle { reference, fused_cpu };
 
 // CUDA (inputs in `dtype`) vs the oracle on CPU float64 copies: y, final state, and every gradient.
+using CudaRunner = ssmlab::ops::SelectiveScanOut (*)(const ScanInputs&);
+
 void check_case(const ScanShape& s, const ScanFlags& f, at::ScalarType dtype, uint64_t seed, bool grads = true,
-                Oracle oracle = Oracle::reference) {
+                Oracle oracle = Oracle::reference, CudaRunner runner = &run_cuda) {
   SCOPED_TRACE(describe(s, f, dtype));
   using ssmlab::test::all_close;
   const ScanInputs in = ssmlab::test::make_scan_inputs(s, f, dtype, seed);
@@ -82,7 +84,7 @@ void check_case(const ScanShape& s, const ScanFlags& f, at::ScalarType dtype, ui
                                                         opt(got_leaves.z), opt(got_leaves.delta_bias),
                                                         opt(got_leaves.h0)))
       << "selective_scan_cuda_supports is false: was this built with the CUDA kernels (SSMLAB_WITH_CUDA)?";
-  const auto got = run_cuda(got_leaves);
+  const auto got = runner(got_leaves);
   const auto ref = oracle == Oracle::reference ? run_reference(ref_leaves) : run_fused_cpu(ref_leaves);
   EXPECT_EQ(got.y.scalar_type(), dtype);
   EXPECT_TRUE(got.y.is_cuda());
@@ -271,6 +273,29 @@ TEST(SelectiveScanCuda, SupportsIsFalseForCpuTensors) {
   EXPECT_FALSE(ssmlab::ops::selective_scan_cuda_supports(cpu.u, cpu.delta, cpu.A, cpu.B, cpu.C, {}, {}, {}, {}));
   EXPECT_THROW(ssmlab::ops::selective_scan_cuda(cpu.u, cpu.delta, cpu.A, cpu.B, cpu.C, {}, {}, {}, false, {}),
                ssmlab::Error);
+}
+
+// The time-split scan (segmented.cpp) on the CUDA kernels, forced to 2 and 4 segments (auto picks it only for long
+// sequences with few rows): y, final state and every gradient against the float64 reference, odd sizes across the
+// 64-step chunk boundary, initial state and gate, fp32 and bf16.
+ssmlab::ops::SelectiveScanOut run_cuda_auto(const ScanInputs& in) {
+  poison_allocator();
+  return run_entry(in, "auto");
+}
+
+TEST(SelectiveScanCuda, TimeSegmentsMatchReference) {
+  SKIP_WITHOUT_CUDA();
+  for (const char* k : {"2", "4"}) {
+    setenv("SSMLAB_SCAN_SEGMENTS", k, 1);
+    SCOPED_TRACE(ssmlab::str(k, " segments"));
+    check_case({3, 260, 37, 16, 0}, {true, true, true, true, true}, at::kFloat, 8800, true, Oracle::reference,
+               &run_cuda_auto);
+    check_case({2, 260, 40, 17, 2}, {true, true, true, true, false}, at::kBFloat16, 8801, true, Oracle::reference,
+               &run_cuda_auto);
+    check_case({1, 520, 16, 64, 0}, {false, false, true, true, true}, at::kDouble, 8802, true, Oracle::reference,
+               &run_cuda_auto);
+  }
+  unsetenv("SSMLAB_SCAN_SEGMENTS");
 }
 
 }  // namespace

@@ -70,10 +70,15 @@ SelectiveScanOut selective_scan(const at::Tensor& u, const at::Tensor& delta, co
       u.is_cpu() ? selective_scan_cpu_supports(u, delta, A, B, C, D, z, delta_bias, initial_state)
                  : u.is_cuda() && selective_scan_cuda_supports(u, delta, A, B, C, D, z, delta_bias, initial_state);
   switch (resolve_backend(backend, "selective_scan", u.device(), fused_ok)) {
-    case Backend::fused:
-      if (u.is_cuda())
-        return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
-      return selective_scan_fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
+    case Backend::fused: {
+      const SelectiveScanFn scan = u.is_cuda() ? &selective_scan_cuda : &selective_scan_fused;
+      // Long sequences with few (batch, channel) rows: time segments side by side (segmented.cpp).
+      const int64_t segments = selective_scan_segments(u.size(0), u.size(1), u.size(2), u.device());
+      if (segments > 1)
+        return selective_scan_segmented(scan, segments, u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                        initial_state);
+      return scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
+    }
     case Backend::reference:
       break;
   }

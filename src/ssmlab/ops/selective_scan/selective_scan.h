@@ -81,6 +81,28 @@ bool selective_scan_cuda_supports(const at::Tensor& u, const at::Tensor& delta, 
                                   const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& delta_bias,
                                   const std::optional<at::Tensor>& initial_state);
 
+// How many time segments "auto" splits a scan of (batch, len, channels) into on `device` (segmented.cpp): 1 (no
+// split) on CPU and wherever batch x channels fills the GPU; else the fewest of 2, 4, 8, 16 that reach ~12288
+// (batch, channel) rows with segments of >= 512 steps that divide len. SSMLAB_SCAN_SEGMENTS = "1" turns the split
+// off, k >= 2 forces k segments wherever k divides len (any device), "auto" / unset is the policy.
+int64_t selective_scan_segments(int64_t batch, int64_t len, int64_t channels, const at::Device& device);
+
+using SelectiveScanFn = SelectiveScanOut (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                             const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                             const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool,
+                                             const std::optional<at::Tensor>&);
+
+// The scan split into `segments` time segments (must divide L) that run side by side: pass 1 runs `scan` on every
+// segment from a zero state, pass 2 chains the segments' entry states (h_in[s+1] = exp(A sum delta') h_in[s] +
+// h_loc[s]), pass 3 runs `scan` again from them with D and the gate. Same contract and results (up to rounding)
+// as `scan`; gradients through autograd. For long sequences with few (batch, channel) rows on a GPU.
+SelectiveScanOut selective_scan_segmented(const SelectiveScanFn& scan, int64_t segments, const at::Tensor& u,
+                                          const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+                                          const at::Tensor& C, const std::optional<at::Tensor>& D,
+                                          const std::optional<at::Tensor>& z,
+                                          const std::optional<at::Tensor>& delta_bias, bool delta_softplus,
+                                          const std::optional<at::Tensor>& initial_state);
+
 // Throws ssmlab::Error naming every offending shape/dtype/device.
 void check_selective_scan_inputs(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                                  const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
