@@ -1,9 +1,10 @@
 """GPU table for the Mamba-3 scan (issue 23) at the peers kit's `m3` shape (mamba_ssm's mamba3_siso_combined:
 B8 T2048 H32 G1 N128 P64, 32 rotary angles, bf16): agreement of torch.ops.ssmlab.mamba3_scan on CUDA with a float64
 loop (output, final state, every gradient; SISO and MIMO, both pairings, initial states, odd sizes, fp64 / fp32 /
-bf16), then GPU time (CUDA events) of forward and forward+backward for the CUDA path ("auto": ssd_scan's kernels
-under the look-ahead SSD core), the same with split-tf32 products (SSMLAB_MAMBA3_CUDA=fp32) and the chunked ATen
-form (SSMLAB_MAMBA3_CUDA=chunked), side by side in one run, and the top kernels of the "auto" forward+backward.
+bf16), then GPU time (CUDA events) of forward and forward+backward for the CUDA path ("auto": the phase kernels and
+ssd_scan's kernels under the look-ahead SSD core), the same with the older ATen phases and rotation kernel
+(SSMLAB_MAMBA3_CUDA=aten_phase), with split-tf32 products (SSMLAB_MAMBA3_CUDA=fp32) and the chunked ATen form
+(SSMLAB_MAMBA3_CUDA=chunked, last), side by side in one run, and the top kernels of the "auto" forward+backward.
 
     python3 bench/gpu_mamba3.py [build/src/libssmlab_ops.so]
 """
@@ -21,7 +22,9 @@ from gpulib import median_ms as gpu_ms
 
 ops = load_ops()
 dev = "cuda"
-MODES = {"kernels": None, "fp32": "fp32", "chunked": "chunked"}
+# "chunked" stays last: the chunked-ATen mode segfaults on CUDA under Python (another maintainer is on it), so the
+# other modes' rows must be measured before it runs.
+MODES = {"kernels": None, "aten_phase": "aten_phase", "fp32": "fp32", "chunked": "chunked"}
 
 
 def set_mode(mode):
@@ -158,21 +161,23 @@ def row(name, b, t, r, h, n, p, s, qk_dtype, x_dtype):
         fb_ms = gpu_ms(lambda: torch.autograd.grad(scan(L, None, pairing)[0], L, go), reps=5, warmup=1)
         res[mode] = (f_ms, fb_ms, err)
     set_mode("kernels")
-    (kf, kfb, ke), (wf, wfb, we), (cf, cfb, ce) = res["kernels"], res["fp32"], res["chunked"]
     dts = f"q/k {str(qk_dtype).split('.')[-1]} x {str(x_dtype).split('.')[-1]}"
-    print(f"| {name} B{b} T{t} R{r} H{h} N{n} P{p} S{s} {dts} | {kf:.3f} / {wf:.3f} / {cf:.3f} | "
-          f"{kfb:.3f} / {wfb:.3f} / {cfb:.3f} | {ke:.1e} / {we:.1e} / {ce:.1e} |", flush=True)
+    cols = [" / ".join(f"{res[m][j]:{fmt}}" for m in MODES) for j, fmt in ((0, ".3f"), (1, ".3f"), (2, ".1e"))]
+    print(f"| {name} B{b} T{t} R{r} H{h} N{n} P{p} S{s} {dts} | {cols[0]} | {cols[1]} | {cols[2]} |", flush=True)
     return X, go, pairing
 
 
 print("mamba3_scan on", torch.cuda.get_device_name(), "torch", torch.__version__)
 set_mode("kernels")
 AGREE = agreement()
+os.environ["SSMLAB_MAMBA3_CUDA"] = "aten_phase"
+print("the same with SSMLAB_MAMBA3_CUDA=aten_phase (the ATen phases and the older rotation kernel):")
+AGREE = agreement() and AGREE
 os.environ["SSMLAB_MAMBA3_CUDA"] = "fp32"
 print("the same with SSMLAB_MAMBA3_CUDA=fp32 (split-tf32 products for bf16):")
 AGREE = agreement() and AGREE
 set_mode("kernels")
-print("| case | fwd ms kernels / kernels fp32 / chunked ATen | fwd+bwd ms (same) | err vs fp64 (B0, T256) |")
+print("| case | fwd ms " + " / ".join(MODES) + " | fwd+bwd ms (same) | err vs fp64 (B0, T256) |")
 print("| --- | --- | --- | --- |")
 bf, f32 = torch.bfloat16, torch.float32
 X, go, pairing = row("m3 (peers layout)", 8, 2048, 1, 32, 128, 64, 32, f32, bf)

@@ -4,13 +4,15 @@
 //   ATen twin of the rotation kernels (whose hand-written backward is checked against autograd),
 //   output, all four carried tensors and the gradient of every input against the time-stepped float64 reference,
 //   SISO and MIMO (R 2, 4), both pairings, initial states, T from 1 to past several kernel chunks, NaN-poisoned
-//   kernel outputs; float32; the SSMLAB_MAMBA3_CUDA values.
+//   kernel outputs; float32; the SSMLAB_MAMBA3_CUDA values; both preparations (the phase kernels' twin and
+//   SSMLAB_MAMBA3_CUDA=aten_phase), phases far past 2pi; the phase twin (phase_rotate.h) against float64 autograd.
 // - Mamba3Cuda (skipped without a usable CUDA device): "auto" on CUDA takes the kernels; the kernels against the
 //   float64 reference on CPU copies, forward and every gradient, float64 (time-stepped SSD kernels), float32
 //   (chunked tensor-core kernels, and the time-stepped ones by SSMLAB_SSD_CUDA=sequential), bfloat16 q/k/x (bf16
 //   tensor-core products, and split tf32 by SSMLAB_MAMBA3_CUDA=fp32), odd T, P and N, initial states, MIMO, the
 //   target head (N 128, P 64, S 32), on a NaN-poisoned allocator; the SSMLAB_MAMBA3_CUDA=chunked bypass; the
-//   rotation kernels against their ATen twin.
+//   rotation kernels against their ATen twin; the phase kernels against their CPU twin and float64; both
+//   preparations; 3000 steps far past 2pi.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -31,6 +33,8 @@
 #include "ssmlab/core/error.h"
 #include "ssmlab/ops/mamba3/detail.h"
 #include "ssmlab/ops/mamba3/mamba3.h"
+#include "ssmlab/ops/mamba3/phase_math.h"
+#include "ssmlab/ops/mamba3/phase_rotate.h"
 #include "ssmlab/ops/ssd_scan/cpu.h"
 #include "tolerances.h"
 
@@ -84,6 +88,18 @@ In masters(const Spec& c, uint64_t seed) {
   if (c.h0)
     in.init = Mamba3State{u({c.b, c.h, c.s}) * 2 * M_PI, r({c.b, c.h, c.p, c.n}) * 0.5, r({c.b, c.r, c.h, c.n}) * 0.5,
                           r({c.b, c.r, c.h, c.p}) * 0.5};
+  return in;
+}
+
+// masters() with phases that run far past 2pi: dt ~ U(0.3, 1), theta ~ pi (0.5 + 0.5 U) > 0, so the phase grows by
+// about 1.5 a step (thousands of radians over a few thousand steps, wrapping every few steps). A float32 running sum
+// would be off by ~1e-2 rad there; the float64 sums of every path are not.
+In long_masters(const Spec& c, uint64_t seed) {
+  In in = masters(c, seed);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed + 7);
+  in.dt = 0.3 + 0.7 * at::rand({c.b, c.t, c.h}, gen, at::kDouble);
+  in.adt = -(at::rand({c.b, c.t, c.h}, gen, at::kDouble) * 0.5 + 0.05) * in.dt;
+  in.theta = M_PI * (0.5 + 0.5 * at::rand({c.b, c.t, c.h, c.s}, gen, at::kDouble));
   return in;
 }
 
@@ -194,10 +210,16 @@ void check(const In& in, const Runner& f, Tol ftol, Tol gtol, uint64_t seed) {
   }
 }
 
-// NaN in every output buffer of ssd_scan's CPU kernels for the scope.
+// NaN in every output buffer of ssd_scan's CPU kernels and of the phase kernels' CPU twin for the scope.
 struct PoisonCpuKernels {
-  PoisonCpuKernels() { ssmlab::ops::ssd_scan_cpu::set_poison_outputs(true); }
-  ~PoisonCpuKernels() { ssmlab::ops::ssd_scan_cpu::set_poison_outputs(false); }
+  PoisonCpuKernels() {
+    ssmlab::ops::ssd_scan_cpu::set_poison_outputs(true);
+    ssmlab::ops::mamba3_phase::set_poison_outputs(true);
+  }
+  ~PoisonCpuKernels() {
+    ssmlab::ops::ssd_scan_cpu::set_poison_outputs(false);
+    ssmlab::ops::mamba3_phase::set_poison_outputs(false);
+  }
   PoisonCpuKernels(const PoisonCpuKernels&) = delete;
   PoisonCpuKernels& operator=(const PoisonCpuKernels&) = delete;
 };
@@ -236,15 +258,34 @@ const std::vector<Spec>& twin_specs() {
 
 // ---- the CPU twin: the mapping onto ssd_scan's kernels, with its CPU kernels ---------------------------------
 
+// Both preparations: the phase kernels' twin (default) and the ATen phases (SSMLAB_MAMBA3_CUDA=aten_phase).
 TEST(Mamba3SsdKernels, CpuTwinMatchesReferenceForwardAndEveryGradient) {
   PoisonCpuKernels poison;
-  uint64_t seed = 100;
-  for (const Spec& c : twin_specs()) {
-    SCOPED_TRACE(label(c));
-    const In in = cast(masters(c, seed), at::kCPU, at::kDouble);
-    check(in, run_kernels, ssmlab::test::kFp64Forward, ssmlab::test::kFp64Grad, seed + 1);
-    seed += 2;
+  for (const char* mode : {static_cast<const char*>(nullptr), "aten_phase"}) {
+    EnvScope e("SSMLAB_MAMBA3_CUDA", mode);
+    uint64_t seed = 100;
+    for (const Spec& c : twin_specs()) {
+      SCOPED_TRACE(ssmlab::str(label(c), ", SSMLAB_MAMBA3_CUDA=", mode ? mode : "(unset)"));
+      const In in = cast(masters(c, seed), at::kCPU, at::kDouble);
+      check(in, run_kernels, ssmlab::test::kFp64Forward, ssmlab::test::kFp64Grad, seed + 1);
+      seed += 2;
+    }
   }
+}
+
+// Phases of thousands of radians (long_masters), float64 and float32: the whole path, both preparations.
+TEST(Mamba3SsdKernels, CpuTwinLongSequenceFarPastTheWrap) {
+  PoisonCpuKernels poison;
+  const Spec c{1, 1500, 1, 2, 8, 4, 3, Mamba3Pairing::adjacent, true};
+  for (const char* mode : {static_cast<const char*>(nullptr), "aten_phase"})
+    for (const auto dtype : {at::kDouble, at::kFloat}) {
+      EnvScope e("SSMLAB_MAMBA3_CUDA", mode);
+      SCOPED_TRACE(ssmlab::str(label(c), " ", c10::toString(dtype), ", SSMLAB_MAMBA3_CUDA=", mode ? mode : "(unset)"));
+      const In in = cast(long_masters(c, 150), at::kCPU, dtype);
+      const bool f64 = dtype == at::kDouble;
+      check(in, run_kernels, f64 ? ssmlab::test::kFp64Forward : ssmlab::test::kFp32Forward,
+            f64 ? ssmlab::test::kFp64Grad : ssmlab::test::kFp32Grad, 151);
+    }
 }
 
 // float32 and bfloat16 inputs (the CPU kernels compute in fp32 for both), the target head (N 128, P 64, S 32)
@@ -287,7 +328,7 @@ TEST(Mamba3SsdKernels, CudaModeSwitchValues) {
     EnvScope e("SSMLAB_MAMBA3_CUDA", nullptr);
     EXPECT_EQ(ssmlab::ops::mamba3_cuda_mode(), "kernels");
   }
-  for (const char* v : {"kernels", "chunked", "fp32"}) {
+  for (const char* v : {"kernels", "chunked", "fp32", "aten_phase"}) {
     EnvScope e("SSMLAB_MAMBA3_CUDA", v);
     EXPECT_EQ(ssmlab::ops::mamba3_cuda_mode(), v);
   }
@@ -363,6 +404,157 @@ TEST(Mamba3SsdKernels, RotateScaleBackwardMatchesAutograd) {
   }
 }
 
+// ---- the phase kernels' contract (phase_rotate.h): the CPU twin, then the CUDA kernels against it ---------------
+
+// q~, s k~, q.k, the last phase and the gradients w.r.t. q, k, dt, theta, sc, phase0 of phase_rotate, against the
+// same in float64 ATen under autograd: P = phase0 + cumsum(dt theta) (one sequential float64 sum), cos/sin, the
+// plain rotation, q.k as a sum, P_{T-1} mod 2pi. Chunk borders (Tc = 64 for S <= 32, 2048 / S above), odd N, R > 1,
+// both pairings, S = 0, phases far past 2pi (`far`).
+struct PhaseCase {
+  int64_t b, t, r, h, n, s;
+  Mamba3Pairing pairing;
+  bool phase0, far;
+};
+std::string phase_label(const PhaseCase& c) {
+  return ssmlab::str("B ", c.b, " T ", c.t, " R ", c.r, " H ", c.h, " N ", c.n, " S ", c.s, " ",
+                     ssmlab::ops::to_string(c.pairing), " phase0 ", c.phase0, " far ", c.far);
+}
+const std::vector<PhaseCase>& phase_cases() {
+  static const std::vector<PhaseCase> v = {
+      {2, 130, 1, 3, 8, 2, Mamba3Pairing::adjacent, true, false},  {1, 64, 2, 2, 9, 3, Mamba3Pairing::adjacent, false, false},
+      {2, 70, 4, 2, 12, 3, Mamba3Pairing::halves, true, false},    {1, 5, 1, 2, 6, 0, Mamba3Pairing::halves, true, false},
+      {1, 120, 1, 2, 96, 40, Mamba3Pairing::adjacent, true, false}, {1, 40, 2, 2, 130, 65, Mamba3Pairing::halves, false, false},
+      {1, 2500, 1, 2, 16, 4, Mamba3Pairing::adjacent, true, true}, {1, 1, 1, 33, 128, 32, Mamba3Pairing::adjacent, true, false}};
+  return v;
+}
+// float64 masters: q, k, dt, theta, sc, phase0, then the cotangents of q~, s k~, q.k, the last phase.
+std::vector<Tensor> phase_masters(const PhaseCase& c, uint64_t seed) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto rn = [&](std::vector<int64_t> sz) { return at::randn(sz, gen, at::kDouble); };
+  auto ru = [&](std::vector<int64_t> sz) { return at::rand(sz, gen, at::kDouble); };
+  const Tensor dt = c.far ? 0.3 + 0.7 * ru({c.b, c.t, c.h}) : ru({c.b, c.t, c.h}) * 0.2 + 1e-3;
+  const Tensor theta = c.far ? M_PI * (0.5 + 0.5 * ru({c.b, c.t, c.h, c.s})) : M_PI * at::tanh(rn({c.b, c.t, c.h, c.s}));
+  return {rn({c.b, c.t, c.r, c.h, c.n}), rn({c.b, c.t, c.r, c.h, c.n}), dt, theta, ru({c.b, c.t, c.h}) + 0.1,
+          ru({c.b, c.h, c.s}) * 2 * M_PI, rn({c.b, c.t, c.r, c.h, c.n}), rn({c.b, c.t, c.r, c.h, c.n}),
+          rn({c.b, c.t, c.r, c.h}), rn({c.b, c.h, c.s})};
+}
+// The masters rounded to the dtypes under test (q, k: qk_t; dt, theta, sc, phase0: ct), kept in float64.
+std::vector<Tensor> phase_rounded(const std::vector<Tensor>& m, at::ScalarType qk_t, at::ScalarType ct) {
+  std::vector<Tensor> r = m;
+  for (int i = 0; i < 6; ++i) r[i] = m[i].to(i < 2 ? qk_t : ct).to(at::kDouble);
+  return r;
+}
+const char* kPhaseNames[] = {"q~", "kk", "q.k", "phase_last", "dq", "dk", "ddt", "dtheta", "dsc", "dphase0"};
+// Outputs and gradients as float64 CPU tensors; oracle: the ATen composition (float64), else phase_rotate on `dev`
+// with q, k in qk_t and the rest in ct (theta as an expand()ed view over heads when expand_theta, H's first row).
+std::vector<Tensor> phase_results(const std::vector<Tensor>& m, const PhaseCase& c, at::Device dev,
+                                  at::ScalarType qk_t, at::ScalarType ct, bool oracle, bool expand_theta = false) {
+  namespace d = ssmlab::ops::mamba3_detail;
+  std::vector<Tensor> in;
+  for (int i = 0; i < 6; ++i) {
+    Tensor v = m[i];
+    if (i == 3 && expand_theta) v = v.narrow(2, 0, 1);
+    in.push_back(v.to(dev, i < 2 ? qk_t : ct).detach().requires_grad_(true));
+  }
+  const Tensor theta = expand_theta ? in[3].expand({c.b, c.t, c.h, c.s}) : in[3];
+  std::optional<Tensor> phase0;
+  if (c.phase0) phase0 = in[5];
+  Tensor qr, kk, qk, last;
+  if (oracle) {
+    Tensor phi = at::cumsum(in[2].unsqueeze(-1) * theta, 1);
+    if (phase0) phi = phi + phase0->unsqueeze(1);
+    const Tensor c5 = at::cos(phi).unsqueeze(2), s5 = at::sin(phi).unsqueeze(2);
+    qr = d::rotate(in[0], c5, s5, c.pairing);
+    kk = d::rotate(in[1], c5, s5, c.pairing) * in[4].unsqueeze(2).unsqueeze(-1);
+    qk = (in[0] * in[1]).sum(-1);
+    last = at::remainder(phi.select(1, c.t - 1), 2 * M_PI);
+  } else {
+    const auto pr = d::phase_rotate(in[0], in[1], in[2], theta, in[4], phase0, c.pairing);
+    qr = pr.qr, kk = pr.kk, qk = pr.qk, last = pr.phase_last;
+    EXPECT_EQ(qr.scalar_type(), ct);
+    EXPECT_EQ(last.scalar_type(), at::kDouble);
+  }
+  const std::vector<Tensor> outs = {qr, kk, qk, last};
+  Tensor loss;
+  for (int i = 0; i < 4; ++i) {
+    const Tensor term = (outs[i].to(at::kDouble) * m[6 + i].to(dev)).sum();
+    loss = loss.defined() ? loss + term : term;
+  }
+  auto g = torch::autograd::grad({loss}, in, {}, false, false, /*allow_unused=*/true);
+  for (size_t i = 0; i < g.size(); ++i)
+    if (!g[i].defined()) g[i] = at::zeros_like(in[i]);  // S = 0: theta and phase0 unused
+  if (!c.phase0) g[5] = at::zeros_like(in[5]);
+  // outputs, then dq, dk, ddt, dtheta, dsc, dphase0 (the leaves' order)
+  std::vector<Tensor> r = {outs[0], outs[1], outs[2], outs[3], g[0], g[1], g[2], g[3], g[4], g[5]};
+  for (auto& t : r) t = t.detach().to(at::kCPU, at::kDouble);
+  return r;
+}
+// normwise_grads: the gradients as ||got - want|| <= gtol.rtol ||want|| (float64 at phases of thousands of radians:
+// two float64 sums in different orders differ by ~1e-11 rad there, which moves every gradient by ~1e-11 of its
+// scale, beyond an elementwise 1e-9 where a sum cancels; any error of the algebra is of order one).
+void expect_phase_close(const std::vector<Tensor>& got, const std::vector<Tensor>& want, Tol ftol, Tol gtol,
+                        bool normwise_grads = false) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    const std::string name = kPhaseNames[i];
+    EXPECT_TRUE(ssmlab::test::all_finite(got[i], name));
+    const Tol tol = i >= 4 ? gtol : ftol;
+    if (i >= 4 && normwise_grads) {
+      const double err = (got[i] - want[i]).norm().item<double>(), ref = want[i].norm().item<double>();
+      EXPECT_LE(err, gtol.rtol * ref + gtol.atol) << name << " (normwise): |err| " << err << ", |want| " << ref;
+    } else if (name == "phase_last") {
+      const Tensor dd = at::remainder(got[i] - want[i] + M_PI, 2 * M_PI) - M_PI;
+      EXPECT_TRUE(all_close(dd, at::zeros_like(dd), tol, name + " (mod 2pi)"));
+      EXPECT_TRUE((got[i] >= 0).all().item<bool>() && (got[i] < 2 * M_PI).all().item<bool>()) << name;
+    } else {
+      EXPECT_TRUE(all_close(got[i], want[i], tol, name));
+    }
+  }
+}
+
+// The CPU twin against the float64 ATen composition: float64 (to rounding), float32 compute (cos/sin from the
+// float64 phase by the float reduction of phase_math.h: no drift at thousands of radians).
+TEST(Mamba3SsdKernels, PhaseTwinMatchesFloat64Autograd) {
+  PoisonCpuKernels poison;
+  uint64_t seed = 1200;
+  for (const PhaseCase& c : phase_cases())
+    for (const auto ct : {at::kDouble, at::kFloat}) {
+      SCOPED_TRACE(ssmlab::str(phase_label(c), " ", c10::toString(ct)));
+      const auto m = phase_rounded(phase_masters(c, seed++), ct, ct);
+      const auto want = phase_results(m, c, at::kCPU, at::kDouble, at::kDouble, true);
+      const auto got = phase_results(m, c, at::kCPU, ct, ct, false);
+      const bool f64 = ct == at::kDouble;
+      expect_phase_close(got, want, f64 ? ssmlab::test::kFp64Forward : ssmlab::test::kFp32Forward,
+                         f64 ? ssmlab::test::kFp64Grad : ssmlab::test::kFp32Grad, f64 && c.far);
+    }
+}
+
+// The shared cos/sin of phase_math.h against libm in float64 over phases from -1e4 to 1e4 (quadrant borders
+// included): float within 2.5e-7, float64 within 1e-15 of cos/sin of the reduced phase.
+TEST(Mamba3SsdKernels, PhaseCosSinAgreesWithLibm) {
+  namespace pm = ssmlab::ops::mamba3_phase;
+  double worst_f = 0, worst_d = 0;
+  std::vector<double> phases;
+  for (int i = -20000; i <= 20000; ++i) phases.push_back(i * 0.5000137);
+  for (int j = -64; j <= 64; ++j)
+    for (double e : {-1e-9, 0.0, 1e-9}) phases.push_back(j * M_PI / 4 + e);
+  for (double p : phases) {
+    float cf, sf;
+    double cd, sd;
+    pm::phase_cos_sin<float>(p, cf, sf);
+    pm::phase_cos_sin<double>(p, cd, sd);
+    const double r = pm::wrap_2pi(p);
+    worst_f = std::max({worst_f, std::abs(cf - std::cos(r)), std::abs(sf - std::sin(r))});
+    worst_d = std::max({worst_d, std::abs(cd - std::cos(r)), std::abs(sd - std::sin(r))});
+  }
+  EXPECT_LT(worst_f, 2.5e-7);
+  EXPECT_LT(worst_d, 1e-15);
+  EXPECT_EQ(pm::phase_chunk(0), 64);
+  EXPECT_EQ(pm::phase_chunk(32), 64);
+  EXPECT_EQ(pm::phase_chunk(128), 16);
+  EXPECT_LE(pm::phase_chunk(33) * 33, pm::kTileEntries);
+}
+
 // ---- CUDA ----------------------------------------------------------------------------------------------------
 
 // The rotation kernels (kernel_rotate.cuh) against the ATen twin on CPU copies: float64 (to rounding), float32, and
@@ -418,14 +610,16 @@ TEST(Mamba3Cuda, AutoTakesTheKernelsAndTheSwitchBypassesThem) {
 
 TEST(Mamba3Cuda, Float64MatchesReference) {
   SKIP_WITHOUT_CUDA();
-  EnvScope e("SSMLAB_MAMBA3_CUDA", nullptr);
-  uint64_t seed = 400;
-  for (const Spec& c : twin_specs()) {
-    SCOPED_TRACE(label(c));
-    ssmlab::test::poison_allocator();
-    const In in = cast(masters(c, seed), kCuda, at::kDouble);
-    check(in, run_auto, ssmlab::test::kFp64Forward, ssmlab::test::kFp64Grad, seed + 1);
-    seed += 2;
+  for (const char* mode : {"kernels", "aten_phase"}) {
+    EnvScope e("SSMLAB_MAMBA3_CUDA", mode);
+    uint64_t seed = 400;
+    for (const Spec& c : twin_specs()) {
+      SCOPED_TRACE(ssmlab::str(label(c), ", SSMLAB_MAMBA3_CUDA=", mode));
+      ssmlab::test::poison_allocator();
+      const In in = cast(masters(c, seed), kCuda, at::kDouble);
+      check(in, run_auto, ssmlab::test::kFp64Forward, ssmlab::test::kFp64Grad, seed + 1);
+      seed += 2;
+    }
   }
 }
 
@@ -441,10 +635,12 @@ TEST(Mamba3Cuda, Float32MatchesReference) {
                                    {1, 33, 4, 2, 32, 8, 16, Mamba3Pairing::halves, true},
                                    {1, 90, 3, 2, 16, 8, 4, Mamba3Pairing::adjacent, true}};
   uint64_t seed = 500;
+  for (const char* mode : {"kernels", "aten_phase"})
   for (const char* family : {"chunked", "sequential"}) {
+    EnvScope m("SSMLAB_MAMBA3_CUDA", mode);
     EnvScope alg("SSMLAB_SSD_CUDA", family);
     for (const Spec& c : specs) {
-      SCOPED_TRACE(ssmlab::str(label(c), ", SSMLAB_SSD_CUDA=", family));
+      SCOPED_TRACE(ssmlab::str(label(c), ", SSMLAB_SSD_CUDA=", family, ", SSMLAB_MAMBA3_CUDA=", mode));
       ssmlab::test::poison_allocator();
       const In in = cast(masters(c, seed), kCuda, at::kFloat);
       check(in, run_auto, ssmlab::test::kFp32Forward, ssmlab::test::kFp32Grad, seed + 1);
@@ -460,7 +656,7 @@ TEST(Mamba3Cuda, Bfloat16MatchesReference) {
   const std::vector<Spec> specs = {{2, 200, 1, 2, 128, 64, 32, Mamba3Pairing::adjacent, true},
                                    {1, 71, 2, 2, 64, 32, 16, Mamba3Pairing::halves, true}};
   uint64_t seed = 600;
-  for (const char* mode : {"kernels", "fp32"}) {
+  for (const char* mode : {"kernels", "fp32", "aten_phase"}) {
     EnvScope e("SSMLAB_MAMBA3_CUDA", mode);
     for (const Spec& c : specs) {
       SCOPED_TRACE(ssmlab::str(label(c), ", SSMLAB_MAMBA3_CUDA=", mode));
@@ -470,6 +666,51 @@ TEST(Mamba3Cuda, Bfloat16MatchesReference) {
       seed += 2;
     }
   }
+}
+
+// The phase kernels (kernel_phase.cuh) against their CPU twin on the same rounded values (float64 to rounding,
+// float32 compute with float32 or bf16 q, k) and against the float64 composition; theta also as an expand()ed view.
+TEST(Mamba3Cuda, PhaseKernelsMatchTheTwinAndFloat64) {
+  SKIP_WITHOUT_CUDA();
+  uint64_t seed = 1300;
+  for (const PhaseCase& c : phase_cases())
+    for (const auto& [qk, ct] : {std::pair{at::kDouble, at::kDouble}, std::pair{at::kFloat, at::kFloat},
+                                 std::pair{at::kBFloat16, at::kFloat}})
+      for (const bool expand : {false, true}) {
+        SCOPED_TRACE(ssmlab::str(phase_label(c), " ", c10::toString(qk), " expand ", expand));
+        ssmlab::test::poison_allocator();
+        const auto m = phase_rounded(phase_masters(c, seed++), qk, ct);
+        const auto twin = phase_results(m, c, at::kCPU, qk, ct, false, expand);
+        const auto got = phase_results(m, c, kCuda, qk, ct, false, expand);
+        const bool f64 = ct == at::kDouble;
+        // dq, dk come back in q's dtype: bf16 rounds fp32 values that differ in the last bits on both sides.
+        expect_phase_close(got, twin, f64 ? ssmlab::test::kFp64Forward : ssmlab::test::kFp32Forward,
+                           f64 ? ssmlab::test::kFp64Grad
+                               : qk == at::kBFloat16 ? ssmlab::test::kBf16Grad : ssmlab::test::kFp32Grad);
+        if (qk != at::kBFloat16) {
+          const auto want = phase_results(m, c, at::kCPU, at::kDouble, at::kDouble, true, expand);
+          expect_phase_close(got, want, f64 ? ssmlab::test::kFp64Forward : ssmlab::test::kFp32Forward,
+                             f64 ? ssmlab::test::kFp64Grad : ssmlab::test::kFp32Grad, f64 && c.far);
+        }
+      }
+}
+
+// The whole path at phases of thousands of radians (long_masters), float32 and bf16, the phase kernels and the
+// ATen phases (SSMLAB_MAMBA3_CUDA=aten_phase), against the float64 reference: outputs and every gradient
+// (d dt, d theta and d phase0 carry the reverse phase sums).
+TEST(Mamba3Cuda, LongSequenceFarPastTheWrap) {
+  SKIP_WITHOUT_CUDA();
+  const Spec c{2, 3000, 1, 2, 16, 8, 4, Mamba3Pairing::adjacent, true};
+  for (const char* mode : {"kernels", "aten_phase"})
+    for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+      EnvScope e("SSMLAB_MAMBA3_CUDA", mode);
+      SCOPED_TRACE(ssmlab::str(label(c), " ", c10::toString(dtype), ", SSMLAB_MAMBA3_CUDA=", mode));
+      ssmlab::test::poison_allocator();
+      const In in = cast(long_masters(c, 1400), kCuda, dtype);
+      const bool f32 = dtype == at::kFloat;
+      check(in, run_auto, f32 ? ssmlab::test::kFp32Forward : ssmlab::test::kBf16Forward,
+            f32 ? ssmlab::test::kFp32Grad : ssmlab::test::kBf16Grad, 1401);
+    }
 }
 
 // A prefill on CUDA then decode steps (plain ATen) continue it exactly: the carried tensors are the contract.
