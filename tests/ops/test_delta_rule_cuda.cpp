@@ -22,6 +22,7 @@
 
 #include "cuda_test_util.h"
 #include "ssmlab/core/device.h"
+#include "ssmlab/core/error.h"
 #include "ssmlab/ops/delta_rule/chunk_pass.h"
 #include "ssmlab/ops/delta_rule/delta_rule.h"
 #include "tolerances.h"
