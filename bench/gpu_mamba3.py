@@ -25,6 +25,8 @@ dev = "cuda"
 # "chunked" stays last: the chunked-ATen mode segfaults on CUDA under Python (another maintainer is on it), so the
 # other modes' rows must be measured before it runs.
 MODES = {"kernels": None, "aten_phase": "aten_phase", "fp32": "fp32", "chunked": "chunked"}
+# The modes the timing rows run, in order (M3_MODES="kernels aten_phase" skips the others).
+ROW_MODES = [m for m in os.environ.get("M3_MODES", " ".join(MODES)).split() if m in MODES]
 
 
 def set_mode(mode):
@@ -151,19 +153,18 @@ def row(name, b, t, r, h, n, p, s, qk_dtype, x_dtype):
     y_t, _ = loop64(*[v.double() for v in small], None, "adjacent" if r == 1 else "halves")
     pairing = "adjacent" if r == 1 else "halves"
     go = torch.randn(b, t, r, h, p, device=dev, dtype=x_dtype)
-    res = {}
-    for mode in MODES:
+    dts = f"q/k {str(qk_dtype).split('.')[-1]} x {str(x_dtype).split('.')[-1]}"
+    for mode in ROW_MODES:
         set_mode(mode)
         err = rel(scan(small, None, pairing)[0], y_t)
         with torch.no_grad():
             f_ms = gpu_ms(lambda: scan(X, None, pairing), reps=10, warmup=2)
         L = [v.detach().clone().requires_grad_() for v in X]
         fb_ms = gpu_ms(lambda: torch.autograd.grad(scan(L, None, pairing)[0], L, go), reps=5, warmup=1)
-        res[mode] = (f_ms, fb_ms, err)
+        # One line per mode, printed at once: a crash in a later mode keeps the rows already measured.
+        print(f"| {name} B{b} T{t} R{r} H{h} N{n} P{p} S{s} {dts} | {mode} | {f_ms:.3f} | {fb_ms:.3f} | {err:.1e} |",
+              flush=True)
     set_mode("kernels")
-    dts = f"q/k {str(qk_dtype).split('.')[-1]} x {str(x_dtype).split('.')[-1]}"
-    cols = [" / ".join(f"{res[m][j]:{fmt}}" for m in MODES) for j, fmt in ((0, ".3f"), (1, ".3f"), (2, ".1e"))]
-    print(f"| {name} B{b} T{t} R{r} H{h} N{n} P{p} S{s} {dts} | {cols[0]} | {cols[1]} | {cols[2]} |", flush=True)
     return X, go, pairing
 
 
@@ -177,8 +178,8 @@ os.environ["SSMLAB_MAMBA3_CUDA"] = "fp32"
 print("the same with SSMLAB_MAMBA3_CUDA=fp32 (split-tf32 products for bf16):")
 AGREE = agreement() and AGREE
 set_mode("kernels")
-print("| case | fwd ms " + " / ".join(MODES) + " | fwd+bwd ms (same) | err vs fp64 (B0, T256) |")
-print("| --- | --- | --- | --- |")
+print("| case | mode | fwd ms | fwd+bwd ms | err vs fp64 (B0, T256) |")
+print("| --- | --- | --- | --- | --- |")
 bf, f32 = torch.bfloat16, torch.float32
 X, go, pairing = row("m3 (peers layout)", 8, 2048, 1, 32, 128, 64, 32, f32, bf)
 row("m3 all bf16", 8, 2048, 1, 32, 128, 64, 32, bf, bf)
