@@ -7,6 +7,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <cstdlib>
 #include <string>
 #include <tuple>
 
@@ -126,6 +127,55 @@ TEST(Registration, DoubleBackwardThroughDispatcherIsRefused) {
   const auto g = torch::autograd::grad({loss}, {u});
   ASSERT_TRUE(g[0].defined());
   EXPECT_FALSE(g[0].requires_grad());
+}
+
+// Both Autograd paths of a dispatcher call give the C++ entry's gradients: the default keeps the entry's own graph
+// from the forward (eager CPU/CUDA calls: no second forward in the backward), SSMLAB_OP_AUTOGRAD=recompute saves the
+// inputs and recomputes. Each frees its graph after one backward unless retain_graph (a second backward then
+// fails naming the op), and with retain_graph repeats the same gradients; an input that does not require grad
+// gets none.
+TEST(Registration, BothAutogradPathsGiveTheEntrysGradients) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(36);
+  const at::Tensor u0 = at::randn({2, 7, 3}, gen, at::kDouble);
+  const at::Tensor delta0 = at::rand({2, 7, 3}, gen, at::kDouble) * 0.2 + 0.05;
+  const at::Tensor A0 = -(at::rand({3, 4}, gen, at::kDouble) + 0.1);
+  const at::Tensor B = at::randn({2, 7, 4}, gen, at::kDouble), C = at::randn({2, 7, 4}, gen, at::kDouble);
+  const at::Tensor z = at::randn({2, 7, 3}, gen, at::kDouble);
+  const at::Tensor gy = at::randn({2, 7, 3}, gen, at::kDouble), gs = at::randn({2, 3, 4}, gen, at::kDouble);
+  // The truth: the C++ entry's own autograd.
+  const at::Tensor u = u0.clone().requires_grad_(true), delta = delta0.clone().requires_grad_(true);
+  const at::Tensor A = A0.clone().requires_grad_(true);
+  const auto r = ssmlab::ops::selective_scan(u, delta, A, B, C, std::nullopt, z, std::nullopt, true, std::nullopt);
+  const auto want = torch::autograd::grad({r.y, r.final_state}, {u, delta, A}, {gy, gs});
+  auto op = c10::Dispatcher::singleton().findSchemaOrThrow("ssmlab::selective_scan", "").typed<ScanSig>();
+  for (const char* mode : {static_cast<const char*>(nullptr), "recompute"}) {
+    SCOPED_TRACE(mode ? mode : "kept graph (default)");
+    if (mode)
+      setenv("SSMLAB_OP_AUTOGRAD", mode, 1);
+    else
+      unsetenv("SSMLAB_OP_AUTOGRAD");
+    const at::Tensor u1 = u0.clone().requires_grad_(true), d1 = delta0.clone().requires_grad_(true);
+    const at::Tensor A1 = A0.clone();  // no grad: must get none
+    const auto [y, hT] = op.call(u1, d1, A1, B, C, std::nullopt, z, std::nullopt, true, std::nullopt);
+    ASSERT_TRUE(y.requires_grad());
+    for (int rep = 0; rep < 2; ++rep) {
+      const auto g = torch::autograd::grad({y, hT}, {u1, d1}, {gy, gs}, /*retain_graph=*/true);
+      EXPECT_TRUE(ssmlab::test::all_close(g[0], want[0], ssmlab::test::kFp64Grad, "d/du"));
+      EXPECT_TRUE(ssmlab::test::all_close(g[1], want[1], ssmlab::test::kFp64Grad, "d/ddelta"));
+    }
+    torch::autograd::backward({y, hT}, {gy, gs});  // frees the graph
+    EXPECT_FALSE(A1.grad().defined());
+    EXPECT_TRUE(ssmlab::test::all_close(u1.grad(), want[0], ssmlab::test::kFp64Grad, "u.grad"));
+    std::string what;
+    try {
+      y.sum().backward();  // a fresh sum node: the failure must come from the op's own (freed) node
+    } catch (const std::exception& e) {
+      what = e.what();
+    }
+    EXPECT_NE(what.find("ssmlab::selective_scan"), std::string::npos) << "a second backward after a freed graph: "
+                                                                      << what;
+  }
+  unsetenv("SSMLAB_OP_AUTOGRAD");
 }
 
 TEST(Registration, CausalConv1dThroughDispatcherMatchesCpp) {

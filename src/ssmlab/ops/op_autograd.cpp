@@ -1,6 +1,7 @@
 // Generic autograd and backward kernels of the ssmlab::<op> schemas (op_autograd.h).
 #include "ssmlab/ops/op_autograd.h"
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,81 @@ class RecomputeNode : public torch::autograd::Node {
   bool released_ = false;
 };
 
+// The refusal of a create_graph=True gradient through `fwd_name` (both Autograd paths say the same).
+std::string double_backward_message(const std::string& fwd_name) {
+  return str(fwd_name, "_backward: the gradient of ", fwd_name,
+             " is not differentiable (double backward, e.g. torch.autograd.grad(..., create_graph=True) through ",
+             fwd_name, ", is not supported); take first-order gradients only");
+}
+
+// The node of one eager CPU/CUDA call that kept the C++ entry's own autograd graph from the forward: its backward
+// differentiates that graph (no second forward). It holds the entry's outputs (the graph's roots) and the leaf
+// aliases of the op's differentiable inputs until the engine releases it.
+class KeptGraphNode : public torch::autograd::Node {
+ public:
+  KeptGraphNode(std::string fwd_name, std::vector<Tensor> leaves, std::vector<Tensor> inputs)
+      : fwd_name_(std::move(fwd_name)), leaves_(std::move(leaves)), inputs_(std::move(inputs)) {}
+
+  void set_roots(std::vector<Tensor> roots) { roots_ = std::move(roots); }
+
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+    SSMLAB_CHECK(!c10::GradMode::is_enabled(), double_backward_message(fwd_name_));
+    SSMLAB_CHECK(!released_, fwd_name_,
+                 "_backward: the graph of this call was freed by an earlier backward; pass retain_graph=True to "
+                 "run it twice");
+    std::vector<Tensor> outs, gouts, want;
+    for (size_t i = 0; i < roots_.size() && i < grads.size(); ++i)
+      if (roots_[i].defined()) {
+        outs.push_back(roots_[i]);
+        gouts.push_back(grads[i].defined() ? grads[i] : at::zeros_like(roots_[i]));
+      }
+    std::vector<size_t> pos;
+    for (size_t j = 0; j < leaves_.size(); ++j)
+      if (leaves_[j].requires_grad()) {
+        want.push_back(leaves_[j]);
+        pos.push_back(j);
+      }
+    std::vector<Tensor> g;
+    if (!outs.empty() && !want.empty())
+      g = torch::autograd::grad(outs, want, gouts, /*retain_graph=*/true, /*create_graph=*/false,
+                                /*allow_unused=*/true);
+    torch::autograd::variable_list result(leaves_.size());
+    for (size_t k = 0; k < pos.size(); ++k) {
+      const size_t j = pos[k];
+      const Tensor& like = inputs_[j];
+      result[j] = k < g.size() && g[k].defined() ? as_dense(g[k].to(like.scalar_type()))
+                                                 : at::zeros(like.sizes(), like.options());
+    }
+    return result;
+  }
+
+  std::string name() const override { return fwd_name_ + "_backward"; }
+
+  void release_variables() override {
+    roots_.clear();
+    leaves_.clear();
+    inputs_.clear();
+    released_ = true;
+  }
+
+ private:
+  std::string fwd_name_;
+  std::vector<Tensor> leaves_, inputs_, roots_;
+  bool released_ = false;
+};
+
+// Eager calls whose next kernel below autograd is the CPU or CUDA one keep the entry's graph (KeptGraphNode);
+// anything else in between (fake or meta tensors under torch.compile / opcheck, functionalization, Python modes,
+// functorch) and SSMLAB_OP_AUTOGRAD=recompute save the inputs and recompute the forward in the backward.
+bool keep_graph(c10::DispatchKeySet ks) {
+  const char* env = std::getenv("SSMLAB_OP_AUTOGRAD");
+  if (env != nullptr && std::string(env) == "recompute") return false;
+  const c10::DispatchKeySet below = ks & c10::after_ADInplaceOrView_keyset;
+  if (below.empty()) return false;
+  const auto k = below.highestPriorityTypeId();
+  return k == c10::DispatchKey::CPU || k == c10::DispatchKey::CUDA;
+}
+
 }  // namespace
 
 at::Tensor as_dense(const at::Tensor& t) {
@@ -111,6 +187,47 @@ void autograd_recompute_kernel(const c10::OperatorHandle& op, c10::DispatchKeySe
       needs_grad = needs_grad || a.toTensor().requires_grad();
     }
   needs_grad = needs_grad && c10::GradMode::is_enabled();
+  if (needs_grad && keep_graph(ks)) {
+    // Run the entry with autograd recording on leaf aliases of the differentiable inputs (as
+    // backward_recompute_kernel does), keep that graph, and hand the caller detached outputs whose history is one
+    // KeptGraphNode.
+    std::vector<Tensor> leaves;
+    for (auto it = stack->end() - static_cast<std::ptrdiff_t>(n_args); it != stack->end(); ++it)
+      if (differentiable(*it)) {
+        const Tensor& t = it->toTensor();
+        leaves.push_back(t.detach().requires_grad_(t.requires_grad()));
+        *it = leaves.back();
+      }
+    {
+      auto local = c10::impl::tls_local_dispatch_key_set();
+      local.excluded_ = local.excluded_ - c10::autograd_dispatch_keyset_with_ADInplaceOrView;
+      c10::impl::ForceDispatchKeyGuard keys(local);
+      at::AutoGradMode grad_on(true);
+      t_recompute = true;
+      try {
+        op.redispatchBoxed(ks & c10::after_ADInplaceOrView_keyset, stack);
+      } catch (...) {
+        t_recompute = false;
+        throw;
+      }
+      t_recompute = false;
+    }
+    auto node = std::shared_ptr<KeptGraphNode>(new KeptGraphNode(op.schema().name(), leaves, diff),
+                                               torch::autograd::deleteNode);
+    node->set_next_edges(torch::autograd::collect_next_edges(diff));
+    const size_t n_out = op.schema().returns().size();
+    std::vector<Tensor> roots;
+    for (auto it = stack->end() - static_cast<std::ptrdiff_t>(n_out); it != stack->end(); ++it) {
+      if (!it->isTensor()) continue;
+      const Tensor o = it->toTensor();
+      roots.push_back(o.requires_grad() ? o : Tensor());
+      Tensor out = o.detach();
+      torch::autograd::set_history(out, node);
+      *it = out;
+    }
+    node->set_roots(std::move(roots));
+    return;
+  }
   {
     at::AutoDispatchBelowADInplaceOrView guard;
     op.redispatchBoxed(ks & c10::after_ADInplaceOrView_keyset, stack);
@@ -221,9 +338,7 @@ void autograd_backward_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet
     }
     std::string fwd = schema.name();
     fwd.resize(fwd.size() - std::string("_backward").size());
-    SSMLAB_CHECK(!needs_grad, schema.name(), ": the gradient of ", fwd,
-                 " is not differentiable (double backward, e.g. torch.autograd.grad(..., create_graph=True) "
-                 "through ", fwd, ", is not supported); take first-order gradients only");
+    SSMLAB_CHECK(!needs_grad, double_backward_message(fwd));
   }
   at::AutoDispatchBelowADInplaceOrView guard;
   op.redispatchBoxed(ks & c10::after_ADInplaceOrView_keyset, stack);
