@@ -7,7 +7,7 @@ namespace ssmlab {
 std::string shape_str(c10::IntArrayRef sizes) {
   std::ostringstream os;
   os << "(";
-  for (size_t i = 0; i < sizes.size(); ++i) os << (i ? ", " : "") << sizes[i];
+  for (size_t i = 0; i < sizes.size(); ++i) os << (i ? ", " : "") << std::to_string(sizes[i]);  // error.h: no num_put
   os << ")";
   return os.str();
 }

@@ -1,7 +1,9 @@
 // Errors and boundary checks. Check at the boundary, trust inside: every public entry validates its
 // inputs with SSMLAB_CHECK and says what it expected and what came.
 #pragma once
+#include <cstdio>
 #include <sstream>
+#include <type_traits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -22,10 +24,30 @@ class Error : public std::runtime_error {
 };
 
 namespace detail {
+// Numbers are formatted with std::to_string / snprintf and inserted as text, never through the stream's num_put
+// facet: in a Python process whose libstdc++ is not the one libssmlab_ops.so was built with (the GPU machine's
+// /opt/gcc 13 toolchain, 2026-12-07), `os << long` inside the library crashed (SIGSEGV in the facet lookup) while
+// building an ordinary warning. Same text as the stream's defaults: integers in decimal, bool as 0/1, floating
+// point as %g (6 significant digits).
+template <class T>
+void append_one(std::ostringstream& os, const T& v) {
+  if constexpr (std::is_same_v<T, bool>) {
+    os << (v ? "1" : "0");
+  } else if constexpr (std::is_integral_v<T> && !std::is_same_v<T, char> && !std::is_same_v<T, signed char> &&
+                       !std::is_same_v<T, unsigned char>) {
+    os << std::to_string(v);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%g", static_cast<double>(v));
+    os << buf;
+  } else {
+    os << v;
+  }
+}
 inline void append(std::ostringstream&) {}
 template <class T, class... Rest>
 void append(std::ostringstream& os, const T& v, const Rest&... rest) {
-  os << v;
+  append_one(os, v);
   append(os, rest...);
 }
 }  // namespace detail
