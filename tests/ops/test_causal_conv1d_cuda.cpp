@@ -11,6 +11,8 @@
 // gradient element the kernels never write most likely reads NaN; every result is checked finite.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -199,6 +201,26 @@ TEST_P(CausalConv1dCudaVsReference, HalfStridedAndShapes) {
   check_case({3, 77, 37, w, true, false, true, at::kFloat, s + 5, /*strided=*/true});
   check_case({2, 4097, 264, w, true, true, true, at::kFloat, s + 6});
   check_case({1, 3, 9, w, true, false, true, at::kDouble, s + 7});  // L < W - 1 for W = 4 ... and L = 3
+}
+
+// 16-bit inputs through both forward row widths: 4-byte rows (the default) and 8-byte rows
+// (SSMLAB_CONV_FWD_VEC16=4), E a multiple of 4 (both vector paths) and not (the scalar fallback), a strided x.
+TEST_P(CausalConv1dCudaVsReference, SixteenBitForwardRowWidths) {
+  SKIP_WITHOUT_CUDA();
+  const int64_t w = GetParam();
+  for (const char* v : {static_cast<const char*>(nullptr), "4"}) {
+    if (v)
+      setenv("SSMLAB_CONV_FWD_VEC16", v, 1);
+    else
+      unsetenv("SSMLAB_CONV_FWD_VEC16");
+    SCOPED_TRACE(v ? "8-byte 16-bit rows" : "4-byte 16-bit rows");
+    const uint64_t s = 1900 + 10 * uint64_t(w);
+    check_case({3, 300, 136, w, true, true, true, at::kBFloat16, s});
+    check_case({2, 77, 38, w, true, true, true, at::kBFloat16, s + 1});
+    check_case({3, 77, 136, w, true, true, true, at::kHalf, s + 2, /*strided=*/true});
+    check_case({1, 63, 37, w, true, false, true, at::kHalf, s + 3});
+  }
+  unsetenv("SSMLAB_CONV_FWD_VEC16");
 }
 
 // Gradients that reach only the output or only the final state (the other cotangent absent; for W = 1 there
