@@ -29,6 +29,8 @@
 #include <cuda_pipeline_primitives.h>
 #include <mma.h>
 
+#include "ssmlab/ops/wmma_tf32.cuh"
+
 #include <cstdint>
 
 namespace ssmlab::ops::delta_state_kernels {
@@ -95,17 +97,6 @@ __device__ __forceinline__ void dsp_stage_async(float* dst, int ld, const float*
   }
 }
 
-template <typename Frag>
-__device__ __forceinline__ void dsp_split_tf32(Frag& hi, Frag& lo) {
-#pragma unroll
-  for (int e = 0; e < hi.num_elements; ++e) {
-    const float v = hi.x[e];
-    const float h = wmma::__float_to_tf32(v);
-    hi.x[e] = h;
-    lo.x[e] = wmma::__float_to_tf32(v - h);
-  }
-}
-
 using DspAcc = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
 template <class Layout>
 using DspA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, Layout>;
@@ -133,8 +124,8 @@ __device__ __forceinline__ void dsp_product1(float* Y, const float* M1, const fl
       DspB bh, bl;
       wmma::load_matrix_sync(ah, M1 + i0 * L.ldm + kk, L.ldm);
       wmma::load_matrix_sync(bh, X + kk * L.ldx + j0, L.ldx);
-      dsp_split_tf32(ah, al);
-      dsp_split_tf32(bh, bl);
+      wmma_tf32::split(ah, al);
+      wmma_tf32::split(bh, bl);
       wmma::mma_sync(acc[u], ah, bh, acc[u]);
       wmma::mma_sync(cor[u], al, bh, cor[u]);
       wmma::mma_sync(cor[u], ah, bl, cor[u]);
@@ -169,13 +160,13 @@ __device__ __forceinline__ void dsp_product2(float* X, const float* M2, const fl
     for (int k0 = 0; k0 < L.qp; k0 += 8) {
       DspB bh, bl;
       wmma::load_matrix_sync(bh, Y + k0 * L.ldx + j0, L.ldx);
-      dsp_split_tf32(bh, bl);
+      wmma_tf32::split(bh, bl);
 #pragma unroll
       for (int u = 0; u < 2; ++u) {
         if (u >= nt) break;
         DspA<wmma::col_major> ah, al;
         wmma::load_matrix_sync(ah, M2 + k0 * L.ldm + i0[u], L.ldm);
-        dsp_split_tf32(ah, al);
+        wmma_tf32::split(ah, al);
         wmma::mma_sync(acc[u], ah, bh, acc[u]);
         wmma::mma_sync(cor[u], al, bh, cor[u]);
         wmma::mma_sync(cor[u], ah, bl, cor[u]);

@@ -21,6 +21,8 @@
 #include <cuda_bf16.h>
 #include <mma.h>
 
+#include "ssmlab/ops/wmma_tf32.cuh"
+
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -140,17 +142,6 @@ __device__ __forceinline__ int offset(int r, int c, int ld) {
     return c * ld + r;
 }
 
-template <typename Frag>
-__device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo) {
-#pragma unroll
-  for (int e = 0; e < hi.num_elements; ++e) {
-    const float v = hi.x[e];
-    const float h = wmma::__float_to_tf32(v);
-    hi.x[e] = h;
-    lo.x[e] = wmma::__float_to_tf32(v - h);
-  }
-}
-
 // Cm (M x N, fp32, row-major, ldc) = [Cm +] A (M x K) · B (K x N); M, N, K multiples of 16. A's element
 // (i, k) sits at offset<LA>(i, k, lda), B's (k, j) at offset<LB>(k, j, ldb). Warp w takes output tiles w,
 // w + kWarps, ..., two at a time (independent accumulator chains for latency); a caller that accumulates onto
@@ -199,8 +190,8 @@ __device__ void gemm(float* Cm, int ldc, const Op* A, int lda, const Op* B, int 
           wmma::fragment<wmma::matrix_b, 16, 16, kk, wmma::precision::tf32, LB> bh, bl;
           wmma::load_matrix_sync(ah, A + offset<LA>(i0[u], k0, lda), lda);
           wmma::load_matrix_sync(bh, B + offset<LB>(k0, j0[u], ldb), ldb);
-          if (!(exact & kExactA)) split_tf32(ah, al);
-          if (!(exact & kExactB)) split_tf32(bh, bl);
+          if (!(exact & kExactA)) wmma_tf32::split(ah, al);
+          if (!(exact & kExactB)) wmma_tf32::split(bh, bl);
           wmma::mma_sync(acc[u], ah, bh, acc[u]);
           if (!(exact & kExactA)) wmma::mma_sync(cor[u], al, bh, cor[u]);
           if (!(exact & kExactB)) wmma::mma_sync(cor[u], ah, bl, cor[u]);
