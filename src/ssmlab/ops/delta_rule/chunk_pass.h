@@ -53,9 +53,8 @@ struct StateInputs {
 struct StateForward {
   at::Tensor S_entry, Vn, final_state;
 };
-struct StateBackward {
-  at::Tensor dVn, dSx, dS0;
-};
+// The state pass's gradients are the full pass's (dVn, dSx per chunk, dS0).
+using StateBackward = Backward;
 
 // The ATen implementation of the pass (any device).
 Forward forward_aten(const Inputs& in, bool save);

@@ -43,6 +43,26 @@ kd::Params<T> sizes_of(const delta_rule_pass::Inputs& in) {
   return p;
 }
 
+// Allocates both backward passes' gradients (dVn, dSx per chunk, dS0; `o`: U's options) and fills them where no
+// kernel has work: nothing to run at B HV = 0 or V = 0, and with no chunks dS0 = dS_final (or zero). Returns true
+// when the caller is done.
+bool backward_outputs(delta_rule_pass::Backward& g, const Tensor& U, int64_t k, const Tensor& dS_final) {
+  const int64_t b = U.size(0), hv = U.size(1), nc = U.size(2), q = U.size(3), v = U.size(4);
+  const auto o = U.options();
+  g.dVn = out_empty({b, hv, nc, q, v}, o);
+  g.dSx = out_empty({b, hv, nc, k, v}, o);
+  g.dS0 = out_empty({b, hv, k, v}, o);
+  if (b * hv == 0 || v == 0) return true;
+  if (nc == 0) {
+    if (dS_final.defined())
+      g.dS0.copy_(dS_final);
+    else
+      g.dS0.zero_();
+    return true;
+  }
+  return false;
+}
+
 dim3 grid_of(const delta_rule_pass::Inputs& in) {
   const int64_t bh = in.U.size(0) * in.U.size(1), v = in.U.size(4);
   return dim3(static_cast<unsigned>(bh), static_cast<unsigned>((v + kd::kCols - 1) / kd::kCols));
@@ -187,7 +207,6 @@ delta_rule_pass::StateBackward state_backward(const delta_rule_pass::StateInputs
   const c10::cuda::CUDAGuard guard(in.U.device());
   const int64_t b = in.U.size(0), hv = in.U.size(1), nc = in.U.size(2), q = in.U.size(3), v = in.U.size(4),
                 k = in.W.size(4);
-  const auto o = in.U.options();
   auto ok = [&](const Tensor& t, at::IntArrayRef sizes) {
     return !t.defined() || (t.sizes() == sizes && t.is_contiguous() && t.scalar_type() == at::kFloat &&
                             t.device() == in.U.device());
@@ -196,17 +215,7 @@ delta_rule_pass::StateBackward state_backward(const delta_rule_pass::StateInputs
               "delta_rule_cuda::state_backward: the incoming gradients must be contiguous float32, shaped like "
               "S_entry, Vn and S0 (or undefined)");
   delta_rule_pass::StateBackward g;
-  g.dVn = out_empty({b, hv, nc, q, v}, o);
-  g.dSx = out_empty({b, hv, nc, k, v}, o);
-  g.dS0 = out_empty({b, hv, k, v}, o);
-  if (b * hv == 0 || v == 0) return g;
-  if (nc == 0) {
-    if (dS_final.defined())
-      g.dS0.copy_(dS_final);
-    else
-      g.dS0.zero_();
-    return g;
-  }
+  if (backward_outputs(g, in.U, k, dS_final)) return g;
   ks::StateParams p{};
   p.bh = b * hv;
   p.nc = static_cast<int>(nc);
@@ -268,26 +277,14 @@ delta_rule_pass::Forward forward(const delta_rule_pass::Inputs& in, bool save) {
 delta_rule_pass::Backward backward(const delta_rule_pass::Inputs& in, const Tensor& dO, const Tensor& dS_final) {
   check_inputs(in, "delta_rule_cuda::backward");
   const c10::cuda::CUDAGuard guard(in.U.device());
-  const int64_t b = in.U.size(0), hv = in.U.size(1), nc = in.U.size(2), q = in.U.size(3), v = in.U.size(4),
-                k = in.W.size(4);
-  const auto o = in.U.options();
+  const int64_t q = in.U.size(3), k = in.W.size(4);
   TORCH_CHECK(dO.sizes() == in.U.sizes() && dO.is_contiguous() && dO.scalar_type() == in.U.scalar_type(),
               "delta_rule_cuda::backward: dO must be contiguous, shaped and typed like U");
   TORCH_CHECK(!dS_final.defined() || (dS_final.sizes() == in.S0.sizes() && dS_final.is_contiguous() &&
                                       dS_final.scalar_type() == in.U.scalar_type()),
               "delta_rule_cuda::backward: dS_final must be contiguous, shaped and typed like S0");
   delta_rule_pass::Backward g;
-  g.dVn = out_empty({b, hv, nc, q, v}, o);
-  g.dSx = out_empty({b, hv, nc, k, v}, o);
-  g.dS0 = out_empty({b, hv, k, v}, o);
-  if (b * hv == 0 || v == 0) return g;
-  if (nc == 0) {
-    if (dS_final.defined())
-      g.dS0.copy_(dS_final);
-    else
-      g.dS0.zero_();
-    return g;
-  }
+  if (backward_outputs(g, in.U, k, dS_final)) return g;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(in.U.scalar_type(), "delta_rule_cuda_backward", [&] {
     auto p = sizes_of<scalar_t>(in);
