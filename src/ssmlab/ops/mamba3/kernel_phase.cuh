@@ -290,21 +290,11 @@ __global__ void __launch_bounds__(kPhThreads, kPhMinBlocks<C>) phase_rotate_back
         if (p.dqr) ph_load_pair(p.dqr + base, ia, ib, g.vec2, gqa, gqb);
         if (p.dkk) ph_load_pair(p.dkk + base, ia, ib, g.vec2, gka, gkb);
         const C gqk = p.dqk ? p.dqk[row * g.h + hh] : C(0);
-        const C hka = scale * gka, hkb = scale * gkb;  // the cotangent of Rot(k)
-        C kra = ka, krb = kb, dqa = gqa, dqb = gqb, dka = hka, dkb = hkb;
-        if (rotated) {
-          kra = ka * co - kb * si;
-          krb = ka * si + kb * co;
-          dqa = gqa * co + gqb * si;
-          dqb = gqb * co - gqa * si;
-          dka = hka * co + hkb * si;
-          dkb = hkb * co - hka * si;
-          dc += gqa * qa + gqb * qb + hka * ka + hkb * kb;
-          ds += gqb * qa - gqa * qb + hkb * ka - hka * kb;
-        }
-        dsc += gka * kra + gkb * krb;
-        ph_store_pair(p.dq + base, ia, ib, g.vec2, dqa + gqk * ka, dqb + gqk * kb);
-        ph_store_pair(p.dk + base, ia, ib, g.vec2, dka + gqk * qa, dkb + gqk * qb);
+        C dqa, dqb, dka, dkb;
+        pm::pair_backward(qa, qb, ka, kb, gqa, gqb, gka, gkb, gqk, scale, rotated, co, si, dc, ds, dsc, dqa, dqb, dka,
+                          dkb);
+        ph_store_pair(p.dq + base, ia, ib, g.vec2, dqa, dqb);
+        ph_store_pair(p.dk + base, ia, ib, g.vec2, dka, dkb);
       }
       if (rotated)
         ph[tl * g.s + i] = static_cast<double>(ds) * static_cast<double>(co) -

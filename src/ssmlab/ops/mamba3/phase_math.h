@@ -95,4 +95,30 @@ SSMLAB_M3_HD void phase_cos_sin(double phase, C& c, C& s) {
   }
 }
 
+// One (q, k) pair's backward through the rotation, the key scale and q.k, for one rank: from the pair of q, k and
+// the cotangents of Rot(q) (gq), of scale Rot(k) (gk) and of q.k (gqk), writes the pair's dq, dk and adds the
+// pair's terms of d cos (dc), d sin (ds) and d scale (dscale). An unrotated pair (i >= S) has co = 1, si = 0 and
+// adds nothing to dc, ds.
+template <typename C>
+SSMLAB_M3_HD void pair_backward(C qa, C qb, C ka, C kb, C gqa, C gqb, C gka, C gkb, C gqk, C scale, bool rotated, C co,
+                                C si, C& dc, C& ds, C& dscale, C& dqa_out, C& dqb_out, C& dka_out, C& dkb_out) {
+  const C hka = scale * gka, hkb = scale * gkb;  // the cotangent of Rot(k)
+  C kra = ka, krb = kb, dqa = gqa, dqb = gqb, dka = hka, dkb = hkb;
+  if (rotated) {
+    kra = ka * co - kb * si;
+    krb = ka * si + kb * co;
+    dqa = gqa * co + gqb * si;
+    dqb = gqb * co - gqa * si;
+    dka = hka * co + hkb * si;
+    dkb = hkb * co - hka * si;
+    dc += gqa * qa + gqb * qb + hka * ka + hkb * kb;
+    ds += gqb * qa - gqa * qb + hkb * ka - hka * kb;
+  }
+  dscale += gka * kra + gkb * krb;
+  dqa_out = dqa + gqk * ka;
+  dqb_out = dqb + gqk * kb;
+  dka_out = dka + gqk * qa;
+  dkb_out = dkb + gqk * qb;
+}
+
 }  // namespace ssmlab::ops::mamba3_phase

@@ -157,23 +157,8 @@ void twin_backward(const TwinGeom& g, const C* q, const C* k, const double* dt, 
               const C gqa = grad(dqr, base + ia), gqb = grad(dqr, base + ib);
               const C gka = grad(dkk, base + ia), gkb = grad(dkk, base + ib);
               const C gqk = grad(dqk, row * g.h + hh);
-              const C hka = scale * gka, hkb = scale * gkb;
-              C kra = ka, krb = kb, dqa = gqa, dqb = gqb, dka = hka, dkb = hkb;
-              if (rotated) {
-                kra = ka * co - kb * si;
-                krb = ka * si + kb * co;
-                dqa = gqa * co + gqb * si;
-                dqb = gqb * co - gqa * si;
-                dka = hka * co + hkb * si;
-                dkb = hkb * co - hka * si;
-                dc += gqa * qa + gqb * qb + hka * ka + hkb * kb;
-                ds += gqb * qa - gqa * qb + hkb * ka - hka * kb;
-              }
-              dscale += gka * kra + gkb * krb;
-              dq[base + ia] = dqa + gqk * ka;
-              dq[base + ib] = dqb + gqk * kb;
-              dk[base + ia] = dka + gqk * qa;
-              dk[base + ib] = dkb + gqk * qb;
+              pair_backward(qa, qb, ka, kb, gqa, gqb, gka, gkb, gqk, scale, rotated, co, si, dc, ds, dscale,
+                            dq[base + ia], dq[base + ib], dk[base + ia], dk[base + ib]);
             }
             if (rotated)
               ph[tl * g.s + i] = static_cast<double>(ds) * static_cast<double>(co) -
