@@ -25,6 +25,35 @@ using torch::jit::Stack;
 
 thread_local bool t_recompute = false;
 
+// While alive: grad mode on and the autograd keys not excluded, whatever the caller excluded (e.g. a compiled
+// backward, or the redispatch below an Autograd kernel), so that autograd records below this point.
+class RecordingScope {
+ public:
+  RecordingScope() : keys_(keys()), grad_on_(true) {}
+
+ private:
+  static c10::impl::LocalDispatchKeySet keys() {
+    auto local = c10::impl::tls_local_dispatch_key_set();
+    local.excluded_ = local.excluded_ - c10::autograd_dispatch_keyset_with_ADInplaceOrView;
+    return local;
+  }
+  c10::impl::ForceDispatchKeyGuard keys_;
+  at::AutoGradMode grad_on_;
+};
+
+// Redispatches `op` at `ks` telling the CPU/CUDA kernel it reaches to record the C++ entry's graph (ForwardGradScope
+// reads t_recompute); call inside a RecordingScope.
+void redispatch_recording(const c10::OperatorHandle& op, c10::DispatchKeySet ks, Stack* stack) {
+  t_recompute = true;
+  try {
+    op.redispatchBoxed(ks, stack);
+  } catch (...) {
+    t_recompute = false;
+    throw;
+  }
+  t_recompute = false;
+}
+
 bool differentiable(const IValue& v) { return v.isTensor() && at::isFloatingType(v.toTensor().scalar_type()); }
 
 std::string short_name(const c10::OperatorHandle& op) { return op.schema().name(); }
@@ -199,18 +228,8 @@ void autograd_recompute_kernel(const c10::OperatorHandle& op, c10::DispatchKeySe
         *it = leaves.back();
       }
     {
-      auto local = c10::impl::tls_local_dispatch_key_set();
-      local.excluded_ = local.excluded_ - c10::autograd_dispatch_keyset_with_ADInplaceOrView;
-      c10::impl::ForceDispatchKeyGuard keys(local);
-      at::AutoGradMode grad_on(true);
-      t_recompute = true;
-      try {
-        op.redispatchBoxed(ks & c10::after_ADInplaceOrView_keyset, stack);
-      } catch (...) {
-        t_recompute = false;
-        throw;
-      }
-      t_recompute = false;
+      RecordingScope recording;
+      redispatch_recording(op, ks & c10::after_ADInplaceOrView_keyset, stack);
     }
     auto node = std::shared_ptr<KeptGraphNode>(new KeptGraphNode(op.schema().name(), leaves, diff),
                                                torch::autograd::deleteNode);
@@ -290,18 +309,8 @@ void backward_recompute_kernel(const c10::OperatorHandle& op, c10::DispatchKeySe
   std::vector<Tensor> outs, gouts;
   {
     // Autograd must record below this kernel, whatever the caller excluded (e.g. a compiled backward).
-    auto local = c10::impl::tls_local_dispatch_key_set();
-    local.excluded_ = local.excluded_ - c10::autograd_dispatch_keyset_with_ADInplaceOrView;
-    c10::impl::ForceDispatchKeyGuard keys(local);
-    at::AutoGradMode grad_on(true);
-    t_recompute = true;
-    try {
-      fwd.redispatchBoxed(c10::DispatchKeySet(ks.highestPriorityTypeId()), &fstack);
-    } catch (...) {
-      t_recompute = false;
-      throw;
-    }
-    t_recompute = false;
+    RecordingScope recording;
+    redispatch_recording(fwd, c10::DispatchKeySet(ks.highestPriorityTypeId()), &fstack);
     for (size_t i = 0; i < n_out; ++i) {
       const Tensor& o = fstack[i].toTensor();
       if (!o.requires_grad()) continue;
